@@ -1,0 +1,37 @@
+//! Test support shared by the crates' integration tests.
+
+pub mod tiny;
+
+use std::path::PathBuf;
+
+/// The repository's `tests/data` directory.
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data")
+}
+
+pub fn read_json(rel: &str) -> serde_json::Value {
+    let p = data_dir().join(rel);
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&s).unwrap()
+}
+
+/// Path of the real teacher, as `tools/fetch-teacher.sh` caches it (or `QAT_DISTILL_TEACHER`).
+/// Panics with the command to run when it is missing: these tests must not pass vacuously.
+pub fn teacher_path() -> PathBuf {
+    if let Ok(p) = std::env::var("QAT_DISTILL_TEACHER") {
+        return PathBuf::from(p);
+    }
+    let cache = std::env::var("QAT_DISTILL_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
+        let base = std::env::var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+        base.join("qat-distill")
+    });
+    let p = cache.join("gemma-3-270m-q4_k_m.gguf");
+    assert!(
+        p.is_file(),
+        "teacher not found at {}; run tools/fetch-teacher.sh first",
+        p.display()
+    );
+    p
+}

@@ -1,0 +1,19 @@
+//! GGUF reading and writing.
+//!
+//! Our own parser rather than candle's `gguf_file`, because the teacher path must survive hostile
+//! files: every count is bounded by the bytes that remain, every tensor extent is checked at
+//! open time, and every failure is a [`GgufError`] naming the file.
+
+pub mod dtype;
+pub mod error;
+pub mod file;
+pub mod reader;
+pub mod value;
+pub mod writer;
+
+pub use dtype::GgmlType;
+pub use error::{GgufError, GgufErrorKind, Result};
+pub use file::GgufFile;
+pub use reader::{Header, TensorInfo};
+pub use value::{Value, ValueType};
+pub use writer::{string_array, write_atomic, GgufWriter, TensorData};

@@ -1,0 +1,151 @@
+//! Writing GGUF v3 files atomically (temp file in the same directory, then rename), so a crash
+//! never leaves a half-written model at the target path.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::dtype::GgmlType;
+use crate::reader::{DEFAULT_ALIGNMENT, MAGIC};
+use crate::value::{Value, ValueType};
+
+pub struct TensorData {
+    pub name: String,
+    /// Row-major (candle) shape, outermost first.
+    pub shape: Vec<usize>,
+    pub dtype: GgmlType,
+    pub data: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct GgufWriter {
+    pub metadata: Vec<(String, Value)>,
+    pub tensors: Vec<TensorData>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &Value) {
+    match v {
+        Value::U8(x) => out.push(*x),
+        Value::I8(x) => out.push(*x as u8),
+        Value::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::Bool(x) => out.push(*x as u8),
+        Value::String(s) => put_str(out, s),
+        Value::Array(ty, items) => {
+            out.extend_from_slice(&ty.id().to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for it in items {
+                put_value(out, it);
+            }
+        }
+        Value::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        Value::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+    }
+}
+
+impl GgufWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&mut self, key: &str, value: Value) -> &mut Self {
+        if let Some(slot) = self.metadata.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = value;
+        } else {
+            self.metadata.push((key.to_string(), value));
+        }
+        self
+    }
+
+    pub fn add_tensor(&mut self, t: TensorData) -> &mut Self {
+        self.tensors.push(t);
+        self
+    }
+
+    fn alignment(&self) -> u64 {
+        self.metadata
+            .iter()
+            .find(|(k, _)| k == "general.alignment")
+            .and_then(|(_, v)| v.as_u64())
+            .unwrap_or(DEFAULT_ALIGNMENT)
+    }
+
+    /// Serialises the whole file into memory.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let align = self.alignment() as usize;
+        let mut out = Vec::new();
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
+        for (k, v) in &self.metadata {
+            put_str(&mut out, k);
+            out.extend_from_slice(&v.value_type().id().to_le_bytes());
+            put_value(&mut out, v);
+        }
+        let mut offset = 0usize;
+        let mut offsets = Vec::with_capacity(self.tensors.len());
+        for t in &self.tensors {
+            put_str(&mut out, &t.name);
+            out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+            for &d in t.shape.iter().rev() {
+                out.extend_from_slice(&(d as u64).to_le_bytes());
+            }
+            out.extend_from_slice(&t.dtype.id().to_le_bytes());
+            out.extend_from_slice(&(offset as u64).to_le_bytes());
+            offsets.push(offset);
+            offset = (offset + t.data.len()).div_ceil(align) * align;
+        }
+        out.resize(out.len().div_ceil(align) * align, 0);
+        let base = out.len();
+        for (t, off) in self.tensors.iter().zip(offsets) {
+            out.resize(base + off, 0);
+            out.extend_from_slice(&t.data);
+        }
+        out
+    }
+
+    /// Writes atomically: a temp file beside `path`, fsynced, then renamed over it.
+    pub fn write_atomic(&self, path: &Path) -> std::io::Result<()> {
+        write_atomic(path, &self.to_bytes())
+    }
+}
+
+/// Atomic whole-file write used for every artefact we produce.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Convenience for building string arrays (tokenizer vocabularies).
+pub fn string_array<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Value {
+    Value::Array(
+        ValueType::String,
+        items.into_iter().map(|s| Value::String(s.into())).collect(),
+    )
+}

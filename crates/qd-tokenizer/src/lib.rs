@@ -1,0 +1,103 @@
+//! A `tokenizers::Tokenizer` built from a GGUF file, behaving as llama.cpp's `llama_tokenize`
+//! with `parse_special = false`: user-defined tokens are split out of the text, control tokens
+//! are not parsed, and BOS/EOS are added as the model's metadata says.
+
+mod bpe;
+pub mod error;
+mod spm;
+pub mod vocab;
+
+use std::path::Path;
+
+use qd_gguf::GgufFile;
+use tokenizers::{AddedToken, Tokenizer};
+
+pub use error::{Result, TokenizerError};
+pub use vocab::{GgufVocab, TokenType};
+
+pub struct GgufTokenizer {
+    pub inner: Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    pub pad: Option<u32>,
+    pub add_bos: bool,
+    pub add_eos: bool,
+    pub vocab_size: usize,
+    pub model: String,
+}
+
+impl GgufTokenizer {
+    /// Builds the tokenizer of `f`; a `tokenizer.json` beside the model file takes precedence.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let v = GgufVocab::from_gguf(f)?;
+        let sidecar = f.path().parent().map(|d| d.join("tokenizer.json"));
+        let inner = match sidecar.filter(|p| p.is_file()) {
+            Some(p) => Self::load_json(&p)?,
+            None => build_from_vocab(&v)?,
+        };
+        Ok(Self {
+            inner,
+            bos: v.bos,
+            eos: v.eos,
+            pad: v.pad,
+            add_bos: v.add_bos,
+            add_eos: v.add_eos,
+            vocab_size: v.tokens.len(),
+            model: v.model,
+        })
+    }
+
+    fn load_json(p: &Path) -> Result<Tokenizer> {
+        let mut t = Tokenizer::from_file(p)
+            .map_err(|e| TokenizerError::Tokenizers(format!("{}: {e}", p.display())))?;
+        t.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+        t.set_encode_special_tokens(true);
+        Ok(t)
+    }
+
+    /// Token ids as `llama_tokenize(text, add_special, parse_special = false)` gives them.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if add_special && self.add_bos {
+            ids.extend(self.bos);
+        }
+        if !text.is_empty() {
+            ids.extend_from_slice(self.inner.encode_fast(text, false)?.get_ids());
+        }
+        if add_special && self.add_eos {
+            ids.extend(self.eos);
+        }
+        Ok(ids)
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        Ok(self.inner.decode(ids, skip_special)?)
+    }
+
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+fn build_from_vocab(v: &GgufVocab) -> Result<Tokenizer> {
+    let mut tok = match v.model.as_str() {
+        "llama" => spm::build(v)?,
+        "gpt2" => bpe::build(v)?,
+        other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
+    };
+    // User-defined tokens are always split out of raw text; control tokens are registered
+    // (so decoding can skip them) but never parsed, as with llama.cpp's parse_special = false.
+    let mut user = Vec::new();
+    let mut special = Vec::new();
+    for (i, t) in v.tokens.iter().enumerate() {
+        match v.types[i] {
+            TokenType::UserDefined => user.push(AddedToken::from(t.clone(), false).normalized(false)),
+            TokenType::Control => special.push(AddedToken::from(t.clone(), true).normalized(false)),
+            _ => {}
+        }
+    }
+    tok.add_tokens(&user);
+    tok.add_special_tokens(&special);
+    tok.set_encode_special_tokens(true);
+    Ok(tok)
+}
