@@ -1,0 +1,118 @@
+//! One transformer block: pre-norm attention and gated MLP, with gemma3's extra norms.
+
+use candle_core::{Result, Tensor};
+
+use crate::cache::KvCache;
+use crate::hparams::HParams;
+use crate::linear::Linear;
+use crate::rope::Rope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Gemma: GELU, tanh approximation (ggml_gelu).
+    GeluTanh,
+    /// Llama, Qwen2.
+    Silu,
+}
+
+pub struct Block<L> {
+    pub attn_norm: Tensor,
+    pub q: L,
+    pub k: L,
+    pub v: L,
+    pub o: L,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+    pub post_attn_norm: Option<Tensor>,
+    pub ffn_norm: Tensor,
+    pub gate: L,
+    pub up: L,
+    pub down: L,
+    pub post_ffn_norm: Option<Tensor>,
+    pub swa: bool,
+}
+
+/// Per-call context shared by every layer.
+pub struct LayerCtx<'a> {
+    pub hp: &'a HParams,
+    pub rope: &'a Rope,
+    pub mask: Option<&'a Tensor>,
+    pub act: Activation,
+}
+
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
+}
+
+impl<L: Linear> Block<L> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        ctx: &LayerCtx,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let hp = ctx.hp;
+        let h = rms_norm(x, &self.attn_norm, hp.rms_eps)?;
+        let a = self.attention(&h, ctx, cache)?;
+        let a = match &self.post_attn_norm {
+            Some(w) => rms_norm(&a, w, hp.rms_eps)?,
+            None => a,
+        };
+        let x = (x + a)?;
+        let h = rms_norm(&x, &self.ffn_norm, hp.rms_eps)?;
+        let gate = self.gate.forward(&h)?;
+        let gate = match ctx.act {
+            Activation::GeluTanh => gate.gelu()?,
+            Activation::Silu => candle_nn::ops::silu(&gate)?,
+        };
+        let m = self.down.forward(&(gate * self.up.forward(&h)?)?)?;
+        let m = match &self.post_ffn_norm {
+            Some(w) => rms_norm(&m, w, hp.rms_eps)?,
+            None => m,
+        };
+        x + m
+    }
+
+    fn attention(
+        &self,
+        x: &Tensor,
+        ctx: &LayerCtx,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let hp = ctx.hp;
+        let (b, s, _) = x.dims3()?;
+        let (nh, nkv, hd, vd) = (hp.n_head, hp.n_head_kv, hp.head_dim, hp.value_dim);
+        let q = self.q.forward(x)?.reshape((b, s, nh, hd))?;
+        let k = self.k.forward(x)?.reshape((b, s, nkv, hd))?;
+        let v = self.v.forward(x)?.reshape((b, s, nkv, vd))?;
+        let q = match &self.q_norm {
+            Some(w) => rms_norm(&q, w, hp.rms_eps)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(w) => rms_norm(&k, w, hp.rms_eps)?,
+            None => k,
+        };
+        let q = ctx.rope.apply(&q.transpose(1, 2)?.contiguous()?)?;
+        let k = ctx.rope.apply(&k.transpose(1, 2)?.contiguous()?)?;
+        let v = v.transpose(1, 2)?.contiguous()?;
+        let (k, v) = match cache {
+            Some((c, il)) => c.append(il, k, v)?,
+            None => (k, v),
+        };
+        let t = k.dim(2)?;
+        // Grouped-query attention without copying K/V: fold the query heads that share a
+        // KV head into the sequence axis.
+        let rep = nh / nkv;
+        let q = (q * hp.attn_scale)?.reshape((b, nkv, rep * s, hd))?;
+        let att = q.matmul(&k.t()?)?;
+        let att = match ctx.mask {
+            Some(m) => att.reshape((b, nkv, rep, s, t))?.broadcast_add(m)?.reshape((b, nkv, rep * s, t))?,
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let out = att.matmul(&v)?.reshape((b, nh, s, vd))?;
+        let out = out.transpose(1, 2)?.reshape((b, s, nh * vd))?;
+        self.o.forward(&out)
+    }
+}

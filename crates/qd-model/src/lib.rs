@@ -1,0 +1,38 @@
+//! One decoder-only transformer for gemma3, llama and qwen2, written once and generic over its
+//! linear layers: quantized matmuls for GGUF teachers, dense or fake-quantized matrices for
+//! students.
+
+pub mod block;
+pub mod cache;
+pub mod error;
+pub mod hparams;
+pub mod linear;
+pub mod mask;
+pub mod rope;
+pub mod transformer;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use error::{ModelError, Result};
+pub use hparams::{Arch, HParams, RopeStyle};
+pub use linear::{DenseEmbedding, DenseLinear, Embedding, Linear, QEmbedding, QLinear};
+pub use transformer::{ForwardOpts, ForwardOutput, Logits, Transformer};
+pub use weights::{DequantizedWeights, GgufWeights, WeightSource};
+
+use candle_core::Device;
+use qd_gguf::GgufFile;
+
+/// A GGUF model kept quantized.
+pub type QModel = Transformer<QLinear, QEmbedding>;
+/// A GGUF model dequantized to f32.
+pub type DenseModel = Transformer<DenseLinear, DenseEmbedding>;
+
+pub fn load_quantized(f: &GgufFile, device: &Device) -> Result<QModel> {
+    let hp = HParams::from_gguf(f)?;
+    Transformer::load(hp, &GgufWeights::new(f, device), device)
+}
+
+pub fn load_dequantized(f: &GgufFile, device: &Device) -> Result<DenseModel> {
+    let hp = HParams::from_gguf(f)?;
+    Transformer::load(hp, &DequantizedWeights(GgufWeights::new(f, device)), device)
+}

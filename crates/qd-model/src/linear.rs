@@ -1,0 +1,88 @@
+//! The two seams the transformer is generic over: linear layers and the token embedding.
+//!
+//! The teacher uses quantized matmuls; the student (trainer) plugs in trainable or
+//! fake-quantized matrices through the same traits without touching the model code.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{Module, Result, Tensor};
+
+pub trait Linear {
+    /// `x [.., in] -> [.., out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+pub trait Embedding {
+    /// `ids [..] -> [.., dim]`.
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor>;
+}
+
+/// A GGUF weight used through candle's quantized matmul (activations quantized to Q8 as
+/// llama.cpp does), with an optional f32 bias.
+#[derive(Clone)]
+pub struct QLinear {
+    pub weight: QMatMul,
+    pub bias: Option<Tensor>,
+}
+
+impl QLinear {
+    pub fn new(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            weight: QMatMul::from_arc(weight)?,
+            bias,
+        })
+    }
+}
+
+impl Linear for QLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if x.is_contiguous() {
+            self.weight.forward(x)?
+        } else {
+            self.weight.forward(&x.contiguous()?)?
+        };
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+/// Rows dequantized on demand: the 262k-row table is never expanded to f32.
+#[derive(Clone)]
+pub struct QEmbedding(pub Arc<QTensor>);
+
+impl Embedding for QEmbedding {
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        self.0.embedding(ids)
+    }
+}
+
+/// A plain f32 matrix `[out, in]`, for reference forwards and trainable students.
+#[derive(Clone)]
+pub struct DenseLinear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear for DenseLinear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.broadcast_matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct DenseEmbedding(pub Tensor);
+
+impl Embedding for DenseEmbedding {
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.0.dim(1)?);
+        self.0.index_select(&ids.flatten_all()?, 0)?.reshape(dims)
+    }
+}

@@ -1,0 +1,237 @@
+//! The decoder: embeddings, blocks, final norm and LM head.
+
+use std::ops::Range;
+
+use candle_core::{DType, Device, Result as CResult, Tensor};
+
+use crate::block::{rms_norm, Activation, Block, LayerCtx};
+use crate::cache::KvCache;
+use crate::error::{ModelError, Result};
+use crate::hparams::{Arch, HParams};
+use crate::linear::{Embedding, Linear};
+use crate::mask::attention_mask;
+use crate::rope::{Rope, RopeSpec};
+use crate::weights::{expect_shape, WeightSource};
+
+/// Which positions get logits. The LM head is 262k wide for gemma3; distillation and
+/// perplexity ask for ranges so that it never runs on positions nobody reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    All,
+    Last,
+    Range(Range<usize>),
+}
+
+#[derive(Debug, Clone)]
+pub struct ForwardOpts {
+    pub logits: Logits,
+    /// Keep the residual stream after every block.
+    pub hidden_states: bool,
+}
+
+impl Default for ForwardOpts {
+    fn default() -> Self {
+        Self {
+            logits: Logits::All,
+            hidden_states: false,
+        }
+    }
+}
+
+pub struct ForwardOutput {
+    /// `[b, n, vocab]` for the requested positions.
+    pub logits: Option<Tensor>,
+    /// `[b, s, n_embd]` after each block (when asked for).
+    pub hidden_states: Vec<Tensor>,
+    /// `[b, s, n_embd]` after the final norm: the LM head's input.
+    pub normed: Tensor,
+}
+
+pub struct Transformer<L, E> {
+    pub hp: HParams,
+    pub embed: E,
+    pub blocks: Vec<Block<L>>,
+    pub output_norm: Tensor,
+    pub lm_head: L,
+    pub device: Device,
+    rope_factors: Option<Vec<f32>>,
+}
+
+fn opt_vec<W: WeightSource>(w: &W, name: &str) -> Result<Option<Tensor>> {
+    if w.has(name) {
+        Ok(Some(w.vector(name)?))
+    } else {
+        Ok(None)
+    }
+}
+
+impl<L: Linear, E: Embedding> Transformer<L, E> {
+    pub fn load<W>(hp: HParams, w: &W, device: &Device) -> Result<Self>
+    where
+        W: WeightSource<Linear = L, Embedding = E>,
+    {
+        hp.validate()?;
+        let (d, hd, vd) = (hp.n_embd, hp.head_dim, hp.value_dim);
+        expect_shape(w, "token_embd.weight", &[hp.vocab_size, d])?;
+        let mut blocks = Vec::with_capacity(hp.n_layer);
+        for il in 0..hp.n_layer {
+            let n = |s: &str| format!("blk.{il}.{s}");
+            expect_shape(w, &n("attn_q.weight"), &[hp.n_head * hd, d])?;
+            expect_shape(w, &n("attn_k.weight"), &[hp.n_head_kv * hd, d])?;
+            expect_shape(w, &n("attn_v.weight"), &[hp.n_head_kv * vd, d])?;
+            expect_shape(w, &n("attn_output.weight"), &[d, hp.n_head * vd])?;
+            expect_shape(w, &n("ffn_gate.weight"), &[hp.n_ff, d])?;
+            expect_shape(w, &n("ffn_up.weight"), &[hp.n_ff, d])?;
+            expect_shape(w, &n("ffn_down.weight"), &[d, hp.n_ff])?;
+            blocks.push(Block {
+                attn_norm: w.vector(&n("attn_norm.weight"))?,
+                q: w.linear(&n("attn_q.weight"), Some(&n("attn_q.bias")))?,
+                k: w.linear(&n("attn_k.weight"), Some(&n("attn_k.bias")))?,
+                v: w.linear(&n("attn_v.weight"), Some(&n("attn_v.bias")))?,
+                o: w.linear(&n("attn_output.weight"), Some(&n("attn_output.bias")))?,
+                q_norm: opt_vec(w, &n("attn_q_norm.weight"))?,
+                k_norm: opt_vec(w, &n("attn_k_norm.weight"))?,
+                post_attn_norm: opt_vec(w, &n("post_attention_norm.weight"))?,
+                ffn_norm: w.vector(&n("ffn_norm.weight"))?,
+                gate: w.linear(&n("ffn_gate.weight"), None)?,
+                up: w.linear(&n("ffn_up.weight"), None)?,
+                down: w.linear(&n("ffn_down.weight"), None)?,
+                post_ffn_norm: opt_vec(w, &n("post_ffw_norm.weight"))?,
+                swa: hp.is_swa(il),
+            });
+        }
+        let head = if w.has("output.weight") {
+            expect_shape(w, "output.weight", &[hp.vocab_size, d])?;
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let rope_factors = match opt_vec(w, "rope_freqs.weight")? {
+            Some(t) => {
+                let v = t.flatten_all()?.to_vec1::<f32>()?;
+                if v.len() != hp.rope_dim / 2 {
+                    return Err(ModelError::Config(format!(
+                        "rope_freqs.weight has {} entries, expected {}",
+                        v.len(),
+                        hp.rope_dim / 2
+                    )));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        Ok(Self {
+            embed: w.embedding("token_embd.weight")?,
+            blocks,
+            output_norm: w.vector("output_norm.weight")?,
+            lm_head: w.linear(head, None)?,
+            device: device.clone(),
+            rope_factors,
+            hp,
+        })
+    }
+
+    fn activation(&self) -> Activation {
+        match self.hp.arch {
+            Arch::Gemma3 => Activation::GeluTanh,
+            Arch::Llama | Arch::Qwen2 => Activation::Silu,
+        }
+    }
+
+    fn rope_spec(&self, il: usize) -> RopeSpec {
+        let (base, scale) = self.hp.layer_rope(il);
+        RopeSpec {
+            base,
+            scale,
+            dim: self.hp.rope_dim,
+            style: self.hp.rope_style,
+            factors: self.rope_factors.clone(),
+        }
+    }
+
+    /// Embeddings of `tokens [b, s]`, scaled by √d for gemma.
+    pub fn embed_tokens(&self, tokens: &Tensor) -> CResult<Tensor> {
+        let x = self.embed.lookup(tokens)?;
+        match self.hp.arch {
+            Arch::Gemma3 => x * (self.hp.n_embd as f64).sqrt(),
+            _ => Ok(x),
+        }
+    }
+
+    /// Runs `tokens [b, s]` after whatever `cache` holds (positions continue from it).
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        opts: &ForwardOpts,
+    ) -> Result<ForwardOutput> {
+        let (_, s) = tokens.dims2()?;
+        let offset = cache.as_ref().map_or(0, |c| c.len());
+        if s == 0 {
+            return Err(ModelError::Config("forward called with no tokens".into()));
+        }
+        let mut x = self.embed_tokens(tokens)?;
+        // Masks and RoPE tables: one per distinct layer kind, built once per call.
+        let global_mask = attention_mask(s, offset, None, &self.device)?;
+        let local_mask = match self.hp.sliding_window {
+            Some(w) => attention_mask(s, offset, Some(w), &self.device)?,
+            None => None,
+        };
+        let mut ropes: Vec<(RopeSpec, Rope)> = Vec::new();
+        let act = self.activation();
+        let mut hidden = Vec::new();
+        for (il, block) in self.blocks.iter().enumerate() {
+            let spec = self.rope_spec(il);
+            let idx = match ropes.iter().position(|(s2, _)| *s2 == spec) {
+                Some(i) => i,
+                None => {
+                    let r = Rope::new(&spec, offset, s, &self.device)?;
+                    ropes.push((spec, r));
+                    ropes.len() - 1
+                }
+            };
+            let ctx = LayerCtx {
+                hp: &self.hp,
+                rope: &ropes[idx].1,
+                mask: if block.swa { local_mask.as_ref() } else { global_mask.as_ref() },
+                act,
+            };
+            x = block.forward(&x, &ctx, cache.as_deref_mut().map(|c| (c, il)))?;
+            if opts.hidden_states {
+                hidden.push(x.clone());
+            }
+        }
+        if let Some(c) = cache {
+            c.advance(s);
+        }
+        let normed = rms_norm(&x, &self.output_norm, self.hp.rms_eps)?;
+        let logits = match &opts.logits {
+            Logits::None => None,
+            Logits::All => Some(self.lm_head(&normed)?),
+            Logits::Last => Some(self.lm_head(&normed.narrow(1, s - 1, 1)?)?),
+            Logits::Range(r) => {
+                if r.start >= r.end || r.end > s {
+                    return Err(ModelError::Config(format!(
+                        "logits range {r:?} outside 0..{s}"
+                    )));
+                }
+                Some(self.lm_head(&normed.narrow(1, r.start, r.end - r.start)?)?)
+            }
+        };
+        Ok(ForwardOutput {
+            logits,
+            hidden_states: hidden,
+            normed,
+        })
+    }
+
+    /// The LM head on `normed [b, n, d]` → `[b, n, vocab]` f32.
+    pub fn lm_head(&self, normed: &Tensor) -> CResult<Tensor> {
+        self.lm_head.forward(&normed.contiguous()?)?.to_dtype(DType::F32)
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.hp.n_layer)
+    }
+}

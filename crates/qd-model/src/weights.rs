@@ -1,0 +1,130 @@
+//! Where a model's weights come from. One trait, so the same loading code builds a quantized
+//! teacher, a dequantized f32 reference, or (later) a trainable student.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+use qd_gguf::GgufFile;
+
+use crate::error::{ModelError, Result};
+use crate::linear::{DenseEmbedding, DenseLinear, Embedding, Linear, QEmbedding, QLinear};
+
+pub trait WeightSource {
+    type Linear: Linear;
+    type Embedding: Embedding;
+    fn has(&self, name: &str) -> bool;
+    /// Row-major shape of a tensor.
+    fn shape(&self, name: &str) -> Result<Vec<usize>>;
+    fn linear(&self, weight: &str, bias: Option<&str>) -> Result<Self::Linear>;
+    fn embedding(&self, name: &str) -> Result<Self::Embedding>;
+    /// A small f32 tensor (norm weights, biases).
+    fn vector(&self, name: &str) -> Result<Tensor>;
+}
+
+/// Weights straight from a GGUF file, kept quantized.
+pub struct GgufWeights<'a> {
+    pub file: &'a GgufFile,
+    pub device: Device,
+    /// Loaded once even when used twice (tied embedding and LM head).
+    cache: Mutex<HashMap<String, Arc<QTensor>>>,
+}
+
+impl<'a> GgufWeights<'a> {
+    pub fn new(file: &'a GgufFile, device: &Device) -> Self {
+        Self {
+            file,
+            device: device.clone(),
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn qtensor(&self, name: &str) -> Result<Arc<QTensor>> {
+        let mut cache = self.cache.lock().expect("weight cache poisoned");
+        if let Some(t) = cache.get(name) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.file.qtensor(name, &self.device)?);
+        cache.insert(name.to_string(), t.clone());
+        Ok(t)
+    }
+
+    fn bias(&self, name: Option<&str>) -> Result<Option<Tensor>> {
+        match name {
+            Some(b) if self.has(b) => Ok(Some(self.vector(b)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
+impl WeightSource for GgufWeights<'_> {
+    type Linear = QLinear;
+    type Embedding = QEmbedding;
+
+    fn has(&self, name: &str) -> bool {
+        self.file.has_tensor(name)
+    }
+
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.file.tensor_info(name)?.shape())
+    }
+
+    fn linear(&self, weight: &str, bias: Option<&str>) -> Result<QLinear> {
+        Ok(QLinear::new(self.qtensor(weight)?, self.bias(bias)?)?)
+    }
+
+    fn embedding(&self, name: &str) -> Result<QEmbedding> {
+        Ok(QEmbedding(self.qtensor(name)?))
+    }
+
+    fn vector(&self, name: &str) -> Result<Tensor> {
+        Ok(self.file.dequantize(name, &self.device)?)
+    }
+}
+
+/// The same file with every weight dequantized to f32: the reference that quantized
+/// forwards are compared against.
+pub struct DequantizedWeights<'a>(pub GgufWeights<'a>);
+
+impl WeightSource for DequantizedWeights<'_> {
+    type Linear = DenseLinear;
+    type Embedding = DenseEmbedding;
+
+    fn has(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+
+    fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.0.shape(name)
+    }
+
+    fn linear(&self, weight: &str, bias: Option<&str>) -> Result<DenseLinear> {
+        Ok(DenseLinear {
+            weight: self.0.vector(weight)?,
+            bias: self.0.bias(bias)?,
+        })
+    }
+
+    fn embedding(&self, name: &str) -> Result<DenseEmbedding> {
+        Ok(DenseEmbedding(self.0.vector(name)?))
+    }
+
+    fn vector(&self, name: &str) -> Result<Tensor> {
+        self.0.vector(name)
+    }
+}
+
+/// Checks a tensor's row-major shape before it is used, so a malformed file fails with the
+/// tensor's name instead of a shape error deep inside a matmul.
+pub fn expect_shape<W: WeightSource>(w: &W, name: &str, expected: &[usize]) -> Result<()> {
+    let found = w.shape(name)?;
+    if found != expected {
+        return Err(ModelError::Shape {
+            name: name.into(),
+            found,
+            expected: expected.to_vec(),
+        });
+    }
+    Ok(())
+}
