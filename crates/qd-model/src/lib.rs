@@ -11,6 +11,7 @@ pub mod mask;
 pub mod rope;
 pub mod transformer;
 pub mod weights;
+pub mod widen;
 
 pub use cache::KvCache;
 pub use error::{ModelError, Result};

@@ -4,7 +4,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use candle_core::quantized::QTensor;
+use std::borrow::Cow;
+
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use qd_gguf::GgmlType;
 use candle_core::{Device, Tensor};
 use qd_gguf::GgufFile;
 
@@ -29,6 +32,8 @@ pub struct GgufWeights<'a> {
     pub device: Device,
     /// Loaded once even when used twice (tied embedding and LM head).
     cache: Mutex<HashMap<String, Arc<QTensor>>>,
+    /// Re-encode Q5_0 as Q8_0 (exact; see `widen`).
+    pub widen_q5_0: bool,
 }
 
 impl<'a> GgufWeights<'a> {
@@ -37,6 +42,7 @@ impl<'a> GgufWeights<'a> {
             file,
             device: device.clone(),
             cache: Mutex::new(HashMap::new()),
+            widen_q5_0: true,
         }
     }
 
@@ -45,7 +51,14 @@ impl<'a> GgufWeights<'a> {
         if let Some(t) = cache.get(name) {
             return Ok(t.clone());
         }
-        let t = Arc::new(self.file.qtensor(name, &self.device)?);
+        let info = self.file.tensor_info(name)?;
+        let t = if info.dtype == GgmlType::Q5_0 && self.widen_q5_0 {
+            let bytes = crate::widen::q5_0_to_q8_0(self.file.tensor_bytes(name)?);
+            let storage = QStorage::from_data(Cow::Owned(bytes), &self.device, GgmlDType::Q8_0)?;
+            Arc::new(QTensor::new(storage, info.shape())?)
+        } else {
+            Arc::new(self.file.qtensor(name, &self.device)?)
+        };
         cache.insert(name.to_string(), t.clone());
         Ok(t)
     }

@@ -1,0 +1,69 @@
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use qd_eval::{Sampler, SamplerParams};
+
+use crate::loaded;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    #[arg(long, short = 'p')]
+    prompt: String,
+    /// Tokens to generate.
+    #[arg(short = 'n', long, default_value_t = 64)]
+    n_predict: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    temp: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(a.temp >= 0.0, "--temp must be ≥ 0");
+    anyhow::ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
+    let f = loaded::open(&a.model)?;
+    let tok = loaded::tokenizer(&f)?;
+    let model = loaded::model(&f)?;
+    let prompt = tok.encode(&a.prompt, true)?;
+    let mut sampler = Sampler::new(SamplerParams {
+        temperature: a.temp,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        seed: a.seed,
+    });
+    print!("{}", a.prompt);
+    std::io::stdout().flush()?;
+    let stop: Vec<u32> = tok.eos.into_iter().collect();
+    let start = Instant::now();
+    let mut produced: Vec<u32> = Vec::new();
+    let mut printed = 0usize;
+    let out = qd_eval::generate(&model, &prompt, a.n_predict, &mut sampler, &stop, |id| {
+        // Decode the whole continuation so multi-byte characters split over tokens print whole.
+        produced.push(id);
+        if let Ok(s) = tok.decode(&produced, true) {
+            if s.len() > printed && s.is_char_boundary(printed) {
+                print!("{}", &s[printed..]);
+                printed = s.len();
+                let _ = std::io::stdout().flush();
+            }
+        }
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    println!();
+    eprintln!(
+        "{} prompt + {} generated tokens in {:.2} s ({:.1} t/s overall)",
+        prompt.len(),
+        out.len(),
+        secs,
+        out.len() as f64 / secs
+    );
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! The `qat-distill` command: a thin layer over the library crates.
+
+mod cmd_eval;
+mod cmd_generate;
+mod cmd_inspect;
+mod cmd_tokenize;
+mod loaded;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "qat-distill", version, about = "Distil a 4-bit GGUF teacher into a small 4-bit student")]
+struct Cli {
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 't', global = true, env = "QAT_DISTILL_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Architecture, hyper-parameters, sizes and tokenizer of a GGUF model.
+    Inspect(cmd_inspect::Args),
+    /// Token ids of a text, as llama-tokenize gives them.
+    Tokenize(cmd_tokenize::Args),
+    /// Generate text from a prompt with the KV cache.
+    Generate(cmd_generate::Args),
+    /// Evaluate a model: perplexity, per-position top-k.
+    #[command(subcommand)]
+    Eval(cmd_eval::EvalCommand),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(t) = cli.threads {
+        anyhow::ensure!(t > 0, "--threads must be at least 1");
+        // candle's CPU kernels read RAYON_NUM_THREADS as well as using the global pool.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| anyhow::anyhow!("cannot start {t} threads: {e}"))?;
+    }
+    match cli.command {
+        Command::Inspect(a) => cmd_inspect::run(a),
+        Command::Tokenize(a) => cmd_tokenize::run(a),
+        Command::Generate(a) => cmd_generate::run(a),
+        Command::Eval(c) => cmd_eval::run(c),
+    }
+}

@@ -1,0 +1,38 @@
+//! Incremental generation with the KV cache.
+
+use candle_core::Tensor;
+use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
+
+use crate::error::{EvalError, Result};
+use crate::sampler::Sampler;
+
+/// Generates up to `n` tokens after `prompt`, stopping at `stop` tokens; `on_token` sees each.
+pub fn generate<L: Linear, E: Embedding>(
+    model: &Transformer<L, E>,
+    prompt: &[u32],
+    n: usize,
+    sampler: &mut Sampler,
+    stop: &[u32],
+    mut on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    if prompt.is_empty() {
+        return Err(EvalError::Input("empty prompt".into()));
+    }
+    let mut cache = model.new_cache();
+    let opts = ForwardOpts { logits: Logits::Last, hidden_states: false };
+    let mut input = prompt.to_vec();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Tensor::new(input.as_slice(), &model.device)?.unsqueeze(0)?;
+        let logits = model.forward(&t, Some(&mut cache), &opts)?.logits.expect("asked for logits");
+        let row = logits.flatten_all()?.to_vec1::<f32>()?;
+        let next = sampler.sample(&row);
+        out.push(next);
+        on_token(next);
+        if stop.contains(&next) {
+            break;
+        }
+        input = vec![next];
+    }
+    Ok(out)
+}

@@ -1,0 +1,50 @@
+//! Lossless re-encoding of weights into a block type with faster kernels.
+//!
+//! A Q5_0 block holds `d · (q − 16)` with `q ∈ 0..32`; the same values are exactly
+//! `d · q'` with `q' = q − 16 ∈ −16..16` in a Q8_0 block with the same fp16 scale. Both types
+//! are multiplied against Q8_0-quantized activations by llama.cpp, so the integer dot products
+//! — and therefore the results — are unchanged, while candle's Q8_0 kernels are SIMD and its
+//! Q5_0 ones are not.
+
+/// Bytes of one Q5_0 block: fp16 d, 32 high bits, 16 bytes of nibbles.
+const Q5_0_BLOCK: usize = 22;
+const Q8_0_BLOCK: usize = 34;
+
+pub fn q5_0_to_q8_0(src: &[u8]) -> Vec<u8> {
+    let n = src.len() / Q5_0_BLOCK;
+    let mut out = Vec::with_capacity(n * Q8_0_BLOCK);
+    for b in src.chunks_exact(Q5_0_BLOCK) {
+        out.extend_from_slice(&b[0..2]);
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let qs = &b[6..22];
+        let mut vals = [0u8; 32];
+        for j in 0..16 {
+            let lo = (qs[j] & 0x0f) | ((((qh >> j) & 1) as u8) << 4);
+            let hi = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+            vals[j] = (lo as i8 - 16) as u8;
+            vals[j + 16] = (hi as i8 - 16) as u8;
+        }
+        out.extend_from_slice(&vals);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn q5_0_widens_to_identical_values() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (8, 128), &dev).unwrap();
+        let q5 = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
+        let bytes = q5_0_to_q8_0(&q5.data().unwrap());
+        let st = QStorage::from_data(std::borrow::Cow::Owned(bytes), &dev, GgmlDType::Q8_0).unwrap();
+        let q8 = QTensor::new(st, (8, 128)).unwrap();
+        let a = q5.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = q8.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
+    }
+}
