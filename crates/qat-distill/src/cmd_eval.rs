@@ -53,10 +53,17 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
     let f = loaded::open(&a.model)?;
     let tok = loaded::tokenizer(&f)?;
     let model = loaded::model(&f)?;
-    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
     let tokens = tok.encode(&text, true)?;
-    let bos = tok.bos.context("the model has no BOS token, which llama-perplexity's method needs")?;
-    let params = PerplexityParams { ctx: a.ctx, chunks: a.chunks, bos };
+    let bos = tok
+        .bos
+        .context("the model has no BOS token, which llama-perplexity's method needs")?;
+    let params = PerplexityParams {
+        ctx: a.ctx,
+        chunks: a.chunks,
+        bos,
+    };
     let n_chunks = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     if !a.json {
         println!(
@@ -83,7 +90,10 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!("{line}");
-        println!("Final estimate: PPL = {:.4} +/- {:.5}", report.ppl, report.ppl_stderr);
+        println!(
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            report.ppl, report.ppl_stderr
+        );
         println!(
             "{} tokens scored; {:.1} tokens/s ({} × {} tokens in {:.2} s)",
             report.n_scored, report.tokens_per_second, report.n_chunks, report.ctx, report.seconds
@@ -112,7 +122,11 @@ fn top_k(a: TopKArgs) -> anyhow::Result<()> {
             .zip(&p.logprobs)
             .map(|(&id, lp)| format!("{:?} {:.3}", tok.token_text(id).unwrap_or_default(), lp))
             .collect();
-        println!("{i:>4} {cur:?} (lse {:.3}) -> {}", p.logsumexp, cands.join(", "));
+        println!(
+            "{i:>4} {cur:?} (lse {:.3}) -> {}",
+            p.logsumexp,
+            cands.join(", ")
+        );
     }
     Ok(())
 }

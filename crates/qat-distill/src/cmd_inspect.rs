@@ -55,7 +55,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    println!("{}  ({}, GGUF v{})", f.path().display(), hp.arch.name(), f.header.version);
+    println!(
+        "{}  ({}, GGUF v{})",
+        f.path().display(),
+        hp.arch.name(),
+        f.header.version
+    );
     println!(
         "  layers {}  width {}  heads {}/{} kv  head dim {}  ffn {}  vocab {}",
         hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_ff, hp.vocab_size
@@ -78,12 +83,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bytes as f64 * 8.0 / params as f64
     );
     for (k, (n, b)) in &per_type {
-        println!("  {k:>5}: {n:>4} tensors, {:.2} MiB", *b as f64 / (1 << 20) as f64);
+        println!(
+            "  {k:>5}: {n:>4} tensors, {:.2} MiB",
+            *b as f64 / (1 << 20) as f64
+        );
     }
     println!(
         "  tokenizer: {} ({}), {} tokens, bos {:?} eos {:?}, add_bos {}",
         tok.model,
-        f.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("-"),
+        f.get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .unwrap_or("-"),
         tok.vocab_size,
         tok.bos,
         tok.eos,

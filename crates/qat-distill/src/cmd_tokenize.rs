@@ -27,7 +27,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ids = tok.encode(&text, !a.no_special)?;
     if a.json {
         let pieces: Vec<Option<String>> = ids.iter().map(|&i| tok.token_text(i)).collect();
-        println!("{}", json!({ "ids": ids, "pieces": pieces, "n_tokens": ids.len() }));
+        println!(
+            "{}",
+            json!({ "ids": ids, "pieces": pieces, "n_tokens": ids.len() })
+        );
     } else {
         for id in ids {
             println!("{id:>6} -> '{}'", tok.token_text(id).unwrap_or_default());

@@ -9,7 +9,11 @@ mod loaded;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "qat-distill", version, about = "Distil a 4-bit GGUF teacher into a small 4-bit student")]
+#[command(
+    name = "qat-distill",
+    version,
+    about = "Distil a 4-bit GGUF teacher into a small 4-bit student"
+)]
 struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, short = 't', global = true, env = "QAT_DISTILL_THREADS")]

@@ -19,12 +19,18 @@ pub fn generate<L: Linear, E: Embedding>(
         return Err(EvalError::Input("empty prompt".into()));
     }
     let mut cache = model.new_cache();
-    let opts = ForwardOpts { logits: Logits::Last, hidden_states: false };
+    let opts = ForwardOpts {
+        logits: Logits::Last,
+        hidden_states: false,
+    };
     let mut input = prompt.to_vec();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Tensor::new(input.as_slice(), &model.device)?.unsqueeze(0)?;
-        let logits = model.forward(&t, Some(&mut cache), &opts)?.logits.expect("asked for logits");
+        let logits = model
+            .forward(&t, Some(&mut cache), &opts)?
+            .logits
+            .expect("asked for logits");
         let row = logits.flatten_all()?.to_vec1::<f32>()?;
         let next = sampler.sample(&row);
         out.push(next);

@@ -20,7 +20,9 @@ pub fn nll_of_targets<L: Linear, E: Embedding>(
     let mut start = 0;
     while start < n {
         let len = HEAD_SLICE.min(n - start);
-        let logits = model.lm_head(&normed.narrow(0, start, len)?.unsqueeze(0)?)?.squeeze(0)?;
+        let logits = model
+            .lm_head(&normed.narrow(0, start, len)?.unsqueeze(0)?)?
+            .squeeze(0)?;
         let lse = logits.log_sum_exp(D::Minus1)?.to_vec1::<f32>()?;
         let argmax = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
         let tgt = Tensor::new(&targets[start..start + len], logits.device())?.unsqueeze(1)?;

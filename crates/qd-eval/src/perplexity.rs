@@ -69,8 +69,11 @@ pub struct PerplexityReport {
 
 /// How many chunks `tokens` gives and the range each scores; shared with `eval kl`.
 pub fn plan_chunks(n_tokens: usize, p: &PerplexityParams) -> Result<usize> {
-    if p.ctx < 4 || p.ctx % 2 != 0 {
-        return Err(EvalError::Input(format!("--ctx must be an even number ≥ 4, got {}", p.ctx)));
+    if p.ctx < 4 || !p.ctx.is_multiple_of(2) {
+        return Err(EvalError::Input(format!(
+            "--ctx must be an even number ≥ 4, got {}",
+            p.ctx
+        )));
     }
     if n_tokens < 2 * p.ctx {
         return Err(EvalError::Input(format!(
@@ -103,7 +106,14 @@ pub fn perplexity<L: Linear, E: Embedding>(
     for i in 0..n_chunks {
         let batch = chunk_input(tokens, i, p);
         let input = Tensor::new(batch.as_slice(), &model.device)?.unsqueeze(0)?;
-        let out = model.forward(&input, None, &ForwardOpts { logits: Logits::None, hidden_states: false })?;
+        let out = model.forward(
+            &input,
+            None,
+            &ForwardOpts {
+                logits: Logits::None,
+                hidden_states: false,
+            },
+        )?;
         let normed = out.normed.squeeze(0)?.narrow(0, first, p.ctx - 1 - first)?;
         for (nll, _) in nll_of_targets(model, &normed, &batch[first + 1..])? {
             acc.add(nll);

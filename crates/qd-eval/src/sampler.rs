@@ -22,18 +22,28 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(p: SamplerParams) -> Self {
-        Self { p, rng: StdRng::seed_from_u64(p.seed) }
+        Self {
+            p,
+            rng: StdRng::seed_from_u64(p.seed),
+        }
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.p.temperature <= 0.0 {
             return top_k_of_row(logits, 1)[0].0;
         }
-        let k = if self.p.top_k == 0 { logits.len() } else { self.p.top_k };
+        let k = if self.p.top_k == 0 {
+            logits.len()
+        } else {
+            self.p.top_k
+        };
         let cands = top_k_of_row(logits, k);
         let t = self.p.temperature;
         let m = cands[0].1;
-        let mut probs: Vec<f64> = cands.iter().map(|&(_, l)| (((l - m) / t) as f64).exp()).collect();
+        let mut probs: Vec<f64> = cands
+            .iter()
+            .map(|&(_, l)| (((l - m) / t) as f64).exp())
+            .collect();
         let z: f64 = probs.iter().sum();
         probs.iter_mut().for_each(|p| *p /= z);
         // Top-p: the smallest prefix whose mass reaches p.

@@ -20,14 +20,23 @@ pub fn top_k<L: Linear, E: Embedding>(
     k: usize,
 ) -> Result<Vec<PositionTopK>> {
     let input = Tensor::new(tokens, &model.device)?.unsqueeze(0)?;
-    let out = model.forward(&input, None, &ForwardOpts { logits: Logits::None, hidden_states: false })?;
+    let out = model.forward(
+        &input,
+        None,
+        &ForwardOpts {
+            logits: Logits::None,
+            hidden_states: false,
+        },
+    )?;
     let normed = out.normed.squeeze(0)?;
     let n = tokens.len();
     let mut res = Vec::with_capacity(n);
     let mut start = 0;
     while start < n {
         let len = HEAD_SLICE.min(n - start);
-        let logits = model.lm_head(&normed.narrow(0, start, len)?.unsqueeze(0)?)?.squeeze(0)?;
+        let logits = model
+            .lm_head(&normed.narrow(0, start, len)?.unsqueeze(0)?)?
+            .squeeze(0)?;
         let lse = logits.log_sum_exp(D::Minus1)?.to_vec1::<f32>()?;
         for (i, row) in logits.to_vec2::<f32>()?.into_iter().enumerate() {
             let top = top_k_of_row(&row, k);

@@ -21,12 +21,16 @@ pub fn teacher_path() -> PathBuf {
     if let Ok(p) = std::env::var("QAT_DISTILL_TEACHER") {
         return PathBuf::from(p);
     }
-    let cache = std::env::var("QAT_DISTILL_CACHE").map(PathBuf::from).unwrap_or_else(|_| {
-        let base = std::env::var("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
-        base.join("qat-distill")
-    });
+    let cache = std::env::var("QAT_DISTILL_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let base = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+                });
+            base.join("qat-distill")
+        });
     let p = cache.join("gemma-3-270m-q4_k_m.gguf");
     assert!(
         p.is_file(),

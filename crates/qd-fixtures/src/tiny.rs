@@ -61,7 +61,12 @@ impl TinySpec {
 
 /// The tiny vocabulary: specials, the 256 byte tokens and a few merged pieces.
 pub fn tiny_vocab(family: Family) -> (Vec<String>, Vec<f32>, Vec<i32>) {
-    let mut tokens = vec!["<pad>".to_string(), "<eos>".into(), "<bos>".into(), "<unk>".into()];
+    let mut tokens = vec![
+        "<pad>".to_string(),
+        "<eos>".into(),
+        "<bos>".into(),
+        "<unk>".into(),
+    ];
     let mut types = vec![3, 3, 3, 2];
     if family == Family::Qwen2 {
         // gpt2 byte-level: each byte as its printable stand-in.
@@ -78,7 +83,9 @@ pub fn tiny_vocab(family: Family) -> (Vec<String>, Vec<f32>, Vec<i32>) {
             tokens.push(format!("<0x{b:02X}>"));
             types.push(6);
         }
-        for p in ["▁", "t", "h", "e", "a", "i", "n", "th", "he", "▁t", "▁th", "▁the", "in", "▁a"] {
+        for p in [
+            "▁", "t", "h", "e", "a", "i", "n", "th", "he", "▁t", "▁th", "▁the", "in", "▁a",
+        ] {
             tokens.push(p.into());
             types.push(1);
         }
@@ -91,7 +98,9 @@ pub fn tiny_vocab(family: Family) -> (Vec<String>, Vec<f32>, Vec<i32>) {
 
 /// GPT-2's byte-to-unicode map.
 fn byte_char(b: u8) -> char {
-    let printable = |c: u8| (b'!'..=b'~').contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c);
+    let printable = |c: u8| {
+        (b'!'..=b'~').contains(&c) || (0xA1..=0xAC).contains(&c) || (0xAE..=0xFF).contains(&c)
+    };
     if printable(b) {
         return b as char;
     }
@@ -106,8 +115,19 @@ fn byte_char(b: u8) -> char {
 
 fn quantize(t: &Tensor, ty: GgmlType) -> Vec<u8> {
     match ty {
-        GgmlType::F32 => t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().flat_map(|v| v.to_le_bytes()).collect(),
-        _ => QTensor::quantize(t, ty.to_candle()).unwrap().data().unwrap().into_owned(),
+        GgmlType::F32 => t
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        _ => QTensor::quantize(t, ty.to_candle())
+            .unwrap()
+            .data()
+            .unwrap()
+            .into_owned(),
     }
 }
 
@@ -128,41 +148,92 @@ pub fn tiny_gguf(spec: &TinySpec) -> Vec<u8> {
     w.set(&k("block_count"), Value::U32(spec.n_layer as u32));
     w.set(&k("feed_forward_length"), Value::U32(spec.n_ff as u32));
     w.set(&k("attention.head_count"), Value::U32(spec.n_head as u32));
-    w.set(&k("attention.head_count_kv"), Value::U32(spec.n_head_kv as u32));
+    w.set(
+        &k("attention.head_count_kv"),
+        Value::U32(spec.n_head_kv as u32),
+    );
     w.set(&k("attention.key_length"), Value::U32(spec.head_dim as u32));
-    w.set(&k("attention.value_length"), Value::U32(spec.head_dim as u32));
+    w.set(
+        &k("attention.value_length"),
+        Value::U32(spec.head_dim as u32),
+    );
     w.set(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
-    w.set(&k("rope.freq_base"), Value::F32(if spec.family == Family::Gemma3 { 1_000_000.0 } else { 10_000.0 }));
+    w.set(
+        &k("rope.freq_base"),
+        Value::F32(if spec.family == Family::Gemma3 {
+            1_000_000.0
+        } else {
+            10_000.0
+        }),
+    );
     if spec.family == Family::Gemma3 {
-        w.set(&k("attention.sliding_window"), Value::U32(spec.sliding_window as u32));
+        w.set(
+            &k("attention.sliding_window"),
+            Value::U32(spec.sliding_window as u32),
+        );
     }
-    let (model, pre) = if spec.family == Family::Qwen2 { ("gpt2", "qwen2") } else { ("llama", "default") };
+    let (model, pre) = if spec.family == Family::Qwen2 {
+        ("gpt2", "qwen2")
+    } else {
+        ("llama", "default")
+    };
     w.set("tokenizer.ggml.model", Value::String(model.into()));
     w.set("tokenizer.ggml.pre", Value::String(pre.into()));
     w.set("tokenizer.ggml.tokens", string_array(tokens.clone()));
-    w.set("tokenizer.ggml.scores", Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()));
-    w.set("tokenizer.ggml.token_type", Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()));
+    w.set(
+        "tokenizer.ggml.scores",
+        Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
+    );
+    w.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
+    );
     if spec.family == Family::Qwen2 {
-        w.set("tokenizer.ggml.merges", string_array(["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]));
+        w.set(
+            "tokenizer.ggml.merges",
+            string_array(["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]),
+        );
     }
     w.set("tokenizer.ggml.bos_token_id", Value::U32(2));
     w.set("tokenizer.ggml.eos_token_id", Value::U32(1));
     w.set("tokenizer.ggml.unknown_token_id", Value::U32(3));
     w.set("tokenizer.ggml.padding_token_id", Value::U32(0));
-    w.set("tokenizer.ggml.add_bos_token", Value::Bool(true));
+    w.set(
+        "tokenizer.ggml.add_bos_token",
+        Value::Bool(spec.family != Family::Qwen2),
+    );
     w.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
 
     let mut add = |name: String, shape: Vec<usize>, ty: GgmlType, scale: f32, offset: f32| {
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+        let data: Vec<f32> = (0..n)
+            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect();
         let t = Tensor::from_vec(data, shape.clone(), &dev).unwrap();
-        w.add_tensor(TensorData { name, data: quantize(&t, ty), shape, dtype: ty });
+        w.add_tensor(TensorData {
+            name,
+            data: quantize(&t, ty),
+            shape,
+            dtype: ty,
+        });
     };
     let (d, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
     let wt = spec.weight_type;
     let lin = 1.0 / (d as f32).sqrt() * 1.7;
-    add("token_embd.weight".into(), vec![vocab, d], spec.embd_type, 1.0, 0.0);
-    add("output_norm.weight".into(), vec![d], GgmlType::F32, 0.2, 1.0);
+    add(
+        "token_embd.weight".into(),
+        vec![vocab, d],
+        spec.embd_type,
+        1.0,
+        0.0,
+    );
+    add(
+        "output_norm.weight".into(),
+        vec![d],
+        GgmlType::F32,
+        0.2,
+        1.0,
+    );
     if !spec.tied_output {
         add("output.weight".into(), vec![vocab, d], wt, lin, 0.0);
     }
@@ -170,22 +241,70 @@ pub fn tiny_gguf(spec: &TinySpec) -> Vec<u8> {
         let n = |s: &str| format!("blk.{il}.{s}");
         add(n("attn_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
         add(n("attn_q.weight"), vec![spec.n_head * hd, d], wt, lin, 0.0);
-        add(n("attn_k.weight"), vec![spec.n_head_kv * hd, d], wt, lin, 0.0);
-        add(n("attn_v.weight"), vec![spec.n_head_kv * hd, d], wt, lin, 0.0);
-        add(n("attn_output.weight"), vec![d, spec.n_head * hd], wt, lin, 0.0);
+        add(
+            n("attn_k.weight"),
+            vec![spec.n_head_kv * hd, d],
+            wt,
+            lin,
+            0.0,
+        );
+        add(
+            n("attn_v.weight"),
+            vec![spec.n_head_kv * hd, d],
+            wt,
+            lin,
+            0.0,
+        );
+        add(
+            n("attn_output.weight"),
+            vec![d, spec.n_head * hd],
+            wt,
+            lin,
+            0.0,
+        );
         add(n("ffn_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
         add(n("ffn_gate.weight"), vec![ff, d], wt, lin, 0.0);
         add(n("ffn_up.weight"), vec![ff, d], wt, lin, 0.0);
-        add(n("ffn_down.weight"), vec![d, ff], wt, 1.0 / (ff as f32).sqrt() * 1.7, 0.0);
+        add(
+            n("ffn_down.weight"),
+            vec![d, ff],
+            wt,
+            1.0 / (ff as f32).sqrt() * 1.7,
+            0.0,
+        );
         if spec.family == Family::Qwen2 {
-            add(n("attn_q.bias"), vec![spec.n_head * hd], GgmlType::F32, 0.1, 0.0);
-            add(n("attn_k.bias"), vec![spec.n_head_kv * hd], GgmlType::F32, 0.1, 0.0);
-            add(n("attn_v.bias"), vec![spec.n_head_kv * hd], GgmlType::F32, 0.1, 0.0);
+            add(
+                n("attn_q.bias"),
+                vec![spec.n_head * hd],
+                GgmlType::F32,
+                0.1,
+                0.0,
+            );
+            add(
+                n("attn_k.bias"),
+                vec![spec.n_head_kv * hd],
+                GgmlType::F32,
+                0.1,
+                0.0,
+            );
+            add(
+                n("attn_v.bias"),
+                vec![spec.n_head_kv * hd],
+                GgmlType::F32,
+                0.1,
+                0.0,
+            );
         }
         if spec.family == Family::Gemma3 {
             add(n("attn_q_norm.weight"), vec![hd], GgmlType::F32, 0.2, 1.0);
             add(n("attn_k_norm.weight"), vec![hd], GgmlType::F32, 0.2, 1.0);
-            add(n("post_attention_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
+            add(
+                n("post_attention_norm.weight"),
+                vec![d],
+                GgmlType::F32,
+                0.2,
+                1.0,
+            );
             add(n("post_ffw_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
         }
     }

@@ -112,7 +112,8 @@ impl GgufFile {
 
     pub fn get_u64(&self, key: &str) -> Result<u64> {
         let v = self.require(key)?;
-        v.as_u64().ok_or_else(|| self.wrong(key, v, "unsigned integer"))
+        v.as_u64()
+            .ok_or_else(|| self.wrong(key, v, "unsigned integer"))
     }
 
     pub fn get_usize(&self, key: &str) -> Result<usize> {
@@ -182,8 +183,12 @@ impl GgufFile {
         let t = self.tensor_info(name)?;
         let data = self.tensor_bytes(name)?;
         let cerr = |e: candle_core::Error| self.error(E::Candle(name.into(), e.to_string()));
-        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(data), device, t.dtype.to_candle())
-            .map_err(cerr)?;
+        let storage = QStorage::from_data(
+            std::borrow::Cow::Borrowed(data),
+            device,
+            t.dtype.to_candle(),
+        )
+        .map_err(cerr)?;
         QTensor::new(storage, t.shape()).map_err(cerr)
     }
 

@@ -74,7 +74,10 @@ impl<'a> Cursor<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], E> {
-        Ok(self.take(N as u64, what)?.try_into().expect("length checked"))
+        Ok(self
+            .take(N as u64, what)?
+            .try_into()
+            .expect("length checked"))
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, E> {
@@ -90,7 +93,11 @@ impl<'a> Cursor<'a> {
         let n = self.u64(what)?;
         let max = self.remaining() / min_size.max(1);
         if n > max {
-            return Err(E::AbsurdCount { what, count: n, max });
+            return Err(E::AbsurdCount {
+                what,
+                count: n,
+                max,
+            });
         }
         Ok(n)
     }
@@ -220,7 +227,7 @@ pub fn parse(buf: &[u8]) -> Result<Header, E> {
                 tensor: name.clone(),
                 problem: format!("element count of {dims:?} overflows"),
             })?;
-        if dims[0] % dtype.block_size() as u64 != 0 {
+        if !dims[0].is_multiple_of(dtype.block_size() as u64) {
             return Err(E::BadTensor {
                 tensor: name,
                 problem: format!(
@@ -237,7 +244,7 @@ pub fn parse(buf: &[u8]) -> Result<Header, E> {
                 problem: "byte size overflows".into(),
             });
         }
-        if offset % alignment != 0 {
+        if !offset.is_multiple_of(alignment) {
             return Err(E::BadTensor {
                 tensor: name,
                 problem: format!("offset {offset} is not aligned to {alignment}"),

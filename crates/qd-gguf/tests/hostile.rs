@@ -1,20 +1,33 @@
 //! Corrupted and hostile files: each yields its typed error, none panics or over-allocates.
 
-use qd_gguf::{string_array, GgmlType, GgufErrorKind as K, GgufFile, GgufWriter, TensorData, Value, ValueType};
+use qd_gguf::{
+    string_array, GgmlType, GgufErrorKind as K, GgufFile, GgufWriter, TensorData, Value, ValueType,
+};
 
 fn valid() -> Vec<u8> {
     let mut w = GgufWriter::new();
     w.set("general.architecture", Value::String("llama".into()));
     w.set("general.alignment", Value::U32(32));
     w.set("some.array", string_array(["a", "b"]));
-    w.set("nested", Value::Array(ValueType::Array, vec![Value::Array(ValueType::U8, vec![Value::U8(1)])]));
+    w.set(
+        "nested",
+        Value::Array(
+            ValueType::Array,
+            vec![Value::Array(ValueType::U8, vec![Value::U8(1)])],
+        ),
+    );
     w.add_tensor(TensorData {
         name: "t".into(),
         shape: vec![2, 32],
         dtype: GgmlType::Q8_0,
         data: vec![0u8; 2 * 34],
     });
-    w.add_tensor(TensorData { name: "f".into(), shape: vec![3], dtype: GgmlType::F32, data: vec![0u8; 12] });
+    w.add_tensor(TensorData {
+        name: "f".into(),
+        shape: vec![3],
+        dtype: GgmlType::F32,
+        data: vec![0u8; 12],
+    });
     w.to_bytes()
 }
 
@@ -24,7 +37,10 @@ fn parse(bytes: Vec<u8>) -> Result<GgufFile, qd_gguf::GgufError> {
 
 fn kind(bytes: Vec<u8>) -> K {
     let e = parse(bytes).err().expect("must fail");
-    assert!(e.to_string().starts_with("hostile.gguf: "), "error names the file: {e}");
+    assert!(
+        e.to_string().starts_with("hostile.gguf: "),
+        "error names the file: {e}"
+    );
     e.kind
 }
 
@@ -33,7 +49,10 @@ fn tensor_info_offset(bytes: &[u8]) -> usize {
     let f = parse(bytes.to_vec()).unwrap();
     let _ = f;
     // name "t": u64 len + 1 byte, then n_dims.
-    bytes.windows(9).position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b't']).unwrap()
+    bytes
+        .windows(9)
+        .position(|w| w == [1, 0, 0, 0, 0, 0, 0, 0, b't'])
+        .unwrap()
 }
 
 #[test]
@@ -43,7 +62,10 @@ fn valid_file_round_trips() {
     assert_eq!(f.get_str("general.architecture").unwrap(), "llama");
     assert_eq!(f.tensor_info("t").unwrap().shape(), vec![2, 32]);
     assert_eq!(f.tensor_bytes("t").unwrap().len(), 68);
-    assert_eq!(f.dequantize("f", &candle_core::Device::Cpu).unwrap().dims(), &[3]);
+    assert_eq!(
+        f.dequantize("f", &candle_core::Device::Cpu).unwrap().dims(),
+        &[3]
+    );
 }
 
 #[test]
@@ -65,7 +87,13 @@ fn empty_and_truncated_headers() {
     assert!(matches!(kind(vec![]), K::Truncated { .. }));
     let b = valid();
     for cut in [3, 7, 12, 20, 30, 60] {
-        assert!(matches!(kind(b[..cut].to_vec()), K::Truncated { .. } | K::AbsurdCount { .. }), "cut at {cut}");
+        assert!(
+            matches!(
+                kind(b[..cut].to_vec()),
+                K::Truncated { .. } | K::AbsurdCount { .. }
+            ),
+            "cut at {cut}"
+        );
     }
 }
 
@@ -85,7 +113,13 @@ fn absurd_counts_do_not_allocate() {
     assert!(matches!(kind(b), K::AbsurdCount { what: "tensor", .. }));
     let mut b = valid();
     b[16..24].copy_from_slice(&(1u64 << 60).to_le_bytes());
-    assert!(matches!(kind(b), K::AbsurdCount { what: "metadata", .. }));
+    assert!(matches!(
+        kind(b),
+        K::AbsurdCount {
+            what: "metadata",
+            ..
+        }
+    ));
     // An array claiming 2^62 strings.
     let mut b = valid();
     let at = b.windows(10).position(|w| w == b"some.array").unwrap() + 10 + 4 + 4;
@@ -156,7 +190,12 @@ fn non_utf8_strings() {
 #[test]
 fn bad_alignment() {
     let mut b = valid();
-    let at = b.windows(17).position(|w| w == b"general.alignment").unwrap() + 17 + 4;
+    let at = b
+        .windows(17)
+        .position(|w| w == b"general.alignment")
+        .unwrap()
+        + 17
+        + 4;
     b[at..at + 4].copy_from_slice(&3u32.to_le_bytes());
     assert!(matches!(kind(b), K::BadAlignment(3)));
 }
@@ -164,9 +203,18 @@ fn bad_alignment() {
 #[test]
 fn typed_metadata_access() {
     let f = parse(valid()).unwrap();
-    assert!(matches!(f.get_u64("general.architecture").unwrap_err().kind, K::WrongType { .. }));
-    assert!(matches!(f.get_str("missing").unwrap_err().kind, K::MissingKey(_)));
-    assert!(matches!(f.tensor_info("nope").unwrap_err().kind, K::MissingTensor(_)));
+    assert!(matches!(
+        f.get_u64("general.architecture").unwrap_err().kind,
+        K::WrongType { .. }
+    ));
+    assert!(matches!(
+        f.get_str("missing").unwrap_err().kind,
+        K::MissingKey(_)
+    ));
+    assert!(matches!(
+        f.tensor_info("nope").unwrap_err().kind,
+        K::MissingTensor(_)
+    ));
     assert_eq!(f.opt("missing", GgufFile::get_u64).unwrap(), None);
 }
 

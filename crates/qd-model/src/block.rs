@@ -107,7 +107,10 @@ impl<L: Linear> Block<L> {
         let q = (q * hp.attn_scale)?.reshape((b, nkv, rep * s, hd))?;
         let att = q.matmul(&k.t()?)?;
         let att = match ctx.mask {
-            Some(m) => att.reshape((b, nkv, rep, s, t))?.broadcast_add(m)?.reshape((b, nkv, rep * s, t))?,
+            Some(m) => att
+                .reshape((b, nkv, rep, s, t))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, rep * s, t))?,
             None => att,
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;

@@ -89,9 +89,13 @@ impl HParams {
         };
         let rope_scale = match f.opt(&k("rope.scaling.type"), GgufFile::get_str)? {
             None | Some("none") => 1.0,
-            Some("linear") => f.opt(&k("rope.scaling.factor"), GgufFile::get_f64)?.unwrap_or(1.0) as f32,
+            Some("linear") => f
+                .opt(&k("rope.scaling.factor"), GgufFile::get_f64)?
+                .unwrap_or(1.0) as f32,
             Some(other) => {
-                return Err(ModelError::Config(format!("unsupported rope.scaling.type {other:?}")))
+                return Err(ModelError::Config(format!(
+                    "unsupported rope.scaling.type {other:?}"
+                )))
             }
         };
         let is_gemma = arch == Arch::Gemma3;
@@ -105,11 +109,15 @@ impl HParams {
             value_dim,
             n_ff: f.get_usize(&k("feed_forward_length"))?,
             vocab_size,
-            context_length: f.opt(&k("context_length"), GgufFile::get_usize)?.unwrap_or(2048),
+            context_length: f
+                .opt(&k("context_length"), GgufFile::get_usize)?
+                .unwrap_or(2048),
             rms_eps: f
                 .opt(&k("attention.layer_norm_rms_epsilon"), GgufFile::get_f64)?
                 .unwrap_or(1e-5),
-            rope_base: f.opt(&k("rope.freq_base"), GgufFile::get_f64)?.unwrap_or(10_000.0) as f32,
+            rope_base: f
+                .opt(&k("rope.freq_base"), GgufFile::get_f64)?
+                .unwrap_or(10_000.0) as f32,
             rope_base_swa: 10_000.0,
             rope_scale,
             rope_dim: f
@@ -137,13 +145,13 @@ impl HParams {
         if self.n_layer == 0 || self.n_embd == 0 || self.head_dim == 0 || self.n_ff == 0 {
             return bad(format!("zero-sized dimension in {self:?}"));
         }
-        if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
+        if self.n_head_kv == 0 || !self.n_head.is_multiple_of(self.n_head_kv) {
             return bad(format!(
                 "head_count {} is not a multiple of head_count_kv {}",
                 self.n_head, self.n_head_kv
             ));
         }
-        if self.rope_dim > self.head_dim || self.rope_dim % 2 != 0 {
+        if self.rope_dim > self.head_dim || !self.rope_dim.is_multiple_of(2) {
             return bad(format!(
                 "rope dimension {} must be even and at most head dim {}",
                 self.rope_dim, self.head_dim

@@ -46,7 +46,9 @@ mod tests {
 
     #[test]
     fn window_sees_exactly_window_keys() {
-        let m = attention_mask(600, 0, Some(512), &Device::Cpu).unwrap().unwrap();
+        let m = attention_mask(600, 0, Some(512), &Device::Cpu)
+            .unwrap()
+            .unwrap();
         assert_eq!(visible_keys(&m, 0), 1);
         assert_eq!(visible_keys(&m, 511), 512);
         assert_eq!(visible_keys(&m, 512), 512);
@@ -58,9 +60,13 @@ mod tests {
 
     #[test]
     fn decoding_one_token_respects_the_window() {
-        let m = attention_mask(1, 700, Some(512), &Device::Cpu).unwrap().unwrap();
+        let m = attention_mask(1, 700, Some(512), &Device::Cpu)
+            .unwrap()
+            .unwrap();
         assert_eq!(visible_keys(&m, 0), 512);
-        assert!(attention_mask(1, 700, None, &Device::Cpu).unwrap().is_none());
+        assert!(attention_mask(1, 700, None, &Device::Cpu)
+            .unwrap()
+            .is_none());
     }
 
     #[test]

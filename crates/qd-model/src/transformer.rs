@@ -194,7 +194,11 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
             let ctx = LayerCtx {
                 hp: &self.hp,
                 rope: &ropes[idx].1,
-                mask: if block.swa { local_mask.as_ref() } else { global_mask.as_ref() },
+                mask: if block.swa {
+                    local_mask.as_ref()
+                } else {
+                    global_mask.as_ref()
+                },
                 act,
             };
             x = block.forward(&x, &ctx, cache.as_deref_mut().map(|c| (c, il)))?;
@@ -228,7 +232,9 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
 
     /// The LM head on `normed [b, n, d]` → `[b, n, vocab]` f32.
     pub fn lm_head(&self, normed: &Tensor) -> CResult<Tensor> {
-        self.lm_head.forward(&normed.contiguous()?)?.to_dtype(DType::F32)
+        self.lm_head
+            .forward(&normed.contiguous()?)?
+            .to_dtype(DType::F32)
     }
 
     pub fn new_cache(&self) -> KvCache {

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::borrow::Cow;
 
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
-use qd_gguf::GgmlType;
 use candle_core::{Device, Tensor};
+use qd_gguf::GgmlType;
 use qd_gguf::GgufFile;
 
 use crate::error::{ModelError, Result};

@@ -41,10 +41,23 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (8, 128), &dev).unwrap();
         let q5 = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
         let bytes = q5_0_to_q8_0(&q5.data().unwrap());
-        let st = QStorage::from_data(std::borrow::Cow::Owned(bytes), &dev, GgmlDType::Q8_0).unwrap();
+        let st =
+            QStorage::from_data(std::borrow::Cow::Owned(bytes), &dev, GgmlDType::Q8_0).unwrap();
         let q8 = QTensor::new(st, (8, 128)).unwrap();
-        let a = q5.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = q8.dequantize(&dev).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = q5
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = q8
+            .dequantize(&dev)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         assert_eq!(a, b);
     }
 }

@@ -16,17 +16,53 @@ fn teacher_logits_match_llama_cpp() {
     let f = GgufFile::open(qd_fixtures::teacher_path()).unwrap();
     let model = qd_model::load_quantized(&f, &Device::Cpu).unwrap();
     let reference = qd_fixtures::read_json("gemma3-270m/llama_cpp_reference.json");
-    let mut st = Stats { dlp: vec![], kl: vec![], top1_agree: 0, positions: 0 };
+    let mut st = Stats {
+        dlp: vec![],
+        kl: vec![],
+        top1_agree: 0,
+        positions: 0,
+    };
     for (name, p) in reference["prompts"].as_object().unwrap() {
-        let ids: Vec<u32> = p["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        let out = model.forward(&input, None, &ForwardOpts { logits: Logits::All, hidden_states: false }).unwrap();
+        let ids: Vec<u32> = p["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let input = Tensor::new(ids.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let out = model
+            .forward(
+                &input,
+                None,
+                &ForwardOpts {
+                    logits: Logits::All,
+                    hidden_states: false,
+                },
+            )
+            .unwrap();
         let logits = out.logits.unwrap().squeeze(0).unwrap();
-        let lse = logits.log_sum_exp(D::Minus1).unwrap().to_vec1::<f32>().unwrap();
+        let lse = logits
+            .log_sum_exp(D::Minus1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let logits = logits.to_vec2::<f32>().unwrap();
         for (i, pos) in p["positions"].as_array().unwrap().iter().enumerate() {
-            let rids: Vec<usize> = pos["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-            let rlog: Vec<f64> = pos["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let rids: Vec<usize> = pos["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            let rlog: Vec<f64> = pos["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
             let rlse = pos["logsumexp"].as_f64().unwrap();
             for k in 0..8 {
                 let ours = logits[i][rids[k]] as f64 - lse[i] as f64;
@@ -40,13 +76,23 @@ fn teacher_logits_match_llama_cpp() {
             };
             let pr = norm(rlog.clone());
             let po = norm(rids.iter().map(|&t| logits[i][t] as f64).collect());
-            st.kl.push(pr.iter().zip(&po).map(|(a, b)| a.exp() * (a - b)).sum());
-            let argmax = logits[i].iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+            st.kl
+                .push(pr.iter().zip(&po).map(|(a, b)| a.exp() * (a - b)).sum());
+            let argmax = logits[i]
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
             let margin = rlog[0] - rlog[1];
             if argmax == rids[0] {
                 st.top1_agree += 1;
             } else {
-                assert!(margin < 0.5, "{name} pos {i}: top-1 {argmax} != llama.cpp {} with margin {margin}", rids[0]);
+                assert!(
+                    margin < 0.5,
+                    "{name} pos {i}: top-1 {argmax} != llama.cpp {} with margin {margin}",
+                    rids[0]
+                );
             }
             st.positions += 1;
         }

@@ -18,7 +18,10 @@ fn w(f: &GgufFile, name: &str) -> Tensor {
 
 fn rms(x: &Tensor, g: &Tensor) -> Tensor {
     let ms = x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-    x.broadcast_div(&(ms + 1e-6).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(g).unwrap()
+    x.broadcast_div(&(ms + 1e-6).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(g)
+        .unwrap()
 }
 
 /// RoPE on one head's `[s, d]`, pair (i, i+d/2) for neox, (2i, 2i+1) for llama.
@@ -30,7 +33,11 @@ fn rope(x: &[Vec<f32>], base: f32, neox: bool) -> Vec<Vec<f32>> {
             let mut out = row.clone();
             for i in 0..d / 2 {
                 let theta = p as f32 * base.powf(-((2 * i) as f32) / d as f32);
-                let (a, b) = if neox { (i, i + d / 2) } else { (2 * i, 2 * i + 1) };
+                let (a, b) = if neox {
+                    (i, i + d / 2)
+                } else {
+                    (2 * i, 2 * i + 1)
+                };
                 out[a] = row[a] * theta.cos() - row[b] * theta.sin();
                 out[b] = row[a] * theta.sin() + row[b] * theta.cos();
             }
@@ -44,7 +51,9 @@ fn reference_logits(f: &GgufFile, spec: &TinySpec, ids: &[u32]) -> Vec<Vec<f32>>
     let (d, hd, nh, nkv) = (spec.n_embd, spec.head_dim, spec.n_head, spec.n_head_kv);
     let s = ids.len();
     let emb = w(f, "token_embd.weight");
-    let mut x = emb.index_select(&Tensor::new(ids, &DEV).unwrap(), 0).unwrap();
+    let mut x = emb
+        .index_select(&Tensor::new(ids, &DEV).unwrap(), 0)
+        .unwrap();
     if gemma {
         x = (x * (d as f64).sqrt()).unwrap();
     }
@@ -61,7 +70,15 @@ fn reference_logits(f: &GgufFile, spec: &TinySpec, ids: &[u32]) -> Vec<Vec<f32>>
             v = v.broadcast_add(&w(f, &n("attn_v.bias"))).unwrap();
         }
         let swa = gemma && il % 6 < 5;
-        let base = if gemma { if swa { 10_000.0 } else { 1_000_000.0 } } else { 10_000.0 };
+        let base = if gemma {
+            if swa {
+                10_000.0
+            } else {
+                1_000_000.0
+            }
+        } else {
+            10_000.0
+        };
         let head = |t: &Tensor, h: usize, norm: Option<&str>| -> Vec<Vec<f32>> {
             let mut t = t.narrow(1, h * hd, hd).unwrap();
             if let Some(nn) = norm {
@@ -72,8 +89,16 @@ fn reference_logits(f: &GgufFile, spec: &TinySpec, ids: &[u32]) -> Vec<Vec<f32>>
         let mut out = vec![vec![0f32; nh * hd]; s];
         for hq in 0..nh {
             let kvh = hq / (nh / nkv);
-            let qh = rope(&head(&q, hq, gemma.then_some("attn_q_norm.weight")), base, spec.family != Family::Llama);
-            let kh = rope(&head(&k, kvh, gemma.then_some("attn_k_norm.weight")), base, spec.family != Family::Llama);
+            let qh = rope(
+                &head(&q, hq, gemma.then_some("attn_q_norm.weight")),
+                base,
+                spec.family != Family::Llama,
+            );
+            let kh = rope(
+                &head(&k, kvh, gemma.then_some("attn_k_norm.weight")),
+                base,
+                spec.family != Family::Llama,
+            );
             let vh = head(&v, kvh, None);
             for i in 0..s {
                 let mut scores: Vec<f64> = (0..=i)
@@ -82,14 +107,21 @@ fn reference_logits(f: &GgufFile, spec: &TinySpec, ids: &[u32]) -> Vec<Vec<f32>>
                         if !visible {
                             return f64::NEG_INFINITY;
                         }
-                        qh[i].iter().zip(&kh[j]).map(|(a, b)| (*a as f64) * (*b as f64)).sum::<f64>() / (hd as f64).sqrt()
+                        qh[i]
+                            .iter()
+                            .zip(&kh[j])
+                            .map(|(a, b)| (*a as f64) * (*b as f64))
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
                     })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 scores.iter_mut().for_each(|v| *v = (*v - m).exp());
                 let z: f64 = scores.iter().sum();
                 for c in 0..hd {
-                    out[i][hq * hd + c] = (0..=i).map(|j| scores[j] / z * vh[j][c] as f64).sum::<f64>() as f32;
+                    out[i][hq * hd + c] = (0..=i)
+                        .map(|j| scores[j] / z * vh[j][c] as f64)
+                        .sum::<f64>() as f32;
                 }
             }
         }
@@ -109,28 +141,49 @@ fn reference_logits(f: &GgufFile, spec: &TinySpec, ids: &[u32]) -> Vec<Vec<f32>>
         } else {
             (&g * candle_nn_free_sigmoid(&g)).unwrap()
         };
-        let mut m = lin(&(g * lin(&h, &n("ffn_up.weight"))).unwrap(), &n("ffn_down.weight"));
+        let mut m = lin(
+            &(g * lin(&h, &n("ffn_up.weight"))).unwrap(),
+            &n("ffn_down.weight"),
+        );
         if gemma {
             m = rms(&m, &w(f, &n("post_ffw_norm.weight")));
         }
         x = (x + m).unwrap();
     }
     let x = rms(&x, &w(f, "output_norm.weight"));
-    let head = if spec.tied_output { "token_embd.weight" } else { "output.weight" };
+    let head = if spec.tied_output {
+        "token_embd.weight"
+    } else {
+        "output.weight"
+    };
     lin(&x, head).to_vec2::<f32>().unwrap()
 }
 
 fn candle_nn_free_sigmoid(x: &Tensor) -> Tensor {
-    (x.neg().unwrap().exp().unwrap() + 1.0).unwrap().recip().unwrap()
+    (x.neg().unwrap().exp().unwrap() + 1.0)
+        .unwrap()
+        .recip()
+        .unwrap()
 }
 
 fn logits_of(out: qd_model::ForwardOutput) -> Vec<Vec<f32>> {
-    out.logits.unwrap().squeeze(0).unwrap().to_dtype(DType::F32).unwrap().to_vec2::<f32>().unwrap()
+    out.logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
 }
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn ids(n: usize) -> Vec<u32> {
@@ -138,7 +191,14 @@ fn ids(n: usize) -> Vec<u32> {
 }
 
 const FAMILIES: [Family; 3] = [Family::Gemma3, Family::Llama, Family::Qwen2];
-const TYPES: [GgmlType; 6] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q4K];
+const TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q5_0,
+    GgmlType::Q4K,
+];
 
 #[test]
 fn dense_forward_matches_reference() {
@@ -148,8 +208,15 @@ fn dense_forward_matches_reference() {
         let tokens = ids(20);
         let want = reference_logits(&f, &spec, &tokens);
         let model = qd_model::load_dequantized(&f, &DEV).unwrap();
-        let input = Tensor::new(tokens.as_slice(), &DEV).unwrap().unsqueeze(0).unwrap();
-        let got = logits_of(model.forward(&input, None, &ForwardOpts::default()).unwrap());
+        let input = Tensor::new(tokens.as_slice(), &DEV)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let got = logits_of(
+            model
+                .forward(&input, None, &ForwardOpts::default())
+                .unwrap(),
+        );
         let diff = max_abs_diff(&got, &want);
         assert!(diff < 1e-3, "{fam:?}: max |Δlogit| {diff}");
     }
@@ -169,21 +236,47 @@ fn quantized_forward_tracks_reference() {
             let tokens = ids(16);
             let want = reference_logits(&f, &spec, &tokens);
             let model = qd_model::load_quantized(&f, &DEV).unwrap();
-            let input = Tensor::new(tokens.as_slice(), &DEV).unwrap().unsqueeze(0).unwrap();
-            let got = logits_of(model.forward(&input, None, &ForwardOpts::default()).unwrap());
+            let input = Tensor::new(tokens.as_slice(), &DEV)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let got = logits_of(
+                model
+                    .forward(&input, None, &ForwardOpts::default())
+                    .unwrap(),
+            );
             let scale = want.iter().flatten().map(|v| v.abs()).fold(0.0, f32::max);
             let diff = max_abs_diff(&got, &want);
-            let tol = if matches!(ty, GgmlType::F32 | GgmlType::F16) { 1e-3 * scale } else { 0.05 * scale };
-            assert!(diff <= tol, "{fam:?} {ty}: max |Δlogit| {diff} vs scale {scale}");
+            let tol = if matches!(ty, GgmlType::F32 | GgmlType::F16) {
+                1e-3 * scale
+            } else {
+                0.05 * scale
+            };
+            assert!(
+                diff <= tol,
+                "{fam:?} {ty}: max |Δlogit| {diff} vs scale {scale}"
+            );
             // And the argmax agrees almost everywhere.
-            let agree = got.iter().zip(&want).filter(|(a, b)| argmax(a) == argmax(b)).count();
-            assert!(agree * 10 >= tokens.len() * 8, "{fam:?} {ty}: top-1 agrees at {agree}/{}", tokens.len());
+            let agree = got
+                .iter()
+                .zip(&want)
+                .filter(|(a, b)| argmax(a) == argmax(b))
+                .count();
+            assert!(
+                agree * 10 >= tokens.len() * 8,
+                "{fam:?} {ty}: top-1 agrees at {agree}/{}",
+                tokens.len()
+            );
         }
     }
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0
 }
 
 /// Full-prefix, one-pass and KV-cache forwards agree (f32 weights), including past the window.
@@ -195,28 +288,77 @@ fn cache_and_one_pass_agree() {
         let model = qd_model::load_dequantized(&f, &DEV).unwrap();
         let tokens = ids(21);
         let input = |t: &[u32]| Tensor::new(t, &DEV).unwrap().unsqueeze(0).unwrap();
-        let full = logits_of(model.forward(&input(&tokens), None, &ForwardOpts::default()).unwrap());
+        let full = logits_of(
+            model
+                .forward(&input(&tokens), None, &ForwardOpts::default())
+                .unwrap(),
+        );
         // Token by token through the cache.
         let mut cache = model.new_cache();
         let mut step = Vec::new();
         for &t in &tokens {
-            step.extend(logits_of(model.forward(&input(&[t]), Some(&mut cache), &ForwardOpts::default()).unwrap()));
+            step.extend(logits_of(
+                model
+                    .forward(&input(&[t]), Some(&mut cache), &ForwardOpts::default())
+                    .unwrap(),
+            ));
         }
-        assert!(max_abs_diff(&full, &step) < 1e-4, "{fam:?} one-token decoding: {}", max_abs_diff(&full, &step));
+        assert!(
+            max_abs_diff(&full, &step) < 1e-4,
+            "{fam:?} one-token decoding: {}",
+            max_abs_diff(&full, &step)
+        );
         // Chunked prefill after a cache: 5 + 9 + 7.
         let mut cache = model.new_cache();
         let mut chunked = Vec::new();
         for r in [0..5, 5..14, 14..21] {
-            chunked.extend(logits_of(model.forward(&input(&tokens[r]), Some(&mut cache), &ForwardOpts::default()).unwrap()));
+            chunked.extend(logits_of(
+                model
+                    .forward(
+                        &input(&tokens[r]),
+                        Some(&mut cache),
+                        &ForwardOpts::default(),
+                    )
+                    .unwrap(),
+            ));
         }
-        assert!(max_abs_diff(&full, &chunked) < 1e-4, "{fam:?} chunked prefill: {}", max_abs_diff(&full, &chunked));
+        assert!(
+            max_abs_diff(&full, &chunked) < 1e-4,
+            "{fam:?} chunked prefill: {}",
+            max_abs_diff(&full, &chunked)
+        );
         // Prefix forwards: position i of a longer prefix equals the last of prefix i+1.
         for n in [1, 9, 20] {
-            let pre = logits_of(model.forward(&input(&tokens[..n]), None, &ForwardOpts { logits: Logits::Last, hidden_states: false }).unwrap());
-            assert!(max_abs_diff(&pre, &full[n - 1..n]) < 1e-4, "{fam:?} prefix {n}");
+            let pre = logits_of(
+                model
+                    .forward(
+                        &input(&tokens[..n]),
+                        None,
+                        &ForwardOpts {
+                            logits: Logits::Last,
+                            hidden_states: false,
+                        },
+                    )
+                    .unwrap(),
+            );
+            assert!(
+                max_abs_diff(&pre, &full[n - 1..n]) < 1e-4,
+                "{fam:?} prefix {n}"
+            );
         }
         // A logits range equals the slice of all logits.
-        let ranged = logits_of(model.forward(&input(&tokens), None, &ForwardOpts { logits: Logits::Range(3..11), hidden_states: true }).unwrap());
+        let ranged = logits_of(
+            model
+                .forward(
+                    &input(&tokens),
+                    None,
+                    &ForwardOpts {
+                        logits: Logits::Range(3..11),
+                        hidden_states: true,
+                    },
+                )
+                .unwrap(),
+        );
         assert!(max_abs_diff(&ranged, &full[3..11]) < 1e-5);
     }
 }
@@ -226,8 +368,20 @@ fn hidden_states_one_per_block() {
     let spec = TinySpec::new(Family::Gemma3, GgmlType::Q8_0);
     let f = open(&spec);
     let model = qd_model::load_quantized(&f, &DEV).unwrap();
-    let input = Tensor::new(&ids(6)[..], &DEV).unwrap().unsqueeze(0).unwrap();
-    let out = model.forward(&input, None, &ForwardOpts { logits: Logits::None, hidden_states: true }).unwrap();
+    let input = Tensor::new(&ids(6)[..], &DEV)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let out = model
+        .forward(
+            &input,
+            None,
+            &ForwardOpts {
+                logits: Logits::None,
+                hidden_states: true,
+            },
+        )
+        .unwrap();
     assert!(out.logits.is_none());
     assert_eq!(out.hidden_states.len(), spec.n_layer);
     assert_eq!(out.hidden_states[0].dims(), &[1, 6, spec.n_embd]);

@@ -1,7 +1,6 @@
 //! Byte-level BPE (`tokenizer.ggml.model = "gpt2"`) with the pre-tokenizer regex that
 //! `tokenizer.ggml.pre` names, as llama.cpp's `llama-vocab.cpp` maps them.
 
-
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -24,8 +23,8 @@ pub fn pre_regex(pre: Option<&str>) -> Result<&'static str> {
         "qwen2" | "deepseek-r1-qwen" | "qwen35" => QWEN2,
         other => {
             return Err(TokenizerError::Inconsistent(format!(
-                "unsupported tokenizer.ggml.pre {other:?}; supply a tokenizer.json next to the model"
-            )))
+            "unsupported tokenizer.ggml.pre {other:?}; supply a tokenizer.json next to the model"
+        )))
         }
     })
 }
@@ -54,7 +53,8 @@ pub fn build(v: &GgufVocab) -> Result<Tokenizer> {
         SplitDelimiterBehavior::Isolated,
         false,
     )?;
-    let pre: Vec<PreTokenizerWrapper> = vec![split.into(), ByteLevel::new(false, false, false).into()];
+    let pre: Vec<PreTokenizerWrapper> =
+        vec![split.into(), ByteLevel::new(false, false, false).into()];
     tok.with_pre_tokenizer(Some(PreSequence::new(pre)));
     tok.with_decoder(Some(ByteLevelDecoder::new(false, false, false)));
     Ok(tok)

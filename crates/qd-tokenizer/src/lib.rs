@@ -91,7 +91,9 @@ fn build_from_vocab(v: &GgufVocab) -> Result<Tokenizer> {
     let mut special = Vec::new();
     for (i, t) in v.tokens.iter().enumerate() {
         match v.types[i] {
-            TokenType::UserDefined => user.push(AddedToken::from(t.clone(), false).normalized(false)),
+            TokenType::UserDefined => {
+                user.push(AddedToken::from(t.clone(), false).normalized(false))
+            }
             TokenType::Control => special.push(AddedToken::from(t.clone(), true).normalized(false)),
             _ => {}
         }

@@ -58,7 +58,9 @@ impl GgufVocab {
             .iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<_>>()
-            .ok_or_else(|| TokenizerError::Inconsistent("tokenizer.ggml.tokens holds a non-string".into()))?;
+            .ok_or_else(|| {
+                TokenizerError::Inconsistent("tokenizer.ggml.tokens holds a non-string".into())
+            })?;
         let n = tokens.len();
         let scores = match f.opt("tokenizer.ggml.scores", GgufFile::get_array)? {
             Some(a) => a.iter().map(|v| v.as_f64().unwrap_or(0.0) as f32).collect(),
@@ -89,7 +91,9 @@ impl GgufVocab {
                 .iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| TokenizerError::Inconsistent("tokenizer.ggml.merges holds a non-string".into()))?,
+                .ok_or_else(|| {
+                    TokenizerError::Inconsistent("tokenizer.ggml.merges holds a non-string".into())
+                })?,
             None => Vec::new(),
         };
         let id = |key: &str| -> Result<Option<u32>> {

@@ -34,8 +34,18 @@ fn pydoc_corpus_matches_llama_cpp() {
     let meta = qd_fixtures::read_json("gemma3-270m/pydoc_tokens.json");
     let text = std::fs::read_to_string(qd_fixtures::data_dir().join("corpora/pydoc.txt")).unwrap();
     let ids = tok.encode(&text, true).unwrap();
-    let first: Vec<u32> = meta["first_20"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let last: Vec<u32> = meta["last_20"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let first: Vec<u32> = meta["first_20"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let last: Vec<u32> = meta["last_20"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
     assert_eq!(&ids[..20], &first[..]);
     assert_eq!(&ids[ids.len() - 20..], &last[..]);
     assert_eq!(ids.len() as u64, meta["n_tokens"].as_u64().unwrap());

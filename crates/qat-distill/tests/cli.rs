@@ -1,0 +1,158 @@
+//! The command line on tiny generated models: output shapes, JSON schemas, one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+use qd_gguf::GgmlType;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_qat-distill"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(
+        o.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn model(dir: &Path, fam: Family) -> PathBuf {
+    write_tiny(
+        dir,
+        &format!("{fam:?}.gguf"),
+        &TinySpec::new(fam, GgmlType::Q4_0),
+    )
+}
+
+#[test]
+fn inspect_reports_architecture_and_sizes() {
+    let d = tempfile::tempdir().unwrap();
+    for fam in [Family::Gemma3, Family::Llama, Family::Qwen2] {
+        let m = model(d.path(), fam);
+        let v = ok_json(&["inspect", m.to_str().unwrap(), "--json"]);
+        assert_eq!(v["architecture"], fam.arch());
+        assert_eq!(v["hparams"]["n_embd"], 256);
+        assert!(v["params"].as_u64().unwrap() > 0);
+        assert!(v["tensors_per_type"]["Q4_0"]["count"].as_u64().unwrap() > 0);
+        let swa = if fam == Family::Gemma3 { 6 } else { 0 };
+        assert_eq!(v["hparams"]["swa_layers"], swa);
+        let text = run(&["inspect", m.to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&text.stdout).contains(fam.arch()));
+    }
+}
+
+#[test]
+fn tokenize_eval_and_generate() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path(), Family::Gemma3);
+    let m = m.to_str().unwrap();
+    let v = ok_json(&["tokenize", "--model", m, "--text", " the hat", "--json"]);
+    let ids = v["ids"].as_array().unwrap();
+    assert_eq!(ids[0], 2, "BOS first");
+    assert_eq!(v["n_tokens"].as_u64().unwrap() as usize, ids.len());
+
+    let v = ok_json(&[
+        "eval", "top-k", "--model", m, "--text", "the hat", "--k", "4", "--json",
+    ]);
+    let n = v["tokens"].as_array().unwrap().len();
+    let pos = v["positions"].as_array().unwrap();
+    assert_eq!(pos.len(), n);
+    for p in pos {
+        assert_eq!(p["ids"].as_array().unwrap().len(), 4);
+        assert_eq!(p["logprobs"].as_array().unwrap().len(), 4);
+        assert!(p["logsumexp"].is_number());
+    }
+
+    let corpus = d.path().join("c.txt");
+    std::fs::write(&corpus, "the thin hat in the inn at the heath. ".repeat(20)).unwrap();
+    let v = ok_json(&[
+        "-t",
+        "1",
+        "eval",
+        "perplexity",
+        "--model",
+        m,
+        "--file",
+        corpus.to_str().unwrap(),
+        "--ctx",
+        "32",
+        "--chunks",
+        "3",
+        "--json",
+    ]);
+    assert!(v["ppl"].as_f64().unwrap() > 1.0);
+    assert!(v["ppl_stderr"].as_f64().unwrap() >= 0.0);
+    assert_eq!(v["n_scored"], 3 * 15);
+    assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
+    let text = run(&[
+        "eval",
+        "perplexity",
+        "--model",
+        m,
+        "--file",
+        corpus.to_str().unwrap(),
+        "--ctx",
+        "32",
+        "--chunks",
+        "2",
+    ]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("Final estimate: PPL = "));
+
+    let o = run(&[
+        "generate", "--model", m, "--prompt", "the", "-n", "5", "--seed", "1", "--temp", "0.8",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("the"));
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let d = tempfile::tempdir().unwrap();
+    let e = one_line_error(&["inspect", "/nonexistent/x.gguf"]);
+    assert!(e.contains("/nonexistent/x.gguf"), "{e}");
+    let junk = d.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a gguf at all").unwrap();
+    let e = one_line_error(&["inspect", junk.to_str().unwrap()]);
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let m = model(d.path(), Family::Llama);
+    let e = one_line_error(&["tokenize", "--model", m.to_str().unwrap()]);
+    assert!(e.contains("--text or --file"), "{e}");
+    let short = d.path().join("short.txt");
+    std::fs::write(&short, "the").unwrap();
+    let e = one_line_error(&[
+        "eval",
+        "perplexity",
+        "--model",
+        m.to_str().unwrap(),
+        "--file",
+        short.to_str().unwrap(),
+    ]);
+    assert!(e.contains("at least 2×ctx"), "{e}");
+    let e = one_line_error(&[
+        "eval",
+        "perplexity",
+        "--model",
+        m.to_str().unwrap(),
+        "--file",
+        "/nonexistent.txt",
+    ]);
+    assert!(e.contains("/nonexistent.txt"), "{e}");
+}

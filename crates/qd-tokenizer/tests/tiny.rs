@@ -1,0 +1,52 @@
+//! Both tokenizer families on the tiny fixtures' vocabularies.
+
+use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
+use qd_gguf::{GgmlType, GgufFile};
+use qd_tokenizer::GgufTokenizer;
+
+fn tok(fam: Family) -> GgufTokenizer {
+    let f =
+        GgufFile::from_bytes("tiny.gguf", tiny_gguf(&TinySpec::new(fam, GgmlType::Q8_0))).unwrap();
+    GgufTokenizer::from_gguf(&f).unwrap()
+}
+
+fn id(t: &GgufTokenizer, piece: &str) -> u32 {
+    t.inner
+        .token_to_id(piece)
+        .unwrap_or_else(|| panic!("{piece:?} not in vocab"))
+}
+
+#[test]
+fn spm_merges_by_score_and_falls_back_to_bytes() {
+    let t = tok(Family::Llama);
+    // " the" merges all the way to "▁the"; "x" has no piece and becomes its byte token.
+    let ids = t.encode(" thex", true).unwrap();
+    assert_eq!(ids, vec![2, id(&t, "▁the"), id(&t, "<0x78>")]);
+    assert_eq!(t.decode(&ids, true).unwrap(), " thex");
+    // Multi-byte characters fall back to one token per UTF-8 byte and decode back.
+    let ids = t.encode("é", false).unwrap();
+    assert_eq!(ids, vec![id(&t, "<0xC3>"), id(&t, "<0xA9>")]);
+    assert_eq!(t.decode(&ids, false).unwrap(), "é");
+}
+
+#[test]
+fn user_defined_tokens_split_control_tokens_do_not() {
+    let t = tok(Family::Gemma3);
+    let ids = t.encode("a<start_of_turn>a", false).unwrap();
+    assert_eq!(
+        ids,
+        vec![id(&t, "a"), id(&t, "<start_of_turn>"), id(&t, "a")]
+    );
+    // "<eos>" in text is not parsed as the control token.
+    let ids = t.encode("<eos>", false).unwrap();
+    assert!(!ids.contains(&1), "{ids:?}");
+}
+
+#[test]
+fn byte_level_bpe_with_merges() {
+    let t = tok(Family::Qwen2);
+    assert!(!t.add_bos, "the qwen2 fixture asks for no BOS");
+    let ids = t.encode(" the cat", true).unwrap();
+    assert_eq!(ids[0], id(&t, "Ġthe"));
+    assert_eq!(t.decode(&ids, false).unwrap(), " the cat");
+}
