@@ -1,0 +1,98 @@
+//! The shared front half of Q4_K and Q5_K: per-32 affine fits by `make_qkx2_quants`, packed as
+//! 6-bit scales and mins under fp16 `d`/`dmin`, then codes recomputed against the stored grid.
+
+use crate::fp16::{read_f16, write_f16};
+use crate::helpers::{get_scale_min_k4, make_qkx2_quants, nearest_int};
+
+/// Writes `d, dmin, scales[12]` into `head[0..16]` and the codes (0..=nmax) into `l`.
+pub fn quantize_affine(
+    x: &[f32],
+    head: &mut [u8],
+    l: &mut [u8; 256],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) {
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut mins = [0f32; 8];
+    let mut scales = [0f32; 8];
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        for (w, v) in weights.iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+        let (s, m) = make_qkx2_quants(
+            xs,
+            &weights,
+            nmax,
+            &mut l[32 * j..32 * j + 32],
+            &mut laux,
+            rmin,
+            0.1,
+            nstep,
+            false,
+        );
+        scales[j] = s;
+        mins[j] = m;
+        if s > max_scale {
+            max_scale = s;
+        }
+        if m > max_min {
+            max_min = m;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let sc = &mut head[4..16];
+    sc.iter_mut().for_each(|b| *b = 0);
+    for j in 0..8 {
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            sc[j] = ls;
+            sc[j + 4] = lm;
+        } else {
+            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            sc[j - 4] |= (ls >> 4) << 6;
+            sc[j] |= (lm >> 4) << 6;
+        }
+    }
+    write_f16(head, 0, max_scale / 63.0);
+    write_f16(head, 2, max_min / 63.0);
+    let d_all = read_f16(head, 0);
+    let dmin = read_f16(head, 2);
+    for j in 0..8 {
+        let (s, m) = get_scale_min_k4(j, &head[4..16]);
+        let d = d_all * s as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin * m as f32;
+        for ii in 0..32 {
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// `(d·scale, dmin·min)` of each of the 8 sub-blocks.
+pub fn sub_scales(head: &[u8]) -> [(f32, f32); 8] {
+    let d = read_f16(head, 0);
+    let min = read_f16(head, 2);
+    let mut r = [(0.0, 0.0); 8];
+    for (j, slot) in r.iter_mut().enumerate() {
+        let (s, m) = get_scale_min_k4(j, &head[4..16]);
+        *slot = (d * s as f32, min * m as f32);
+    }
+    r
+}

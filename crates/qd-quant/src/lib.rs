@@ -1,0 +1,29 @@
+//! GGUF block formats, implemented once and used twice: `quantize` at export and
+//! `dequantize(quantize(w))` as the fake-quant op inside training, so a student ships with
+//! exactly the weights it trained against.
+//!
+//! Each quantizer is a port of llama.cpp's `quantize_row_*_ref` (what `ggml_quantize_chunk`
+//! runs without an importance matrix), operation for operation in plain f32 so the bytes match.
+
+pub mod error;
+pub mod fake_quant;
+pub mod format;
+pub mod fp16;
+mod helpers;
+mod kscales;
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q5_1;
+mod q5_k;
+mod q6_k;
+mod q8_0;
+pub mod rows;
+
+pub use error::{QuantError, Result};
+pub use fake_quant::FakeQuant;
+pub use format::QuantType;
+pub use rows::{dequantize, fake_quantize, quantize};

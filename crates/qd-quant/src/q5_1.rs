@@ -1,0 +1,43 @@
+//! Q5_1: 32 weights, fp16 scale and min, 5-bit codes.
+
+use crate::fp16::{read_f16, write_f16};
+
+pub fn quantize_block(x: &[f32], out: &mut [u8]) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    let d = (max - min) / 31.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    write_f16(out, 0, d);
+    write_f16(out, 2, min);
+    let mut qh = 0u32;
+    for j in 0..16 {
+        let x0 = (x[j] - min) * id;
+        let x1 = (x[16 + j] - min) * id;
+        let xi0 = (x0 + 0.5) as u8;
+        let xi1 = (x1 + 0.5) as u8;
+        out[8 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+        qh |= (((xi0 & 0x10) >> 4) as u32) << j;
+        qh |= (((xi1 & 0x10) >> 4) as u32) << (j + 16);
+    }
+    out[4..8].copy_from_slice(&qh.to_le_bytes());
+}
+
+pub fn dequantize_block(b: &[u8], y: &mut [f32]) {
+    let d = read_f16(b, 0);
+    let m = read_f16(b, 2);
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    for j in 0..16 {
+        let xh0 = (((qh >> j) << 4) & 0x10) as i32;
+        let xh1 = ((qh >> (j + 12)) & 0x10) as i32;
+        let q = b[8 + j];
+        y[j] = ((q & 0x0F) as i32 | xh0) as f32 * d + m;
+        y[j + 16] = ((q >> 4) as i32 | xh1) as f32 * d + m;
+    }
+}

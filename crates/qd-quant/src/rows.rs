@@ -1,0 +1,116 @@
+//! Whole tensors, row by row as GGUF lays weights out, in parallel.
+
+use rayon::prelude::*;
+
+use crate::error::{QuantError, Result};
+use crate::format::QuantType;
+
+/// Rows per parallel task: enough work to amortise scheduling, small enough to balance.
+const ROWS_PER_TASK: usize = 4;
+
+fn check_rows(ty: QuantType, len: usize, n: usize) -> Result<usize> {
+    if n == 0 {
+        return if len == 0 {
+            Ok(0)
+        } else {
+            Err(QuantError::Shape { len, n })
+        };
+    }
+    if n % ty.block_size() != 0 {
+        return Err(QuantError::RowLength {
+            ty: ty.name(),
+            n,
+            block: ty.block_size(),
+        });
+    }
+    if len % n != 0 {
+        return Err(QuantError::Shape { len, n });
+    }
+    Ok(len / n)
+}
+
+/// Rejects NaN and ±Inf, naming the first offending row.
+pub fn check_finite(data: &[f32], n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    match data.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(QuantError::NonFinite {
+            row: i / n,
+            col: i % n,
+            value: data[i],
+        }),
+    }
+}
+
+/// Quantizes `data` (rows of `n_per_row`) to `ty`, exactly as `ggml_quantize_chunk` without an
+/// importance matrix.
+pub fn quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
+    let rows = check_rows(ty, data.len(), n_per_row)?;
+    check_finite(data, n_per_row)?;
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+    let row_bytes = n_per_row / bs * bb;
+    let mut out = vec![0u8; rows * row_bytes];
+    let (q, _) = ty.kernels();
+    out.par_chunks_mut(row_bytes * ROWS_PER_TASK)
+        .zip(data.par_chunks(n_per_row * ROWS_PER_TASK))
+        .for_each(|(o, x)| {
+            for (ob, xb) in o.chunks_exact_mut(bb).zip(x.chunks_exact(bs)) {
+                q(xb, ob);
+            }
+        });
+    Ok(out)
+}
+
+/// Dequantizes whole blocks to f32, as ggml's `dequantize_row_*`.
+pub fn dequantize(ty: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
+    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+    if bytes.len() % bb != 0 {
+        return Err(QuantError::Bytes {
+            ty: ty.name(),
+            len: bytes.len(),
+            bytes: bb,
+        });
+    }
+    let mut out = vec![0f32; bytes.len() / bb * bs];
+    let (_, dq) = ty.kernels();
+    out.par_chunks_mut(bs * 64)
+        .zip(bytes.par_chunks(bb * 64))
+        .for_each(|(y, b)| {
+            for (yb, bl) in y.chunks_exact_mut(bs).zip(b.chunks_exact(bb)) {
+                dq(bl, yb);
+            }
+        });
+    Ok(out)
+}
+
+/// `dequantize(quantize(x))` fused per block, without materialising the bytes: the forward of
+/// the fake-quant op.
+pub fn fake_quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Vec<f32>> {
+    let rows = check_rows(ty, data.len(), n_per_row)?;
+    check_finite(data, n_per_row)?;
+    let mut out = vec![0f32; rows * n_per_row];
+    fake_quantize_into(ty, data, &mut out);
+    Ok(out)
+}
+
+/// The unchecked core of [`fake_quantize`]; `data.len()` must be whole blocks.
+pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
+    let bs = ty.block_size();
+    let (q, dq) = ty.kernels();
+    let chunk = bs * (4096 / bs).max(1);
+    out.par_chunks_mut(chunk)
+        .zip(data.par_chunks(chunk))
+        .for_each(|(y, x)| {
+            let mut buf = [0u8; 256];
+            let block = &mut buf[..ty.block_bytes()];
+            for (yb, xb) in y.chunks_exact_mut(bs).zip(x.chunks_exact(bs)) {
+                q(xb, block);
+                dq(block, yb);
+            }
+        });
+}
