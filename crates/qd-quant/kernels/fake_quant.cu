@@ -37,6 +37,12 @@ __device__ __forceinline__ int nearest_int(float fval) {
     return (i & 0x007fffff) - 0x00400000;
 }
 
+// C's (int8_t)(float) as x86-64 GCC compiles it (cvttss2si, low byte): out-of-range, inf and
+// NaN give 0, where PTX's cvt would saturate.
+__device__ __forceinline__ int c_f32_to_i8(float x) {
+    return (x > -2147483648.f && x < 2147483648.f) ? (int)(signed char)(int)x : 0;
+}
+
 // The value with the largest magnitude in the warp's block, first occurrence on ties (ggml's
 // `if (amax < fabsf(v))` scan), +0 for an all-zero block.
 __device__ __forceinline__ float warp_signed_max(float v, int lane) {
@@ -62,7 +68,7 @@ extern "C" __global__ void fq_q4_0(const float* __restrict__ x, float* __restric
     const float max = warp_signed_max(v, lane);
     const float d = max / -8.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q = (int)(signed char)(v * id + 8.5f);
+    int q = c_f32_to_i8(v * id + 8.5f);
     q = q < 15 ? q : 15;
     y[t] = (float)(q - 8) * round_fp16(d);
 }
@@ -76,7 +82,7 @@ extern "C" __global__ void fq_q5_0(const float* __restrict__ x, float* __restric
     const float max = warp_signed_max(v, lane);
     const float d = max / -16.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q = (int)(signed char)(v * id + 16.5f);
+    int q = c_f32_to_i8(v * id + 16.5f);
     q = q < 31 ? q : 31;
     y[t] = (float)(q - 16) * round_fp16(d);
 }
@@ -91,7 +97,7 @@ extern "C" __global__ void fq_q8_0(const float* __restrict__ x, float* __restric
     for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const signed char q = (signed char)roundf(v * id);
+    const int q = c_f32_to_i8(roundf(v * id));
     y[t] = (float)q * round_fp16(d);
 }
 

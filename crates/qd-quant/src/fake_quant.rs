@@ -44,9 +44,12 @@ impl FakeQuant {
     }
 }
 
+/// The grid's value range of one block, from its bytes.
+type RangeFn = fn(&[u8]) -> (f32, f32);
+
 /// 1 where `x` lies inside the grid range of its 32-value block after quantization, else 0.
 pub fn clip_mask(ty: QuantType, x: &[f32]) -> Vec<f32> {
-    let range: Option<fn(&[u8]) -> (f32, f32)> = match ty {
+    let range: Option<RangeFn> = match ty {
         QuantType::Q4_0 => Some(|b| span(read_f16(b, 0), -8.0, 7.0, 0.0)),
         QuantType::Q5_0 => Some(|b| span(read_f16(b, 0), -16.0, 15.0, 0.0)),
         QuantType::Q8_0 => Some(|b| span(read_f16(b, 0), -128.0, 127.0, 0.0)),

@@ -224,3 +224,16 @@ pub fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
         )
     }
 }
+
+/// C's `(int8_t)(float)` as x86-64 GCC compiles it: `cvttss2si` to 32 bits, then the low byte.
+/// Out-of-range, infinite and NaN inputs give the "integer indefinite" 0x80000000, whose low
+/// byte is 0 — not Rust's saturating `as i8`. This matters when `1/d` overflows to infinity
+/// for blocks of subnormal values.
+#[inline(always)]
+pub fn c_f32_to_i8(x: f32) -> i8 {
+    if x > -2_147_483_648.0 && x < 2_147_483_648.0 {
+        (x as i32) as i8
+    } else {
+        0
+    }
+}

@@ -5,12 +5,14 @@
 //! Each quantizer is a port of llama.cpp's `quantize_row_*_ref` (what `ggml_quantize_chunk`
 //! runs without an importance matrix), operation for operation in plain f32 so the bytes match.
 
+mod avx512;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
 pub mod fake_quant;
 pub mod format;
 pub mod fp16;
+mod fused;
 mod helpers;
 mod kscales;
 mod q2_k;

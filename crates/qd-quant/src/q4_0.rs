@@ -1,6 +1,7 @@
 //! Q4_0: 32 weights, one fp16 scale `d = max/−8` (signed max), 4-bit codes `q − 8`.
 
 use crate::fp16::{read_f16, write_f16};
+use crate::helpers::c_f32_to_i8;
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let (mut amax, mut max) = (0f32, 0f32);
@@ -17,8 +18,8 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         let x0 = x[j] * id;
         let x1 = x[16 + j] * id;
-        let xi0 = ((x0 + 8.5) as i8).min(15) as u8;
-        let xi1 = ((x1 + 8.5) as i8).min(15) as u8;
+        let xi0 = c_f32_to_i8(x0 + 8.5).min(15) as u8;
+        let xi1 = c_f32_to_i8(x1 + 8.5).min(15) as u8;
         out[2 + j] = xi0 | (xi1 << 4);
     }
 }

@@ -1,6 +1,7 @@
 //! Q4_1: 32 weights, fp16 scale and min, 4-bit codes.
 
 use crate::fp16::{read_f16, write_f16};
+use crate::helpers::c_f32_to_i8;
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
@@ -19,8 +20,8 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         let x0 = (x[j] - min) * id;
         let x1 = (x[16 + j] - min) * id;
-        let xi0 = ((x0 + 0.5) as i8).min(15) as u8;
-        let xi1 = ((x1 + 0.5) as i8).min(15) as u8;
+        let xi0 = c_f32_to_i8(x0 + 0.5).min(15) as u8;
+        let xi1 = c_f32_to_i8(x1 + 0.5).min(15) as u8;
         out[4 + j] = xi0 | (xi1 << 4);
     }
 }

@@ -1,6 +1,7 @@
 //! Q5_0: 32 weights, fp16 scale `d = max/−16`, 5-bit codes `q − 16` (high bits in `qh`).
 
 use crate::fp16::{read_f16, write_f16};
+use crate::helpers::c_f32_to_i8;
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let (mut amax, mut max) = (0f32, 0f32);
@@ -17,8 +18,8 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         let x0 = x[j] * id;
         let x1 = x[16 + j] * id;
-        let xi0 = ((x0 + 16.5) as i8).min(31) as u8;
-        let xi1 = ((x1 + 16.5) as i8).min(31) as u8;
+        let xi0 = c_f32_to_i8(x0 + 16.5).min(31) as u8;
+        let xi1 = c_f32_to_i8(x1 + 16.5).min(31) as u8;
         out[6 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
         qh |= (((xi0 & 0x10) >> 4) as u32) << j;
         qh |= (((xi1 & 0x10) >> 4) as u32) << (j + 16);

@@ -1,6 +1,7 @@
 //! Q5_1: 32 weights, fp16 scale and min, 5-bit codes.
 
 use crate::fp16::{read_f16, write_f16};
+use crate::helpers::c_f32_to_i8;
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
@@ -20,8 +21,8 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     for j in 0..16 {
         let x0 = (x[j] - min) * id;
         let x1 = (x[16 + j] - min) * id;
-        let xi0 = (x0 + 0.5) as u8;
-        let xi1 = (x1 + 0.5) as u8;
+        let xi0 = c_f32_to_i8(x0 + 0.5) as u8;
+        let xi1 = c_f32_to_i8(x1 + 0.5) as u8;
         out[8 + j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
         qh |= (((xi0 & 0x10) >> 4) as u32) << j;
         qh |= (((xi1 & 0x10) >> 4) as u32) << (j + 16);

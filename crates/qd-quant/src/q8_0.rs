@@ -1,6 +1,7 @@
 //! Q8_0: 32 weights, fp16 scale `d = amax/127`, int8 codes.
 
 use crate::fp16::{read_f16, write_f16};
+use crate::helpers::c_f32_to_i8;
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut amax = 0f32;
@@ -12,7 +13,7 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     write_f16(out, 0, d);
     for j in 0..32 {
         // roundf: half away from zero, as f32::round.
-        out[2 + j] = ((x[j] * id).round() as i8) as u8;
+        out[2 + j] = c_f32_to_i8((x[j] * id).round()) as u8;
     }
 }
 

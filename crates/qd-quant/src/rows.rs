@@ -16,14 +16,14 @@ fn check_rows(ty: QuantType, len: usize, n: usize) -> Result<usize> {
             Err(QuantError::Shape { len, n })
         };
     }
-    if n % ty.block_size() != 0 {
+    if !n.is_multiple_of(ty.block_size()) {
         return Err(QuantError::RowLength {
             ty: ty.name(),
             n,
             block: ty.block_size(),
         });
     }
-    if len % n != 0 {
+    if !len.is_multiple_of(n) {
         return Err(QuantError::Shape { len, n });
     }
     Ok(len / n)
@@ -69,7 +69,7 @@ pub fn quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Vec<u8>
 /// Dequantizes whole blocks to f32, as ggml's `dequantize_row_*`.
 pub fn dequantize(ty: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
     let (bs, bb) = (ty.block_size(), ty.block_bytes());
-    if bytes.len() % bb != 0 {
+    if !bytes.len().is_multiple_of(bb) {
         return Err(QuantError::Bytes {
             ty: ty.name(),
             len: bytes.len(),
@@ -102,15 +102,36 @@ pub fn fake_quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Ve
 pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
     let bs = ty.block_size();
     let (q, dq) = ty.kernels();
-    let chunk = bs * (4096 / bs).max(1);
+    let fused: Option<crate::fused::FusedFn> = match ty {
+        QuantType::Q4_0 => Some(crate::fused::q4_0),
+        QuantType::Q5_0 => Some(crate::fused::q5_0),
+        QuantType::Q8_0 => Some(crate::fused::q8_0),
+        _ => None,
+    };
+    let simd = match ty {
+        QuantType::Q4_0 => Some(0u8),
+        QuantType::Q5_0 => Some(1),
+        QuantType::Q8_0 => Some(2),
+        _ => None,
+    }
+    .filter(|_| crate::avx512::available());
+    let chunk = bs * (16384 / bs).max(1);
     out.par_chunks_mut(chunk)
         .zip(data.par_chunks(chunk))
         .for_each(|(y, x)| {
+            if let Some(kind) = simd {
+                return crate::avx512::run(kind, x, y);
+            }
             let mut buf = [0u8; 256];
             let block = &mut buf[..ty.block_bytes()];
             for (yb, xb) in y.chunks_exact_mut(bs).zip(x.chunks_exact(bs)) {
-                q(xb, block);
-                dq(block, yb);
+                match fused {
+                    Some(f) => f(xb, yb),
+                    None => {
+                        q(xb, block);
+                        dq(block, yb);
+                    }
+                }
             }
         });
 }
