@@ -4,6 +4,18 @@
 use crate::fp16::{read_f16, write_f16};
 use crate::helpers::{get_scale_min_k4, make_qkx2_quants, nearest_int};
 
+/// The importance weights the reference uses for a 32-value sub-block: `rms(x) + |x_i|`.
+pub fn sub_block_weights(xs: &[f32], weights: &mut [f32]) {
+    let mut sum_x2 = 0f32;
+    for &v in xs {
+        sum_x2 += v * v;
+    }
+    let av_x = (sum_x2 / 32.0).sqrt();
+    for (w, v) in weights.iter_mut().zip(xs) {
+        *w = av_x + v.abs();
+    }
+}
+
 /// Writes `d, dmin, scales[12]` into `head[0..16]` and the codes (0..=nmax) into `l`.
 pub fn quantize_affine(
     x: &[f32],
@@ -17,17 +29,9 @@ pub fn quantize_affine(
     let mut weights = [0f32; 32];
     let mut mins = [0f32; 8];
     let mut scales = [0f32; 8];
-    let (mut max_scale, mut max_min) = (0f32, 0f32);
     for j in 0..8 {
         let xs = &x[32 * j..32 * j + 32];
-        let mut sum_x2 = 0f32;
-        for &v in xs {
-            sum_x2 += v * v;
-        }
-        let av_x = (sum_x2 / 32.0).sqrt();
-        for (w, v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
-        }
+        sub_block_weights(xs, &mut weights);
         let (s, m) = make_qkx2_quants(
             xs,
             &weights,
@@ -41,11 +45,27 @@ pub fn quantize_affine(
         );
         scales[j] = s;
         mins[j] = m;
-        if s > max_scale {
-            max_scale = s;
+    }
+    pack_affine(x, &scales, &mins, head, l, nmax);
+}
+
+/// Packs the sub-block fits and recomputes the codes against the stored grid; `l` holds the
+/// fits' codes on entry (kept where a stored scale is 0, as the reference does).
+pub fn pack_affine(
+    x: &[f32],
+    scales: &[f32],
+    mins: &[f32],
+    head: &mut [u8],
+    l: &mut [u8; 256],
+    nmax: i32,
+) {
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..8 {
+        if scales[j] > max_scale {
+            max_scale = scales[j];
         }
-        if m > max_min {
-            max_min = m;
+        if mins[j] > max_min {
+            max_min = mins[j];
         }
     }
     let inv_scale = if max_scale > 0.0 {

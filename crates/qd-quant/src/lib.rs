@@ -14,6 +14,7 @@ pub mod format;
 pub mod fp16;
 mod fused;
 mod helpers;
+mod klanes;
 mod kscales;
 mod q2_k;
 mod q3_k;

@@ -115,6 +115,12 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
         _ => None,
     }
     .filter(|_| crate::avx512::available());
+    // Q4_K/Q5_K: 16 sub-block fits at once, one per SIMD lane.
+    let affine = match ty {
+        QuantType::Q4K => Some((15, -1.0f32, 20)),
+        QuantType::Q5K => Some((31, -0.5f32, 15)),
+        _ => None,
+    };
     let chunk = bs * (16384 / bs).max(1);
     out.par_chunks_mut(chunk)
         .zip(data.par_chunks(chunk))
@@ -122,9 +128,23 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
             if let Some(kind) = simd {
                 return crate::avx512::run(kind, x, y);
             }
+            let mut done = 0;
+            if let Some((nmax, rmin, nstep)) = affine {
+                done = x.len() / 512 * 512;
+                for (xp, yp) in x[..done]
+                    .chunks_exact(512)
+                    .zip(y[..done].chunks_exact_mut(512))
+                {
+                    crate::klanes::fake_affine_pair(xp, yp, nmax, rmin, nstep);
+                }
+            }
+            // Everything else, and an odd last Q4_K/Q5_K super-block, block by block.
             let mut buf = [0u8; 256];
             let block = &mut buf[..ty.block_bytes()];
-            for (yb, xb) in y.chunks_exact_mut(bs).zip(x.chunks_exact(bs)) {
+            for (yb, xb) in y[done..]
+                .chunks_exact_mut(bs)
+                .zip(x[done..].chunks_exact(bs))
+            {
                 match fused {
                     Some(f) => f(xb, yb),
                     None => {
