@@ -46,63 +46,77 @@ unsafe fn low_byte(v: __m512i) -> __m512i {
     _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v))
 }
 
+/// Blocks whose scales are computed together, so the two divisions and the fp16 round trip
+/// run 16 lanes wide instead of serially per block.
+const GROUP: usize = 16;
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,f16c")]
 unsafe fn run_impl(kind: u8, x: &[f32], y: &mut [f32]) {
     let sign = _mm512_set1_ps(-0.0);
-    for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(32)) {
-        let a = _mm512_loadu_ps(xb.as_ptr());
-        let b = _mm512_loadu_ps(xb.as_ptr().add(16));
-        let aa = _mm512_andnot_ps(sign, a);
-        let ab = _mm512_andnot_ps(sign, b);
-        let amax = _mm512_reduce_max_ps(_mm512_max_ps(aa, ab));
-        let (d, id, lo, hi);
-        if kind == 2 {
-            d = amax / 127.0;
-            id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let d16 = _mm512_set1_ps(fp16_round(d));
-            let idv = _mm512_set1_ps(id);
-            for (v, out) in [(a, yb.as_mut_ptr()), (b, yb.as_mut_ptr().add(16))] {
-                // roundf: half away from zero = trunc, then ±1 where the fraction is ≥ 0.5.
-                let s = _mm512_mul_ps(v, idv);
-                let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
-                let frac = _mm512_andnot_ps(sign, _mm512_sub_ps(s, t));
-                let m = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
-                let one = _mm512_or_ps(_mm512_set1_ps(1.0), _mm512_and_ps(s, sign));
-                // + 0.0 turns −0 into +0, as the reference's int8 code does.
-                let r = _mm512_mask_add_ps(t, m, t, one);
-                // Through int8 as the reference: −0 becomes +0, ±inf/NaN become 0.
-                let r = _mm512_cvtepi32_ps(low_byte(_mm512_cvttps_epi32(r)));
-                _mm512_storeu_ps(out, _mm512_mul_ps(r, d16));
-            }
-            continue;
+    let (div, bias, qmax, off) = match kind {
+        0 => (-8.0f32, 8.5f32, 15, 8),
+        1 => (-16.0, 16.5, 31, 16),
+        _ => (127.0, 0.0, 127, 0),
+    };
+    let mut extreme = [0f32; GROUP];
+    let mut ids = [0f32; GROUP];
+    let mut d16s = [0f32; GROUP];
+    for (xg, yg) in x.chunks(32 * GROUP).zip(y.chunks_mut(32 * GROUP)) {
+        let nb = xg.len() / 32;
+        // 1. The block extremes: amax for Q8_0, the first largest-magnitude value otherwise.
+        for (b, xb) in xg.chunks_exact(32).enumerate() {
+            let a = _mm512_loadu_ps(xb.as_ptr());
+            let c = _mm512_loadu_ps(xb.as_ptr().add(16));
+            let aa = _mm512_andnot_ps(sign, a);
+            let ac = _mm512_andnot_ps(sign, c);
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(aa, ac));
+            extreme[b] = if kind == 2 || amax == 0.0 {
+                if kind == 2 {
+                    amax
+                } else {
+                    0.0
+                }
+            } else {
+                let av = _mm512_set1_ps(amax);
+                let m = (_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(aa, av) as u32)
+                    | ((_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(ac, av) as u32) << 16);
+                xb[m.trailing_zeros() as usize]
+            };
         }
-        let (div, bias, qmax, off) = if kind == 0 {
-            (-8.0, 8.5, 15, 8)
-        } else {
-            (-16.0, 16.5, 31, 16)
-        };
-        // First index whose magnitude is the maximum (the reference's strict `<` scan).
-        let max = if amax == 0.0 {
-            0.0
-        } else {
-            let av = _mm512_set1_ps(amax);
-            let m = (_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(aa, av) as u32)
-                | ((_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(ab, av) as u32) << 16);
-            xb[m.trailing_zeros() as usize]
-        };
-        d = max / div;
-        id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let d16 = _mm512_set1_ps(fp16_round(d));
-        let idv = _mm512_set1_ps(id);
-        lo = _mm512_set1_ps(bias);
-        hi = _mm512_set1_epi32(qmax);
-        let offv = _mm512_set1_epi32(off);
-        for (v, out) in [(a, yb.as_mut_ptr()), (b, yb.as_mut_ptr().add(16))] {
-            let s = _mm512_add_ps(_mm512_mul_ps(v, idv), lo);
-            let q = _mm512_min_epi32(low_byte(_mm512_cvttps_epi32(s)), hi);
-            let r = _mm512_cvtepi32_ps(_mm512_sub_epi32(q, offv));
-            _mm512_storeu_ps(out, _mm512_mul_ps(r, d16));
+        // 2. d = extreme / div, id = 1/d (0 when d is 0), d rounded through fp16: 16 at once.
+        let e = _mm512_loadu_ps(extreme.as_ptr());
+        let d = _mm512_div_ps(e, _mm512_set1_ps(div));
+        let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d, _mm512_setzero_ps());
+        let id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0), d);
+        let d16 = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d));
+        _mm512_storeu_ps(ids.as_mut_ptr(), id);
+        _mm512_storeu_ps(d16s.as_mut_ptr(), d16);
+        // 3. Codes and outputs.
+        for b in 0..nb {
+            let idv = _mm512_set1_ps(ids[b]);
+            let dv = _mm512_set1_ps(d16s[b]);
+            for h in 0..2 {
+                let at = 32 * b + 16 * h;
+                let v = _mm512_loadu_ps(xg.as_ptr().add(at));
+                let r = if kind == 2 {
+                    // roundf (half away from zero) = trunc, then ±1 where |fraction| ≥ 0.5;
+                    // through int8 as the reference: −0 → +0, ±inf/NaN → 0.
+                    let s = _mm512_mul_ps(v, idv);
+                    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(s);
+                    let frac = _mm512_andnot_ps(sign, _mm512_sub_ps(s, t));
+                    let m = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, _mm512_set1_ps(0.5));
+                    let one = _mm512_or_ps(_mm512_set1_ps(1.0), _mm512_and_ps(s, sign));
+                    let r = _mm512_mask_add_ps(t, m, t, one);
+                    _mm512_cvtepi32_ps(low_byte(_mm512_cvttps_epi32(r)))
+                } else {
+                    let s = _mm512_add_ps(_mm512_mul_ps(v, idv), _mm512_set1_ps(bias));
+                    let q =
+                        _mm512_min_epi32(low_byte(_mm512_cvttps_epi32(s)), _mm512_set1_epi32(qmax));
+                    _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(off)))
+                };
+                _mm512_storeu_ps(yg.as_mut_ptr().add(at), _mm512_mul_ps(r, dv));
+            }
         }
     }
 }
