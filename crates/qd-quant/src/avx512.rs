@@ -30,14 +30,6 @@ pub fn run(_: u8, _: &[f32], _: &mut [f32]) {
     unreachable!("avx512::available() is false here")
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,f16c")]
-unsafe fn fp16_round(d: f32) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(
-        _mm_set_ss(d),
-    )))
-}
-
 /// The sign-extended low byte of each lane: C's `(int8_t)` of `cvttss2si`'s result (whose
 /// out-of-range value 0x80000000 thus becomes 0).
 #[cfg(target_arch = "x86_64")]
