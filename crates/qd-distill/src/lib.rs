@@ -1,0 +1,4 @@
+//! Distillation from a GGUF teacher. This crate starts with the losses; students, data and the
+//! training loop build on them.
+
+pub mod loss;
