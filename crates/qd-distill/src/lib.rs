@@ -2,3 +2,4 @@
 //! training loop build on them.
 
 pub mod loss;
+pub mod student;

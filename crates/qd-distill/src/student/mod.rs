@@ -1,0 +1,13 @@
+//! Student models: the shared transformer over trainable f32 weights that a fake-quant op can
+//! wrap, with GGUF tensor names throughout (so export is a mapping, not a translation).
+
+pub mod from_teacher;
+pub mod trainable;
+pub mod var_store;
+
+pub use from_teacher::student_from_teacher;
+pub use trainable::{TrainableEmbedding, TrainableLinear};
+pub use var_store::VarStore;
+
+/// A student: the same transformer as the teacher, over trainable weights.
+pub type Student = qd_model::Transformer<TrainableLinear, TrainableEmbedding>;

@@ -1,0 +1,76 @@
+//! Named trainable tensors (GGUF names), and the `WeightSource` that builds a student on them.
+
+use std::collections::BTreeMap;
+
+use candle_core::{Device, Tensor, Var};
+use qd_model::{ModelError, WeightSource};
+
+use super::trainable::{TrainableEmbedding, TrainableLinear};
+
+#[derive(Clone, Default)]
+pub struct VarStore {
+    pub vars: BTreeMap<String, Var>,
+}
+
+impl VarStore {
+    pub fn insert(&mut self, name: impl Into<String>, t: &Tensor) -> candle_core::Result<()> {
+        self.vars.insert(
+            name.into(),
+            Var::from_tensor(&t.to_dtype(candle_core::DType::F32)?)?,
+        );
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> qd_model::Result<&Var> {
+        self.vars
+            .get(name)
+            .ok_or_else(|| ModelError::Config(format!("student has no tensor {name:?}")))
+    }
+
+    pub fn all_vars(&self) -> Vec<Var> {
+        self.vars.values().cloned().collect()
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.vars.values().map(|v| v.elem_count()).sum()
+    }
+
+    pub fn device(&self) -> Device {
+        self.vars
+            .values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+}
+
+impl WeightSource for VarStore {
+    type Linear = TrainableLinear;
+    type Embedding = TrainableEmbedding;
+
+    fn has(&self, name: &str) -> bool {
+        self.vars.contains_key(name)
+    }
+
+    fn shape(&self, name: &str) -> qd_model::Result<Vec<usize>> {
+        Ok(self.get(name)?.dims().to_vec())
+    }
+
+    fn linear(&self, weight: &str, bias: Option<&str>) -> qd_model::Result<TrainableLinear> {
+        Ok(TrainableLinear {
+            weight: self.get(weight)?.clone(),
+            bias: bias.and_then(|b| self.vars.get(b).cloned()),
+            fake_quant: None,
+        })
+    }
+
+    fn embedding(&self, name: &str) -> qd_model::Result<TrainableEmbedding> {
+        Ok(TrainableEmbedding {
+            weight: self.get(name)?.clone(),
+        })
+    }
+
+    fn vector(&self, name: &str) -> qd_model::Result<Tensor> {
+        Ok(self.get(name)?.as_tensor().clone())
+    }
+}
