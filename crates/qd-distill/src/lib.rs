@@ -3,3 +3,4 @@
 
 pub mod loss;
 pub mod student;
+pub mod train;

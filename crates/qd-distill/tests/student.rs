@@ -49,15 +49,18 @@ fn student_with_every_block_is_the_dequantized_teacher() {
         let reference = qd_model::load_dequantized(&f, &DEV).unwrap();
         let a = logits(&student, &ids(12));
         let b = logits(&reference, &ids(12));
-        let diff = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(diff < 1e-5, "{fam:?}: {diff}");
+        let max_abs = |t: Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let scale = max_abs(b.clone());
+        let diff = max_abs((a - b).unwrap());
+        // The student takes the differentiable (composed) RMSNorm/softmax/RoPE: f32 rounding only.
+        assert!(diff < 2e-6 * scale, "{fam:?}: {diff} vs scale {scale}");
         assert!(store.n_params() > 0);
     }
 }

@@ -40,8 +40,18 @@ pub struct LayerCtx<'a> {
     pub act: Activation,
 }
 
+/// Whether autograd must see through this computation (a student being trained): candle's
+/// fused RMSNorm, softmax and RoPE kernels have no backward, so a graph takes the composed ops.
+pub fn needs_grad(xs: &[&Tensor]) -> bool {
+    xs.iter().any(|t| t.track_op())
+}
+
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
+    if needs_grad(&[x, w]) {
+        candle_nn::ops::rms_norm_slow(x, w, eps as f32)
+    } else {
+        candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)
+    }
 }
 
 impl<L: Linear> Block<L> {
@@ -113,7 +123,11 @@ impl<L: Linear> Block<L> {
                 .reshape((b, nkv, rep * s, t))?,
             None => att,
         };
-        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        let att = if needs_grad(&[&att]) {
+            candle_nn::ops::softmax(&att, candle_core::D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&att)?
+        };
         let out = att.matmul(&v)?.reshape((b, nh, s, vd))?;
         let out = out.transpose(1, 2)?.reshape((b, s, nh * vd))?;
         self.o.forward(&out)

@@ -73,9 +73,12 @@ impl Rope {
         let rot = rot.contiguous()?;
         let cos = self.cos.to_dtype(rot.dtype())?;
         let sin = self.sin.to_dtype(rot.dtype())?;
-        let out = match self.style {
-            RopeStyle::Neox => candle_nn::rotary_emb::rope(&rot, &cos, &sin)?,
-            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&rot, &cos, &sin)?,
+        // The fused kernels have no backward; a graph being trained takes the composed form.
+        let out = match (self.style, rot.track_op()) {
+            (RopeStyle::Neox, false) => candle_nn::rotary_emb::rope(&rot, &cos, &sin)?,
+            (RopeStyle::Interleaved, false) => candle_nn::rotary_emb::rope_i(&rot, &cos, &sin)?,
+            (RopeStyle::Neox, true) => candle_nn::rotary_emb::rope_slow(&rot, &cos, &sin)?,
+            (RopeStyle::Interleaved, true) => candle_nn::rotary_emb::rope_i_slow(&rot, &cos, &sin)?,
         };
         match pass {
             Some(p) => Tensor::cat(&[out, p], 3),

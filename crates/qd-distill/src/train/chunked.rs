@@ -1,0 +1,105 @@
+//! The LM heads and the loss over chunks of positions, so that `[positions, vocab]` logits of
+//! both models never exist at once: for each chunk, teacher logits, student logits, the loss and
+//! its gradient; then one backward pass through the student's body with the gradient that
+//! reached its final hidden state.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+use qd_model::{Embedding, Linear, Transformer};
+
+use crate::loss::{cross_entropy, divergence, Divergence};
+
+#[derive(Debug, Clone, Copy)]
+pub struct LossConfig {
+    pub alpha: f64,
+    pub temperature: f64,
+    pub divergence: Divergence,
+    /// Positions per chunk.
+    pub chunk: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossParts {
+    /// `α·T²·KL + (1−α)·CE`, per token.
+    pub total: f64,
+    pub kd: f64,
+    pub ce: f64,
+    pub tokens: f64,
+}
+
+/// `student_normed [n, d]` is the student's final hidden state *with its graph*;
+/// `teacher_normed [n, dt]` the teacher's; row `i` predicts `targets[i]` where `mask[i]` is 1.
+/// Returns the loss and the gradients of every student variable reached.
+pub fn chunked_loss_and_grads<L, E, TL, TE>(
+    student: &Transformer<L, E>,
+    student_normed: &Tensor,
+    teacher: &Transformer<TL, TE>,
+    teacher_normed: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    cfg: &LossConfig,
+) -> Result<(LossParts, GradStore)>
+where
+    L: Linear,
+    E: Embedding,
+    TL: Linear,
+    TE: Embedding,
+{
+    let n = student_normed.dim(0)?;
+    let count = mask
+        .to_dtype(candle_core::DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    let norm = if count > 0.0 { 1.0 / count } else { 0.0 };
+    // A leaf standing for the hidden state: chunk graphs end here and are freed one by one.
+    let h = Var::from_tensor(&student_normed.detach())?;
+    let mut grad_h = h.as_tensor().zeros_like()?;
+    let mut head_grads: Option<GradStore> = None;
+    let mut parts = LossParts {
+        tokens: count,
+        ..Default::default()
+    };
+    let t2 = cfg.temperature * cfg.temperature;
+    let mut start = 0;
+    while start < n {
+        let len = cfg.chunk.max(1).min(n - start);
+        let s_logits = student
+            .lm_head(&h.as_tensor().narrow(0, start, len)?.unsqueeze(0)?)?
+            .squeeze(0)?;
+        let t_logits = teacher
+            .lm_head(&teacher_normed.narrow(0, start, len)?.unsqueeze(0)?)?
+            .squeeze(0)?;
+        let m = mask.narrow(0, start, len)?;
+        let kd = divergence(&s_logits, &t_logits, &m, cfg.temperature, cfg.divergence)?;
+        let ce = cross_entropy(&s_logits, &targets.narrow(0, start, len)?, &m)?;
+        let loss = (kd.sum.affine(cfg.alpha * t2 * norm, 0.0)?
+            + ce.sum.affine((1.0 - cfg.alpha) * norm, 0.0)?)?;
+        parts.kd += kd
+            .sum
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?
+            * norm;
+        parts.ce += ce
+            .sum
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?
+            * norm;
+        parts.total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let mut g = loss.backward()?;
+        if let Some(gh) = g.remove(h.as_tensor()) {
+            grad_h = (grad_h + gh)?;
+        }
+        match head_grads.as_mut() {
+            None => head_grads = Some(g),
+            Some(acc) => acc.extend(g)?,
+        }
+        start += len;
+    }
+    // One pass through the body: d(⟨normed, grad_h⟩)/dθ is exactly the chain rule's term.
+    let body = (student_normed * grad_h.detach())?.sum_all()?.backward()?;
+    let mut grads = body;
+    if let Some(hg) = head_grads {
+        grads.extend(hg)?;
+    }
+    Ok((parts, grads))
+}

@@ -1,0 +1,3 @@
+//! Training pieces. `chunked` bounds the memory of the 262k-wide LM heads.
+
+pub mod chunked;

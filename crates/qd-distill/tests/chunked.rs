@@ -1,0 +1,127 @@
+//! The chunked LM-head loss gives the same loss and gradients as the whole-batch one.
+
+use candle_core::{DType, Device, Tensor};
+use qd_distill::loss::{cross_entropy, divergence, Divergence};
+use qd_distill::student::student_from_teacher;
+use qd_distill::train::chunked::{chunked_loss_and_grads, LossConfig};
+use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
+use qd_gguf::{GgmlType, GgufFile};
+use qd_model::{ForwardOpts, Logits};
+
+#[test]
+fn chunked_equals_unchunked() {
+    let dev = Device::Cpu;
+    let f = GgufFile::from_bytes(
+        "tiny.gguf",
+        tiny_gguf(&TinySpec::new(Family::Gemma3, GgmlType::Q8_0)),
+    )
+    .unwrap();
+    let teacher = qd_model::load_quantized(&f, &dev).unwrap();
+    let (student, store) = student_from_teacher(&f, &[0, 1], &dev).unwrap();
+    let seq: Vec<u32> = (0..23u32).map(|i| (i * 31 + 3) % 260).collect();
+    let x = Tensor::new(&seq[..22], &dev).unwrap().unsqueeze(0).unwrap();
+    let targets = Tensor::new(&seq[1..], &dev).unwrap();
+    let mask = Tensor::from_vec(
+        (0..22)
+            .map(|i| if i % 5 == 4 { 0f32 } else { 1.0 })
+            .collect::<Vec<_>>(),
+        22,
+        &dev,
+    )
+    .unwrap();
+    let opts = ForwardOpts {
+        logits: Logits::None,
+        hidden_states: false,
+    };
+    let t_normed = teacher
+        .forward(&x, None, &opts)
+        .unwrap()
+        .normed
+        .squeeze(0)
+        .unwrap();
+    let cfg = LossConfig {
+        alpha: 0.6,
+        temperature: 15.0,
+        divergence: Divergence::Forward,
+        chunk: 5,
+    };
+
+    let s_normed = student
+        .forward(&x, None, &opts)
+        .unwrap()
+        .normed
+        .squeeze(0)
+        .unwrap();
+    let (parts, grads) = chunked_loss_and_grads(
+        &student, &s_normed, &teacher, &t_normed, &targets, &mask, &cfg,
+    )
+    .unwrap();
+
+    // Whole batch, plain autograd.
+    let s_logits = student
+        .forward(&x, None, &ForwardOpts::default())
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let t_logits = teacher
+        .lm_head(&t_normed.unsqueeze(0).unwrap())
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let kd = divergence(&s_logits, &t_logits, &mask, cfg.temperature, cfg.divergence)
+        .unwrap()
+        .mean()
+        .unwrap();
+    let ce = cross_entropy(&s_logits, &targets, &mask)
+        .unwrap()
+        .mean()
+        .unwrap();
+    let total = qd_distill::loss::combine(&kd, &ce, None, cfg.alpha, cfg.temperature, 0.0).unwrap();
+    let want = total
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(
+        (parts.total - want).abs() < 1e-4 * want.abs().max(1.0),
+        "{} vs {want}",
+        parts.total
+    );
+    let whole = total.backward().unwrap();
+    let mut checked = 0;
+    for (name, var) in &store.vars {
+        let a = grads.get(var.as_tensor());
+        let b = whole.get(var.as_tensor());
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .max(1e-6);
+                let d = (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    d <= 1e-3 * scale,
+                    "{name}: max |Δgrad| {d} vs scale {scale}"
+                );
+                checked += 1;
+            }
+            (None, None) => {}
+            _ => panic!("{name}: gradient present in only one of the two"),
+        }
+    }
+    // Every student tensor takes part in the loss, so every one must have received a gradient.
+    assert_eq!(checked, store.vars.len());
+}
