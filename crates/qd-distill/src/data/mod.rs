@@ -1,0 +1,8 @@
+//! Training data: documents from text and JSONL files, tokenized with the teacher's tokenizer,
+//! packed into fixed-length sequences, split and shuffled deterministically from a seed.
+
+pub mod corpus;
+pub mod pack;
+
+pub use corpus::{read_documents, DataError};
+pub use pack::{pack, split_and_shuffle, Packed};
