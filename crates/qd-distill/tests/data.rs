@@ -35,7 +35,7 @@ fn bad_corpora_are_clear_errors() {
     ));
     let bad = d.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"text\": \"ok\"}\n{\"txt\": 1}\n").unwrap();
-    let e = read_documents(&[bad.clone()]).unwrap_err();
+    let e = read_documents(std::slice::from_ref(&bad)).unwrap_err();
     assert!(matches!(e, DataError::Jsonl { line: 2, .. }), "{e}");
     std::fs::write(&bad, "not json\n").unwrap();
     assert!(matches!(
