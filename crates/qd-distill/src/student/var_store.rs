@@ -74,3 +74,42 @@ impl WeightSource for VarStore {
         Ok(self.get(name)?.as_tensor().clone())
     }
 }
+
+impl VarStore {
+    /// The current weights, by GGUF name.
+    pub fn snapshot(&self) -> std::collections::BTreeMap<String, Tensor> {
+        self.vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+            .collect()
+    }
+
+    /// Overwrites every variable from `weights`; names and shapes must match exactly (a
+    /// checkpoint of another architecture or size is refused before anything changes).
+    pub fn load_weights(
+        &self,
+        weights: &std::collections::BTreeMap<String, Tensor>,
+    ) -> qd_model::Result<()> {
+        for (k, v) in &self.vars {
+            let w = weights
+                .get(k)
+                .ok_or_else(|| ModelError::Config(format!("checkpoint has no tensor {k:?}")))?;
+            if w.dims() != v.dims() {
+                return Err(ModelError::Shape {
+                    name: k.clone(),
+                    found: w.dims().to_vec(),
+                    expected: v.dims().to_vec(),
+                });
+            }
+        }
+        if let Some(extra) = weights.keys().find(|k| !self.vars.contains_key(*k)) {
+            return Err(ModelError::Config(format!(
+                "checkpoint tensor {extra:?} does not belong to this student"
+            )));
+        }
+        for (k, v) in &self.vars {
+            v.set(&weights[k].to_dtype(v.dtype())?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,3 +1,6 @@
-//! Training pieces. `chunked` bounds the memory of the 262k-wide LM heads.
+//! Training pieces: the memory-bounded loss (`chunked`), the optimizer and checkpoints.
 
+pub mod adamw;
+pub mod checkpoint;
 pub mod chunked;
+pub mod step;

@@ -1,0 +1,66 @@
+//! One optimizer step's worth of work: forward both models over each sequence of a batch,
+//! the chunked loss and gradients, accumulated and averaged over the sequences.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor};
+use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
+
+use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts};
+
+/// Loss and gradients averaged over `seqs` (each at least 2 tokens; targets shifted by one,
+/// `pad` targets masked).
+pub fn batch_loss_and_grads<L, E, TL, TE>(
+    student: &Transformer<L, E>,
+    teacher: &Transformer<TL, TE>,
+    seqs: &[Vec<u32>],
+    pad: Option<u32>,
+    cfg: &LossConfig,
+) -> Result<(LossParts, GradStore)>
+where
+    L: Linear,
+    E: Embedding,
+    TL: Linear,
+    TE: Embedding,
+{
+    if seqs.is_empty() {
+        candle_core::bail!("empty batch");
+    }
+    let dev = student.device.clone();
+    let opts = ForwardOpts {
+        logits: Logits::None,
+        hidden_states: false,
+    };
+    let scale = 1.0 / seqs.len() as f64;
+    let mut total = LossParts::default();
+    let mut acc: Option<GradStore> = None;
+    for seq in seqs {
+        let (targets, mask) = crate::loss::shift::next_token_targets(seq, pad, &dev)?;
+        let x = Tensor::new(&seq[..seq.len() - 1], &dev)?.unsqueeze(0)?;
+        let t_normed = teacher
+            .forward(&x, None, &opts)
+            .map_err(candle_core::Error::wrap)?
+            .normed
+            .squeeze(0)?;
+        let s_normed = student
+            .forward(&x, None, &opts)
+            .map_err(candle_core::Error::wrap)?
+            .normed
+            .squeeze(0)?;
+        let (p, grads) =
+            chunked_loss_and_grads(student, &s_normed, teacher, &t_normed, &targets, &mask, cfg)?;
+        total.total += p.total * scale;
+        total.kd += p.kd * scale;
+        total.ce += p.ce * scale;
+        total.tokens += p.tokens;
+        // Scale this sequence's gradients by 1/len before adding them up.
+        let mut scaled = GradStore::default();
+        for id in grads.get_ids().copied().collect::<Vec<_>>() {
+            scaled.insert_id(id, grads.get_id(id).expect("listed").affine(scale, 0.0)?);
+        }
+        match acc.as_mut() {
+            None => acc = Some(scaled),
+            Some(a) => a.extend(scaled)?,
+        }
+    }
+    Ok((total, acc.expect("non-empty batch")))
+}
