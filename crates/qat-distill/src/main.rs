@@ -4,6 +4,7 @@ mod cmd_eval;
 mod cmd_generate;
 mod cmd_inspect;
 mod cmd_tokenize;
+mod cmd_train;
 mod loaded;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ enum Command {
     Tokenize(cmd_tokenize::Args),
     /// Generate text from a prompt with the KV cache.
     Generate(cmd_generate::Args),
+    /// Distil the teacher into a student (knowledge distillation, resumable).
+    Train(cmd_train::Args),
     /// Evaluate a model: perplexity, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
@@ -38,7 +41,10 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("error: {e:#}");
+        // One line, whatever the source error looks like (TOML errors draw a caret diagram).
+        let msg = format!("{e:#}");
+        let one: Vec<&str> = msg.split_whitespace().collect();
+        eprintln!("error: {}", one.join(" "));
         std::process::exit(1);
     }
 }
@@ -58,5 +64,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(a) => cmd_tokenize::run(a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(c) => cmd_eval::run(c),
+        Command::Train(a) => cmd_train::run_cmd(a),
     }
 }

@@ -3,4 +3,7 @@
 pub mod adamw;
 pub mod checkpoint;
 pub mod chunked;
+pub mod eval;
+pub mod run;
+pub mod schedule;
 pub mod step;

@@ -1,0 +1,150 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use qd_distill::train::run::{run, Event, RunConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A TOML run configuration (see models/example-run.toml); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    /// Training text: .txt / .jsonl files or folders (repeatable).
+    #[arg(long)]
+    data: Vec<PathBuf>,
+    /// Run directory: checkpoints, log.jsonl, summary.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Teacher blocks the student starts from, e.g. 0,3,6,9,12,17.
+    #[arg(long, value_delimiter = ',')]
+    blocks: Option<Vec<usize>>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Weight of the soft loss (constant); 0 trains on hard labels only.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Distillation temperature (constant).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// forward | reverse | jsd
+    #[arg(long)]
+    divergence: Option<String>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    eval_every: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Continue from the newest checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn config(a: &Args) -> anyhow::Result<RunConfig> {
+    let mut c = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<RunConfig>(&text)
+                .with_context(|| format!("{}: invalid run configuration", p.display()))?
+        }
+        None => RunConfig::default(),
+    };
+    macro_rules! set {
+        ($($f:ident => $g:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$g = v; } )* };
+    }
+    set!(teacher => teacher, out => out, blocks => student_blocks, steps => steps, seq_len => seq_len,
+         batch_size => batch_size, grad_accum => grad_accum, lr => lr, divergence => divergence,
+         seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every);
+    if !a.data.is_empty() {
+        c.data = a.data.clone();
+    }
+    if let Some(v) = a.alpha {
+        c.alpha = qd_distill::train::schedule::Schedule::constant(v);
+    }
+    if let Some(v) = a.temperature {
+        c.temperature = qd_distill::train::schedule::Schedule::constant(v);
+    }
+    anyhow::ensure!(
+        !c.teacher.as_os_str().is_empty(),
+        "no teacher given (--teacher or teacher = … in --config)"
+    );
+    Ok(c)
+}
+
+pub fn run_cmd(a: Args) -> anyhow::Result<()> {
+    let cfg = config(&a)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second Ctrl-C while the checkpoint is written kills the process as usual.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+        });
+    }
+    let bar = ProgressBar::new(cfg.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
+            .expect("static template"),
+    );
+    let summary = run(&cfg, a.resume, &stop, |ev| match ev {
+        Event::Start {
+            step,
+            train_sequences,
+            val_sequences,
+            student_params,
+            ..
+        } => {
+            bar.set_position(*step as u64);
+            bar.println(format!(
+                "student {:.1} M params; {train_sequences} training and {val_sequences} validation sequences of {} tokens",
+                *student_params as f64 / 1e6,
+                cfg.seq_len
+            ));
+        }
+        Event::Step {
+            step,
+            loss,
+            kd,
+            ce,
+            tokens_per_second,
+            ..
+        } => {
+            bar.set_position(*step as u64);
+            bar.set_message(format!(
+                "loss {loss:.4} (kd {kd:.4} ce {ce:.4})  {tokens_per_second:.0} tok/s"
+            ));
+        }
+        Event::Eval { step, val } => bar.println(format!(
+            "step {step}: held-out ppl {:.3}, KL to teacher {:.4}",
+            val.ppl, val.kd
+        )),
+        Event::Checkpoint { path, .. } => bar.println(format!("checkpoint {}", path.display())),
+    });
+    bar.finish_and_clear();
+    match summary {
+        Ok(s) => {
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        Err(e @ qd_distill::train::run::TrainError::Interrupted { .. }) => {
+            eprintln!("{e}");
+            std::process::exit(130);
+        }
+        Err(e) => Err(e.into()),
+    }
+}

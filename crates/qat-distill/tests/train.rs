@@ -1,0 +1,211 @@
+//! `qat-distill train` end to end on a tiny generated teacher: train → checkpoints → resume,
+//! the log and summary, and one clear line for each kind of bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+use qd_gguf::GgmlType;
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qat-distill"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn setup(dir: &Path) -> (String, String) {
+    let t = write_tiny(
+        dir,
+        "teacher.gguf",
+        &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
+    );
+    let data = dir.join("corpus");
+    std::fs::create_dir(&data).unwrap();
+    for i in 0..6 {
+        std::fs::write(
+            data.join(format!("{i}.txt")),
+            "the thin heath in the inn at ".repeat(8 + i),
+        )
+        .unwrap();
+    }
+    (
+        t.to_string_lossy().into_owned(),
+        data.to_string_lossy().into_owned(),
+    )
+}
+
+fn log_steps(out: &Path) -> Vec<u64> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["event"] == "step")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn train_checkpoint_resume() {
+    let d = tempfile::tempdir().unwrap();
+    let (teacher, data) = setup(d.path());
+    let out = d.path().join("run");
+    let o = out.to_str().unwrap();
+    let common = [
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--blocks",
+        "0,1",
+        "--seq-len",
+        "16",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "2",
+        "--temperature",
+        "10",
+        "-t",
+        "1",
+    ];
+    let first = run(&[&common[..], &["--steps", "4"]].concat());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(summary["steps"], 4);
+    assert!(summary["final_val"]["ppl"].as_f64().unwrap() > 1.0);
+    assert_eq!(log_steps(&out), vec![1, 2, 3, 4]);
+    assert!(out.join("step-00000004/model.safetensors").is_file());
+    assert!(out.join("step-00000002/state.json").is_file());
+    assert!(out.join("summary.json").is_file());
+
+    let second = run(&[&common[..], &["--steps", "6", "--resume"]].concat());
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    assert_eq!(
+        log_steps(&out),
+        vec![1, 2, 3, 4, 5, 6],
+        "resumed after step 4"
+    );
+    assert!(out.join("step-00000006").is_dir());
+    assert!(
+        !out.join("step-00000002").exists(),
+        "only the last 2 checkpoints are kept"
+    );
+
+    // Resuming with another student is refused.
+    let other = run(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--blocks",
+        "0",
+        "--seq-len",
+        "16",
+        "--steps",
+        "8",
+        "--resume",
+    ]);
+    assert!(!other.status.success());
+    assert!(String::from_utf8_lossy(&other.stderr).contains("another student"));
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let o = run(args);
+    assert!(!o.status.success(), "{args:?} should fail");
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    e
+}
+
+#[test]
+fn bad_inputs() {
+    let d = tempfile::tempdir().unwrap();
+    let (teacher, data) = setup(d.path());
+    let out = d.path().join("run");
+    let o = out.to_str().unwrap();
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        "/nonexistent.gguf",
+        "--data",
+        &data,
+        "--out",
+        o,
+    ]);
+    assert!(e.contains("/nonexistent.gguf"), "{e}");
+    let empty = d.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        empty.to_str().unwrap(),
+        "--out",
+        o,
+        "--blocks",
+        "0",
+    ]);
+    assert!(e.contains("corpus is empty"), "{e}");
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--blocks",
+        "0",
+        "--seq-len",
+        "100000",
+    ]);
+    assert!(e.contains("fewer than one sequence"), "{e}");
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--blocks",
+        "0,1,2,3,4,6",
+    ]);
+    assert!(e.contains("pick a teacher block of the same kind"), "{e}");
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--blocks",
+        "0",
+        "--divergence",
+        "sideways",
+    ]);
+    assert!(e.contains("unknown divergence"), "{e}");
+    let e = one_line_error(&["train", "--data", &data]);
+    assert!(e.contains("no teacher"), "{e}");
+    let cfg = d.path().join("bad.toml");
+    std::fs::write(&cfg, "steps = \"many\"\n").unwrap();
+    let e = one_line_error(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(e.contains("invalid run configuration"), "{e}");
+}

@@ -1,0 +1,433 @@
+//! A distillation run: data, teacher, student, the loop, logs and checkpoints. The order of
+//! the training data is a function of (seed, step) alone, so a resumed run sees exactly the
+//! batches the uninterrupted one would have.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use candle_core::Device;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use super::checkpoint::{checkpoint_dir, list, prune, Checkpoint, CheckpointError};
+use super::chunked::LossConfig;
+use super::eval::{evaluate, EvalReport};
+use super::schedule::{learning_rate, Schedule, Shape};
+use super::step::batch_loss_and_grads;
+use crate::data::{pack, read_documents, split_and_shuffle, DataError};
+use crate::loss::Divergence;
+use crate::student::student_from_teacher;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    pub teacher: PathBuf,
+    pub data: Vec<PathBuf>,
+    pub out: PathBuf,
+    /// Teacher blocks the student starts from, in order.
+    pub student_blocks: Vec<usize>,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub steps: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub lr_decay: Shape,
+    pub min_lr_ratio: f64,
+    pub weight_decay: f64,
+    pub clip: f64,
+    pub alpha: Schedule,
+    pub temperature: Schedule,
+    pub divergence: String,
+    pub jsd_beta: f64,
+    pub chunk: usize,
+    pub seed: u64,
+    pub val_fraction: f64,
+    pub eval_every: usize,
+    pub eval_sequences: usize,
+    pub checkpoint_every: usize,
+    pub keep: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            teacher: PathBuf::new(),
+            data: Vec::new(),
+            out: PathBuf::from("runs/student"),
+            student_blocks: vec![0, 3, 6, 9, 12, 17],
+            seq_len: 256,
+            batch_size: 1,
+            grad_accum: 1,
+            steps: 100,
+            lr: 3e-4,
+            warmup: 10,
+            lr_decay: Shape::Cosine,
+            min_lr_ratio: 0.1,
+            weight_decay: 0.01,
+            clip: 1.0,
+            alpha: Schedule::constant(0.5),
+            temperature: Schedule::constant(2.0),
+            divergence: "forward".into(),
+            jsd_beta: 0.5,
+            chunk: 64,
+            seed: 42,
+            val_fraction: 0.05,
+            eval_every: 50,
+            eval_sequences: 8,
+            checkpoint_every: 50,
+            keep: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Gguf(#[from] qd_gguf::GgufError),
+    #[error(transparent)]
+    Model(#[from] qd_model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] qd_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the loss became {value} at step {step}; stopped (last good checkpoint: {last})")]
+    NonFinite {
+        step: usize,
+        value: f64,
+        last: String,
+    },
+    #[error("interrupted at step {step}; checkpoint written to {path}")]
+    Interrupted { step: usize, path: PathBuf },
+}
+
+/// What the loop reports as it goes (the CLI draws the progress bar from these).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Start {
+        step: usize,
+        steps: usize,
+        train_sequences: usize,
+        val_sequences: usize,
+        student_params: usize,
+    },
+    Step {
+        step: usize,
+        loss: f64,
+        kd: f64,
+        ce: f64,
+        lr: f64,
+        alpha: f64,
+        temperature: f64,
+        grad_norm: f64,
+        tokens_per_second: f64,
+    },
+    Eval {
+        step: usize,
+        val: EvalReport,
+    },
+    Checkpoint {
+        step: usize,
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub tokens: f64,
+    pub seconds: f64,
+    pub tokens_per_second: f64,
+    pub final_val: EvalReport,
+    pub data_hash: String,
+}
+
+impl RunConfig {
+    pub fn validate(&self) -> Result<Divergence, TrainError> {
+        let bad = |m: &str| Err(TrainError::Config(m.into()));
+        if self.seq_len < 2 {
+            return bad("seq_len must be at least 2");
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return bad("batch_size and grad_accum must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad("val_fraction must be in [0, 1)");
+        }
+        if self.data.is_empty() {
+            return bad("no training data given (--data)");
+        }
+        match self.divergence.as_str() {
+            "forward" => Ok(Divergence::Forward),
+            "reverse" => Ok(Divergence::Reverse),
+            "jsd" => Ok(Divergence::Jsd {
+                beta: self.jsd_beta,
+            }),
+            other => Err(TrainError::Config(format!(
+                "unknown divergence {other:?} (forward, reverse, jsd)"
+            ))),
+        }
+    }
+}
+
+fn append_log(path: &Path, v: &impl Serialize) -> Result<(), TrainError> {
+    let io = |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    writeln!(f, "{}", serde_json::to_string(v).expect("serialisable")).map_err(io)
+}
+
+/// Sequence indices for `step`: consecutive slots of per-epoch seeded permutations.
+fn batch_indices(step: usize, per_step: usize, n: usize, seed: u64) -> Vec<usize> {
+    (0..per_step)
+        .map(|j| {
+            let slot = step * per_step + j;
+            let epoch = slot / n;
+            let mut perm: Vec<usize> = (0..n).collect();
+            perm.shuffle(&mut StdRng::seed_from_u64(seed.wrapping_add(epoch as u64)));
+            perm[slot % n]
+        })
+        .collect()
+}
+
+/// Runs (or resumes, when `resume` and `out` holds checkpoints) the configured distillation.
+pub fn run(
+    cfg: &RunConfig,
+    resume: bool,
+    stop: &AtomicBool,
+    mut on_event: impl FnMut(&Event),
+) -> Result<RunSummary, TrainError> {
+    let div = cfg.validate()?;
+    let dev = Device::Cpu;
+    let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
+    let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
+    let teacher = qd_model::load_quantized(&tf, &dev)?;
+    let docs = read_documents(&cfg.data)?;
+    let stream = crate::data::pack::token_stream(&tok, &docs)?;
+    let packed = split_and_shuffle(pack(&stream, cfg.seq_len)?, cfg.val_fraction, cfg.seed);
+    if packed.train.is_empty() {
+        return Err(TrainError::Data(DataError::TooShort {
+            tokens: stream.len(),
+            needed: cfg.seq_len,
+        }));
+    }
+    let (student, store) = student_from_teacher(&tf, &cfg.student_blocks, &dev)?;
+    let mut opt = AdamW::new(
+        store.vars.clone(),
+        AdamWConfig {
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    std::fs::create_dir_all(&cfg.out).map_err(|source| TrainError::Io {
+        path: cfg.out.clone(),
+        source,
+    })?;
+    let mut start_step = 0;
+    let mut last_ckpt = "none".to_string();
+    if resume {
+        if let Some(dir) = list(&cfg.out).pop() {
+            let ck = Checkpoint::load(&dir, &dev)?;
+            let saved: RunConfig =
+                serde_json::from_value(ck.state["config"].clone()).map_err(|e| {
+                    TrainError::Config(format!("{}: unreadable config: {e}", dir.display()))
+                })?;
+            if saved.student_blocks != cfg.student_blocks
+                || saved.seq_len != cfg.seq_len
+                || saved.seed != cfg.seed
+            {
+                return Err(TrainError::Config(format!(
+                    "{} was trained with another student, sequence length or seed",
+                    dir.display()
+                )));
+            }
+            if ck.state["data_hash"].as_str() != Some(packed.hash.as_str()) {
+                return Err(TrainError::Config(format!(
+                    "{} was trained on other data",
+                    dir.display()
+                )));
+            }
+            store.load_weights(&ck.weights)?;
+            for k in store.vars.keys() {
+                let get = |p: &str| {
+                    ck.optimizer
+                        .get(&format!("{p}.{k}"))
+                        .cloned()
+                        .ok_or_else(|| {
+                            TrainError::Config(format!(
+                                "{}: no optimizer state for {k}",
+                                dir.display()
+                            ))
+                        })
+                };
+                opt.m.insert(k.clone(), get("m")?);
+                opt.v.insert(k.clone(), get("v")?);
+            }
+            opt.step = ck.state["optimizer_step"].as_u64().unwrap_or(0);
+            start_step = ck.state["step"].as_u64().unwrap_or(0) as usize;
+            last_ckpt = dir.display().to_string();
+        }
+    }
+    let save = |step: usize, opt: &AdamW| -> Result<PathBuf, TrainError> {
+        let mut moments = BTreeMap::new();
+        for (k, m) in &opt.m {
+            moments.insert(format!("m.{k}"), m.clone());
+            moments.insert(format!("v.{k}"), opt.v[k].clone());
+        }
+        let dir = checkpoint_dir(&cfg.out, step as u64);
+        let state = serde_json::json!({
+            "step": step, "optimizer_step": opt.step, "config": cfg, "data_hash": packed.hash,
+            "teacher": cfg.teacher, "architecture": student.hp.arch.name(),
+        });
+        Checkpoint {
+            weights: store.snapshot(),
+            optimizer: moments,
+            state,
+        }
+        .save(&dir)?;
+        prune(&cfg.out, cfg.keep)?;
+        Ok(dir)
+    };
+    let log = cfg.out.join("log.jsonl");
+    let val: Vec<Vec<u32>> = packed
+        .val
+        .iter()
+        .take(cfg.eval_sequences)
+        .cloned()
+        .collect();
+    on_event(&Event::Start {
+        step: start_step,
+        steps: cfg.steps,
+        train_sequences: packed.train.len(),
+        val_sequences: packed.val.len(),
+        student_params: store.n_params(),
+    });
+    let per_step = cfg.batch_size * cfg.grad_accum;
+    let t0 = Instant::now();
+    let mut tokens = 0f64;
+    let epoch_len = packed.train.len();
+    for step in start_step..cfg.steps {
+        let progress = step as f64 / cfg.steps.max(1) as f64;
+        let epoch = step * per_step / epoch_len;
+        let alpha = cfg.alpha.at(progress, epoch);
+        let temperature = cfg.temperature.at(progress, epoch);
+        let lcfg = LossConfig {
+            alpha,
+            temperature,
+            divergence: div,
+            chunk: cfg.chunk,
+        };
+        let idx = batch_indices(step, per_step, epoch_len, cfg.seed);
+        let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| packed.train[i].clone()).collect();
+        let (parts, mut grads) = batch_loss_and_grads(&student, &teacher, &seqs, None, &lcfg)?;
+        if !parts.total.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: step + 1,
+                value: parts.total,
+                last: last_ckpt,
+            });
+        }
+        let grad_norm = clip_grad_norm(&mut grads, &store.vars, cfg.clip)?;
+        let lr = learning_rate(
+            step,
+            cfg.steps,
+            cfg.lr,
+            cfg.warmup,
+            cfg.lr_decay,
+            cfg.min_lr_ratio,
+        );
+        opt.step(&grads, lr)?;
+        tokens += parts.tokens;
+        let ev = Event::Step {
+            step: step + 1,
+            loss: parts.total,
+            kd: parts.kd,
+            ce: parts.ce,
+            lr,
+            alpha,
+            temperature,
+            grad_norm,
+            tokens_per_second: tokens / t0.elapsed().as_secs_f64(),
+        };
+        append_log(&log, &ev)?;
+        on_event(&ev);
+        let done = step + 1;
+        if cfg.eval_every > 0 && done % cfg.eval_every == 0 && !val.is_empty() {
+            let ev = Event::Eval {
+                step: done,
+                val: evaluate(&student, &teacher, &val, temperature, cfg.chunk)?,
+            };
+            append_log(&log, &ev)?;
+            on_event(&ev);
+        }
+        let interrupted = stop.load(Ordering::SeqCst);
+        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0)
+            || done == cfg.steps
+            || interrupted
+        {
+            let path = save(done, &opt)?;
+            last_ckpt = path.display().to_string();
+            on_event(&Event::Checkpoint {
+                step: done,
+                path: path.clone(),
+            });
+            if interrupted && done < cfg.steps {
+                return Err(TrainError::Interrupted { step: done, path });
+            }
+        }
+    }
+    let final_val = if val.is_empty() {
+        EvalReport::default()
+    } else {
+        evaluate(
+            &student,
+            &teacher,
+            &val,
+            cfg.temperature.at(1.0, 0),
+            cfg.chunk,
+        )?
+    };
+    let seconds = t0.elapsed().as_secs_f64();
+    let summary = RunSummary {
+        steps: cfg.steps,
+        tokens,
+        seconds,
+        tokens_per_second: if seconds > 0.0 { tokens / seconds } else { 0.0 },
+        final_val,
+        data_hash: packed.hash.clone(),
+    };
+    let sp = cfg.out.join("summary.json");
+    qd_gguf::write_atomic(
+        &sp,
+        serde_json::to_string_pretty(&summary)
+            .expect("serialisable")
+            .as_bytes(),
+    )
+    .map_err(|source| TrainError::Io { path: sp, source })?;
+    Ok(summary)
+}
