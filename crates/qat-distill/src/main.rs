@@ -32,7 +32,7 @@ enum Command {
     /// Generate text from a prompt with the KV cache.
     Generate(cmd_generate::Args),
     /// Distil the teacher into a student (knowledge distillation, resumable).
-    Train(cmd_train::Args),
+    Train(Box<cmd_train::Args>),
     /// Evaluate a model: perplexity, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
@@ -64,6 +64,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(a) => cmd_tokenize::run(a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(c) => cmd_eval::run(c),
-        Command::Train(a) => cmd_train::run_cmd(a),
+        Command::Train(a) => cmd_train::run_cmd(*a),
     }
 }
