@@ -81,7 +81,18 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
         !c.teacher.as_os_str().is_empty(),
         "no teacher given (--teacher or teacher = … in --config)"
     );
+    c.teacher = expand_home(&c.teacher);
+    c.out = expand_home(&c.out);
+    c.data = c.data.iter().map(|p| expand_home(p)).collect();
     Ok(c)
+}
+
+/// `~/x` as the shell would expand it (config files are not seen by a shell).
+fn expand_home(p: &std::path::Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => p.to_path_buf(),
+    }
 }
 
 pub fn run_cmd(a: Args) -> anyhow::Result<()> {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufErrorKind {
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("not a GGUF file (magic {0:02x?}, expected \"GGUF\")")]
     BadMagic([u8; 4]),
     #[error("unsupported GGUF version {0} (supported: 2, 3)")]
@@ -57,12 +57,18 @@ pub enum GgufErrorKind {
     Candle(String, String),
 }
 
-/// An error reading a GGUF file; always names the file.
+impl From<std::io::Error> for GgufErrorKind {
+    fn from(e: std::io::Error) -> Self {
+        GgufErrorKind::Io(e)
+    }
+}
+
+/// An error reading a GGUF file; always names the file. The message carries the whole story
+/// (no separate `source`), so a one-line report does not repeat it.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {kind}", path.display())]
 pub struct GgufError {
     pub path: PathBuf,
-    #[source]
     pub kind: GgufErrorKind,
 }
 

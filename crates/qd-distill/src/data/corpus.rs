@@ -6,12 +6,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}:{line}: {problem}")]
     Jsonl {
         path: PathBuf,
@@ -29,9 +25,9 @@ pub enum DataError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
+    move |err| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 

@@ -17,6 +17,16 @@ pub fn student_from_teacher(
     blocks: &[usize],
     device: &Device,
 ) -> qd_model::Result<(Student, VarStore)> {
+    student_from_teacher_with(teacher, blocks, &[], device)
+}
+
+/// As [`student_from_teacher`], with the tensors named in `frozen` kept but not trained.
+pub fn student_from_teacher_with(
+    teacher: &GgufFile,
+    blocks: &[usize],
+    frozen: &[&str],
+    device: &Device,
+) -> qd_model::Result<(Student, VarStore)> {
     let thp = HParams::from_gguf(teacher)?;
     if blocks.is_empty() {
         return Err(ModelError::Config(
@@ -60,6 +70,9 @@ pub fn student_from_teacher(
         if let Some(n) = renamed {
             store.insert(n, &teacher.dequantize(name, device)?)?;
         }
+    }
+    for name in frozen {
+        store.freeze(name);
     }
     let model = Transformer::load(hp, &store, device)?;
     Ok((model, store))

@@ -5,7 +5,7 @@ pub mod from_teacher;
 pub mod trainable;
 pub mod var_store;
 
-pub use from_teacher::student_from_teacher;
+pub use from_teacher::{student_from_teacher, student_from_teacher_with};
 pub use trainable::{TrainableEmbedding, TrainableLinear};
 pub use var_store::VarStore;
 

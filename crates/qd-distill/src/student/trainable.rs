@@ -1,15 +1,16 @@
 //! Trainable layers. A linear layer optionally sees its weight through the fake-quant op of the
 //! GGUF type it will be exported as, so QAT needs no other model code.
 
-use candle_core::{Result, Tensor, Var};
+use candle_core::{Result, Tensor};
 use qd_model::{Embedding, Linear};
 use qd_quant::FakeQuant;
 
 #[derive(Clone)]
 pub struct TrainableLinear {
-    /// `[out, in]`, GGUF's row layout: the fake-quant blocks run along `in`.
-    pub weight: Var,
-    pub bias: Option<Var>,
+    /// `[out, in]`, GGUF's row layout: the fake-quant blocks run along `in`. The tensor of a
+    /// `Var` when trained, a plain tensor when frozen (then no gradient is ever computed for it).
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
     pub fake_quant: Option<FakeQuant>,
 }
 
@@ -17,8 +18,8 @@ impl TrainableLinear {
     /// The weight the forward pass multiplies by.
     pub fn effective_weight(&self) -> Result<Tensor> {
         match &self.fake_quant {
-            Some(op) => op.apply(self.weight.as_tensor()),
-            None => Ok(self.weight.as_tensor().clone()),
+            Some(op) => op.apply(&self.weight),
+            None => Ok(self.weight.clone()),
         }
     }
 }
@@ -27,7 +28,7 @@ impl Linear for TrainableLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = x.broadcast_matmul(&self.effective_weight()?.t()?)?;
         match &self.bias {
-            Some(b) => y.broadcast_add(b.as_tensor()),
+            Some(b) => y.broadcast_add(b),
             None => Ok(y),
         }
     }
@@ -35,12 +36,12 @@ impl Linear for TrainableLinear {
 
 #[derive(Clone)]
 pub struct TrainableEmbedding {
-    pub weight: Var,
+    pub weight: Tensor,
 }
 
 impl Embedding for TrainableEmbedding {
     fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
-        let w = self.weight.as_tensor();
+        let w = &self.weight;
         let mut dims = ids.dims().to_vec();
         dims.push(w.dim(1)?);
         w.index_select(&ids.flatten_all()?, 0)?.reshape(dims)

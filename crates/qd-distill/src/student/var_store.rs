@@ -9,7 +9,11 @@ use super::trainable::{TrainableEmbedding, TrainableLinear};
 
 #[derive(Clone, Default)]
 pub struct VarStore {
+    /// Trained tensors.
     pub vars: BTreeMap<String, Var>,
+    /// Tensors the student uses but does not train (by default the 262k-row embedding and the
+    /// LM head tied to it: their gradient would cost a full `[vocab, d]` product per chunk).
+    pub frozen: BTreeMap<String, Tensor>,
 }
 
 impl VarStore {
@@ -24,7 +28,25 @@ impl VarStore {
     pub fn get(&self, name: &str) -> qd_model::Result<&Var> {
         self.vars
             .get(name)
-            .ok_or_else(|| ModelError::Config(format!("student has no tensor {name:?}")))
+            .ok_or_else(|| ModelError::Config(format!("student has no trained tensor {name:?}")))
+    }
+
+    /// A trained or frozen tensor.
+    pub fn tensor(&self, name: &str) -> qd_model::Result<Tensor> {
+        match (self.vars.get(name), self.frozen.get(name)) {
+            (Some(v), _) => Ok(v.as_tensor().clone()),
+            (None, Some(t)) => Ok(t.clone()),
+            _ => Err(ModelError::Config(format!(
+                "student has no tensor {name:?}"
+            ))),
+        }
+    }
+
+    /// Moves a trained tensor to the frozen set.
+    pub fn freeze(&mut self, name: &str) {
+        if let Some(v) = self.vars.remove(name) {
+            self.frozen.insert(name.to_string(), v.as_tensor().detach());
+        }
     }
 
     pub fn all_vars(&self) -> Vec<Var> {
@@ -49,29 +71,32 @@ impl WeightSource for VarStore {
     type Embedding = TrainableEmbedding;
 
     fn has(&self, name: &str) -> bool {
-        self.vars.contains_key(name)
+        self.vars.contains_key(name) || self.frozen.contains_key(name)
     }
 
     fn shape(&self, name: &str) -> qd_model::Result<Vec<usize>> {
-        Ok(self.get(name)?.dims().to_vec())
+        Ok(self.tensor(name)?.dims().to_vec())
     }
 
     fn linear(&self, weight: &str, bias: Option<&str>) -> qd_model::Result<TrainableLinear> {
         Ok(TrainableLinear {
-            weight: self.get(weight)?.clone(),
-            bias: bias.and_then(|b| self.vars.get(b).cloned()),
+            weight: self.tensor(weight)?,
+            bias: match bias {
+                Some(b) if self.has(b) => Some(self.tensor(b)?),
+                _ => None,
+            },
             fake_quant: None,
         })
     }
 
     fn embedding(&self, name: &str) -> qd_model::Result<TrainableEmbedding> {
         Ok(TrainableEmbedding {
-            weight: self.get(name)?.clone(),
+            weight: self.tensor(name)?,
         })
     }
 
     fn vector(&self, name: &str) -> qd_model::Result<Tensor> {
-        Ok(self.get(name)?.as_tensor().clone())
+        self.tensor(name)
     }
 }
 

@@ -10,20 +10,16 @@ use candle_core::{Device, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+    move |err| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     }
 }
 

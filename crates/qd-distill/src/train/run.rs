@@ -22,7 +22,7 @@ use super::schedule::{learning_rate, Schedule, Shape};
 use super::step::batch_loss_and_grads;
 use crate::data::{pack, read_documents, split_and_shuffle, DataError};
 use crate::loss::Divergence;
-use crate::student::student_from_teacher;
+use crate::student::student_from_teacher_with;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -53,6 +53,8 @@ pub struct RunConfig {
     pub eval_sequences: usize,
     pub checkpoint_every: usize,
     pub keep: usize,
+    /// Keep the token embedding (and the LM head tied to it) as the teacher's, untrained.
+    pub freeze_embeddings: bool,
 }
 
 impl Default for RunConfig {
@@ -83,6 +85,7 @@ impl Default for RunConfig {
             eval_sequences: 8,
             checkpoint_every: 50,
             keep: 2,
+            freeze_embeddings: true,
         }
     }
 }
@@ -101,12 +104,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error("computation failed: {0}")]
     Candle(#[from] candle_core::Error),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("the loss became {value} at step {step}; stopped (last good checkpoint: {last})")]
@@ -190,9 +189,9 @@ impl RunConfig {
 }
 
 fn append_log(path: &Path, v: &impl Serialize) -> Result<(), TrainError> {
-    let io = |source| TrainError::Io {
+    let io = |err| TrainError::Io {
         path: path.to_path_buf(),
-        source,
+        err,
     };
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -236,7 +235,12 @@ pub fn run(
             needed: cfg.seq_len,
         }));
     }
-    let (student, store) = student_from_teacher(&tf, &cfg.student_blocks, &dev)?;
+    let frozen: &[&str] = if cfg.freeze_embeddings {
+        &["token_embd.weight", "output.weight"]
+    } else {
+        &[]
+    };
+    let (student, store) = student_from_teacher_with(&tf, &cfg.student_blocks, frozen, &dev)?;
     let mut opt = AdamW::new(
         store.vars.clone(),
         AdamWConfig {
@@ -244,9 +248,9 @@ pub fn run(
             ..Default::default()
         },
     )?;
-    std::fs::create_dir_all(&cfg.out).map_err(|source| TrainError::Io {
+    std::fs::create_dir_all(&cfg.out).map_err(|err| TrainError::Io {
         path: cfg.out.clone(),
-        source,
+        err,
     })?;
     let mut start_step = 0;
     let mut last_ckpt = "none".to_string();
@@ -428,6 +432,6 @@ pub fn run(
             .expect("serialisable")
             .as_bytes(),
     )
-    .map_err(|source| TrainError::Io { path: sp, source })?;
+    .map_err(|err| TrainError::Io { path: sp, err })?;
     Ok(summary)
 }
