@@ -9,6 +9,11 @@ mod loaded;
 
 use clap::{Parser, Subcommand};
 
+/// Training allocates and frees many [positions, 262144] f32 buffers per step; glibc serves
+/// each from a fresh mmap (page faults and zeroing every time), mimalloc reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "qat-distill",

@@ -52,8 +52,9 @@ fn chunked_equals_unchunked() {
         .normed
         .squeeze(0)
         .unwrap();
+    let params = store.all_vars();
     let (parts, grads) = chunked_loss_and_grads(
-        &student, &s_normed, &teacher, &t_normed, &targets, &mask, &cfg,
+        &student, &params, &s_normed, &teacher, &t_normed, &targets, &mask, &cfg,
     )
     .unwrap();
 

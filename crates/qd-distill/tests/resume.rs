@@ -78,7 +78,15 @@ fn run(
     };
     let d = data();
     for s in steps {
-        let (_, mut g) = batch_loss_and_grads(student, teacher, &d[s..s + 1], None, &cfg).unwrap();
+        let (_, mut g) = batch_loss_and_grads(
+            student,
+            &store.all_vars(),
+            teacher,
+            &d[s..s + 1],
+            None,
+            &cfg,
+        )
+        .unwrap();
         clip_grad_norm(&mut g, &store.vars, 1.0).unwrap();
         opt.step(&g, 1e-3).unwrap();
     }

@@ -27,11 +27,26 @@ pub struct LossParts {
     pub tokens: f64,
 }
 
+/// Keeps only the gradients of `params`: candle's backward also returns one for every
+/// intermediate tensor (each `[chunk, vocab]` logits buffer among them), which must not be
+/// carried from chunk to chunk.
+fn only_params(g: &GradStore, params: &[Var]) -> GradStore {
+    let mut out = GradStore::default();
+    for p in params {
+        if let Some(t) = g.get(p.as_tensor()) {
+            out.insert(p.as_tensor(), t.clone());
+        }
+    }
+    out
+}
+
 /// `student_normed [n, d]` is the student's final hidden state *with its graph*;
 /// `teacher_normed [n, dt]` the teacher's; row `i` predicts `targets[i]` where `mask[i]` is 1.
-/// Returns the loss and the gradients of every student variable reached.
+/// Returns the loss and the gradients of `params` (the student's trained tensors).
+#[allow(clippy::too_many_arguments)]
 pub fn chunked_loss_and_grads<L, E, TL, TE>(
     student: &Transformer<L, E>,
+    params: &[Var],
     student_normed: &Tensor,
     teacher: &Transformer<TL, TE>,
     teacher_normed: &Tensor,
@@ -85,10 +100,11 @@ where
             .to_scalar::<f64>()?
             * norm;
         parts.total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-        let mut g = loss.backward()?;
-        if let Some(gh) = g.remove(h.as_tensor()) {
+        let g = loss.backward()?;
+        if let Some(gh) = g.get(h.as_tensor()) {
             grad_h = (grad_h + gh)?;
         }
+        let g = only_params(&g, params);
         match head_grads.as_mut() {
             None => head_grads = Some(g),
             Some(acc) => acc.extend(g)?,
@@ -97,7 +113,8 @@ where
     }
     // One pass through the body: d(⟨normed, grad_h⟩)/dθ is exactly the chain rule's term.
     let body = (student_normed * grad_h.detach())?.sum_all()?.backward()?;
-    let mut grads = body;
+    let mut grads = only_params(&body, params);
+    drop(body);
     if let Some(hg) = head_grads {
         grads.extend(hg)?;
     }

@@ -332,6 +332,7 @@ pub fn run(
         student_params: store.n_params(),
     });
     let per_step = cfg.batch_size * cfg.grad_accum;
+    let params = store.all_vars();
     let t0 = Instant::now();
     let mut tokens = 0f64;
     let epoch_len = packed.train.len();
@@ -348,7 +349,8 @@ pub fn run(
         };
         let idx = batch_indices(step, per_step, epoch_len, cfg.seed);
         let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| packed.train[i].clone()).collect();
-        let (parts, mut grads) = batch_loss_and_grads(&student, &teacher, &seqs, None, &lcfg)?;
+        let (parts, mut grads) =
+            batch_loss_and_grads(&student, &params, &teacher, &seqs, None, &lcfg)?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,

@@ -11,6 +11,7 @@ use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts};
 /// `pad` targets masked).
 pub fn batch_loss_and_grads<L, E, TL, TE>(
     student: &Transformer<L, E>,
+    params: &[candle_core::Var],
     teacher: &Transformer<TL, TE>,
     seqs: &[Vec<u32>],
     pad: Option<u32>,
@@ -46,8 +47,9 @@ where
             .map_err(candle_core::Error::wrap)?
             .normed
             .squeeze(0)?;
-        let (p, grads) =
-            chunked_loss_and_grads(student, &s_normed, teacher, &t_normed, &targets, &mask, cfg)?;
+        let (p, grads) = chunked_loss_and_grads(
+            student, params, &s_normed, teacher, &t_normed, &targets, &mask, cfg,
+        )?;
         total.total += p.total * scale;
         total.kd += p.kd * scale;
         total.ce += p.ce * scale;
