@@ -111,3 +111,70 @@ fn teacher_logits_match_llama_cpp() {
     assert!(kl <= 0.015, "kl {kl}");
     assert!(agree >= 0.85, "top-1 agreement {agree}");
 }
+
+/// With the teacher's weights dequantized to f32, one pass, token-by-token decoding through the
+/// KV cache and prefix forwards agree to 1e-4 on a real prompt.
+#[test]
+fn dequantized_teacher_one_pass_cache_and_prefix_agree() {
+    let f = GgufFile::open(qd_fixtures::teacher_path()).unwrap();
+    let model = qd_model::load_dequantized(&f, &Device::Cpu).unwrap();
+    let reference = qd_fixtures::read_json("gemma3-270m/llama_cpp_reference.json");
+    let ids: Vec<u32> = reference["prompts"]["code"]["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let input = |t: &[u32]| Tensor::new(t, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let all = ForwardOpts {
+        logits: Logits::All,
+        hidden_states: false,
+    };
+    let full = model
+        .forward(&input(&ids), None, &all)
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let mut cache = model.new_cache();
+    for (i, &t) in ids.iter().enumerate() {
+        let step = model
+            .forward(&input(&[t]), Some(&mut cache), &all)
+            .unwrap()
+            .logits
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let d = (step - full.narrow(0, i, 1).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-4, "position {i}: cache vs one pass {d}");
+    }
+    let n = ids.len() / 2;
+    let last = ForwardOpts {
+        logits: Logits::Last,
+        hidden_states: false,
+    };
+    let prefix = model
+        .forward(&input(&ids[..n]), None, &last)
+        .unwrap()
+        .logits
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let d = (prefix - full.narrow(0, n - 1, 1).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(d < 1e-4, "prefix vs one pass {d}");
+}

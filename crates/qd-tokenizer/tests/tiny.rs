@@ -50,3 +50,33 @@ fn byte_level_bpe_with_merges() {
     assert_eq!(ids[0], id(&t, "Ġthe"));
     assert_eq!(t.decode(&ids, false).unwrap(), " the cat");
 }
+
+/// A `tokenizer.json` beside the model file is used instead of the GGUF vocabulary.
+#[test]
+fn tokenizer_json_beside_the_model_takes_precedence() {
+    let d = std::env::temp_dir().join(format!("qd-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    let path =
+        qd_fixtures::tiny::write_tiny(&d, "m.gguf", &TinySpec::new(Family::Llama, GgmlType::Q8_0));
+    let from_gguf = GgufTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    // Save it without its merges, so we can tell which one was loaded.
+    from_gguf
+        .inner
+        .save(d.join("tokenizer.json"), false)
+        .unwrap();
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("tokenizer.json")).unwrap()).unwrap();
+    json["model"]["merges"] = serde_json::json!([]);
+    std::fs::write(d.join("tokenizer.json"), json.to_string()).unwrap();
+    let sidecar = GgufTokenizer::from_gguf(&GgufFile::open(&path).unwrap()).unwrap();
+    assert_ne!(
+        sidecar.encode(" the", false).unwrap(),
+        from_gguf.encode(" the", false).unwrap()
+    );
+    assert_eq!(
+        sidecar.encode("é", true).unwrap(),
+        from_gguf.encode("é", true).unwrap(),
+        "BOS and byte fallback as before"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}
