@@ -11,18 +11,39 @@ pub fn nearest_int(fval: f32) -> i32 {
 
 pub const GROUP_MAX_EPS: f32 = 1e-15;
 
-/// `make_qx_quants` with `rmse_type = 1` and no importance weights (all Q6_K uses).
-pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
-    let n = x.len();
-    let mut max = 0f32;
-    let mut amax = 0f32;
+/// `(amax, max)`: the largest magnitude and the value that has it, first occurrence on ties,
+/// `(0, 0)` for an all-zero block — the reference's `if (amax < fabsf(v))` scan.
+#[inline]
+pub fn signed_abs_max(x: &[f32]) -> (f32, f32) {
+    let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
+        if amax < v.abs() {
+            amax = v.abs();
             max = v;
         }
     }
+    (amax, max)
+}
+
+/// `(min, max)` as the reference's Q4_1/Q5_1 scan (starting from ±FLT_MAX).
+#[inline]
+pub fn min_max(x: &[f32]) -> (f32, f32) {
+    let (mut min, mut max) = (f32::MAX, -f32::MAX);
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+/// `make_qx_quants` with `rmse_type = 1` and no importance weights (all Q6_K uses).
+pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+    let n = x.len();
+    let (amax, max) = signed_abs_max(x);
     if amax < GROUP_MAX_EPS {
         l_out[..n].iter_mut().for_each(|l| *l = 0);
         return 0.0;
@@ -67,15 +88,7 @@ pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
 /// `make_q3_quants` with `do_rmse = true` (Q3_K).
 pub fn make_q3_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let mut max = 0f32;
-    let mut amax = 0f32;
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (amax, max) = signed_abs_max(x);
     if amax < GROUP_MAX_EPS {
         l_out[..n].iter_mut().for_each(|l| *l = 0);
         return 0.0;

@@ -1,16 +1,10 @@
 //! Q4_0: 32 weights, one fp16 scale `d = max/−8` (signed max), 4-bit codes `q − 8`.
 
 use crate::fp16::{read_f16, write_f16};
-use crate::helpers::c_f32_to_i8;
+use crate::helpers::{c_f32_to_i8, signed_abs_max};
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (_, max) = signed_abs_max(x);
     let d = max / -8.0;
     // The inverse is taken of the f32 scale, not of its fp16 rounding.
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };

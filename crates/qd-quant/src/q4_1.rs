@@ -1,18 +1,10 @@
 //! Q4_1: 32 weights, fp16 scale and min, 4-bit codes.
 
 use crate::fp16::{read_f16, write_f16};
-use crate::helpers::c_f32_to_i8;
+use crate::helpers::{c_f32_to_i8, min_max};
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
-    let (mut min, mut max) = (f32::MAX, -f32::MAX);
-    for &v in x {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-    }
+    let (min, max) = min_max(x);
     let d = (max - min) / 15.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     write_f16(out, 0, d);

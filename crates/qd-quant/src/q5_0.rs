@@ -1,16 +1,10 @@
 //! Q5_0: 32 weights, fp16 scale `d = max/−16`, 5-bit codes `q − 16` (high bits in `qh`).
 
 use crate::fp16::{read_f16, write_f16};
-use crate::helpers::c_f32_to_i8;
+use crate::helpers::{c_f32_to_i8, signed_abs_max};
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
+    let (_, max) = signed_abs_max(x);
     let d = max / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     write_f16(out, 0, d);
