@@ -58,33 +58,29 @@ __device__ __forceinline__ float warp_signed_max(float v, int lane) {
     return a == 0.0f ? 0.0f : m;
 }
 
-// One warp per 32-value block; n_blocks blocks.
-extern "C" __global__ void fq_q4_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
+// Q4_0 (NMAX 8) and Q5_0 (NMAX 16): d = signed max / −NMAX, codes clamp at 2·NMAX − 1, value
+// (q − NMAX)·fp16(d). One warp per 32-value block; n_blocks blocks.
+template <int NMAX>
+__device__ __forceinline__ void fq_symmetric(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
     const unsigned long long t = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     const unsigned long long blk = t >> 5;
     const int lane = threadIdx.x & 31;
     if (blk >= n_blocks) return;
     const float v = x[t];
     const float max = warp_signed_max(v, lane);
-    const float d = max / -8.0f;
+    const float d = max / -(float)NMAX;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q = c_f32_to_i8(v * id + 8.5f);
-    q = q < 15 ? q : 15;
-    y[t] = (float)(q - 8) * round_fp16(d);
+    int q = c_f32_to_i8(v * id + ((float)NMAX + 0.5f));
+    q = q < 2 * NMAX - 1 ? q : 2 * NMAX - 1;
+    y[t] = (float)(q - NMAX) * round_fp16(d);
+}
+
+extern "C" __global__ void fq_q4_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
+    fq_symmetric<8>(x, y, n_blocks);
 }
 
 extern "C" __global__ void fq_q5_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
-    const unsigned long long t = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const unsigned long long blk = t >> 5;
-    const int lane = threadIdx.x & 31;
-    if (blk >= n_blocks) return;
-    const float v = x[t];
-    const float max = warp_signed_max(v, lane);
-    const float d = max / -16.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q = c_f32_to_i8(v * id + 16.5f);
-    q = q < 31 ? q : 31;
-    y[t] = (float)(q - 16) * round_fp16(d);
+    fq_symmetric<16>(x, y, n_blocks);
 }
 
 extern "C" __global__ void fq_q8_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
