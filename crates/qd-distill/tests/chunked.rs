@@ -97,22 +97,8 @@ fn chunked_equals_unchunked() {
         let b = whole.get(var.as_tensor());
         match (a, b) {
             (Some(a), Some(b)) => {
-                let scale = b
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .max(1e-6);
-                let d = (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = qd_fixtures::max_abs(b).max(1e-6);
+                let d = qd_fixtures::max_abs(&(a - b).unwrap());
                 assert!(
                     d <= 1e-3 * scale,
                     "{name}: max |Δgrad| {d} vs scale {scale}"

@@ -49,16 +49,8 @@ fn student_with_every_block_is_the_dequantized_teacher() {
         let reference = qd_model::load_dequantized(&f, &DEV).unwrap();
         let a = logits(&student, &ids(12));
         let b = logits(&reference, &ids(12));
-        let max_abs = |t: Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        let scale = max_abs(b.clone());
-        let diff = max_abs((a - b).unwrap());
+        let scale = qd_fixtures::max_abs(&b);
+        let diff = qd_fixtures::max_abs(&(a - b).unwrap());
         // The student takes the differentiable (composed) RMSNorm/softmax/RoPE: f32 rounding only.
         assert!(diff < 2e-6 * scale, "{fam:?}: {diff} vs scale {scale}");
         assert!(store.n_params() > 0);
@@ -113,14 +105,7 @@ fn fake_quantized_linear_uses_the_grid_and_passes_gradients_straight_through() {
     let g = y.sum_all().unwrap().backward().unwrap();
     let gw = g.get(var.as_tensor()).unwrap();
     let want_g = x.sum_keepdim(0).unwrap().broadcast_as((8, 64)).unwrap();
-    let d = (gw - want_g)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = qd_fixtures::max_abs(&(gw - want_g).unwrap());
     assert!(d < 1e-5);
 }
 

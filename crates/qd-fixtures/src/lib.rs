@@ -39,3 +39,12 @@ pub fn teacher_path() -> PathBuf {
     );
     p
 }
+
+/// The largest absolute value of a tensor: what tolerance checks compare.
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .and_then(|a| a.max_all())
+        .and_then(|m| m.to_dtype(candle_core::DType::F32))
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("max |x| of a tensor")
+}

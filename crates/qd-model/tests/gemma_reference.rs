@@ -146,14 +146,7 @@ fn dequantized_teacher_one_pass_cache_and_prefix_agree() {
             .unwrap()
             .squeeze(0)
             .unwrap();
-        let d = (step - full.narrow(0, i, 1).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let d = qd_fixtures::max_abs(&(step - full.narrow(0, i, 1).unwrap()).unwrap());
         assert!(d < 1e-4, "position {i}: cache vs one pass {d}");
     }
     let n = ids.len() / 2;
@@ -168,13 +161,6 @@ fn dequantized_teacher_one_pass_cache_and_prefix_agree() {
         .unwrap()
         .squeeze(0)
         .unwrap();
-    let d = (prefix - full.narrow(0, n - 1, 1).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = qd_fixtures::max_abs(&(prefix - full.narrow(0, n - 1, 1).unwrap()).unwrap());
     assert!(d < 1e-4, "prefix vs one pass {d}");
 }
