@@ -1,18 +1,12 @@
 //! The command line on tiny generated models: output shapes, JSON schemas, one-line errors.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use common::{one_line_error, run};
 
 use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
 use qd_gguf::GgmlType;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_qat-distill"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 fn ok_json(args: &[&str]) -> serde_json::Value {
     let o = run(args);
@@ -112,15 +106,6 @@ fn tokenize_eval_and_generate() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("the"));
-}
-
-fn one_line_error(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(!o.status.success(), "{args:?} should fail");
-    let err = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
 }
 
 #[test]

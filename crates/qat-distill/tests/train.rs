@@ -2,17 +2,12 @@
 //! the log and summary, and one clear line for each kind of bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use common::{one_line_error, run};
 
 use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
 use qd_gguf::GgmlType;
-
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qat-distill"))
-        .args(args)
-        .output()
-        .unwrap()
-}
 
 fn setup(dir: &Path) -> (String, String) {
     let t = write_tiny(
@@ -122,14 +117,6 @@ fn train_checkpoint_resume() {
     ]);
     assert!(!other.status.success());
     assert!(String::from_utf8_lossy(&other.stderr).contains("another student"));
-}
-
-fn one_line_error(args: &[&str]) -> String {
-    let o = run(args);
-    assert!(!o.status.success(), "{args:?} should fail");
-    let e = String::from_utf8_lossy(&o.stderr).to_string();
-    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
-    e
 }
 
 #[test]
