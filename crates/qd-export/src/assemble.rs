@@ -1,0 +1,180 @@
+//! One GGUF file from named f32 tensors: the template's metadata and tokenizer verbatim, the
+//! block count and file type of the new model, and every tensor quantized per the recipe.
+
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::Tensor;
+use qd_gguf::{GgmlType, GgufFile, GgufWriter, TensorData, Value};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ExportError, Result};
+use crate::recipe::{Choice, Recipe, TensorKind};
+
+/// What happened to one tensor.
+#[derive(Debug, Clone)]
+pub struct TensorReport {
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub choice: Choice,
+    /// Source bytes kept as they were (requantizing to the type a tensor already has).
+    pub copied: bool,
+}
+
+impl TensorReport {
+    pub fn type_name(&self) -> &'static str {
+        self.choice.used.map(|t| t.name()).unwrap_or("F32")
+    }
+}
+
+pub struct Exported {
+    pub writer: GgufWriter,
+    pub tensors: Vec<TensorReport>,
+}
+
+impl Exported {
+    /// One line per tensor whose wanted type did not fit its rows, as llama-quantize warns.
+    pub fn fallbacks(&self) -> Vec<String> {
+        self.tensors
+            .iter()
+            .filter(|t| t.choice.fell_back())
+            .map(|t| {
+                let name = |c: Option<qd_quant::QuantType>| c.map(|q| q.name()).unwrap_or("F32");
+                format!(
+                    "{}: rows of {} do not fit {}; using {} as llama.cpp does",
+                    t.name,
+                    t.dims.last().copied().unwrap_or(0),
+                    name(t.choice.wanted),
+                    name(t.choice.used)
+                )
+            })
+            .collect()
+    }
+
+    pub fn tensor_bytes(&self) -> usize {
+        self.writer.tensors.iter().map(|t| t.data.len()).sum()
+    }
+}
+
+/// Where the tensors come from: their names and shapes up front (rules depend on the whole set),
+/// then each one's f32 values, or its source bytes when they already have the chosen type.
+pub trait TensorSource {
+    fn tensors(&self) -> Vec<(String, Vec<usize>)>;
+    fn f32(&self, name: &str) -> Result<Tensor>;
+    /// Bytes of `name` if it is stored as `ty` already.
+    fn raw(&self, _name: &str, _ty: GgmlType) -> Option<Vec<u8>> {
+        None
+    }
+}
+
+/// Builds the file in memory. `template` supplies every metadata key (architecture, tokenizer,
+/// `general.*`); `n_layer` replaces its block count; `extra` adds provenance keys.
+pub fn assemble(
+    template: &GgufFile,
+    n_layer: usize,
+    source: &dyn TensorSource,
+    recipe: Recipe,
+    extra: Vec<(String, Value)>,
+) -> Result<Exported> {
+    let arch = template.architecture()?.to_string();
+    let mut w = GgufWriter::new();
+    for (k, v) in template.metadata() {
+        w.set(k, v.clone());
+    }
+    w.set(&format!("{arch}.block_count"), Value::U32(n_layer as u32));
+    w.set("general.file_type", Value::U32(recipe.file_type()));
+    w.set("general.quantization_version", Value::U32(2));
+    w.set("general.alignment", Value::U32(32));
+    for (k, v) in extra {
+        w.set(&k, v);
+    }
+    let list = source.tensors();
+    let has_output = list.iter().any(|(n, _)| n == "output.weight");
+    let mut reports = Vec::with_capacity(list.len());
+    for (name, dims) in list {
+        let kind = TensorKind::of(&name, &dims, has_output);
+        let row = dims.last().copied().unwrap_or(0);
+        let choice = recipe.choose(kind, row, n_layer);
+        let ggml = choice.used.map(|t| t.ggml()).unwrap_or(GgmlType::F32);
+        let (data, copied) = match source.raw(&name, ggml) {
+            Some(bytes) => (bytes, true),
+            None => {
+                let t = source.f32(&name)?;
+                let values = t
+                    .flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(|err| ExportError::Candle {
+                        name: name.clone(),
+                        err,
+                    })?;
+                let bytes = match choice.used {
+                    None => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    Some(ty) => {
+                        qd_quant::quantize(ty, &values, row).map_err(|err| ExportError::Quant {
+                            name: name.clone(),
+                            err,
+                        })?
+                    }
+                };
+                (bytes, false)
+            }
+        };
+        w.add_tensor(TensorData {
+            name: name.clone(),
+            shape: dims.clone(),
+            dtype: ggml,
+            data,
+        });
+        reports.push(TensorReport {
+            name,
+            dims,
+            choice,
+            copied,
+        });
+    }
+    Ok(Exported {
+        writer: w,
+        tensors: reports,
+    })
+}
+
+/// Writes `exported` to `path` atomically; an existing file is kept unless `force`.
+pub fn write_new(exported: &Exported, path: &Path, force: bool) -> Result<()> {
+    if path.is_dir() {
+        return Err(ExportError::Invalid(format!(
+            "{} is a directory, not an output file",
+            path.display()
+        )));
+    }
+    if path.exists() && !force {
+        return Err(ExportError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    exported
+        .writer
+        .write_atomic(path)
+        .map_err(|err| ExportError::Io {
+            path: path.to_path_buf(),
+            err,
+        })
+}
+
+/// Hex sha256 of a file (provenance: which teacher a student came from).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let io = |err| ExportError::Io {
+        path: path.to_path_buf(),
+        err,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}

@@ -1,0 +1,14 @@
+//! From f32 weights to a GGUF file llama.cpp runs: which block type each tensor gets (a
+//! [`Recipe`], with llama.cpp's own per-tensor rules and fallbacks), and the file itself
+//! (metadata and tokenizer taken verbatim from a template model, tensors quantized by the same
+//! code the fake-quant op runs in training, written atomically).
+
+pub mod assemble;
+pub mod error;
+pub mod recipe;
+pub mod requantize;
+
+pub use assemble::{assemble, file_sha256, write_new, Exported, TensorReport, TensorSource};
+pub use error::{ExportError, Result};
+pub use recipe::{Choice, Recipe, TensorKind};
+pub use requantize::requantize;
