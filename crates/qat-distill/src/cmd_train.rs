@@ -47,6 +47,15 @@ pub struct Args {
     eval_every: Option<usize>,
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4 (or any single GGUF block type).
+    #[arg(long)]
+    qat: Option<String>,
+    /// Step at which QAT switches on (delayed QAT).
+    #[arg(long)]
+    qat_start: Option<usize>,
+    /// Also fake-quantize the token embedding and LM head under QAT.
+    #[arg(long)]
+    qat_embeddings: bool,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -70,6 +79,15 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
          seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every);
     if !a.data.is_empty() {
         c.data = a.data.clone();
+    }
+    if let Some(v) = &a.qat {
+        c.qat = Some(v.clone());
+    }
+    if let Some(v) = a.qat_start {
+        c.qat_start = v;
+    }
+    if a.qat_embeddings {
+        c.qat_embeddings = true;
     }
     if let Some(v) = a.alpha {
         c.alpha = qd_distill::train::schedule::Schedule::constant(v);

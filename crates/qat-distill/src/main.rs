@@ -1,6 +1,7 @@
 //! The `qat-distill` command: a thin layer over the library crates.
 
 mod cmd_eval;
+mod cmd_export;
 mod cmd_generate;
 mod cmd_inspect;
 mod cmd_tokenize;
@@ -38,6 +39,8 @@ enum Command {
     Generate(cmd_generate::Args),
     /// Distil the teacher into a student (knowledge distillation, resumable).
     Train(Box<cmd_train::Args>),
+    /// Write a checkpoint (or requantize a GGUF) as a GGUF file of a quantization recipe.
+    ExportGguf(cmd_export::Args),
     /// Evaluate a model: perplexity, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
@@ -77,5 +80,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(c) => cmd_eval::run(c),
         Command::Train(a) => cmd_train::run_cmd(*a),
+        Command::ExportGguf(a) => cmd_export::run(a),
     }
 }

@@ -2,6 +2,7 @@
 //! training loop build on them.
 
 pub mod data;
+pub mod export;
 pub mod loss;
 pub mod student;
 pub mod train;

@@ -2,10 +2,12 @@
 //! wrap, with GGUF tensor names throughout (so export is a mapping, not a translation).
 
 pub mod from_teacher;
+pub mod qat;
 pub mod trainable;
 pub mod var_store;
 
 pub use from_teacher::{student_from_teacher, student_from_teacher_with};
+pub use qat::QatPlan;
 pub use trainable::{TrainableEmbedding, TrainableLinear};
 pub use var_store::VarStore;
 

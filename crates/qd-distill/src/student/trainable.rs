@@ -37,11 +37,16 @@ impl Linear for TrainableLinear {
 #[derive(Clone)]
 pub struct TrainableEmbedding {
     pub weight: Tensor,
+    /// Only for a trained embedding under QAT (a frozen one is fake-quantized once up front).
+    pub fake_quant: Option<FakeQuant>,
 }
 
 impl Embedding for TrainableEmbedding {
     fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
-        let w = &self.weight;
+        let w = &match &self.fake_quant {
+            Some(op) => op.apply(&self.weight)?,
+            None => self.weight.clone(),
+        };
         let mut dims = ids.dims().to_vec();
         dims.push(w.dim(1)?);
         w.index_select(&ids.flatten_all()?, 0)?.reshape(dims)

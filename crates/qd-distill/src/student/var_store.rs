@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor, Var};
 use qd_model::{ModelError, WeightSource};
+use qd_quant::FakeQuant;
 
 use super::trainable::{TrainableEmbedding, TrainableLinear};
 
@@ -14,6 +15,8 @@ pub struct VarStore {
     /// Tensors the student uses but does not train (by default the 262k-row embedding and the
     /// LM head tied to it: their gradient would cost a full `[vocab, d]` product per chunk).
     pub frozen: BTreeMap<String, Tensor>,
+    /// The fake-quant op each trained weight is seen through (QAT); empty otherwise.
+    pub fake_quant: BTreeMap<String, FakeQuant>,
 }
 
 impl VarStore {
@@ -85,13 +88,14 @@ impl WeightSource for VarStore {
                 Some(b) if self.has(b) => Some(self.tensor(b)?),
                 _ => None,
             },
-            fake_quant: None,
+            fake_quant: self.fake_quant.get(weight).copied(),
         })
     }
 
     fn embedding(&self, name: &str) -> qd_model::Result<TrainableEmbedding> {
         Ok(TrainableEmbedding {
             weight: self.tensor(name)?,
+            fake_quant: self.fake_quant.get(name).copied(),
         })
     }
 

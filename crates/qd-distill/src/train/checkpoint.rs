@@ -94,17 +94,38 @@ impl Checkpoint {
     }
 
     pub fn load(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
+        Ok(Self {
+            state: Self::load_state(dir)?,
+            weights: Self::load_weights(dir, device)?,
+            optimizer: load_tensors(&dir.join(OPTIMIZER), device)?,
+        })
+    }
+
+    /// The run state alone (config, step, provenance).
+    pub fn load_state(dir: &Path) -> Result<serde_json::Value, CheckpointError> {
         let state_path = dir.join(STATE);
-        let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-        let state = serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+        let text = std::fs::read_to_string(&state_path).map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => CheckpointError::Invalid {
+                path: dir.to_path_buf(),
+                problem: format!("not a checkpoint: it has no {STATE} (the run's config and step)"),
+            },
+            _ => CheckpointError::Io {
+                path: state_path.clone(),
+                err,
+            },
+        })?;
+        serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
             path: state_path,
             problem: e.to_string(),
-        })?;
-        Ok(Self {
-            weights: load_tensors(&dir.join(WEIGHTS), device)?,
-            optimizer: load_tensors(&dir.join(OPTIMIZER), device)?,
-            state,
         })
+    }
+
+    /// The trained weights alone.
+    pub fn load_weights(
+        dir: &Path,
+        device: &Device,
+    ) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
+        load_tensors(&dir.join(WEIGHTS), device)
     }
 }
 

@@ -22,7 +22,8 @@ use super::schedule::{learning_rate, Schedule, Shape};
 use super::step::batch_loss_and_grads;
 use crate::data::{pack, read_documents, split_and_shuffle, DataError};
 use crate::loss::Divergence;
-use crate::student::student_from_teacher_with;
+use crate::student::{student_from_teacher_with, QatPlan};
+use qd_export::Recipe;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,6 +56,13 @@ pub struct RunConfig {
     pub keep: usize,
     /// Keep the token embedding (and the LM head tied to it) as the teacher's, untrained.
     pub freeze_embeddings: bool,
+    /// QAT recipe (`q4_0`, `q4_k`, `q5_0`, `q8_0`, `q4_k_m`, `qat-q4`, ...): the student's
+    /// weights are seen through the fake-quant op of the type export will give them.
+    pub qat: Option<String>,
+    /// The step at which QAT switches on (delayed QAT); 0 = from the start.
+    pub qat_start: usize,
+    /// Also fake-quantize the token embedding and LM head.
+    pub qat_embeddings: bool,
 }
 
 impl Default for RunConfig {
@@ -86,6 +94,9 @@ impl Default for RunConfig {
             checkpoint_every: 50,
             keep: 2,
             freeze_embeddings: true,
+            qat: None,
+            qat_start: 0,
+            qat_embeddings: false,
         }
     }
 }
@@ -102,6 +113,8 @@ pub enum TrainError {
     Data(#[from] DataError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Export(#[from] qd_export::ExportError),
     #[error("computation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{path}: {err}")]
@@ -161,6 +174,15 @@ pub struct RunSummary {
 }
 
 impl RunConfig {
+    /// The QAT recipe, if any.
+    pub fn recipe(&self) -> Result<Option<Recipe>, TrainError> {
+        self.qat
+            .as_deref()
+            .map(Recipe::parse)
+            .transpose()
+            .map_err(TrainError::from)
+    }
+
     pub fn validate(&self) -> Result<Divergence, TrainError> {
         let bad = |m: &str| Err(TrainError::Config(m.into()));
         if self.seq_len < 2 {
@@ -175,6 +197,7 @@ impl RunConfig {
         if self.data.is_empty() {
             return bad("no training data given (--data)");
         }
+        self.recipe()?;
         match self.divergence.as_str() {
             "forward" => Ok(Divergence::Forward),
             "reverse" => Ok(Divergence::Reverse),
@@ -241,6 +264,23 @@ pub fn run(
         &[]
     };
     let (student, store) = student_from_teacher_with(&tf, &cfg.student_blocks, frozen, &dev)?;
+    let qat_student = match cfg.recipe()? {
+        Some(recipe) => {
+            let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
+            Some(qd_model::Transformer::load(
+                student.hp.clone(),
+                &plan.apply(&store)?,
+                &dev,
+            )?)
+        }
+        None => None,
+    };
+    // The forward pass of step `s` (0-based): QAT from `qat_start` on.
+    let model_at = |s: usize| match &qat_student {
+        Some(q) if s >= cfg.qat_start => q,
+        _ => &student,
+    };
+    let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
     let mut opt = AdamW::new(
         store.vars.clone(),
         AdamWConfig {
@@ -264,9 +304,10 @@ pub fn run(
             if saved.student_blocks != cfg.student_blocks
                 || saved.seq_len != cfg.seq_len
                 || saved.seed != cfg.seed
+                || saved.qat != cfg.qat
             {
                 return Err(TrainError::Config(format!(
-                    "{} was trained with another student, sequence length or seed",
+                    "{} was trained with another student, sequence length, seed or QAT recipe",
                     dir.display()
                 )));
             }
@@ -307,6 +348,7 @@ pub fn run(
         let state = serde_json::json!({
             "step": step, "optimizer_step": opt.step, "config": cfg, "data_hash": packed.hash,
             "teacher": cfg.teacher, "architecture": student.hp.arch.name(),
+            "teacher_sha256": teacher_sha256, "n_layer": student.hp.n_layer,
         });
         Checkpoint {
             weights: store.snapshot(),
@@ -350,7 +392,7 @@ pub fn run(
         let idx = batch_indices(step, per_step, epoch_len, cfg.seed);
         let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| packed.train[i].clone()).collect();
         let (parts, mut grads) =
-            batch_loss_and_grads(&student, &params, &teacher, &seqs, None, &lcfg)?;
+            batch_loss_and_grads(model_at(step), &params, &teacher, &seqs, None, &lcfg)?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,
@@ -386,7 +428,7 @@ pub fn run(
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && !val.is_empty() {
             let ev = Event::Eval {
                 step: done,
-                val: evaluate(&student, &teacher, &val, temperature, cfg.chunk)?,
+                val: evaluate(model_at(step), &teacher, &val, temperature, cfg.chunk)?,
             };
             append_log(&log, &ev)?;
             on_event(&ev);
@@ -411,7 +453,7 @@ pub fn run(
         EvalReport::default()
     } else {
         evaluate(
-            &student,
+            model_at(cfg.steps),
             &teacher,
             &val,
             cfg.temperature.at(1.0, 0),

@@ -1,0 +1,184 @@
+//! A checkpoint as a GGUF file: the student rebuilt from its teacher (embeddings and anything
+//! else it did not train), the trained weights loaded over it, and every tensor quantized with
+//! the recipe it trained against.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use qd_export::{assemble, Exported, Recipe, TensorSource};
+use qd_gguf::{GgufFile, Value};
+
+use crate::student::{student_from_teacher_with, VarStore};
+use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
+use crate::train::run::{RunConfig, TrainError};
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    /// The recipe to write; by default the one the checkpoint trained with.
+    pub recipe: Option<Recipe>,
+    /// Allow a recipe other than the trained one (post-training quantization).
+    pub from_f32: bool,
+    /// The teacher file, when it has moved since training.
+    pub teacher: Option<PathBuf>,
+}
+
+/// What was exported, for the report and the provenance keys.
+pub struct StudentExport {
+    pub exported: Exported,
+    pub recipe: Recipe,
+    pub checkpoint: PathBuf,
+    pub step: u64,
+    /// True when the recipe is the one QAT trained against.
+    pub matches_training: bool,
+}
+
+/// `dir` itself when it is a checkpoint, else the newest `step-*` checkpoint inside it.
+pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf, TrainError> {
+    if dir.join("state.json").is_file() || dir.join("model.safetensors").is_file() || !dir.is_dir()
+    {
+        return Ok(dir.to_path_buf());
+    }
+    list(dir).pop().ok_or_else(|| {
+        TrainError::Checkpoint(CheckpointError::Invalid {
+            path: dir.to_path_buf(),
+            problem: "holds no checkpoint (no state.json, no step-* directories)".into(),
+        })
+    })
+}
+
+struct StoreSource<'a>(&'a VarStore);
+
+/// `token_embd` first, then blocks in numeric order, then the rest: llama.cpp's layout.
+fn order_key(name: &str) -> (usize, usize, String) {
+    if name.starts_with("token_embd") {
+        return (0, 0, name.into());
+    }
+    match name
+        .strip_prefix("blk.")
+        .and_then(|r| r.split_once('.'))
+        .and_then(|(i, rest)| i.parse::<usize>().ok().map(|i| (i, rest)))
+    {
+        Some((i, rest)) => (1, i, rest.into()),
+        None => (2, 0, name.into()),
+    }
+}
+
+impl TensorSource for StoreSource<'_> {
+    fn tensors(&self) -> Vec<(String, Vec<usize>)> {
+        let mut v: Vec<(String, Vec<usize>)> = self
+            .0
+            .vars
+            .iter()
+            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
+            .chain(
+                self.0
+                    .frozen
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.dims().to_vec())),
+            )
+            .collect();
+        v.sort_by_key(|(n, _)| order_key(n));
+        v
+    }
+
+    fn f32(&self, name: &str) -> qd_export::Result<Tensor> {
+        self.0
+            .tensor(name)
+            .map_err(|e| qd_export::ExportError::Invalid(e.to_string()))
+    }
+}
+
+/// Rebuilds the student of checkpoint `dir` and assembles its GGUF file (not yet written).
+pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExport, TrainError> {
+    let dir = resolve_checkpoint(dir)?;
+    let state = Checkpoint::load_state(&dir)?;
+    let cfg: RunConfig = serde_json::from_value(state["config"].clone()).map_err(|e| {
+        TrainError::Config(format!("{}: unreadable run config: {e}", dir.display()))
+    })?;
+    let trained = cfg.recipe()?;
+    let recipe = match (opts.recipe, trained) {
+        (Some(r), _) => r,
+        (None, Some(r)) => r,
+        (None, None) => {
+            return Err(TrainError::Config(format!(
+                "{} was trained without QAT; choose a recipe (--recipe) and pass --from-f32 for post-training quantization",
+                dir.display()
+            )))
+        }
+    };
+    let matches_training = trained == Some(recipe);
+    if !matches_training && !opts.from_f32 && recipe != Recipe::F32 {
+        return Err(TrainError::Config(format!(
+            "{} trained {}, not {}; pass --from-f32 to quantize it after training anyway",
+            dir.display(),
+            trained
+                .map(|r| format!("with QAT recipe {}", r.name()))
+                .unwrap_or_else(|| "without QAT".into()),
+            recipe.name()
+        )));
+    }
+    let teacher_path = opts.teacher.clone().unwrap_or_else(|| cfg.teacher.clone());
+    let teacher = GgufFile::open(&teacher_path)?;
+    let sha = qd_export::file_sha256(&teacher_path)?;
+    if let Some(want) = state["teacher_sha256"].as_str() {
+        if want != sha {
+            return Err(TrainError::Config(format!(
+                "{} is not the teacher {} was trained against (sha256 {want})",
+                teacher_path.display(),
+                dir.display()
+            )));
+        }
+    }
+    let dev = Device::Cpu;
+    let frozen: &[&str] = if cfg.freeze_embeddings {
+        &["token_embd.weight", "output.weight"]
+    } else {
+        &[]
+    };
+    let (student, store) = student_from_teacher_with(&teacher, &cfg.student_blocks, frozen, &dev)?;
+    store.load_weights(&Checkpoint::load_weights(&dir, &dev)?)?;
+    let step = state["step"].as_u64().unwrap_or(0);
+    let name = teacher
+        .opt("general.name", GgufFile::get_str)?
+        .unwrap_or("model")
+        .to_string();
+    let s = |v: &str| Value::String(v.to_string());
+    let extra = vec![
+        (
+            "general.name".to_string(),
+            s(&format!("{name} student ({} blocks)", student.hp.n_layer)),
+        ),
+        ("qat_distill.teacher_sha256".to_string(), s(&sha)),
+        ("qat_distill.recipe".to_string(), s(&recipe.name())),
+        ("qat_distill.qat".to_string(), Value::Bool(matches_training)),
+        ("qat_distill.steps".to_string(), Value::U64(step)),
+        (
+            "qat_distill.data_hash".to_string(),
+            s(state["data_hash"].as_str().unwrap_or("")),
+        ),
+        (
+            "qat_distill.teacher_blocks".to_string(),
+            Value::Array(
+                qd_gguf::ValueType::U32,
+                cfg.student_blocks
+                    .iter()
+                    .map(|&b| Value::U32(b as u32))
+                    .collect(),
+            ),
+        ),
+    ];
+    let exported = assemble(
+        &teacher,
+        student.hp.n_layer,
+        &StoreSource(&store),
+        recipe,
+        extra,
+    )?;
+    Ok(StudentExport {
+        exported,
+        recipe,
+        checkpoint: dir,
+        step,
+        matches_training,
+    })
+}

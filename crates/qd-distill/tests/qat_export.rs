@@ -1,0 +1,207 @@
+//! QAT → export: the exported file holds exactly the weights the QAT forward pass used, and our
+//! loader's logits on it match the QAT student's.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{Device, Tensor};
+use qd_distill::export::{export_checkpoint, ExportOptions};
+use qd_distill::student::{student_from_teacher_with, QatPlan};
+use qd_distill::train::checkpoint::{list, Checkpoint};
+use qd_distill::train::run::{run, RunConfig, TrainError};
+use qd_export::Recipe;
+use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+use qd_gguf::{GgmlType, GgufFile};
+use qd_model::{ForwardOpts, Transformer};
+
+const DEV: Device = Device::Cpu;
+
+fn config(dir: &Path, qat: Option<&str>, embeddings: bool) -> RunConfig {
+    let teacher = write_tiny(
+        dir,
+        "teacher.gguf",
+        &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
+    );
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "the thin heath in the inn at the heath ".repeat(40),
+    )
+    .unwrap();
+    RunConfig {
+        teacher,
+        data: vec![corpus],
+        out: dir.join("run"),
+        student_blocks: vec![0, 1],
+        seq_len: 16,
+        steps: 2,
+        lr: 1e-2,
+        eval_every: 0,
+        eval_sequences: 1,
+        qat: qat.map(String::from),
+        qat_embeddings: embeddings,
+        ..Default::default()
+    }
+}
+
+fn train(cfg: &RunConfig) {
+    run(cfg, false, &AtomicBool::new(false), |_| {}).unwrap();
+}
+
+fn logits(m: &Transformer<impl qd_model::Linear, impl qd_model::Embedding>) -> Tensor {
+    let ids = Tensor::new(&[[2u32, 17, 40, 99, 5, 230, 8, 61]], &DEV).unwrap();
+    m.forward(&ids, None, &ForwardOpts::default())
+        .unwrap()
+        .logits
+        .unwrap()
+}
+
+fn check_recipe(recipe: &str, embeddings: bool) {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), Some(recipe), embeddings);
+    train(&cfg);
+    let e = export_checkpoint(&cfg.out, &ExportOptions::default()).unwrap();
+    assert!(e.matches_training);
+    let path = d.path().join("student.gguf");
+    qd_export::write_new(&e.exported, &path, false).unwrap();
+    let out = GgufFile::open(&path).unwrap();
+    assert_eq!(out.get_u64("gemma3.block_count").unwrap(), 2);
+    assert_eq!(out.get_str("qat_distill.recipe").unwrap(), recipe);
+    assert_eq!(out.get_u64("qat_distill.steps").unwrap(), 2);
+
+    // The QAT student exactly as training built it, from the checkpoint.
+    let tf = GgufFile::open(&cfg.teacher).unwrap();
+    let frozen = ["token_embd.weight", "output.weight"];
+    let (student, store) = student_from_teacher_with(&tf, &[0, 1], &frozen, &DEV).unwrap();
+    let ck = list(&cfg.out).pop().unwrap();
+    store
+        .load_weights(&Checkpoint::load_weights(&ck, &DEV).unwrap())
+        .unwrap();
+    let plan = QatPlan::new(Recipe::parse(recipe).unwrap(), &store, 2, embeddings);
+    let qstore = plan.apply(&store).unwrap();
+    let mut checked = 0;
+    for info in out.tensors() {
+        let n = &info.name;
+        let seen = match qstore.fake_quant.get(n) {
+            Some(op) => op.apply(&qstore.tensor(n).unwrap()).unwrap(),
+            None => qstore.tensor(n).unwrap(),
+        };
+        let got = out.dequantize(n, &DEV).unwrap();
+        let a: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = seen.flatten_all().unwrap().to_vec1().unwrap();
+        let planned = plan.types.contains_key(n);
+        if planned || info.dtype == GgmlType::F32 {
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{recipe}: {n} ({:?}) differs from the weight QAT trained with",
+                info.dtype
+            );
+            checked += 1;
+        } else {
+            // Only the embedding / LM head escapes the plan, and only without qat_embeddings.
+            assert!(
+                !embeddings && n == "token_embd.weight",
+                "{recipe}: {n} not planned"
+            );
+        }
+        if planned {
+            assert_eq!(info.dtype, plan.types[n].ggml(), "{recipe}: {n}");
+        }
+    }
+    assert_eq!(
+        checked,
+        out.tensors().len() - usize::from(!embeddings),
+        "{recipe}"
+    );
+    if !embeddings {
+        return;
+    }
+    // Logits: our f32 loader on the file = the QAT student; the quantized loader (activations
+    // quantized to Q8 as llama.cpp does) stays close.
+    let qat_student = Transformer::load(student.hp.clone(), &qstore, &DEV).unwrap();
+    let want = logits(&qat_student);
+    let scale = qd_fixtures::max_abs(&want);
+    let dense = logits(&qd_model::load_dequantized(&out, &DEV).unwrap());
+    let dq = qd_fixtures::max_abs(&(&dense - &want).unwrap());
+    assert!(
+        dq <= 1e-5 * scale,
+        "{recipe}: dequantized loader differs by {dq} (scale {scale})"
+    );
+    let quant = logits(&qd_model::load_quantized(&out, &DEV).unwrap());
+    let dq = qd_fixtures::max_abs(&(&quant - &want).unwrap());
+    assert!(
+        dq <= 0.02 * scale,
+        "{recipe}: quantized loader differs by {dq} (scale {scale})"
+    );
+}
+
+#[test]
+fn exported_tensors_are_the_weights_qat_trained_with() {
+    for r in ["q4_0", "q4_k", "q5_0", "q8_0", "q4_k_m", "qat-q4"] {
+        check_recipe(r, true);
+    }
+    check_recipe("q4_0", false);
+}
+
+#[test]
+fn export_refuses_what_it_cannot_honour() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), None, false);
+    train(&cfg);
+    let msg = |r: Result<_, TrainError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("should fail"),
+    };
+    let plain = ExportOptions::default();
+    assert!(msg(export_checkpoint(&cfg.out, &plain)).contains("trained without QAT"));
+    let q4 = ExportOptions {
+        recipe: Some(Recipe::parse("q4_0").unwrap()),
+        ..Default::default()
+    };
+    assert!(msg(export_checkpoint(&cfg.out, &q4)).contains("--from-f32"));
+    let ptq = ExportOptions {
+        from_f32: true,
+        ..q4.clone()
+    };
+    let e = export_checkpoint(&cfg.out, &ptq).unwrap();
+    assert!(!e.matches_training);
+    // f32 export needs no permission: nothing is quantized.
+    let f32 = ExportOptions {
+        recipe: Some(Recipe::F32),
+        ..Default::default()
+    };
+    export_checkpoint(&cfg.out, &f32).unwrap();
+    // Another teacher than the one trained against.
+    let other = write_tiny(
+        d.path(),
+        "other.gguf",
+        &TinySpec::new(Family::Gemma3, GgmlType::F32),
+    );
+    let moved = ExportOptions {
+        teacher: Some(other),
+        ..ptq
+    };
+    assert!(msg(export_checkpoint(&cfg.out, &moved)).contains("is not the teacher"));
+    // A directory that is not a checkpoint, and a checkpoint that lost its config.
+    assert!(msg(export_checkpoint(d.path(), &f32)).contains("holds no checkpoint"));
+    let ck = list(&cfg.out).pop().unwrap();
+    std::fs::remove_file(ck.join("state.json")).unwrap();
+    assert!(msg(export_checkpoint(&ck, &f32)).contains("not a checkpoint"));
+}
+
+#[test]
+fn delayed_qat_switches_on_at_its_step() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), Some("q4_0"), false);
+    cfg.qat_start = 1;
+    cfg.steps = 2;
+    train(&cfg);
+    // Resuming with another recipe is refused.
+    let mut other = cfg.clone();
+    other.qat = Some("q8_0".into());
+    other.steps = 3;
+    let err = run(&other, true, &AtomicBool::new(false), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("QAT recipe"), "{err}");
+}
