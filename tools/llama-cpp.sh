@@ -32,6 +32,6 @@ if [ -z "$wheel" ]; then
         -w "$WHEELS" "llama-cpp-python==$VERSION" >&2
     wheel=$(ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl | head -n 1)
 fi
-"$PY" -m pip install --quiet --disable-pip-version-check --no-deps "$wheel" >&2
+"$PY" -m pip install --quiet --disable-pip-version-check "$wheel" >&2
 "$PY" -c "import llama_cpp" >&2
 echo "$PY"

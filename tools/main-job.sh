@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# The main job as far as it is built: fetch the default teacher, build qat-distill for this
-# CPU, describe the teacher and measure its held-out perplexity with llama-perplexity's method.
+# The main job, end to end on a fresh machine: fetch the teacher and a training corpus, build
+# qat-distill for this CPU, distil a 6-block student with QAT (models/main-job.toml, ~10 min),
+# export it as GGUF with the grid it trained against, then show teacher and student side by
+# side: llama-bench-style tokens/s, peak memory and held-out perplexity on pydoc.txt.
+# Rerunning resumes the training where it stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TEACHER="$(tools/fetch-teacher.sh)"
+tools/prepare-corpus.sh >/dev/null
 export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/native}"
 cargo build --release --locked -p qat-distill
 BIN="$CARGO_TARGET_DIR/release/qat-distill"
+RUN=runs/main-job
+STUDENT="$RUN/student-qat-q4.gguf"
 
-"$BIN" inspect "$TEACHER"
-"$BIN" generate --model "$TEACHER" --prompt "The capital of France is" -n 24
-"$BIN" eval perplexity --model "$TEACHER" --file tests/data/corpora/pydoc.txt --ctx 512 --chunks "${CHUNKS:-40}"
+"$BIN" train --config models/main-job.toml --teacher "$TEACHER" --out "$RUN" --resume
+"$BIN" export-gguf --checkpoint "$RUN" --out "$STUDENT" --force
+"$BIN" bench tokens-per-second -m "$TEACHER" -m "$STUDENT" -r "${REPS:-3}" \
+    --ppl-file tests/data/corpora/pydoc.txt --ppl-ctx 512 --ppl-chunks "${CHUNKS:-40}"

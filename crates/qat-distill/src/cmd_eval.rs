@@ -13,6 +13,27 @@ pub enum EvalCommand {
     Perplexity(PplArgs),
     /// The k most likely next tokens at every position of a text.
     TopK(TopKArgs),
+    /// KL divergence to a reference model (llama-perplexity --kl-divergence's figures).
+    Kl(KlArgs),
+}
+
+#[derive(clap::Args)]
+pub struct KlArgs {
+    /// The model under test (e.g. a student or a requantized teacher).
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// The reference (e.g. the teacher).
+    #[arg(long)]
+    reference: PathBuf,
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+    #[arg(long, short = 'c', default_value_t = 512)]
+    ctx: usize,
+    /// At most this many chunks (default: all).
+    #[arg(long)]
+    chunks: Option<usize>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -46,6 +67,7 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
     match c {
         EvalCommand::Perplexity(a) => perplexity(a),
         EvalCommand::TopK(a) => top_k(a),
+        EvalCommand::Kl(a) => kl(a),
     }
 }
 
@@ -128,5 +150,62 @@ fn top_k(a: TopKArgs) -> anyhow::Result<()> {
             cands.join(", ")
         );
     }
+    Ok(())
+}
+
+fn kl(a: KlArgs) -> anyhow::Result<()> {
+    let rf = loaded::open(&a.reference)?;
+    let mf = loaded::open(&a.model)?;
+    anyhow::ensure!(
+        rf.get("tokenizer.ggml.tokens") == mf.get("tokenizer.ggml.tokens"),
+        "{} and {} have different vocabularies; KL needs the same tokens",
+        a.model.display(),
+        a.reference.display()
+    );
+    let tok = loaded::tokenizer(&rf)?;
+    let reference = loaded::model(&rf)?;
+    let model = loaded::model(&mf)?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let tokens = tok.encode(&text, true)?;
+    let bos = tok
+        .bos
+        .context("the reference has no BOS token, which llama-perplexity's method needs")?;
+    let params = PerplexityParams {
+        ctx: a.ctx,
+        chunks: a.chunks,
+        bos,
+    };
+    let n = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} chunks  mean KL {msg}  eta {eta}")
+            .expect("static template"),
+    );
+    let r = qd_eval::kl_divergence(&model, &reference, &tokens, &params, |i, _, kl| {
+        bar.set_position(i as u64);
+        bar.set_message(format!("{kl:.6}"));
+    })?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} chunks of {} tokens, {} positions scored, in {:.1} s",
+        r.n_chunks, r.ctx, r.n_scored, r.seconds
+    );
+    println!("Mean PPL(Q)              : {:10.6}", r.ppl_model);
+    println!("Mean PPL(base)           : {:10.6}", r.ppl_reference);
+    println!("Mean PPL(Q)/PPL(base)    : {:10.6}", r.ppl_ratio);
+    println!("Mean    KLD: {:10.6} ± {:.6}", r.mean_kl, r.kl_stderr);
+    println!("Maximum KLD: {:10.6}", r.kl_max);
+    println!("99.0%   KLD: {:10.6}", r.kl_p99);
+    println!("Median  KLD: {:10.6}", r.kl_median);
+    println!(
+        "Same top p: {:6.3} ± {:.3} %",
+        100.0 * r.same_top,
+        100.0 * r.same_top_stderr
+    );
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The `qat-distill` command: a thin layer over the library crates.
 
+mod cmd_bench;
 mod cmd_eval;
 mod cmd_export;
 mod cmd_generate;
@@ -41,6 +42,9 @@ enum Command {
     Train(Box<cmd_train::Args>),
     /// Write a checkpoint (or requantize a GGUF) as a GGUF file of a quantization recipe.
     ExportGguf(cmd_export::Args),
+    /// Benchmarks: tokens/s as llama-bench measures them.
+    #[command(subcommand)]
+    Bench(cmd_bench::BenchCommand),
     /// Evaluate a model: perplexity, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
@@ -81,5 +85,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(c) => cmd_eval::run(c),
         Command::Train(a) => cmd_train::run_cmd(*a),
         Command::ExportGguf(a) => cmd_export::run(a),
+        Command::Bench(c) => cmd_bench::run(c),
     }
 }

@@ -38,6 +38,8 @@ pub struct LayerCtx<'a> {
     pub rope: &'a Rope,
     pub mask: Option<&'a Tensor>,
     pub act: Activation,
+    /// llama.cpp's roundings (see `ggml_numerics`).
+    pub ggml: bool,
 }
 
 /// Whether autograd must see through this computation (a student being trained): candle's
@@ -72,6 +74,7 @@ impl<L: Linear> Block<L> {
         let h = rms_norm(&x, &self.ffn_norm, hp.rms_eps)?;
         let gate = self.gate.forward(&h)?;
         let gate = match ctx.act {
+            Activation::GeluTanh if ctx.ggml => crate::ggml_numerics::gelu(&gate)?,
             Activation::GeluTanh => gate.gelu()?,
             Activation::Silu => candle_nn::ops::silu(&gate)?,
         };
@@ -106,6 +109,16 @@ impl<L: Linear> Block<L> {
         let q = ctx.rope.apply(&q.transpose(1, 2)?.contiguous()?)?;
         let k = ctx.rope.apply(&k.transpose(1, 2)?.contiguous()?)?;
         let v = v.transpose(1, 2)?.contiguous()?;
+        // llama.cpp keeps K and V in an f16 cache and multiplies Q and the attention weights
+        // as f16 against them.
+        let f16 = |t: Tensor| {
+            if ctx.ggml {
+                crate::ggml_numerics::round_f16(&t)
+            } else {
+                Ok(t)
+            }
+        };
+        let (k, v) = (f16(k)?, f16(v)?);
         let (k, v) = match cache {
             Some((c, il)) => c.append(il, k, v)?,
             None => (k, v),
@@ -114,7 +127,7 @@ impl<L: Linear> Block<L> {
         // Grouped-query attention without copying K/V: fold the query heads that share a
         // KV head into the sequence axis.
         let rep = nh / nkv;
-        let q = (q * hp.attn_scale)?.reshape((b, nkv, rep * s, hd))?;
+        let q = f16((q * hp.attn_scale)?)?.reshape((b, nkv, rep * s, hd))?;
         let att = q.matmul(&k.t()?)?;
         let att = match ctx.mask {
             Some(m) => att
@@ -128,7 +141,7 @@ impl<L: Linear> Block<L> {
         } else {
             candle_nn::ops::softmax_last_dim(&att)?
         };
-        let out = att.matmul(&v)?.reshape((b, nh, s, vd))?;
+        let out = f16(att)?.matmul(&v)?.reshape((b, nh, s, vd))?;
         let out = out.transpose(1, 2)?.reshape((b, s, nh * vd))?;
         self.o.forward(&out)
     }

@@ -5,6 +5,7 @@
 pub mod block;
 pub mod cache;
 pub mod error;
+pub mod ggml_numerics;
 pub mod hparams;
 pub mod linear;
 pub mod mask;
@@ -30,7 +31,9 @@ pub type DenseModel = Transformer<DenseLinear, DenseEmbedding>;
 
 pub fn load_quantized(f: &GgufFile, device: &Device) -> Result<QModel> {
     let hp = HParams::from_gguf(f)?;
-    Transformer::load(hp, &GgufWeights::new(f, device), device)
+    let mut m = Transformer::load(hp, &GgufWeights::new(f, device), device)?;
+    m.ggml_numerics = true;
+    Ok(m)
 }
 
 pub fn load_dequantized(f: &GgufFile, device: &Device) -> Result<DenseModel> {

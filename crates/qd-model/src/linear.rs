@@ -8,6 +8,8 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Module, Result, Tensor};
 
+use crate::ggml_numerics::{quantize_activations, ActQuant};
+
 pub trait Linear {
     /// `x [.., in] -> [.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
@@ -24,19 +26,28 @@ pub trait Embedding {
 pub struct QLinear {
     pub weight: QMatMul,
     pub bias: Option<Tensor>,
+    /// How ggml quantizes this matmul's input; reproduced exactly before candle's kernel
+    /// (whose own rounding differs: see `ggml_numerics`).
+    pub act: Option<ActQuant>,
 }
 
 impl QLinear {
     pub fn new(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        let act = ActQuant::for_weight(weight.dtype());
         Ok(Self {
             weight: QMatMul::from_arc(weight)?,
             bias,
+            act,
         })
     }
 }
 
 impl Linear for QLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = &match self.act {
+            Some(kind) if x.device().is_cpu() => quantize_activations(x, kind)?,
+            _ => x.clone(),
+        };
         let y = if x.is_contiguous() {
             self.weight.forward(x)?
         } else {

@@ -56,6 +56,9 @@ pub struct Transformer<L, E> {
     pub lm_head: L,
     pub device: Device,
     rope_factors: Option<Vec<f32>>,
+    /// Reproduce llama.cpp's CPU roundings (f16 KV cache and attention operands, GELU table);
+    /// on for quantized GGUF models, off for f32 references and students being trained.
+    pub ggml_numerics: bool,
 }
 
 fn opt_vec<W: WeightSource>(w: &W, name: &str) -> Result<Option<Tensor>> {
@@ -128,6 +131,7 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
             lm_head: w.linear(head, None)?,
             device: device.clone(),
             rope_factors,
+            ggml_numerics: false,
             hp,
         })
     }
@@ -192,6 +196,7 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
                 }
             };
             let ctx = LayerCtx {
+                ggml: self.ggml_numerics,
                 hp: &self.hp,
                 rope: &ropes[idx].1,
                 mask: if block.swa {

@@ -10,6 +10,7 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 /// Runs a command that must fail and returns its single `error: …` line.
+#[allow(dead_code)] // not every test file uses it
 pub fn one_line_error(args: &[&str]) -> String {
     let o = run(args);
     assert!(!o.status.success(), "{args:?} should fail");

@@ -1,0 +1,378 @@
+//! `bench tokens-per-second`: llama-bench's tests and columns for one or more models, each
+//! measured in a fresh child process so its peak RSS is its own.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context;
+use candle_core::Device;
+use qd_eval::{BenchResult, PerplexityParams};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::loaded;
+
+#[derive(clap::Subcommand)]
+pub enum BenchCommand {
+    /// Prompt processing (-p) and generation (-n) tokens/s, llama-bench style, models side by side.
+    TokensPerSecond(Args),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    Md,
+    Json,
+    Jsonl,
+    Csv,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Backend {
+    Cpu,
+    Cuda,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// GGUF models (repeatable); the first is the baseline of the speed-up column.
+    #[arg(long, short = 'm', required = true)]
+    model: Vec<PathBuf>,
+    /// Prompt tokens processed in one batch (0 skips the test).
+    #[arg(long = "n-prompt", short = 'p', default_value_t = 512)]
+    n_prompt: usize,
+    /// Tokens generated one at a time (0 skips the test).
+    #[arg(long = "n-gen", short = 'n', default_value_t = 128)]
+    n_gen: usize,
+    /// Timed repetitions per test (after one warm-up run).
+    #[arg(long = "repetitions", short = 'r', default_value_t = 5)]
+    reps: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: Backend,
+    #[arg(long, short = 'o', value_enum, default_value = "md")]
+    output: Output,
+    /// Also measure perplexity on this text (llama-perplexity's method).
+    #[arg(long)]
+    ppl_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 512)]
+    ppl_ctx: usize,
+    #[arg(long)]
+    ppl_chunks: Option<usize>,
+    #[arg(long, default_value_t = 1234)]
+    seed: u64,
+    /// Internal: measure the single --model in this process and print its record.
+    #[arg(long, hide = true)]
+    child: bool,
+}
+
+/// One model's measurements (what a child process reports).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ModelRecord {
+    model_filename: String,
+    model_type: String,
+    model_size: u64,
+    model_n_params: u64,
+    backend: String,
+    n_threads: usize,
+    peak_rss_bytes: u64,
+    load_seconds: f64,
+    results: Vec<BenchResult>,
+    perplexity: Option<serde_json::Value>,
+}
+
+pub fn run(c: BenchCommand) -> anyhow::Result<()> {
+    match c {
+        BenchCommand::TokensPerSecond(a) => tokens_per_second(a),
+    }
+}
+
+fn ftype_name(ft: u64) -> String {
+    match ft {
+        0 => "all F32".into(),
+        1 => "F16".into(),
+        2 => "Q4_0".into(),
+        3 => "Q4_1".into(),
+        7 => "Q8_0".into(),
+        8 => "Q5_0".into(),
+        9 => "Q5_1".into(),
+        10 => "Q2_K - Medium".into(),
+        11 => "Q3_K - Small".into(),
+        12 => "Q3_K - Medium".into(),
+        13 => "Q3_K - Large".into(),
+        14 => "Q4_K - Small".into(),
+        15 => "Q4_K - Medium".into(),
+        16 => "Q5_K - Small".into(),
+        17 => "Q5_K - Medium".into(),
+        18 => "Q6_K".into(),
+        other => format!("file type {other}"),
+    }
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn device(b: Backend) -> anyhow::Result<Device> {
+    match b {
+        Backend::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        Backend::Cuda => Ok(Device::new_cuda(0).context("opening CUDA device 0")?),
+        #[cfg(not(feature = "cuda"))]
+        Backend::Cuda => {
+            anyhow::bail!("this binary was built without CUDA; rebuild with --features cuda")
+        }
+    }
+}
+
+fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
+    let dev = device(a.device)?;
+    let f = loaded::open(path)?;
+    let t0 = std::time::Instant::now();
+    let model = qd_model::load_quantized(&f, &dev)
+        .with_context(|| format!("{}: loading the model", path.display()))?;
+    let load_seconds = t0.elapsed().as_secs_f64();
+    let tok = loaded::tokenizer(&f)?;
+    let add_bos = f
+        .opt("tokenizer.ggml.add_bos_token", qd_gguf::GgufFile::get_bool)?
+        .unwrap_or(true);
+    let bos = if add_bos { tok.bos } else { None };
+    let results = qd_eval::bench(&model, a.n_prompt, a.n_gen, a.reps, bos, a.seed)?;
+    let perplexity = match &a.ppl_file {
+        None => None,
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            let tokens = tok.encode(&text, true)?;
+            let params = PerplexityParams {
+                ctx: a.ppl_ctx,
+                chunks: a.ppl_chunks,
+                bos: tok.bos.context("the model has no BOS token")?,
+            };
+            let r = qd_eval::perplexity(&model, &tokens, &params, |_, _, _| {})?;
+            Some(
+                json!({"ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "ctx": r.ctx, "n_chunks": r.n_chunks}),
+            )
+        }
+    };
+    let n_params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
+    let size: u64 = f.tensors().iter().map(|t| t.n_bytes()).sum();
+    let ft = f.opt("general.file_type", qd_gguf::GgufFile::get_u64)?;
+    Ok(ModelRecord {
+        model_filename: path.display().to_string(),
+        model_type: format!(
+            "{} {:.0}M {}",
+            f.architecture()?,
+            n_params as f64 / 1e6,
+            ft.map_or_else(|| "?".into(), ftype_name)
+        ),
+        model_size: size,
+        model_n_params: n_params,
+        backend: match a.device {
+            Backend::Cpu => "CPU".into(),
+            Backend::Cuda => "CUDA".into(),
+        },
+        n_threads: rayon::current_num_threads(),
+        peak_rss_bytes: peak_rss_bytes(),
+        load_seconds,
+        results,
+        perplexity,
+    })
+}
+
+/// Runs this binary on one model and reads its record.
+fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
+    let exe = std::env::current_exe().context("locating the qat-distill binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["-t", &rayon::current_num_threads().to_string()])
+        .args(["bench", "tokens-per-second", "--child", "-m"])
+        .arg(path)
+        .args(["-p", &a.n_prompt.to_string(), "-n", &a.n_gen.to_string()])
+        .args(["-r", &a.reps.to_string(), "--seed", &a.seed.to_string()])
+        .args(["--ppl-ctx", &a.ppl_ctx.to_string()])
+        .args([
+            "--device",
+            if a.device == Backend::Cpu {
+                "cpu"
+            } else {
+                "cuda"
+            },
+        ]);
+    if let Some(p) = &a.ppl_file {
+        cmd.arg("--ppl-file").arg(p);
+    }
+    if let Some(c) = a.ppl_chunks {
+        cmd.args(["--ppl-chunks", &c.to_string()]);
+    }
+    let out = cmd.output().context("starting the benchmark process")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        anyhow::bail!("{}", err.trim().trim_start_matches("error: "));
+    }
+    serde_json::from_slice(&out.stdout).context("reading the benchmark process's report")
+}
+
+fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
+    let base: Vec<(String, f64)> = records
+        .first()
+        .map(|r| {
+            r.results
+                .iter()
+                .map(|t| (t.test.clone(), t.avg_ts()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut rows = Vec::new();
+    for r in records {
+        for t in &r.results {
+            let speedup = base
+                .iter()
+                .find(|(n, _)| *n == t.test)
+                .map(|(_, b)| t.avg_ts() / b);
+            let ns = t.samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            let mean = t.avg_ns();
+            let sd = if ns.len() > 1 {
+                (ns.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (ns.len() - 1) as f64).sqrt()
+            } else {
+                0.0
+            };
+            rows.push(json!({
+                "model_filename": r.model_filename, "model_type": r.model_type,
+                "model_size": r.model_size, "model_n_params": r.model_n_params,
+                "backend": r.backend, "n_threads": r.n_threads,
+                "n_prompt": t.n_prompt, "n_gen": t.n_gen, "test": t.test,
+                "avg_ns": mean.round() as u64, "stddev_ns": sd.round() as u64,
+                "avg_ts": t.avg_ts(), "stddev_ts": t.stddev_ts(),
+                "samples_ns": t.samples_ns, "samples_ts": t.samples_ts(),
+                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup,
+                "ppl": r.perplexity.as_ref().map(|p| p["ppl"].clone()),
+            }));
+        }
+    }
+    rows
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
+}
+
+fn markdown(records: &[ModelRecord]) -> String {
+    let mut s = String::from(
+        "| model | size | params | backend | threads | test | t/s | bytes | peak RSS | speed-up |\n\
+         | ----- | ---: | -----: | ------- | ------: | ---: | --: | ----: | -------: | -------: |\n",
+    );
+    for row in rows(records) {
+        let file = Path::new(row["model_filename"].as_str().unwrap_or(""))
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "| {} ({}) | {} | {:.2} M | {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} |\n",
+            row["model_type"].as_str().unwrap_or(""),
+            file,
+            mib(row["model_size"].as_u64().unwrap_or(0)),
+            row["model_n_params"].as_u64().unwrap_or(0) as f64 / 1e6,
+            row["backend"].as_str().unwrap_or(""),
+            row["n_threads"],
+            row["test"].as_str().unwrap_or(""),
+            row["avg_ts"].as_f64().unwrap_or(0.0),
+            row["stddev_ts"].as_f64().unwrap_or(0.0),
+            row["model_size"],
+            mib(row["peak_rss_bytes"].as_u64().unwrap_or(0)),
+            row["speedup"]
+                .as_f64()
+                .map_or("".into(), |v| format!("{v:.2}×")),
+        ));
+    }
+    if records.iter().any(|r| r.perplexity.is_some()) {
+        s.push_str(
+            "\n| model | perplexity | ctx | chunks |\n| ----- | ---------: | --: | -----: |\n",
+        );
+        for r in records {
+            if let Some(p) = &r.perplexity {
+                s.push_str(&format!(
+                    "| {} | {:.4} ± {:.4} | {} | {} |\n",
+                    r.model_filename,
+                    p["ppl"].as_f64().unwrap_or(f64::NAN),
+                    p["ppl_stderr"].as_f64().unwrap_or(f64::NAN),
+                    p["ctx"],
+                    p["n_chunks"]
+                ));
+            }
+        }
+    }
+    s
+}
+
+fn csv(records: &[ModelRecord]) -> String {
+    let cols = [
+        "model_filename",
+        "model_type",
+        "model_size",
+        "model_n_params",
+        "backend",
+        "n_threads",
+        "n_prompt",
+        "n_gen",
+        "test",
+        "avg_ns",
+        "stddev_ns",
+        "avg_ts",
+        "stddev_ts",
+        "peak_rss_bytes",
+        "speedup",
+        "ppl",
+    ];
+    let mut s = cols.join(",") + "\n";
+    for row in rows(records) {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| match &row[*c] {
+                serde_json::Value::String(v) => format!("\"{}\"", v.replace('"', "\"\"")),
+                serde_json::Value::Null => String::new(),
+                v => v.to_string(),
+            })
+            .collect();
+        s.push_str(&(cells.join(",") + "\n"));
+    }
+    s
+}
+
+fn tokens_per_second(a: Args) -> anyhow::Result<()> {
+    if a.child {
+        anyhow::ensure!(a.model.len() == 1, "--child takes one model");
+        let r = measure(&a, &a.model[0])?;
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    anyhow::ensure!(a.reps > 0, "--repetitions must be at least 1");
+    anyhow::ensure!(
+        a.n_prompt + a.n_gen > 0,
+        "nothing to measure: -p and -n are both 0"
+    );
+    let mut records = Vec::new();
+    for m in &a.model {
+        anyhow::ensure!(m.is_file(), "{}: no such model file", m.display());
+        if std::io::stderr().is_terminal() {
+            eprintln!("benchmarking {} ...", m.display());
+        }
+        records.push(in_child(&a, m).with_context(|| format!("benchmarking {}", m.display()))?);
+    }
+    match a.output {
+        Output::Md => print!("{}", markdown(&records)),
+        Output::Csv => print!("{}", csv(&records)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows(&records))?),
+        Output::Jsonl => {
+            for r in rows(&records) {
+                println!("{r}");
+            }
+        }
+    }
+    Ok(())
+}
