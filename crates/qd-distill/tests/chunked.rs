@@ -8,8 +8,20 @@ use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
 use qd_model::{ForwardOpts, Logits};
 
+/// Forward and reverse KL take the fused loss (closed-form logit gradients), JSD the composed
+/// ops; all three must equal plain autograd over the whole batch.
 #[test]
 fn chunked_equals_unchunked() {
+    for div in [
+        Divergence::Forward,
+        Divergence::Reverse,
+        Divergence::Jsd { beta: 0.3 },
+    ] {
+        check(div);
+    }
+}
+
+fn check(div: Divergence) {
     let dev = Device::Cpu;
     let f = GgufFile::from_bytes(
         "tiny.gguf",
@@ -42,7 +54,7 @@ fn chunked_equals_unchunked() {
     let cfg = LossConfig {
         alpha: 0.6,
         temperature: 15.0,
-        divergence: Divergence::Forward,
+        divergence: div,
         chunk: 5,
     };
 
@@ -101,7 +113,7 @@ fn chunked_equals_unchunked() {
                 let d = qd_fixtures::max_abs(&(a - b).unwrap());
                 assert!(
                     d <= 1e-3 * scale,
-                    "{name}: max |Δgrad| {d} vs scale {scale}"
+                    "{div:?} {name}: max |Δgrad| {d} vs scale {scale}"
                 );
                 checked += 1;
             }

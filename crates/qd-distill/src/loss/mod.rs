@@ -9,6 +9,7 @@
 pub mod ce;
 pub mod divergence;
 pub mod feature;
+pub mod fused;
 pub mod shift;
 pub mod topk;
 

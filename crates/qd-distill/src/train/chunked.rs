@@ -4,10 +4,10 @@
 //! reached its final hidden state.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 use qd_model::{Embedding, Linear, Transformer};
 
-use crate::loss::{cross_entropy, divergence, Divergence};
+use crate::loss::{cross_entropy, divergence, fused, Divergence};
 
 #[derive(Debug, Clone, Copy)]
 pub struct LossConfig {
@@ -85,21 +85,33 @@ where
             .lm_head(&teacher_normed.narrow(0, start, len)?.unsqueeze(0)?)?
             .squeeze(0)?;
         let m = mask.narrow(0, start, len)?;
-        let kd = divergence(&s_logits, &t_logits, &m, cfg.temperature, cfg.divergence)?;
-        let ce = cross_entropy(&s_logits, &targets.narrow(0, start, len)?, &m)?;
-        let loss = (kd.sum.affine(cfg.alpha * t2 * norm, 0.0)?
-            + ce.sum.affine((1.0 - cfg.alpha) * norm, 0.0)?)?;
-        parts.kd += kd
-            .sum
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?
-            * norm;
-        parts.ce += ce
-            .sum
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?
-            * norm;
-        parts.total += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        let tg = targets.narrow(0, start, len)?;
+        let (w_kd, w_ce) = (cfg.alpha * t2 * norm, (1.0 - cfg.alpha) * norm);
+        let loss = if fused::supports(cfg.divergence) {
+            let f = fused::fused_loss(
+                &s_logits.detach(),
+                &t_logits,
+                &tg.to_dtype(DType::U32)?.to_vec1::<u32>()?,
+                &m.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+                cfg.temperature,
+                cfg.divergence,
+                w_kd,
+                w_ce,
+            )?;
+            parts.kd += f.kd_sum * norm;
+            parts.ce += f.ce_sum * norm;
+            parts.total += w_kd * f.kd_sum + w_ce * f.ce_sum;
+            // Its gradient with respect to the logits is exactly `f.grad`.
+            (s_logits * f.grad)?.sum_all()?
+        } else {
+            let kd = divergence(&s_logits, &t_logits, &m, cfg.temperature, cfg.divergence)?;
+            let ce = cross_entropy(&s_logits, &tg, &m)?;
+            let loss = (kd.sum.affine(w_kd, 0.0)? + ce.sum.affine(w_ce, 0.0)?)?;
+            parts.kd += kd.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;
+            parts.ce += ce.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;
+            parts.total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            loss
+        };
         let g = loss.backward()?;
         if let Some(gh) = g.get(h.as_tensor()) {
             grad_h = (grad_h + gh)?;
