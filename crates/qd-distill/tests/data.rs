@@ -101,3 +101,33 @@ fn stream_packing_and_split() {
         "the data hash does not depend on the shuffle"
     );
 }
+
+#[test]
+fn token_cache_serves_reruns_and_survives_corruption() {
+    use qd_distill::data::token_cache::{cached_token_stream, Source};
+    let f = GgufFile::from_bytes(
+        "tiny.gguf",
+        tiny_gguf(&TinySpec::new(Family::Gemma3, GgmlType::Q8_0)),
+    )
+    .unwrap();
+    let tok = GgufTokenizer::from_gguf(&f).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let docs = vec!["the thin heath".to_string(), "in the inn".to_string()];
+    let want = token_stream(&tok, &docs).unwrap();
+    let run = |docs: &[String]| cached_token_stream(&tok, "tiny", docs, Some(d.path())).unwrap();
+    assert_eq!(run(&docs), (want.clone(), Source::Tokenized));
+    assert_eq!(run(&docs), (want.clone(), Source::Cache));
+    // Other text, or another tokenizer identity, is another entry.
+    let other = vec!["the thin heath".to_string(), "in the inn!".to_string()];
+    assert_eq!(run(&other).1, Source::Tokenized);
+    let (_, src) = cached_token_stream(&tok, "other-teacher", &docs, Some(d.path())).unwrap();
+    assert_eq!(src, Source::Tokenized);
+    // A truncated entry is ignored and rewritten.
+    for e in std::fs::read_dir(d.path()).unwrap() {
+        let p = e.unwrap().path();
+        let b = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &b[..b.len() - 1]).unwrap();
+    }
+    assert_eq!(run(&docs), (want.clone(), Source::Tokenized));
+    assert_eq!(run(&docs), (want, Source::Cache));
+}

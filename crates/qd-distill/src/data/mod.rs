@@ -3,6 +3,8 @@
 
 pub mod corpus;
 pub mod pack;
+pub mod token_cache;
 
 pub use corpus::{read_documents, DataError};
 pub use pack::{pack, split_and_shuffle, Packed};
+pub use token_cache::{cached_token_stream, default_cache_dir};

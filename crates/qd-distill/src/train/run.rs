@@ -63,6 +63,8 @@ pub struct RunConfig {
     pub qat_start: usize,
     /// Also fake-quantize the token embedding and LM head.
     pub qat_embeddings: bool,
+    /// Keep the tokenized corpus in the user cache (`~/.cache/qat-distill/tokens`).
+    pub token_cache: bool,
 }
 
 impl Default for RunConfig {
@@ -97,6 +99,7 @@ impl Default for RunConfig {
             qat: None,
             qat_start: 0,
             qat_embeddings: false,
+            token_cache: true,
         }
     }
 }
@@ -250,7 +253,14 @@ pub fn run(
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
     let teacher = qd_model::load_quantized(&tf, &dev)?;
     let docs = read_documents(&cfg.data)?;
-    let stream = crate::data::pack::token_stream(&tok, &docs)?;
+    let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
+    let cache_dir = if cfg.token_cache {
+        crate::data::default_cache_dir()
+    } else {
+        None
+    };
+    let (stream, _) =
+        crate::data::cached_token_stream(&tok, &teacher_sha256, &docs, cache_dir.as_deref())?;
     let packed = split_and_shuffle(pack(&stream, cfg.seq_len)?, cfg.val_fraction, cfg.seed);
     if packed.train.is_empty() {
         return Err(TrainError::Data(DataError::TooShort {
@@ -280,7 +290,6 @@ pub fn run(
         Some(q) if s >= cfg.qat_start => q,
         _ => &student,
     };
-    let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
     let mut opt = AdamW::new(
         store.vars.clone(),
         AdamWConfig {
