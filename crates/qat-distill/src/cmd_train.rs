@@ -47,6 +47,9 @@ pub struct Args {
     eval_every: Option<usize>,
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// A student preset (TOML, see models/student-6l.toml) instead of teacher blocks.
+    #[arg(long)]
+    student_config: Option<PathBuf>,
     /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4 (or any single GGUF block type).
     #[arg(long)]
     qat: Option<String>,
@@ -79,6 +82,14 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
          seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every);
     if !a.data.is_empty() {
         c.data = a.data.clone();
+    }
+    if let Some(p) = &a.student_config {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        c.student = Some(
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid student config", p.display()))?,
+        );
     }
     if let Some(v) = &a.qat {
         c.qat = Some(v.clone());

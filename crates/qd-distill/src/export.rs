@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use qd_export::{assemble, Exported, Recipe, TensorSource};
 use qd_gguf::{GgufFile, Value};
 
-use crate::student::{student_from_teacher_with, VarStore};
+use crate::student::{build_student, VarStore};
 use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
 use crate::train::run::{RunConfig, TrainError};
 
@@ -135,7 +135,13 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
     } else {
         &[]
     };
-    let (student, store) = student_from_teacher_with(&teacher, &cfg.student_blocks, frozen, &dev)?;
+    let (student, store) = build_student(
+        &teacher,
+        &cfg.student_blocks,
+        cfg.student.as_ref(),
+        frozen,
+        &dev,
+    )?;
     store.load_weights(&Checkpoint::load_weights(&dir, &dev)?)?;
     let step = state["step"].as_u64().unwrap_or(0);
     let name = teacher
@@ -157,16 +163,35 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
             s(state["data_hash"].as_str().unwrap_or("")),
         ),
         (
-            "qat_distill.teacher_blocks".to_string(),
-            Value::Array(
-                qd_gguf::ValueType::U32,
-                cfg.student_blocks
-                    .iter()
-                    .map(|&b| Value::U32(b as u32))
-                    .collect(),
-            ),
+            "qat_distill.student_init".to_string(),
+            s(&match &cfg.student {
+                Some(c) => format!("config: {}", serde_json::to_string(c).unwrap_or_default()),
+                None => format!("teacher blocks {:?}", cfg.student_blocks),
+            }),
         ),
     ];
+    // The student's own shape (a config student may differ from the teacher in all of these).
+    let arch = student.hp.arch.name();
+    let hp = &student.hp;
+    let mut extra = extra;
+    for (k, v) in [
+        ("feed_forward_length", hp.n_ff),
+        ("attention.head_count", hp.n_head),
+        ("attention.head_count_kv", hp.n_head_kv),
+        ("attention.key_length", hp.head_dim),
+        ("attention.value_length", hp.value_dim),
+    ] {
+        extra.push((format!("{arch}.{k}"), Value::U32(v as u32)));
+    }
+    if teacher
+        .get(&format!("{arch}.rope.dimension_count"))
+        .is_some()
+    {
+        extra.push((
+            format!("{arch}.rope.dimension_count"),
+            Value::U32(hp.rope_dim as u32),
+        ));
+    }
     let exported = assemble(
         &teacher,
         student.hp.n_layer,

@@ -205,3 +205,54 @@ fn delayed_qat_switches_on_at_its_step() {
         .unwrap();
     assert!(err.to_string().contains("QAT recipe"), "{err}");
 }
+
+#[test]
+fn config_students_train_export_and_reload() {
+    use qd_distill::student::StudentConfig;
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), Some("q8_0"), false);
+    cfg.student = Some(StudentConfig {
+        n_layer: 3,
+        n_ff: Some(256),
+        n_head: Some(2),
+        n_head_kv: Some(1),
+        head_dim: None,
+        init_std: 0.02,
+        seed: 7,
+    });
+    train(&cfg);
+    let f32 = ExportOptions {
+        recipe: Some(Recipe::F32),
+        ..Default::default()
+    };
+    let e = export_checkpoint(&cfg.out, &f32).unwrap();
+    let path = d.path().join("s.gguf");
+    qd_export::write_new(&e.exported, &path, false).unwrap();
+    let out = GgufFile::open(&path).unwrap();
+    let hp = qd_model::HParams::from_gguf(&out).unwrap();
+    assert_eq!(
+        (hp.n_layer, hp.n_ff, hp.n_head, hp.n_head_kv),
+        (3, 256, 2, 1)
+    );
+    // The file's model is the trained one.
+    let tf = GgufFile::open(&cfg.teacher).unwrap();
+    let frozen = ["token_embd.weight", "output.weight"];
+    let (student, store) =
+        qd_distill::student::build_student(&tf, &[], cfg.student.as_ref(), &frozen, &DEV).unwrap();
+    let ck = list(&cfg.out).pop().unwrap();
+    store
+        .load_weights(&Checkpoint::load_weights(&ck, &DEV).unwrap())
+        .unwrap();
+    let want = logits(&student);
+    let got = logits(&qd_model::load_dequantized(&out, &DEV).unwrap());
+    let dq = qd_fixtures::max_abs(&(&got - &want).unwrap());
+    assert!(dq <= 1e-5 * qd_fixtures::max_abs(&want), "{dq}");
+    // Heads that do not divide are refused before any work.
+    let mut bad = cfg.clone();
+    bad.out = d.path().join("bad");
+    bad.student.as_mut().unwrap().n_head_kv = Some(3);
+    let err = run(&bad, false, &AtomicBool::new(false), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not a multiple"), "{err}");
+}

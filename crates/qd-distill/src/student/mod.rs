@@ -1,11 +1,13 @@
 //! Student models: the shared transformer over trainable f32 weights that a fake-quant op can
 //! wrap, with GGUF tensor names throughout (so export is a mapping, not a translation).
 
+pub mod from_config;
 pub mod from_teacher;
 pub mod qat;
 pub mod trainable;
 pub mod var_store;
 
+pub use from_config::{student_from_config, StudentConfig};
 pub use from_teacher::{student_from_teacher, student_from_teacher_with};
 pub use qat::QatPlan;
 pub use trainable::{TrainableEmbedding, TrainableLinear};
@@ -13,3 +15,17 @@ pub use var_store::VarStore;
 
 /// A student: the same transformer as the teacher, over trainable weights.
 pub type Student = qd_model::Transformer<TrainableLinear, TrainableEmbedding>;
+
+/// The student a run describes: from a config when it has one, else from teacher blocks.
+pub fn build_student(
+    teacher: &qd_gguf::GgufFile,
+    blocks: &[usize],
+    config: Option<&StudentConfig>,
+    frozen: &[&str],
+    device: &candle_core::Device,
+) -> qd_model::Result<(Student, VarStore)> {
+    match config {
+        Some(c) => student_from_config(teacher, c, frozen, device),
+        None => student_from_teacher_with(teacher, blocks, frozen, device),
+    }
+}

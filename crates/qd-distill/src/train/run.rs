@@ -22,7 +22,7 @@ use super::schedule::{learning_rate, Schedule, Shape};
 use super::step::batch_loss_and_grads;
 use crate::data::{pack, read_documents, split_and_shuffle, DataError};
 use crate::loss::Divergence;
-use crate::student::{student_from_teacher_with, QatPlan};
+use crate::student::{build_student, QatPlan, StudentConfig};
 use qd_export::Recipe;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,8 +31,10 @@ pub struct RunConfig {
     pub teacher: PathBuf,
     pub data: Vec<PathBuf>,
     pub out: PathBuf,
-    /// Teacher blocks the student starts from, in order.
+    /// Teacher blocks the student starts from, in order (when `student` is not given).
     pub student_blocks: Vec<usize>,
+    /// A student from a config instead (a preset in `models/`, e.g. `student-6l.toml`).
+    pub student: Option<StudentConfig>,
     pub seq_len: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
@@ -74,6 +76,7 @@ impl Default for RunConfig {
             data: Vec::new(),
             out: PathBuf::from("runs/student"),
             student_blocks: vec![0, 3, 6, 9, 12, 17],
+            student: None,
             seq_len: 256,
             batch_size: 1,
             grad_accum: 1,
@@ -273,7 +276,8 @@ pub fn run(
     } else {
         &[]
     };
-    let (student, store) = student_from_teacher_with(&tf, &cfg.student_blocks, frozen, &dev)?;
+    let (student, store) =
+        build_student(&tf, &cfg.student_blocks, cfg.student.as_ref(), frozen, &dev)?;
     let qat_student = match cfg.recipe()? {
         Some(recipe) => {
             let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
@@ -311,6 +315,7 @@ pub fn run(
                     TrainError::Config(format!("{}: unreadable config: {e}", dir.display()))
                 })?;
             if saved.student_blocks != cfg.student_blocks
+                || saved.student != cfg.student
                 || saved.seq_len != cfg.seq_len
                 || saved.seed != cfg.seed
                 || saved.qat != cfg.qat
