@@ -1,3 +1,4 @@
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -50,7 +51,8 @@ pub struct Args {
     /// A student preset (TOML, see models/student-6l.toml) instead of teacher blocks.
     #[arg(long)]
     student_config: Option<PathBuf>,
-    /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4 (or any single GGUF block type).
+    /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4 (or any single GGUF block type);
+    /// `none` turns off a recipe set in --config.
     #[arg(long)]
     qat: Option<String>,
     /// Step at which QAT switches on (delayed QAT).
@@ -92,7 +94,7 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
         );
     }
     if let Some(v) = &a.qat {
-        c.qat = Some(v.clone());
+        c.qat = (v != "none").then(|| v.clone());
     }
     if let Some(v) = a.qat_start {
         c.qat_start = v;
@@ -141,6 +143,16 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
             .expect("static template"),
     );
+    // Without a terminal the bar is hidden (and so is its println): log plain lines instead.
+    let tty = std::io::stderr().is_terminal();
+    let say = |line: String| {
+        if tty {
+            bar.println(line);
+        } else {
+            eprintln!("{line}");
+        }
+    };
+    let every = (cfg.steps / 20).max(1);
     let summary = run(&cfg, a.resume, &stop, |ev| match ev {
         Event::Start {
             step,
@@ -150,7 +162,7 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             ..
         } => {
             bar.set_position(*step as u64);
-            bar.println(format!(
+            say(format!(
                 "student {:.1} M params; {train_sequences} training and {val_sequences} validation sequences of {} tokens",
                 *student_params as f64 / 1e6,
                 cfg.seq_len
@@ -164,16 +176,19 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             tokens_per_second,
             ..
         } => {
+            let msg =
+                format!("loss {loss:.4} (kd {kd:.4} ce {ce:.4})  {tokens_per_second:.0} tok/s");
             bar.set_position(*step as u64);
-            bar.set_message(format!(
-                "loss {loss:.4} (kd {kd:.4} ce {ce:.4})  {tokens_per_second:.0} tok/s"
-            ));
+            if !tty && (step % every == 0 || *step == cfg.steps) {
+                eprintln!("step {step}/{}: {msg}", cfg.steps);
+            }
+            bar.set_message(msg);
         }
-        Event::Eval { step, val } => bar.println(format!(
+        Event::Eval { step, val } => say(format!(
             "step {step}: held-out ppl {:.3}, KL to teacher {:.4}",
             val.ppl, val.kd
         )),
-        Event::Checkpoint { path, .. } => bar.println(format!("checkpoint {}", path.display())),
+        Event::Checkpoint { path, .. } => say(format!("checkpoint {}", path.display())),
     });
     bar.finish_and_clear();
     match summary {

@@ -177,6 +177,19 @@ pub struct RunSummary {
     pub tokens_per_second: f64,
     pub final_val: EvalReport,
     pub data_hash: String,
+    /// The process's peak resident set (VmHWM), 0 where /proc is not available.
+    pub peak_rss_bytes: u64,
+}
+
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }
 
 impl RunConfig {
@@ -482,6 +495,7 @@ pub fn run(
         tokens_per_second: if seconds > 0.0 { tokens / seconds } else { 0.0 },
         final_val,
         data_hash: packed.hash.clone(),
+        peak_rss_bytes: peak_rss_bytes(),
     };
     let sp = cfg.out.join("summary.json");
     qd_gguf::write_atomic(
