@@ -33,6 +33,8 @@ def main():
                     help="llama.cpp micro-batch size (default: whole context; 1 = token by token)")
     ap.add_argument("--ids-of", default=None,
                     help="a previous output of this script: also report the log-probs of its top ids")
+    ap.add_argument("--kl-reference", default=None,
+                    help="also compute llama-perplexity --kl-divergence's figures against this base model")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
 
@@ -84,6 +86,26 @@ def main():
             "ppl": math.exp(nll / count) if count else None,
             "running": running, "seconds": time.time() - t0,
         }
+    if a.kl_reference and a.ctx:
+        base = Llama(**{**kw, "model_path": a.kl_reference})
+        bos = llm.token_bos()
+        n_chunks = len(tokens) // a.ctx
+        if a.chunks:
+            n_chunks = min(n_chunks, a.chunks)
+        first = a.ctx // 2
+        kls, same = [], 0
+        for c in range(n_chunks):
+            seq = list(tokens[c * a.ctx:(c + 1) * a.ctx])
+            seq[0] = bos
+            lq = log_softmax(logits_of(seq))[first:a.ctx - 1]
+            base.reset()
+            base.eval(seq)
+            lb = log_softmax(np.array(base.scores[: len(seq)], dtype=np.float32))[first:a.ctx - 1]
+            kls.extend((np.exp(lb) * (lb - lq)).sum(axis=1).tolist())
+            same += int((lb.argmax(axis=1) == lq.argmax(axis=1)).sum())
+        k = np.array(kls)
+        out["kl"] = {"mean_kl": float(k.mean()), "kl_stderr": float(k.std(ddof=1) / math.sqrt(len(k))),
+                     "same_top": same / len(k), "n_scored": len(k), "n_chunks": n_chunks}
     json.dump(out, sys.stdout)
 
 
