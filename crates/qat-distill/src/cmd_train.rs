@@ -188,7 +188,15 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             "step {step}: held-out ppl {:.3}, KL to teacher {:.4}",
             val.ppl, val.kd
         )),
-        Event::Checkpoint { path, .. } => say(format!("checkpoint {}", path.display())),
+        Event::Checkpoint { path, .. } => {
+            say(format!("checkpoint {}", path.display()));
+            // The curve is a convenience: failing to draw it never stops training.
+            if let Err(e) =
+                crate::plot::plot_log(&cfg.out.join("log.jsonl"), &cfg.out.join("loss.png"))
+            {
+                say(format!("note: could not draw loss.png: {e:#}"));
+            }
+        }
     });
     bar.finish_and_clear();
     match summary {

@@ -8,6 +8,7 @@ mod cmd_inspect;
 mod cmd_tokenize;
 mod cmd_train;
 mod loaded;
+mod plot;
 
 use clap::{Parser, Subcommand};
 

@@ -78,6 +78,10 @@ fn train_checkpoint_resume() {
     assert!(summary["final_val"]["ppl"].as_f64().unwrap() > 1.0);
     assert_eq!(log_steps(&out), vec![1, 2, 3, 4]);
     assert!(out.join("step-00000004/model.safetensors").is_file());
+    // The loss curve is drawn next to the checkpoints.
+    let png = std::fs::read(out.join("loss.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(png.len() > 1000);
     assert!(out.join("step-00000002/state.json").is_file());
     assert!(out.join("summary.json").is_file());
 

@@ -1,0 +1,175 @@
+//! The training curves as a PNG next to the checkpoints: loss (total, KD, CE) per step and the
+//! held-out perplexity at each evaluation, read back from the run's `log.jsonl`.
+
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+/// Fonts tried for the labels; without one the curves are drawn unlabelled.
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+fn register_font() -> bool {
+    static ONCE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ONCE.get_or_init(|| {
+        FONTS.iter().any(|p| {
+            std::fs::read(p).ok().is_some_and(|bytes| {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+            })
+        })
+    })
+}
+
+struct Curves {
+    loss: Vec<(f64, f64)>,
+    kd: Vec<(f64, f64)>,
+    ce: Vec<(f64, f64)>,
+    ppl: Vec<(f64, f64)>,
+}
+
+fn read(log: &Path) -> anyhow::Result<Curves> {
+    let text =
+        std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+    let mut c = Curves {
+        loss: vec![],
+        kd: vec![],
+        ce: vec![],
+        ppl: vec![],
+    };
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let step = v["step"].as_f64().unwrap_or(0.0);
+        match v["event"].as_str() {
+            Some("step") => {
+                for (curve, key) in [(&mut c.loss, "loss"), (&mut c.kd, "kd"), (&mut c.ce, "ce")] {
+                    if let Some(y) = v[key].as_f64().filter(|y| y.is_finite()) {
+                        curve.push((step, y));
+                    }
+                }
+            }
+            Some("eval") => {
+                if let Some(y) = v["val"]["ppl"]
+                    .as_f64()
+                    .filter(|y| y.is_finite() && *y > 0.0)
+                {
+                    c.ppl.push((step, y));
+                }
+            }
+            _ => {}
+        }
+    }
+    // A resumed run logs again the steps after its last checkpoint: keep the latest value of
+    // each step, in step order.
+    for curve in [&mut c.loss, &mut c.kd, &mut c.ce, &mut c.ppl] {
+        let latest: std::collections::BTreeMap<u64, f64> =
+            curve.iter().map(|&(x, y)| (x as u64, y)).collect();
+        *curve = latest.into_iter().map(|(x, y)| (x as f64, y)).collect();
+    }
+    Ok(c)
+}
+
+fn range(points: &[&[(f64, f64)]]) -> (f64, f64, f64, f64) {
+    let all = points.iter().flat_map(|p| p.iter());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in all {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    if x0 > x1 {
+        return (0.0, 1.0, 0.0, 1.0);
+    }
+    (
+        x0,
+        x1.max(x0 + 1.0),
+        y0.min(y1 - 1e-9),
+        y1 + 0.05 * (y1 - y0).abs().max(1e-3),
+    )
+}
+
+/// Renders `log` into `png` (written under a temp name and renamed).
+pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
+    let c = read(log)?;
+    let labels = register_font();
+    // The encoder picks the format from the extension, so the temp name ends in .png too.
+    let tmp = png.with_file_name(format!(
+        ".{}.tmp.png",
+        png.file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default()
+    ));
+    {
+        let root = BitMapBackend::new(&tmp, (1000, 700)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(420);
+        let (x0, x1, y0, y1) = range(&[&c.loss, &c.kd, &c.ce]);
+        let mut b = ChartBuilder::on(&top);
+        b.margin(12)
+            .x_label_area_size(if labels { 30 } else { 5 })
+            .y_label_area_size(if labels { 50 } else { 5 });
+        if labels {
+            b.caption("training loss per token", ("sans-serif", 20));
+        }
+        let mut chart = b.build_cartesian_2d(x0..x1, y0.min(0.0)..y1)?;
+        let mut mesh = chart.configure_mesh();
+        if !labels {
+            mesh.disable_x_axis().disable_y_axis();
+        } else {
+            mesh.x_desc("step");
+        }
+        mesh.draw()?;
+        for (pts, color, name) in [
+            (&c.loss, BLACK, "total"),
+            (&c.kd, BLUE, "KD (KL at T)"),
+            (&c.ce, RED, "CE"),
+        ] {
+            let s =
+                chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
+            if labels {
+                s.label(name)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+        }
+        if labels {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        let (x0p, x1p, p0, p1) = range(&[&c.ppl]);
+        let mut b = ChartBuilder::on(&bottom);
+        b.margin(12)
+            .x_label_area_size(if labels { 30 } else { 5 })
+            .y_label_area_size(if labels { 50 } else { 5 });
+        if labels {
+            b.caption("held-out perplexity", ("sans-serif", 20));
+        }
+        let mut chart = b.build_cartesian_2d(x0.min(x0p)..x1.max(x1p), (p0 * 0.9).max(1e-3)..p1)?;
+        let mut mesh = chart.configure_mesh();
+        if !labels {
+            mesh.disable_x_axis().disable_y_axis();
+        } else {
+            mesh.x_desc("step");
+        }
+        mesh.draw()?;
+        chart.draw_series(LineSeries::new(
+            c.ppl.iter().copied(),
+            GREEN.stroke_width(2),
+        ))?;
+        chart.draw_series(c.ppl.iter().map(|&p| Circle::new(p, 4, GREEN.filled())))?;
+        root.present()?;
+    }
+    std::fs::rename(&tmp, png).with_context(|| format!("writing {}", png.display()))?;
+    Ok(())
+}
