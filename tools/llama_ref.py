@@ -76,10 +76,16 @@ def main():
         for c in range(n_chunks):
             seq = list(tokens[c * a.ctx:(c + 1) * a.ctx])
             seq[0] = bos
-            lp = log_softmax(logits_of(seq))
-            for j in range(first, a.ctx - 1):
-                nll -= lp[j, tokens[c * a.ctx + j + 1]]
-                count += 1
+            llm.reset()
+            llm.eval(seq)
+            # Only the scored rows, normalised in float64 sums (a [512, 262144] float64 copy
+            # per chunk would cost more than llama.cpp's forward pass).
+            rows = np.asarray(llm.scores[first:a.ctx - 1], dtype=np.float32)
+            m = rows.max(axis=1)
+            lse = m + np.log(np.exp(rows - m[:, None]).sum(axis=1, dtype=np.float64))
+            targets = np.array(tokens[c * a.ctx + first + 1:(c + 1) * a.ctx])
+            nll -= float((rows[np.arange(len(targets)), targets] - lse).sum())
+            count += len(targets)
             running.append(math.exp(nll / count))
         out["perplexity"] = {
             "ctx": a.ctx, "n_chunks": n_chunks, "n_scored": count,
