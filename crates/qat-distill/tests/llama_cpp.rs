@@ -4,11 +4,12 @@
 //! over llama.cpp's top-8, perplexity.
 //!
 //! f32 exports must agree to the bounds outright (top-1 ≥ 99 %, mean |Δ log p| ≤ 0.02,
-//! perplexity within 0.5 %). Quantized exports are held to the same bounds plus llama.cpp's own
-//! disagreement with itself (the same file evaluated token by token instead of in one batch):
-//! with 8-bit activation quantization in every matmul a forward pass amplifies ulp-sized
-//! differences, and llama.cpp's batch and token-by-token results differ by ~0.03 nats on these
-//! students (README, "llama.cpp runs it").
+//! perplexity within 0.5 %). Quantized exports are held to the log-prob and perplexity bounds
+//! plus llama.cpp's own disagreement with itself, and to top-1 ≥ 99 % where llama.cpp's own top-2
+//! margin is at least 0.5 nats. Elsewhere llama.cpp's own top-1 is not reproducible: with 8-bit
+//! activation quantization in every matmul a forward pass amplifies ulp-sized differences, and
+//! the same file evaluated token by token instead of in one batch moves llama.cpp's log-probs by
+//! 0.03–0.07 nats and its top-1 by several points on these students (README, "llama.cpp runs it").
 
 mod common;
 
@@ -84,6 +85,9 @@ fn llama_ref(c: &Case, extra: &[&str]) -> Value {
 #[derive(Debug)]
 struct Agreement {
     top1: f64,
+    /// Top-1 agreement where llama.cpp is decisive (its top-2 margin ≥ 0.5 nats, five times the
+    /// run-to-run noise of a quantized Gemma forward).
+    top1_decisive: f64,
     mean_abs_dlogp: f64,
     ppl_rel: f64,
 }
@@ -97,9 +101,15 @@ fn agreement(
 ) -> Agreement {
     let top = reference["top"].as_array().unwrap();
     let (mut same, mut dsum, mut dn) = (0usize, 0f64, 0usize);
+    let (mut decisive, mut same_decisive) = (0usize, 0usize);
     for ((t, o), &o1) in top.iter().zip(others).zip(other_top1) {
         let t = t.as_array().unwrap();
-        same += usize::from(t[0][0].as_u64().unwrap() as usize == o1);
+        let agree = usize::from(t[0][0].as_u64().unwrap() as usize == o1);
+        same += agree;
+        if t[0][1].as_f64().unwrap() - t[1][1].as_f64().unwrap() >= 0.5 {
+            decisive += 1;
+            same_decisive += agree;
+        }
         for (pair, lp) in t.iter().zip(o) {
             dsum += (pair[1].as_f64().unwrap() - lp).abs();
             dn += 1;
@@ -108,6 +118,7 @@ fn agreement(
     let ppl = reference["perplexity"]["ppl"].as_f64().unwrap();
     Agreement {
         top1: same as f64 / top.len() as f64,
+        top1_decisive: same_decisive as f64 / decisive.max(1) as f64,
         mean_abs_dlogp: dsum / dn as f64,
         ppl_rel: (other_ppl / ppl - 1.0).abs(),
     }
@@ -214,17 +225,20 @@ fn check(c: &Case, dir: &Path, what: &str, quantized: bool, ppl_bound: f64) {
     } else {
         Agreement {
             top1: 1.0,
+            top1_decisive: 1.0,
             mean_abs_dlogp: 0.0,
             ppl_rel: 0.0,
         }
     };
     eprintln!("{what}: ours vs llama.cpp {ours:?}; llama.cpp token-by-token vs batch {floor:?}");
     let slack = 1.5;
-    assert!(
-        ours.top1 >= 0.99 - slack * (1.0 - floor.top1),
-        "{what}: top-1 agreement {:.3}",
+    // Quantized files: top-1 where llama.cpp itself is stable; f32 files: everywhere.
+    let top1 = if quantized {
+        ours.top1_decisive
+    } else {
         ours.top1
-    );
+    };
+    assert!(top1 >= 0.99, "{what}: top-1 agreement {top1:.3}");
     assert!(
         ours.mean_abs_dlogp <= 0.02 + slack * floor.mean_abs_dlogp,
         "{what}: mean |Δ log p| {:.4}",
