@@ -108,17 +108,6 @@ fn ftype_name(ft: u64) -> String {
     }
 }
 
-fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn device(b: Backend) -> anyhow::Result<Device> {
     match b {
         Backend::Cpu => Ok(Device::Cpu),
@@ -179,7 +168,7 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
             Backend::Cuda => "CUDA".into(),
         },
         n_threads: rayon::current_num_threads(),
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: qd_distill::train::run::peak_rss_bytes(),
         load_seconds,
         results,
         perplexity,

@@ -1,8 +1,6 @@
 use std::path::PathBuf;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use qd_eval::PerplexityParams;
 use serde_json::json;
 
 use crate::loaded;
@@ -75,17 +73,7 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
     let f = loaded::open(&a.model)?;
     let tok = loaded::tokenizer(&f)?;
     let model = loaded::model(&f)?;
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
-    let tokens = tok.encode(&text, true)?;
-    let bos = tok
-        .bos
-        .context("the model has no BOS token, which llama-perplexity's method needs")?;
-    let params = PerplexityParams {
-        ctx: a.ctx,
-        chunks: a.chunks,
-        bos,
-    };
+    let (tokens, params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "model")?;
     let n_chunks = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     if !a.json {
         println!(
@@ -165,17 +153,7 @@ fn kl(a: KlArgs) -> anyhow::Result<()> {
     let tok = loaded::tokenizer(&rf)?;
     let reference = loaded::model(&rf)?;
     let model = loaded::model(&mf)?;
-    let text = std::fs::read_to_string(&a.file)
-        .with_context(|| format!("reading {}", a.file.display()))?;
-    let tokens = tok.encode(&text, true)?;
-    let bos = tok
-        .bos
-        .context("the reference has no BOS token, which llama-perplexity's method needs")?;
-    let params = PerplexityParams {
-        ctx: a.ctx,
-        chunks: a.chunks,
-        bos,
-    };
+    let (tokens, params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "reference")?;
     let n = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     let bar = ProgressBar::new(n as u64);
     bar.set_style(

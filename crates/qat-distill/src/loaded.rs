@@ -32,3 +32,21 @@ pub fn text_arg(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<S
         _ => anyhow::bail!("give exactly one of --text or --file"),
     }
 }
+
+/// A text file tokenized (BOS first) with llama-perplexity's chunking parameters; `who` names
+/// the model whose tokenizer it is, for the error when it has no BOS.
+pub fn chunked_text(
+    tok: &GgufTokenizer,
+    file: &Path,
+    ctx: usize,
+    chunks: Option<usize>,
+    who: &str,
+) -> anyhow::Result<(Vec<u32>, qd_eval::PerplexityParams)> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let tokens = tok.encode(&text, true)?;
+    let bos = tok.bos.with_context(|| {
+        format!("the {who} has no BOS token, which llama-perplexity's method needs")
+    })?;
+    Ok((tokens, qd_eval::PerplexityParams { ctx, chunks, bos }))
+}

@@ -181,7 +181,8 @@ pub struct RunSummary {
     pub peak_rss_bytes: u64,
 }
 
-fn peak_rss_bytes() -> u64 {
+/// The process's peak resident set (VmHWM) in bytes, 0 where /proc is not available.
+pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
