@@ -130,11 +130,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         }
     }
     let dev = Device::Cpu;
-    let frozen: &[&str] = if cfg.freeze_embeddings {
-        &["token_embd.weight", "output.weight"]
-    } else {
-        &[]
-    };
+    let frozen = cfg.frozen_tensors();
     let (student, store) = build_student(
         &teacher,
         &cfg.student_blocks,

@@ -194,6 +194,15 @@ pub fn peak_rss_bytes() -> u64 {
 }
 
 impl RunConfig {
+    /// The tensors the student keeps but does not train (the rebuild at export must agree).
+    pub fn frozen_tensors(&self) -> &'static [&'static str] {
+        if self.freeze_embeddings {
+            &["token_embd.weight", "output.weight"]
+        } else {
+            &[]
+        }
+    }
+
     /// The QAT recipe, if any.
     pub fn recipe(&self) -> Result<Option<Recipe>, TrainError> {
         self.qat
@@ -285,11 +294,7 @@ pub fn run(
             needed: cfg.seq_len,
         }));
     }
-    let frozen: &[&str] = if cfg.freeze_embeddings {
-        &["token_embd.weight", "output.weight"]
-    } else {
-        &[]
-    };
+    let frozen = cfg.frozen_tensors();
     let (student, store) =
         build_student(&tf, &cfg.student_blocks, cfg.student.as_ref(), frozen, &dev)?;
     let qat_student = match cfg.recipe()? {
