@@ -112,7 +112,12 @@ fn device(b: Backend) -> anyhow::Result<Device> {
     match b {
         Backend::Cpu => Ok(Device::Cpu),
         #[cfg(feature = "cuda")]
-        Backend::Cuda => Ok(Device::new_cuda(0).context("opening CUDA device 0")?),
+        Backend::Cuda => {
+            let d = Device::new_cuda(0).context("opening CUDA device 0")?;
+            qd_quant::cuda::keep_freed_memory(d.as_cuda_device()?)
+                .context("configuring the CUDA memory pool")?;
+            Ok(d)
+        }
         #[cfg(not(feature = "cuda"))]
         Backend::Cuda => {
             anyhow::bail!("this binary was built without CUDA; rebuild with --features cuda")

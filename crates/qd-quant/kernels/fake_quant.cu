@@ -43,58 +43,111 @@ __device__ __forceinline__ int c_f32_to_i8(float x) {
     return (x > -2147483648.f && x < 2147483648.f) ? (int)(signed char)(int)x : 0;
 }
 
-// The value with the largest magnitude in the warp's block, first occurrence on ties (ggml's
+// Records the lowest block index that holds a NaN or ±Inf, so the host can name the row exactly
+// as the CPU op does. `*bad` starts at 0 (a memset, no host copy) and holds n_blocks − block for
+// the first bad block, so the largest value wins.
+__device__ __forceinline__ void flag_nonfinite(bool finite, unsigned long long blk, unsigned long long n_blocks,
+                                               unsigned long long* bad) {
+    if (!finite) atomicMax(bad, n_blocks - blk);
+}
+
+__device__ __forceinline__ bool all_finite(float4 v) {
+    return isfinite(v.x) && isfinite(v.y) && isfinite(v.z) && isfinite(v.w);
+}
+
+// The 32-value types run eight lanes per block, four values per lane through one 16-byte load
+// and store: coalesced, and three shuffle rounds per block instead of five per value. Each thread
+// takes one block in each half of the tensor and issues both loads before any arithmetic, so twice
+// the bytes are in flight. Lanes past the end still take part in the shuffles (full-warp masks)
+// but load zeros and store nothing.
+
+// The value with the largest magnitude in the block, first occurrence on ties (ggml's
 // `if (amax < fabsf(v))` scan), +0 for an all-zero block.
-__device__ __forceinline__ float warp_signed_max(float v, int lane) {
-    float a = fabsf(v);
-    int idx = lane;
+__device__ __forceinline__ float group_signed_max(float4 v, int sub) {
+    const float vals[4] = {v.x, v.y, v.z, v.w};
+    float a = 0.0f, m = 0.0f;
+    int idx = 32;
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
+    for (int k = 0; k < 4; ++k) {
+        if (a < fabsf(vals[k])) { a = fabsf(vals[k]); m = vals[k]; idx = sub * 4 + k; }
+    }
+#pragma unroll
+    for (int off = 4; off > 0; off >>= 1) {
         const float oa = __shfl_xor_sync(0xffffffffu, a, off);
         const int oi = __shfl_xor_sync(0xffffffffu, idx, off);
-        if (oa > a || (oa == a && oi < idx)) { a = oa; idx = oi; }
+        const float om = __shfl_xor_sync(0xffffffffu, m, off);
+        if (oa > a || (oa == a && oi < idx)) { a = oa; idx = oi; m = om; }
     }
-    const float m = __shfl_sync(0xffffffffu, v, idx);
     return a == 0.0f ? 0.0f : m;
 }
 
 // Q4_0 (NMAX 8) and Q5_0 (NMAX 16): d = signed max / −NMAX, codes clamp at 2·NMAX − 1, value
-// (q − NMAX)·fp16(d). One warp per 32-value block; n_blocks blocks.
+// (q − NMAX)·fp16(d). Dividing by −NMAX, a power of two, is the same correctly rounded result as
+// multiplying by its exact reciprocal, so the multiply keeps bit equality with the CPU.
 template <int NMAX>
-__device__ __forceinline__ void fq_symmetric(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
-    const unsigned long long t = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const unsigned long long blk = t >> 5;
-    const int lane = threadIdx.x & 31;
-    if (blk >= n_blocks) return;
-    const float v = x[t];
-    const float max = warp_signed_max(v, lane);
-    const float d = max / -(float)NMAX;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    int q = c_f32_to_i8(v * id + ((float)NMAX + 0.5f));
-    q = q < 2 * NMAX - 1 ? q : 2 * NMAX - 1;
-    y[t] = (float)(q - NMAX) * round_fp16(d);
-}
+struct Symmetric {
+    __device__ __forceinline__ static float4 run(float4 v, int sub) {
+        const float max = group_signed_max(v, sub);
+        const float d = max * (-1.0f / (float)NMAX);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float d16 = round_fp16(d);
+        return make_float4(one(v.x, id, d16), one(v.y, id, d16), one(v.z, id, d16), one(v.w, id, d16));
+    }
+    __device__ __forceinline__ static float one(float v, float id, float d16) {
+        int q = c_f32_to_i8(v * id + ((float)NMAX + 0.5f));
+        q = q < 2 * NMAX - 1 ? q : 2 * NMAX - 1;
+        return (float)(q - NMAX) * d16;
+    }
+};
 
-extern "C" __global__ void fq_q4_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
-    fq_symmetric<8>(x, y, n_blocks);
-}
-
-extern "C" __global__ void fq_q5_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
-    fq_symmetric<16>(x, y, n_blocks);
-}
-
-extern "C" __global__ void fq_q8_0(const float* __restrict__ x, float* __restrict__ y, unsigned long long n_blocks) {
-    const unsigned long long t = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const unsigned long long blk = t >> 5;
-    if (blk >= n_blocks) return;
-    const float v = x[t];
-    float amax = fabsf(v);
+// Q8_0: d = amax / 127, code round(v / d).
+struct Q8 {
+    __device__ __forceinline__ static float4 run(float4 v, int) {
+        float amax = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = c_f32_to_i8(roundf(v * id));
-    y[t] = (float)q * round_fp16(d);
+        for (int off = 4; off > 0; off >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, off));
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float d16 = round_fp16(d);
+        return make_float4(one(v.x, id, d16), one(v.y, id, d16), one(v.z, id, d16), one(v.w, id, d16));
+    }
+    __device__ __forceinline__ static float one(float v, float id, float d16) {
+        return (float)c_f32_to_i8(roundf(v * id)) * d16;
+    }
+};
+
+template <typename T>
+__device__ __forceinline__ void fq_32(const float4* __restrict__ x, float4* __restrict__ y,
+                                      unsigned long long n_blocks, unsigned long long* __restrict__ bad) {
+    const unsigned long long half = (n_blocks + 1) >> 1;
+    const unsigned long long t = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const int sub = threadIdx.x & 7;
+    const unsigned long long b0 = t >> 3, b1 = b0 + half;
+    const bool live0 = b0 < half, live1 = live0 && b1 < n_blocks;
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 v0 = live0 ? __ldcs(x + b0 * 8 + sub) : zero;
+    const float4 v1 = live1 ? __ldcs(x + b1 * 8 + sub) : zero;
+    if (live0) flag_nonfinite(all_finite(v0), b0, n_blocks, bad);
+    if (live1) flag_nonfinite(all_finite(v1), b1, n_blocks, bad);
+    const float4 r0 = T::run(v0, sub);
+    const float4 r1 = T::run(v1, sub);
+    if (live0) __stcs(y + b0 * 8 + sub, r0);
+    if (live1) __stcs(y + b1 * 8 + sub, r1);
+}
+
+extern "C" __global__ void fq_q4_0(const float4* __restrict__ x, float4* __restrict__ y, unsigned long long n_blocks,
+                                   unsigned long long* __restrict__ bad) {
+    fq_32<Symmetric<8>>(x, y, n_blocks, bad);
+}
+
+extern "C" __global__ void fq_q5_0(const float4* __restrict__ x, float4* __restrict__ y, unsigned long long n_blocks,
+                                   unsigned long long* __restrict__ bad) {
+    fq_32<Symmetric<16>>(x, y, n_blocks, bad);
+}
+
+extern "C" __global__ void fq_q8_0(const float4* __restrict__ x, float4* __restrict__ y, unsigned long long n_blocks,
+                                   unsigned long long* __restrict__ bad) {
+    fq_32<Q8>(x, y, n_blocks, bad);
 }
 
 // ---- Q4_K: one thread per 256-value block, the reference algorithm verbatim.
@@ -176,7 +229,7 @@ __device__ __forceinline__ void get_scale_min_k4(int j, const uint8_t* q, uint8_
     }
 }
 
-extern "C" __global__ void fq_q4_k(const float* __restrict__ xg, float* __restrict__ yg, unsigned long long n_blocks) {
+extern "C" __global__ void fq_q4_k(const float* __restrict__ xg, float* __restrict__ yg, unsigned long long n_blocks, unsigned long long* __restrict__ bad) {
     const unsigned long long b = (unsigned long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= n_blocks) return;
     const float* x = xg + b * 256;
@@ -186,7 +239,10 @@ extern "C" __global__ void fq_q4_k(const float* __restrict__ xg, float* __restri
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; ++j) {
         float sum_x2 = 0;
-        for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+        for (int l = 0; l < 32; ++l) {
+            flag_nonfinite(isfinite(x[32 * j + l]), b, n_blocks, bad);
+            sum_x2 += x[32 * j + l] * x[32 * j + l];
+        }
         float av_x = sqrtf(sum_x2 / 32);
         for (int l = 0; l < 32; ++l) weights[l] = av_x + fabsf(x[32 * j + l]);
         scales[j] = make_qkx2_quants(32, 15, x + 32 * j, weights, L, &mins[j], Laux, -1.f, 0.1f, 20);

@@ -104,7 +104,8 @@ impl CustomOp1 for FakeQuant {
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (o1, o2) = self.check(l)?;
-        crate::cuda::fake_quant_fwd(self.ty, s, o1, o2).map(|st| (st, l.shape().clone()))
+        let n = l.shape().dims().last().copied().unwrap_or(0);
+        crate::cuda::fake_quant_fwd(self.ty, s, o1, o2, n).map(|st| (st, l.shape().clone()))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
