@@ -141,3 +141,55 @@ fn bad_input_is_one_clear_line() {
     ]);
     assert!(e.contains("/nonexistent.txt"), "{e}");
 }
+
+/// A write that runs out of room (a file-size limit stands in for a full disk: the same failed
+/// `write`, EFBIG instead of ENOSPC) is one error line and leaves neither the target nor a
+/// temporary file behind.
+#[test]
+fn export_that_runs_out_of_room_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path(), Family::Gemma3);
+    let full = d.path().join("full.gguf");
+    let args = |out: &Path| {
+        [
+            "export-gguf",
+            "--model",
+            m.to_str().unwrap(),
+            "--recipe",
+            "f32",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+    };
+    let o = run(&args(&full).each_ref().map(|s| s.as_str()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let size = std::fs::metadata(&full).unwrap().len();
+    assert!(
+        size > 64 * 1024,
+        "the export must outgrow the limit: {size} bytes"
+    );
+    std::fs::remove_file(&full).unwrap();
+    let before = std::fs::read_dir(d.path()).unwrap().count();
+    // 32 blocks of 512 bytes (POSIX sh) or 1 KiB (bash): far below the file's size.
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 32; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_qat-distill"))
+        .args(args(&full))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the export must fail under the limit");
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("error: ") && err.contains("too large"),
+        "{err}"
+    );
+    assert!(!full.exists(), "no file at the target path");
+    let after: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(after.len(), before, "left behind: {after:?}");
+}

@@ -2,26 +2,29 @@
 
 use candle_core::{DType, Device, Tensor};
 use qd_distill::loss::{cross_entropy, divergence, Divergence};
-use qd_distill::student::student_from_teacher;
+use qd_distill::student::student_from_teacher_with;
 use qd_distill::train::chunked::{chunked_loss_and_grads, LossConfig};
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
-use qd_model::{ForwardOpts, Logits};
+use qd_model::{ForwardOpts, Linear, Logits};
 
 /// Forward and reverse KL take the fused loss (closed-form logit gradients), JSD the composed
-/// ops; all three must equal plain autograd over the whole batch.
+/// ops; all three must equal plain autograd over the whole batch, with the tied embedding
+/// trained and frozen (then the fused losses backpropagate through the LM head by hand).
 #[test]
 fn chunked_equals_unchunked() {
-    for div in [
-        Divergence::Forward,
-        Divergence::Reverse,
-        Divergence::Jsd { beta: 0.3 },
-    ] {
-        check(div);
+    for frozen in [&[][..], &["token_embd.weight", "output.weight"][..]] {
+        for div in [
+            Divergence::Forward,
+            Divergence::Reverse,
+            Divergence::Jsd { beta: 0.3 },
+        ] {
+            check(div, frozen);
+        }
     }
 }
 
-fn check(div: Divergence) {
+fn check(div: Divergence, frozen: &[&str]) {
     let dev = Device::Cpu;
     let f = GgufFile::from_bytes(
         "tiny.gguf",
@@ -29,7 +32,12 @@ fn check(div: Divergence) {
     )
     .unwrap();
     let teacher = qd_model::load_quantized(&f, &dev).unwrap();
-    let (student, store) = student_from_teacher(&f, &[0, 1], &dev).unwrap();
+    let (student, store) = student_from_teacher_with(&f, &[0, 1], frozen, &dev).unwrap();
+    assert_eq!(
+        student.lm_head.frozen_weight().is_some(),
+        !frozen.is_empty(),
+        "the tied head is frozen exactly when the embedding is"
+    );
     let seq: Vec<u32> = (0..23u32).map(|i| (i * 31 + 3) % 260).collect();
     let x = Tensor::new(&seq[..22], &dev).unwrap().unsqueeze(0).unwrap();
     let targets = Tensor::new(&seq[1..], &dev).unwrap();
@@ -113,7 +121,7 @@ fn check(div: Divergence) {
                 let d = qd_fixtures::max_abs(&(a - b).unwrap());
                 assert!(
                     d <= 1e-3 * scale,
-                    "{div:?} {name}: max |Δgrad| {d} vs scale {scale}"
+                    "{div:?} frozen {frozen:?} {name}: max |Δgrad| {d} vs scale {scale}"
                 );
                 checked += 1;
             }

@@ -9,6 +9,7 @@ pub mod ggml_numerics;
 pub mod hparams;
 pub mod linear;
 pub mod mask;
+pub mod q8_0_vnni;
 pub mod rope;
 pub mod transformer;
 pub mod weights;

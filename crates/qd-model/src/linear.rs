@@ -5,14 +5,22 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Result, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
 
 use crate::ggml_numerics::{quantize_activations, ActQuant};
 
 pub trait Linear {
     /// `x [.., in] -> [.., out]`.
     fn forward(&self, x: &Tensor) -> Result<Tensor>;
+
+    /// The `[out, in]` matrix when the layer is a plain product whose weight takes no gradient.
+    /// Autograd would still compute that weight's gradient (candle differentiates both sides of
+    /// a matmul), so a trainer can backpropagate through such a layer by hand instead: for the
+    /// 262k-row tied LM head that gradient is a 671 MB tensor and as much work as the forward.
+    fn frozen_weight(&self) -> Option<Tensor> {
+        None
+    }
 }
 
 pub trait Embedding {
@@ -42,8 +50,35 @@ impl QLinear {
     }
 }
 
+impl QLinear {
+    /// The AVX-512 VNNI product for Q8_0 weights on the CPU, when it applies.
+    fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let QMatMul::QTensor(w) = &self.weight else {
+            return Ok(None);
+        };
+        if w.dtype() != GgmlDType::Q8_0 || !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (n, k) = w.shape().dims2()?;
+        let data = w.data()?;
+        let xs = x.flatten_all()?.to_vec1::<f32>()?;
+        let Some(y) = crate::q8_0_vnni::matmul(&data, n, k, &xs) else {
+            return Ok(None);
+        };
+        let mut dims = x.dims().to_vec();
+        *dims.last_mut().expect("x has an inner dimension") = n;
+        Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+    }
+}
+
 impl Linear for QLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = self.forward_q8_0_vnni(x)? {
+            return match &self.bias {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            };
+        }
         let x = &match self.act {
             Some(kind) if x.device().is_cpu() => quantize_activations(x, kind)?,
             _ => x.clone(),

@@ -32,6 +32,11 @@ impl Linear for TrainableLinear {
             None => Ok(y),
         }
     }
+
+    fn frozen_weight(&self) -> Option<Tensor> {
+        let plain = self.bias.is_none() && self.fake_quant.is_none();
+        (plain && !self.weight.track_op()).then(|| self.weight.clone())
+    }
 }
 
 #[derive(Clone)]

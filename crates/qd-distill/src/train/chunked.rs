@@ -75,11 +75,24 @@ where
         ..Default::default()
     };
     let t2 = cfg.temperature * cfg.temperature;
+    // A frozen, plain LM head under a fused loss is differentiated by hand (grad_h = G·W), so
+    // autograd never builds the head weight's gradient it would otherwise compute and drop.
+    let by_hand = student
+        .lm_head
+        .frozen_weight()
+        .filter(|_| fused::supports(cfg.divergence));
+    let h_plain = h.as_tensor().detach();
+    let mut grad_rows = Vec::new();
     let mut start = 0;
     while start < n {
         let len = cfg.chunk.max(1).min(n - start);
+        let h_in = if by_hand.is_some() {
+            &h_plain
+        } else {
+            h.as_tensor()
+        };
         let s_logits = student
-            .lm_head(&h.as_tensor().narrow(0, start, len)?.unsqueeze(0)?)?
+            .lm_head(&h_in.narrow(0, start, len)?.unsqueeze(0)?)?
             .squeeze(0)?;
         let t_logits = teacher
             .lm_head(&teacher_normed.narrow(0, start, len)?.unsqueeze(0)?)?
@@ -101,6 +114,12 @@ where
             parts.kd += f.kd_sum * norm;
             parts.ce += f.ce_sum * norm;
             parts.total += w_kd * f.kd_sum + w_ce * f.ce_sum;
+            if let Some(w) = &by_hand {
+                // logits = h·Wᵀ, and the loss's gradient with respect to them is `f.grad`.
+                grad_rows.push(f.grad.matmul(w)?);
+                start += len;
+                continue;
+            }
             // Its gradient with respect to the logits is exactly `f.grad`.
             (s_logits * f.grad)?.sum_all()?
         } else {
@@ -122,6 +141,9 @@ where
             Some(acc) => acc.extend(g)?,
         }
         start += len;
+    }
+    if !grad_rows.is_empty() {
+        grad_h = Tensor::cat(&grad_rows, 0)?;
     }
     // One pass through the body: d(⟨normed, grad_h⟩)/dθ is exactly the chain rule's term.
     let body = (student_normed * grad_h.detach())?.sum_all()?.backward()?;
