@@ -3,7 +3,7 @@
 //! The teacher uses quantized matmuls; the student (trainer) plugs in trainable or
 //! fake-quantized matrices through the same traits without touching the model code.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
@@ -37,6 +37,8 @@ pub struct QLinear {
     /// How ggml quantizes this matmul's input; reproduced exactly before candle's kernel
     /// (whose own rounding differs: see `ggml_numerics`).
     pub act: Option<ActQuant>,
+    /// The weight repacked for `q8_0_vnni`, made on first use (`None` inside: not applicable).
+    packed: Arc<OnceLock<Option<crate::q8_0_vnni::PackedQ8_0>>>,
 }
 
 impl QLinear {
@@ -46,12 +48,14 @@ impl QLinear {
             weight: QMatMul::from_arc(weight)?,
             bias,
             act,
+            packed: Arc::new(OnceLock::new()),
         })
     }
 }
 
 impl QLinear {
-    /// The AVX-512 VNNI product for Q8_0 weights on the CPU, when it applies.
+    /// The AVX-512 VNNI product for Q8_0 weights on the CPU, when it applies. The weights are
+    /// repacked on first use and kept (36 bytes per 32 values beside the file's 34).
     fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
@@ -59,14 +63,19 @@ impl QLinear {
         if w.dtype() != GgmlDType::Q8_0 || !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
-        let (n, k) = w.shape().dims2()?;
-        let data = w.data()?;
+        let packed = self.packed.get_or_init(|| {
+            let (n, k) = w.shape().dims2().ok()?;
+            crate::q8_0_vnni::PackedQ8_0::new(&w.data().ok()?, n, k)
+        });
+        let Some(packed) = packed else {
+            return Ok(None);
+        };
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
-        let Some(y) = crate::q8_0_vnni::matmul(&data, n, k, &xs) else {
+        let Some(y) = packed.matmul(&xs) else {
             return Ok(None);
         };
         let mut dims = x.dims().to_vec();
-        *dims.last_mut().expect("x has an inner dimension") = n;
+        *dims.last_mut().expect("x has an inner dimension") = packed.rows();
         Ok(Some(Tensor::from_vec(y, dims, x.device())?))
     }
 }

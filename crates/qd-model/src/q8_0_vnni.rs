@@ -7,14 +7,18 @@
 //! `ggml_numerics` reproduces), so each block's integer dot product is the one llama.cpp
 //! computes; only the order of the f32 sums of `d_w·d_x·Σq_w·q_x` differs.
 //!
-//! `vpdpbusd` multiplies unsigned by signed bytes, so activations are stored `q + 128` and each
-//! weight block's accumulator starts at `−128·Σq_w` (one more `vpdpbusd` against a vector of
-//! 128s per weight block, shared by every token of the tile): the integer sums stay exact.
+//! Weights are repacked once, as llama.cpp repacks for its AVX-512 path: 16 rows per tile, each
+//! 32-value block stored as 8 groups × 16 rows × 4 bytes, so one `vpdpbusd` multiplies 4 values
+//! of one token into 16 rows at once. `vpdpbusd` takes unsigned × signed bytes, so weights are
+//! stored `q + 128` and each block's sum is corrected by `128·Σq_x` (one integer per token and
+//! block): the integer sums stay exact.
 
 use half::f16;
 
 const QK: usize = 32;
 const BLOCK_BYTES: usize = 34;
+/// Rows per tile: one 512-bit register of f32 or i32 lanes.
+const ROWS: usize = 16;
 
 /// Whether this CPU runs the kernel (checked at run time: the default build targets plain x86-64).
 pub fn available() -> bool {
@@ -22,10 +26,8 @@ pub fn available() -> bool {
     {
         is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
             && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -33,149 +35,200 @@ pub fn available() -> bool {
     }
 }
 
-/// `x [t, k]` quantized per 32 values: codes `q + 128` and the scale as stored (fp16 → f32).
-struct Acts {
-    q: Vec<u8>,
-    d: Vec<f32>,
+/// One block (32 values) of 16 rows: scales as f32, codes `q + 128` as `[group][row][4]`.
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct Tile {
+    d: [f32; ROWS],
+    qs: [u8; QK * ROWS],
 }
 
-fn quantize_acts(x: &[f32]) -> Acts {
-    let mut q = vec![0u8; x.len()];
-    let mut d = vec![0f32; x.len() / QK];
-    for ((xb, qb), db) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)).zip(&mut d) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        *db = f16::from_f32(amax / 127.0).to_f32();
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        for (o, &v) in qb.iter_mut().zip(xb) {
-            *o = ((v * id).round_ties_even() as i32 + 128) as u8;
+/// A Q8_0 matrix `[n, k]` repacked for the kernel (36 bytes per row and block, against 34).
+pub struct PackedQ8_0 {
+    n: usize,
+    k: usize,
+    /// `[n.div_ceil(16)][k / 32]`; rows past `n` are zero.
+    tiles: Vec<Tile>,
+}
+
+impl PackedQ8_0 {
+    /// Repacks the Q8_0 bytes of `W [n, k]`; `None` where the kernel cannot run (no AVX-512
+    /// VNNI, `k` not a multiple of 32, or a byte count that does not match).
+    pub fn new(w: &[u8], n: usize, k: usize) -> Option<Self> {
+        use rayon::prelude::*;
+        if !available() || k == 0 || !k.is_multiple_of(QK) || w.len() != n * (k / QK) * BLOCK_BYTES
+        {
+            return None;
+        }
+        let nb = k / QK;
+        let empty = Tile {
+            d: [0.0; ROWS],
+            qs: [128; QK * ROWS],
+        };
+        let mut tiles = vec![empty; n.div_ceil(ROWS) * nb];
+        tiles
+            .par_chunks_mut(nb)
+            .enumerate()
+            .for_each(|(rt, row_tiles)| {
+                for (b, tile) in row_tiles.iter_mut().enumerate() {
+                    for r in 0..ROWS.min(n - rt * ROWS) {
+                        let off = ((rt * ROWS + r) * nb + b) * BLOCK_BYTES;
+                        let blk = &w[off..off + BLOCK_BYTES];
+                        tile.d[r] = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+                        for (i, &q) in blk[2..].iter().enumerate() {
+                            tile.qs[((i / 4) * ROWS + r) * 4 + i % 4] =
+                                (q as i8 as i32 + 128) as u8;
+                        }
+                    }
+                }
+            });
+        Some(Self { n, k, tiles })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// `y [t, n] = x [t, k] · Wᵀ`; `None` if `x` is not whole rows of `k`.
+    pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
+        if !x.len().is_multiple_of(self.k) {
+            return None;
+        }
+        let t = x.len() / self.k;
+        let acts = Acts::quantize(x, self.k);
+        let mut y = vec![0f32; t * self.n];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use rayon::prelude::*;
+            let row_tiles = self.n.div_ceil(ROWS);
+            let per_task = (row_tiles / (rayon::current_num_threads() * 8)).clamp(1, 64);
+            let out = SharedOut(y.as_mut_ptr());
+            (0..row_tiles.div_ceil(per_task))
+                .into_par_iter()
+                .for_each(|task| {
+                    let r0 = task * per_task;
+                    let r1 = (r0 + per_task).min(row_tiles);
+                    // SAFETY: `available()` held when the tiles were made, every pointer stays
+                    // inside `tiles`, `acts` and `y`, and tasks write disjoint output columns.
+                    unsafe { self.row_tiles(&acts, t, r0, r1, &out) };
+                });
+        }
+        Some(y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    unsafe fn row_tiles(&self, acts: &Acts, t: usize, r0: usize, r1: usize, out: &SharedOut) {
+        let nb = self.k / QK;
+        let mut res = [[0f32; ROWS]; 4];
+        for rt in r0..r1 {
+            let tiles = self.tiles.as_ptr().add(rt * nb);
+            let rows = ROWS.min(self.n - rt * ROWS);
+            let mut s = 0;
+            while s < t {
+                let tt = if t - s >= 4 { 4 } else { 1 };
+                let (q, d, c) = (
+                    acts.q.as_ptr().add(s * self.k),
+                    acts.d.as_ptr().add(s * nb),
+                    acts.corr.as_ptr().add(s * nb),
+                );
+                if tt == 4 {
+                    tile::<4>(tiles, nb, q, self.k, d, c, &mut res);
+                } else {
+                    tile::<1>(tiles, nb, q, self.k, d, c, &mut res);
+                }
+                for (j, row) in res.iter().enumerate().take(tt) {
+                    let dst = out.0.add((s + j) * self.n + rt * ROWS);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, rows);
+                }
+                s += tt;
+            }
         }
     }
-    Acts { q, d }
 }
 
-/// `y [t, n] = x [t, k] · Wᵀ` for `w`, the Q8_0 bytes of `W [n, k]`; `None` where the kernel
-/// does not apply (no AVX-512 VNNI, `k` not a multiple of 32, or sizes that disagree).
-pub fn matmul(w: &[u8], n: usize, k: usize, x: &[f32]) -> Option<Vec<f32>> {
-    if !available() || k == 0 || !k.is_multiple_of(QK) || !x.len().is_multiple_of(k) {
-        return None;
+/// `x [t, k]` quantized per 32 values: signed codes, the scale as stored (fp16 → f32), and the
+/// `128·Σq` that the unsigned weights add to each block's sum.
+struct Acts {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    corr: Vec<i32>,
+}
+
+impl Acts {
+    fn quantize(x: &[f32], k: usize) -> Self {
+        debug_assert!(k.is_multiple_of(QK));
+        let nbt = x.len() / QK;
+        let (mut q, mut d, mut corr) = (vec![0i8; x.len()], vec![0f32; nbt], vec![0i32; nbt]);
+        for (((xb, qb), db), cb) in x
+            .chunks_exact(QK)
+            .zip(q.chunks_exact_mut(QK))
+            .zip(&mut d)
+            .zip(&mut corr)
+        {
+            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *db = f16::from_f32(amax / 127.0).to_f32();
+            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let mut sum = 0i32;
+            for (o, &v) in qb.iter_mut().zip(xb) {
+                *o = (v * id).round_ties_even() as i8;
+                sum += *o as i32;
+            }
+            *cb = 128 * sum;
+        }
+        Self { q, d, corr }
     }
-    let nb = k / QK;
-    if w.len() != n * nb * BLOCK_BYTES {
-        return None;
-    }
-    let t = x.len() / k;
-    let acts = quantize_acts(x);
-    let mut y = vec![0f32; t * n];
-    #[cfg(target_arch = "x86_64")]
-    {
-        use rayon::prelude::*;
-        // Rows in tasks of a few hundred KB of weights; each task writes its own columns of y.
-        let rows_per_task = (n / (rayon::current_num_threads() * 8)).clamp(16, 512) / 4 * 4;
-        let out = SharedOut(y.as_mut_ptr());
-        let tasks = n.div_ceil(rows_per_task);
-        (0..tasks).into_par_iter().for_each(|task| {
-            let r0 = task * rows_per_task;
-            let r1 = (r0 + rows_per_task).min(n);
-            // SAFETY: the CPU has the features (`available`), every pointer stays inside `w`,
-            // `acts` and `y`, and tasks write disjoint output columns.
-            unsafe { rows(w, nb, k, &acts, t, n, r0, r1, &out) };
-        });
-    }
-    Some(y)
 }
 
 struct SharedOut(*mut f32);
 // SAFETY: tasks write disjoint elements.
 unsafe impl Sync for SharedOut {}
 
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn rows(
-    w: &[u8],
-    nb: usize,
-    k: usize,
-    acts: &Acts,
-    t: usize,
-    n: usize,
-    r0: usize,
-    r1: usize,
-    out: &SharedOut,
-) {
-    let mut r = r0;
-    while r < r1 {
-        let rr = if r1 - r >= 4 { 4 } else { 1 };
-        let mut s = 0;
-        while s < t {
-            let tt = if t - s >= 4 { 4 } else { 1 };
-            let wp = w.as_ptr().add(r * nb * BLOCK_BYTES);
-            let ap = acts.q.as_ptr().add(s * k);
-            let dp = acts.d.as_ptr().add(s * nb);
-            let mut res = [[0f32; 4]; 4];
-            match (rr, tt) {
-                (4, 4) => tile::<4, 4>(wp, nb, ap, k, dp, &mut res),
-                (4, _) => tile::<4, 1>(wp, nb, ap, k, dp, &mut res),
-                (_, 4) => tile::<1, 4>(wp, nb, ap, k, dp, &mut res),
-                _ => tile::<1, 1>(wp, nb, ap, k, dp, &mut res),
-            }
-            for (i, row) in res.iter().enumerate().take(rr) {
-                for (j, v) in row.iter().enumerate().take(tt) {
-                    *out.0.add((s + j) * n + r + i) = *v;
-                }
-            }
-            s += tt;
-        }
-        r += rr;
-    }
-}
-
-/// `R` weight rows × `T` tokens over all `nb` blocks, eight int32/f32 lanes per block.
+/// 16 rows × `T` tokens over all `nb` blocks of one row tile.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile<const R: usize, const T: usize>(
-    w: *const u8,
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn tile<const T: usize>(
+    tiles: *const Tile,
     nb: usize,
-    aq: *const u8,
+    aq: *const i8,
     k: usize,
     ad: *const f32,
-    res: &mut [[f32; 4]; 4],
+    ac: *const i32,
+    res: &mut [[f32; ROWS]; 4],
 ) {
     use std::arch::x86_64::*;
-    let row_bytes = nb * BLOCK_BYTES;
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let k128 = _mm256_set1_epi8(-128);
+    let mut acc = [_mm512_setzero_ps(); T];
     for b in 0..nb {
-        let mut wv = [_mm256_setzero_si256(); R];
-        let mut init = [_mm256_setzero_si256(); R];
-        let mut wd = [_mm256_setzero_ps(); R];
-        for r in 0..R {
-            let blk = w.add(r * row_bytes + b * BLOCK_BYTES);
-            let bits = u16::from_le_bytes([*blk, *blk.add(1)]);
-            wd[r] = _mm256_set1_ps(_mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))));
-            wv[r] = _mm256_loadu_si256(blk.add(2) as *const __m256i);
-            let bias = _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, wv[r]);
-            init[r] = _mm256_sub_epi32(_mm256_setzero_si256(), bias);
+        let tile = &*tiles.add(b);
+        let dw = _mm512_load_ps(tile.d.as_ptr());
+        let mut wq = [_mm512_setzero_si512(); 8];
+        for g in 0..8 {
+            wq[g] = _mm512_load_si512(tile.qs.as_ptr().add(g * 64) as *const _);
         }
         for j in 0..T {
-            let av = _mm256_loadu_si256(aq.add(j * k + b * QK) as *const __m256i);
-            let da = _mm256_set1_ps(*ad.add(j * nb + b));
-            for r in 0..R {
-                let isum = _mm256_dpbusd_epi32(init[r], av, wv[r]);
-                let scale = _mm256_mul_ps(wd[r], da);
-                acc[r][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), scale, acc[r][j]);
+            let a = aq.add(j * k + b * QK) as *const i32;
+            // Two chains halve the dependent `vpdpbusd` latency.
+            let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for g in (0..8).step_by(2) {
+                s0 = _mm512_dpbusd_epi32(s0, wq[g], _mm512_set1_epi32(a.add(g).read_unaligned()));
+                s1 = _mm512_dpbusd_epi32(
+                    s1,
+                    wq[g + 1],
+                    _mm512_set1_epi32(a.add(g + 1).read_unaligned()),
+                );
             }
+            let isum = _mm512_sub_epi32(
+                _mm512_add_epi32(s0, s1),
+                _mm512_set1_epi32(*ac.add(j * nb + b)),
+            );
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(j * nb + b)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[j]);
         }
     }
-    for r in 0..R {
-        for j in 0..T {
-            let v = acc[r][j];
-            let s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-            let s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
-            res[r][j] = _mm_cvtss_f32(s1);
-        }
+    for j in 0..T {
+        _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]);
     }
 }
 
@@ -196,7 +249,8 @@ mod tests {
             let d = f16::from_f32(0.001 + (next() % 1000) as f32 * 1e-5);
             bytes.extend_from_slice(&d.to_bits().to_le_bytes());
             for _ in 0..QK {
-                let q = (next() % 255) as i32 - 127;
+                // −128 too: a legal Q8_0 code that ggml's own quantizer never writes.
+                let q = (next() % 256) as i32 - 128;
                 bytes.push(q as i8 as u8);
                 dense.push(q as f32 * d.to_f32());
             }
@@ -217,8 +271,11 @@ mod tests {
             let x: Vec<f32> = (0..t * k)
                 .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
                 .collect();
-            let y = matmul(&w, n, k, &x).expect("kernel applies");
-            let acts = quantize_acts(&x);
+            let y = PackedQ8_0::new(&w, n, k)
+                .expect("kernel applies")
+                .matmul(&x)
+                .expect("whole rows");
+            let acts = Acts::quantize(&x, k);
             // The activations are ggml's, as `ggml_numerics` reproduces them for candle's path.
             let xt = candle_core::Tensor::from_vec(x.clone(), (t, k), &candle_core::Device::Cpu)
                 .unwrap();
@@ -232,7 +289,7 @@ mod tests {
             .to_vec1::<f32>()
             .unwrap();
             for (i, g) in ggml.iter().enumerate() {
-                let ours = (acts.q[i] as f32 - 128.0) * acts.d[i / QK];
+                let ours = acts.q[i] as f32 * acts.d[i / QK];
                 assert_eq!(ours, *g, "activation {i}"); // (−0 and +0 alike)
             }
             for j in 0..t {
@@ -240,8 +297,8 @@ mod tests {
                     let (mut want, mut mag) = (0f64, 0f64);
                     for b in 0..k / QK {
                         for i in 0..QK {
-                            let xq = (acts.q[j * k + b * QK + i] as f64 - 128.0)
-                                * acts.d[j * (k / QK) + b] as f64;
+                            let xq =
+                                acts.q[j * k + b * QK + i] as f64 * acts.d[j * (k / QK) + b] as f64;
                             let p = dense[r * k + b * QK + i] as f64 * xq;
                             want += p;
                             mag += p.abs();
@@ -260,8 +317,10 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_run() {
         let (w, _) = weights(4, 64, 1);
-        assert!(matmul(&w, 4, 60, &[0.0; 60]).is_none());
-        assert!(matmul(&w, 5, 64, &[0.0; 64]).is_none());
-        assert!(matmul(&w, 4, 64, &[0.0; 65]).is_none());
+        assert!(PackedQ8_0::new(&w, 4, 60).is_none());
+        assert!(PackedQ8_0::new(&w, 5, 64).is_none());
+        if let Some(p) = PackedQ8_0::new(&w, 4, 64) {
+            assert!(p.matmul(&[0.0; 65]).is_none());
+        }
     }
 }
