@@ -54,18 +54,27 @@ impl QLinear {
 }
 
 impl QLinear {
-    /// The AVX-512 VNNI product for Q8_0 weights on the CPU, when it applies. The weights are
-    /// repacked on first use and kept (36 bytes per 32 values beside the file's 34).
+    /// The AVX-512 VNNI product for Q8_0 (and Q4_0, widened) weights on the CPU, when it
+    /// applies. The weights are repacked on first use and kept (36 bytes per 32 values beside
+    /// the file's 34, or 18 for Q4_0).
     fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
-        if w.dtype() != GgmlDType::Q8_0 || !x.device().is_cpu() || x.dtype() != DType::F32 {
+        let widen: fn(&[u8]) -> Vec<u8> = match w.dtype() {
+            GgmlDType::Q8_0 => <[u8]>::to_vec,
+            // Exactly representable as Q8_0 with the same scale, and multiplied by ggml against
+            // the same Q8_0 activations: the integer sums do not change.
+            GgmlDType::Q4_0 => crate::widen::q4_0_to_q8_0,
+            _ => return Ok(None),
+        };
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
         let packed = self.packed.get_or_init(|| {
             let (n, k) = w.shape().dims2().ok()?;
-            crate::q8_0_vnni::PackedQ8_0::new(&w.data().ok()?, n, k)
+            let q8 = widen(&w.data().ok()?);
+            crate::q8_0_vnni::PackedQ8_0::new(&q8, n, k)
         });
         let Some(packed) = packed else {
             return Ok(None);

@@ -29,6 +29,24 @@ pub fn q5_0_to_q8_0(src: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Bytes of one Q4_0 block: fp16 d, 16 bytes of nibbles (`d · (q − 8)`, `q ∈ 0..16`).
+const Q4_0_BLOCK: usize = 18;
+
+/// Q4_0 as Q8_0 with the same scale (codes −8..8): for the VNNI kernel, which only reads Q8_0.
+pub fn q4_0_to_q8_0(src: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(src.len() / Q4_0_BLOCK * Q8_0_BLOCK);
+    for b in src.chunks_exact(Q4_0_BLOCK) {
+        out.extend_from_slice(&b[0..2]);
+        let mut vals = [0u8; 32];
+        for (j, &q) in b[2..].iter().enumerate() {
+            vals[j] = ((q & 0x0f) as i8 - 8) as u8;
+            vals[j + 16] = ((q >> 4) as i8 - 8) as u8;
+        }
+        out.extend_from_slice(&vals);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,10 +55,19 @@ mod tests {
 
     #[test]
     fn q5_0_widens_to_identical_values() {
+        widens_to_identical_values(GgmlDType::Q5_0, q5_0_to_q8_0);
+    }
+
+    #[test]
+    fn q4_0_widens_to_identical_values() {
+        widens_to_identical_values(GgmlDType::Q4_0, q4_0_to_q8_0);
+    }
+
+    fn widens_to_identical_values(ty: GgmlDType, widen: fn(&[u8]) -> Vec<u8>) {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (8, 128), &dev).unwrap();
-        let q5 = QTensor::quantize(&w, GgmlDType::Q5_0).unwrap();
-        let bytes = q5_0_to_q8_0(&q5.data().unwrap());
+        let q5 = QTensor::quantize(&w, ty).unwrap();
+        let bytes = widen(&q5.data().unwrap());
         let st =
             QStorage::from_data(std::borrow::Cow::Owned(bytes), &dev, GgmlDType::Q8_0).unwrap();
         let q8 = QTensor::new(st, (8, 128)).unwrap();
