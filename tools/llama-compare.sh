@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# llama.cpp and qat-distill side by side, in one run, on the same GGUF files:
+#   1. builds llama-bench, llama-perplexity and llama-quantize from the llama.cpp source that the
+#      PyPI sdist of llama-cpp-python 0.3.36 ships (vendor/llama.cpp), with cmake and ninja from
+#      pip; cached under ${QAT_DISTILL_CACHE:-~/.cache/qat-distill}
+#   2. requantizes the teacher to Q4_0 and Q8_0 with llama-quantize and with `export-gguf`
+#      (time, size, and whether every tensor is byte-identical)
+#   3. llama-bench and `bench tokens-per-second` (-p 512 -n 128 -r 3, 2 threads) on the teacher
+#      and its requantizations, then the ratio ours / llama.cpp per model and test
+#   4. perplexity on pydoc.txt (ctx 512, $PPL_CHUNKS chunks) of every file, by both tools
+#   5. KL of the Q4_0 requantization to the teacher: llama-perplexity --kl-divergence against
+#      `eval kl` on the same $KL_CHUNKS chunks
+# Build flags: no -march=native and no AMX (GCC 12's native build crashes in ggml's AMX kernels
+# on this CPU); AVX2 + AVX-512 + VNNI, weight repacking on — the issue's "built without AMX".
+# Usage: tools/llama-compare.sh        (needs the teacher: tools/fetch-teacher.sh)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION=0.3.36
+CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
+SRC=$CACHE/llama-src-$VERSION
+BUILD=$CACHE/llama-build-$VERSION
+TOOLS=$CACHE/cmake-venv
+OUT=${OUT_DIR:-runs/llama-compare}
+THREADS=${THREADS:-2}
+PPL_CHUNKS=${PPL_CHUNKS:-40}
+KL_CHUNKS=${KL_CHUNKS:-10}
+PYDOC=tests/data/corpora/pydoc.txt
+mkdir -p "$OUT"
+
+TEACHER=$(tools/fetch-teacher.sh)
+
+SDIST=$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz
+if [ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]; then
+    if [ ! -f "$SDIST" ]; then
+        # Only this package from source; its build backend comes as wheels.
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+            --no-binary llama-cpp-python -d "$CACHE/sdist" "llama-cpp-python==$VERSION"
+    fi
+    mkdir -p "$SRC"
+    tar -xzf "$SDIST" -C "$SRC" --strip-components=1
+fi
+if ! "$TOOLS/bin/python" -c "import numpy, yaml" 2>/dev/null || [ ! -x "$TOOLS/bin/cmake" ]; then
+    python3 -m venv "$TOOLS"
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check cmake ninja numpy pyyaml
+fi
+LB=$BUILD/bin/llama-bench
+LP=$BUILD/bin/llama-perplexity
+LQ=$BUILD/bin/llama-quantize
+if [ ! -x "$LB" ] || [ ! -x "$LP" ] || [ ! -x "$LQ" ]; then
+    echo "building llama.cpp's tools (a few minutes, once per machine)..." >&2
+    "$TOOLS/bin/cmake" -S "$SRC/vendor/llama.cpp" -B "$BUILD" -G Ninja \
+        -DCMAKE_MAKE_PROGRAM="$TOOLS/bin/ninja" -DCMAKE_BUILD_TYPE=Release \
+        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+        -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+        -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=OFF >&2
+    "$TOOLS/bin/cmake" --build "$BUILD" --target llama-bench llama-perplexity llama-quantize \
+        -j "$(nproc)" >&2
+fi
+
+echo "building qat-distill (native)..." >&2
+RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target/native \
+    cargo build --release --locked -p qat-distill >&2
+QD=target/native/release/qat-distill
+
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+
+echo "## Requantization of the teacher"
+echo
+echo "| type | llama-quantize s | export-gguf s | llama MiB | ours MiB | tensors (llama.cpp's gguf-py) |"
+echo "|---|---:|---:|---:|---:|---|"
+for ty in Q4_0 Q8_0; do
+    lc=$(echo "$ty" | tr 'A-Z' 'a-z')
+    tl=$(secs "$LQ" --allow-requantize "$TEACHER" "$OUT/llama-$lc.gguf" "$ty" "$THREADS")
+    to=$(secs "$QD" export-gguf --model "$TEACHER" --recipe "$lc" --out "$OUT/ours-$lc.gguf" --force)
+    sl=$(stat -c %s "$OUT/llama-$lc.gguf"); so=$(stat -c %s "$OUT/ours-$lc.gguf")
+    same=$(PYTHONPATH="$SRC/vendor/llama.cpp/gguf-py" "$TOOLS/bin/python" tools/gguf_same_tensors.py \
+        "$OUT/llama-$lc.gguf" "$OUT/ours-$lc.gguf")
+    printf "| %s | %.2f | %.2f | %.2f | %.2f | %s |\n" "$ty" "$tl" "$to" \
+        "$(echo "$sl / 1048576" | bc -l)" "$(echo "$so / 1048576" | bc -l)" "$same"
+done
+echo
+
+MODELS=("$TEACHER" "$OUT/llama-q4_0.gguf" "$OUT/llama-q8_0.gguf")
+echo "## Speed: llama-bench and qat-distill bench, same files, same run ($THREADS threads)"
+echo
+"$LB" -m "$(IFS=,; echo "${MODELS[*]}")" -p 512 -n 128 -r 3 -t "$THREADS" -o json \
+    > "$OUT/llama-bench.json" 2>"$OUT/llama-bench.log"
+ARGS=(); for m in "${MODELS[@]}"; do ARGS+=(-m "$m"); done
+"$QD" bench tokens-per-second "${ARGS[@]}" -p 512 -n 128 -r 3 -t "$THREADS" -o json \
+    > "$OUT/ours-bench.json" 2>"$OUT/ours-bench.log"
+python3 - "$OUT/llama-bench.json" "$OUT/ours-bench.json" <<'EOF'
+import json, os, sys
+llama, ours = (json.load(open(p)) for p in sys.argv[1:3])
+def key(r):
+    test = f"pp{r['n_prompt']}" if r["n_gen"] == 0 else f"tg{r['n_gen']}"
+    return os.path.basename(r["model_filename"]), test
+lt = {key(r): r for r in llama}
+print("| model | test | llama.cpp t/s | qat-distill t/s | ours / llama.cpp |")
+print("|---|---|---:|---:|---:|")
+for r in ours:
+    k = key(r)
+    l = lt.get(k)
+    if l is None:
+        continue
+    print(f"| {k[0]} | {k[1]} | {l['avg_ts']:.2f} ± {l['stddev_ts']:.2f} | "
+          f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {r['avg_ts'] / l['avg_ts']:.2f}× |")
+EOF
+echo
+
+echo "## Perplexity, pydoc.txt, ctx 512, $PPL_CHUNKS chunks"
+echo
+echo "| model | llama-perplexity | qat-distill eval perplexity |"
+echo "|---|---:|---:|"
+# (export-gguf's requantizations hold the same tensors as llama-quantize's: see the first table)
+for m in "${MODELS[@]}"; do
+    l=$("$LP" -m "$m" -f "$PYDOC" -c 512 --chunks "$PPL_CHUNKS" -t "$THREADS" 2>&1 \
+        | grep -o 'Final estimate: PPL = [0-9.]* +/- [0-9.]*' | sed 's/Final estimate: PPL = //')
+    o=$("$QD" eval perplexity --model "$m" --file "$PYDOC" --ctx 512 --chunks "$PPL_CHUNKS" \
+        -t "$THREADS" --json 2>/dev/null | python3 -c \
+        "import json,sys; r=json.load(sys.stdin); print('%.4f +/- %.4f' % (r['ppl'], r['ppl_stderr']))")
+    echo "| $(basename "$m") | $l | $o |"
+done
+echo
+
+echo "## KL(teacher ‖ Q4_0 requantization), $KL_CHUNKS chunks of 512"
+echo
+"$LP" -m "$TEACHER" -f "$PYDOC" -c 512 --chunks "$KL_CHUNKS" -t "$THREADS" \
+    --kl-divergence-base "$OUT/teacher.kld" >"$OUT/kld-base.log" 2>&1
+"$LP" -m "$OUT/llama-q4_0.gguf" -f "$PYDOC" -c 512 --chunks "$KL_CHUNKS" -t "$THREADS" \
+    --kl-divergence-base "$OUT/teacher.kld" --kl-divergence >"$OUT/kld.log" 2>&1
+rm -f "$OUT/teacher.kld"
+echo "llama-perplexity --kl-divergence:"
+grep -E '^(Mean +KLD|Same top p|Mean +PPL\(Q\)|Mean +PPL\(base\))' "$OUT/kld.log" | sed 's/^/    /'
+echo "qat-distill eval kl:"
+"$QD" eval kl --model "$OUT/llama-q4_0.gguf" --reference "$TEACHER" --file "$PYDOC" --ctx 512 \
+    --chunks "$KL_CHUNKS" -t "$THREADS" 2>/dev/null | sed 's/^/    /'
