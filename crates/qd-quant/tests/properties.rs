@@ -192,3 +192,53 @@ fn scales_beyond_f16_saturate_to_infinity_as_ggml() {
         half::f16::from_f32(1e6 / 127.0).to_bits()
     );
 }
+
+/// The K-quant fake-quant runs 16 sub-blocks per SIMD register (AVX-512 where the CPU has it);
+/// on inputs that stress its selects — flat groups, all-positive groups (min clamped to 0),
+/// ties between candidate scales on gridded data, extreme scales — it must still equal the
+/// scalar reference bit for bit.
+#[test]
+fn k_quant_fake_quant_equals_the_scalar_reference_on_adversarial_inputs() {
+    // 4096 values: pairs of super-block pairs only; 1536: one more lone pair at the end.
+    for (rows, n) in [(4, 1024), (3, 512)] {
+        adversarial(rows, n);
+    }
+}
+
+fn adversarial(rows: usize, n: usize) {
+    let x = random(rows, n, 7, 1.0);
+    let mixed: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match (i / 32) % 6 {
+            0 => 0.0,
+            1 => 0.25,
+            2 => v.abs(),
+            3 => -v.abs(),
+            4 => v * 1e-8,
+            _ => v * 6e4,
+        })
+        .collect();
+    for ty in [QuantType::Q4K, QuantType::Q5K] {
+        let gridded = dequantize(ty, &quantize(ty, &x, n).unwrap()).unwrap();
+        let cases: [(&str, Vec<f32>); 6] = [
+            ("mixed groups", mixed.clone()),
+            ("all positive", x.iter().map(|v| v.abs() + 0.5).collect()),
+            ("zeros", vec![0.0; rows * n]),
+            ("constant", vec![-1.5; rows * n]),
+            ("gridded", gridded),
+            (
+                "outliers",
+                x.iter()
+                    .enumerate()
+                    .map(|(i, v)| if i % 37 == 0 { v * 80.0 } else { *v })
+                    .collect(),
+            ),
+        ];
+        for (name, v) in cases {
+            let want = dequantize(ty, &quantize(ty, &v, n).unwrap()).unwrap();
+            let got = fake_quantize(ty, &v, n).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{ty} {name} ({rows}×{n})");
+        }
+    }
+}
