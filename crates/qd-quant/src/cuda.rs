@@ -45,7 +45,7 @@ pub fn fake_quant_fwd(
     let view = s.as_cuda_slice::<f32>()?.slice(o1..o2);
     // The 16-byte loads need an aligned start; a view that starts mid-vector is copied first.
     let aligned;
-    let x = if o1 % 4 == 0 {
+    let x = if o1.is_multiple_of(4) {
         view
     } else {
         let mut tmp = unsafe { dev.alloc::<f32>(n)? };
@@ -92,7 +92,7 @@ pub fn launch(
 ) -> Result<()> {
     let (name, vec4) = kernel_name(ty)?;
     let n = x.len();
-    if n % ty.block_size() != 0 || y.len() < n {
+    if !n.is_multiple_of(ty.block_size()) || y.len() < n {
         candle_core::bail!(
             "fake-quant {ty}: {n} values are not whole blocks, or the output is short"
         );
