@@ -119,8 +119,12 @@ impl<L: Linear> Block<L> {
             }
         };
         let (k, v) = (f16(k)?, f16(v)?);
+        let keep = match (self.swa, hp.sliding_window) {
+            (true, Some(w)) => Some(w.saturating_sub(1)),
+            _ => None,
+        };
         let (k, v) = match cache {
-            Some((c, il)) => c.append(il, k, v)?,
+            Some((c, il)) => c.append(il, k, v, keep)?,
             None => (k, v),
         };
         let t = k.dim(2)?;

@@ -13,12 +13,24 @@ pub fn attention_mask(
     window: Option<usize>,
     device: &Device,
 ) -> Result<Option<Tensor>> {
+    attention_mask_from(seq, offset, 0, window, device)
+}
+
+/// As [`attention_mask`] over the keys at positions `key_start..offset + seq` only (a
+/// sliding-window cache holds no older ones): `[seq, offset + seq − key_start]`.
+pub fn attention_mask_from(
+    seq: usize,
+    offset: usize,
+    key_start: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Option<Tensor>> {
     let total = offset + seq;
     let mut any = false;
-    let mut data = Vec::with_capacity(seq * total);
+    let mut data = Vec::with_capacity(seq * (total - key_start));
     for i in 0..seq {
         let p = offset + i;
-        for j in 0..total {
+        for j in key_start..total {
             let visible = j <= p && window.is_none_or(|w| p - j < w);
             any |= !visible;
             data.push(if visible { 0.0f32 } else { f32::NEG_INFINITY });
@@ -27,7 +39,7 @@ pub fn attention_mask(
     if !any {
         return Ok(None);
     }
-    Tensor::from_vec(data, (seq, total), device).map(Some)
+    Tensor::from_vec(data, (seq, total - key_start), device).map(Some)
 }
 
 #[cfg(test)]

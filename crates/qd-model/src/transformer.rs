@@ -9,7 +9,7 @@ use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
 use crate::hparams::{Arch, HParams};
 use crate::linear::{Embedding, Linear};
-use crate::mask::attention_mask;
+use crate::mask::{attention_mask, attention_mask_from};
 use crate::rope::{Rope, RopeSpec};
 use crate::weights::{expect_shape, WeightSource};
 
@@ -178,8 +178,16 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         let mut x = self.embed_tokens(tokens)?;
         // Masks and RoPE tables: one per distinct layer kind, built once per call.
         let global_mask = attention_mask(s, offset, None, &self.device)?;
+        // Sliding-window layers' caches hold only the keys still in reach (see KvCache).
         let local_mask = match self.hp.sliding_window {
-            Some(w) => attention_mask(s, offset, Some(w), &self.device)?,
+            Some(w) => {
+                let start = if cache.is_some() {
+                    KvCache::window_start(offset, w)
+                } else {
+                    0
+                };
+                attention_mask_from(s, offset, start, Some(w), &self.device)?
+            }
             None => None,
         };
         let mut ropes: Vec<(RopeSpec, Rope)> = Vec::new();

@@ -327,6 +327,18 @@ fn cache_and_one_pass_agree() {
             "{fam:?} chunked prefill: {}",
             max_abs_diff(&full, &chunked)
         );
+        // 21 positions past an 8-key window: sliding layers keep the 7 keys still in reach,
+        // global layers all 21.
+        for (il, block) in model.blocks.iter().enumerate() {
+            let want = match (block.swa, model.hp.sliding_window) {
+                (true, Some(w)) => (w - 1).min(21),
+                _ => 21,
+            };
+            assert_eq!(cache.layer_len(il), want, "{fam:?} layer {il}");
+        }
+        if fam == Family::Gemma3 {
+            assert!(model.blocks.iter().any(|b| b.swa), "the tiny gemma3 has sliding layers");
+        }
         // Prefix forwards: position i of a longer prefix equals the last of prefix i+1.
         for n in [1, 9, 20] {
             let pre = logits_of(
