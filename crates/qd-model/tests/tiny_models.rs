@@ -337,7 +337,10 @@ fn cache_and_one_pass_agree() {
             assert_eq!(cache.layer_len(il), want, "{fam:?} layer {il}");
         }
         if fam == Family::Gemma3 {
-            assert!(model.blocks.iter().any(|b| b.swa), "the tiny gemma3 has sliding layers");
+            assert!(
+                model.blocks.iter().any(|b| b.swa),
+                "the tiny gemma3 has sliding layers"
+            );
         }
         // Prefix forwards: position i of a longer prefix equals the last of prefix i+1.
         for n in [1, 9, 20] {
