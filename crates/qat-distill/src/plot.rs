@@ -97,6 +97,39 @@ fn range(points: &[&[(f64, f64)]]) -> (f64, f64, f64, f64) {
     )
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// One panel with its axes over `x × y`: labelled (caption, tick labels, "step") when a font
+/// was found, bare otherwise.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    labels: bool,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    let mut b = ChartBuilder::on(area);
+    b.margin(12)
+        .x_label_area_size(if labels { 30 } else { 5 })
+        .y_label_area_size(if labels { 50 } else { 5 });
+    if labels {
+        b.caption(caption, ("sans-serif", 20));
+    }
+    let mut chart = b.build_cartesian_2d(x, y)?;
+    let mut mesh = chart.configure_mesh();
+    if labels {
+        mesh.x_desc("step");
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw()?;
+    Ok(chart)
+}
+
 /// Renders `log` into `png` (written under a temp name and renamed).
 pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
     let c = read(log)?;
@@ -113,21 +146,13 @@ pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
         root.fill(&WHITE)?;
         let (top, bottom) = root.split_vertically(420);
         let (x0, x1, y0, y1) = range(&[&c.loss, &c.kd, &c.ce]);
-        let mut b = ChartBuilder::on(&top);
-        b.margin(12)
-            .x_label_area_size(if labels { 30 } else { 5 })
-            .y_label_area_size(if labels { 50 } else { 5 });
-        if labels {
-            b.caption("training loss per token", ("sans-serif", 20));
-        }
-        let mut chart = b.build_cartesian_2d(x0..x1, y0.min(0.0)..y1)?;
-        let mut mesh = chart.configure_mesh();
-        if !labels {
-            mesh.disable_x_axis().disable_y_axis();
-        } else {
-            mesh.x_desc("step");
-        }
-        mesh.draw()?;
+        let mut chart = panel(
+            &top,
+            "training loss per token",
+            labels,
+            x0..x1,
+            y0.min(0.0)..y1,
+        )?;
         for (pts, color, name) in [
             (&c.loss, BLACK, "total"),
             (&c.kd, BLUE, "KD (KL at T)"),
@@ -148,21 +173,13 @@ pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
                 .draw()?;
         }
         let (x0p, x1p, p0, p1) = range(&[&c.ppl]);
-        let mut b = ChartBuilder::on(&bottom);
-        b.margin(12)
-            .x_label_area_size(if labels { 30 } else { 5 })
-            .y_label_area_size(if labels { 50 } else { 5 });
-        if labels {
-            b.caption("held-out perplexity", ("sans-serif", 20));
-        }
-        let mut chart = b.build_cartesian_2d(x0.min(x0p)..x1.max(x1p), (p0 * 0.9).max(1e-3)..p1)?;
-        let mut mesh = chart.configure_mesh();
-        if !labels {
-            mesh.disable_x_axis().disable_y_axis();
-        } else {
-            mesh.x_desc("step");
-        }
-        mesh.draw()?;
+        let mut chart = panel(
+            &bottom,
+            "held-out perplexity",
+            labels,
+            x0.min(x0p)..x1.max(x1p),
+            (p0 * 0.9).max(1e-3)..p1,
+        )?;
         chart.draw_series(LineSeries::new(
             c.ppl.iter().copied(),
             GREEN.stroke_width(2),
