@@ -12,10 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TEACHER="$(tools/fetch-teacher.sh)"
 tools/prepare-corpus.sh >/dev/null
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/native}"
-cargo build --release --locked -p qat-distill
-BIN="$CARGO_TARGET_DIR/release/qat-distill"
+BIN="$(tools/native-build.sh)"
 PY="$(tools/llama-cpp.sh)"
 E=runs/experiment
 CHUNKS="${CHUNKS:-40}"

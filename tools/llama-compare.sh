@@ -58,10 +58,7 @@ if [ ! -x "$LB" ] || [ ! -x "$LP" ] || [ ! -x "$LQ" ]; then
         -j "$(nproc)" >&2
 fi
 
-echo "building qat-distill (native)..." >&2
-RUSTFLAGS="-C target-cpu=native" CARGO_TARGET_DIR=target/native \
-    cargo build --release --locked -p qat-distill >&2
-QD=target/native/release/qat-distill
+QD="$(tools/native-build.sh)"
 
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 

@@ -9,10 +9,7 @@ cd "$(dirname "$0")/.."
 
 TEACHER="$(tools/fetch-teacher.sh)"
 tools/prepare-corpus.sh >/dev/null
-export RUSTFLAGS="${RUSTFLAGS:--C target-cpu=native}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/native}"
-cargo build --release --locked -p qat-distill
-BIN="$CARGO_TARGET_DIR/release/qat-distill"
+BIN="$(tools/native-build.sh)"
 RUN=runs/main-job
 STUDENT="$RUN/student-qat-q4.gguf"
 
