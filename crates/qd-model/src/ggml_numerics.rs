@@ -45,15 +45,22 @@ fn rne(x: f32) -> f32 {
     x.round_ties_even()
 }
 
+/// ggml-cpu's x86 `quantize_row_q8_0` scale for one 32-value block: `d` as stored (fp16) and
+/// the multiplier `127/amax` the codes `rne(x·id)` are taken with (from amax, not from `d`).
+pub(crate) fn q8_0_scale(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = f16::from_f32(amax / 127.0).to_f32();
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    (d, id)
+}
+
 /// Replaces each block by the values ggml's quantizer gives it (`q·d`, with `d` as stored).
 /// candle's own quantizer, fed these, recovers exactly ggml's integers and scale: its per-block
 /// maximum is then `127·d` and every value an integer multiple of `d`.
 fn requantize_block(kind: ActQuant, x: &mut [f32]) {
     match kind {
         ActQuant::Q8_0 => {
-            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = f16::from_f32(amax / 127.0).to_f32();
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let (d, id) = q8_0_scale(x);
             for v in x.iter_mut() {
                 *v = rne(*v * id) * d;
             }

@@ -61,11 +61,11 @@ impl QLinear {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
-        let widen: fn(&[u8]) -> Vec<u8> = match w.dtype() {
-            GgmlDType::Q8_0 => <[u8]>::to_vec,
+        let widen = match w.dtype() {
+            GgmlDType::Q8_0 => None,
             // Exactly representable as Q8_0 with the same scale, and multiplied by ggml against
             // the same Q8_0 activations: the integer sums do not change.
-            GgmlDType::Q4_0 => crate::widen::q4_0_to_q8_0,
+            GgmlDType::Q4_0 => Some(crate::widen::q4_0_to_q8_0 as fn(&[u8]) -> Vec<u8>),
             _ => return Ok(None),
         };
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
@@ -73,8 +73,11 @@ impl QLinear {
         }
         let packed = self.packed.get_or_init(|| {
             let (n, k) = w.shape().dims2().ok()?;
-            let q8 = widen(&w.data().ok()?);
-            crate::q8_0_vnni::PackedQ8_0::new(&q8, n, k)
+            let data = w.data().ok()?;
+            match widen {
+                Some(f) => crate::q8_0_vnni::PackedQ8_0::new(&f(&data), n, k),
+                None => crate::q8_0_vnni::PackedQ8_0::new(&data, n, k),
+            }
         });
         let Some(packed) = packed else {
             return Ok(None);

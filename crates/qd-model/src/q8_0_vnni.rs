@@ -166,9 +166,8 @@ impl Acts {
             .zip(&mut d)
             .zip(&mut corr)
         {
-            let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *db = f16::from_f32(amax / 127.0).to_f32();
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+            let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
+            *db = d;
             let mut sum = 0i32;
             for (o, &v) in qb.iter_mut().zip(xb) {
                 *o = (v * id).round_ties_even() as i8;
