@@ -149,6 +149,12 @@ pub fn fake_affine_pairs<const S: usize>(
     rmin: f32,
     nstep: i32,
 ) {
+    assert!(x.len() == 512 * S && y.len() == x.len());
+    #[cfg(target_arch = "x86_64")]
+    if crate::avx512::available() {
+        // SAFETY: the CPU has AVX-512F (checked at run time); lengths asserted above.
+        return unsafe { crate::klanes_avx512::fake_affine_sets::<S>(x, y, nmax, rmin, nstep) };
+    }
     let mut xs = [[[0f32; LANES]; 32]; S];
     let mut ws = [[[0f32; LANES]; 32]; S];
     let mut w = [0f32; 32];
@@ -163,14 +169,6 @@ pub fn fake_affine_pairs<const S: usize>(
         }
     }
     let mut lanes_l = [[[0f32; LANES]; 32]; S];
-    #[cfg(target_arch = "x86_64")]
-    let fits = if crate::avx512::available() {
-        // SAFETY: the CPU has AVX-512F (checked at run time).
-        unsafe { qkx2_lanes_avx512::<S>(&xs, &ws, nmax, rmin, 0.1, nstep, &mut lanes_l) }
-    } else {
-        portable::<S>(&xs, &ws, nmax, rmin, nstep, &mut lanes_l)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
     let fits = portable::<S>(&xs, &ws, nmax, rmin, nstep, &mut lanes_l);
     for s in 0..S {
         let (scales, mins) = &fits[s];
@@ -211,153 +209,4 @@ fn portable<const S: usize>(
     l: &mut [[V; 32]; S],
 ) -> [(V, V); S] {
     std::array::from_fn(|s| qkx2_lanes(&xs[s], &ws[s], nmax, rmin, 0.1, nstep, &mut l[s]))
-}
-
-/// [`qkx2_lanes`] with explicit AVX-512 on `S` independent sets of 16 sub-blocks: one register
-/// per value index and set, every operation the scalar reference's, in its order (no fused
-/// multiply-adds). 1.9× the compiler's auto-vectorised portable code, which ran half-width with
-/// spills. Interleaving two sets (`S = 2`) to hide the sequential sums' latency measured no
-/// faster, so the callers use one.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
-unsafe fn qkx2_lanes_avx512<const S: usize>(
-    xs: &[[V; 32]; S],
-    ws: &[[V; 32]; S],
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    l: &mut [[V; 32]; S],
-) -> [(V, V); S] {
-    use std::arch::x86_64::*;
-    let zero = _mm512_setzero_ps();
-    let nmaxf = _mm512_set1_ps(nmax as f32);
-    // nearest_int(v).clamp(0, nmax) as f32. The reference's magic-number rounding is
-    // round-half-even for |v| < 2^22, which these products never leave (at most about nmax + 1;
-    // NaN, from a flat sub-block's infinite scale, clamps to 0 either way).
-    let code = |v: __m512| {
-        let r = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-        _mm512_min_ps(_mm512_max_ps(r, zero), nmaxf)
-    };
-    let mut x = [[zero; 32]; S];
-    let mut w = [[zero; 32]; S];
-    for s in 0..S {
-        for i in 0..32 {
-            x[s][i] = _mm512_loadu_ps(xs[s][i].as_ptr());
-            w[s][i] = _mm512_loadu_ps(ws[s][i].as_ptr());
-        }
-    }
-    let mut min = [zero; S];
-    let mut max = [zero; S];
-    let mut sum_w = [zero; S];
-    let mut sum_x = [zero; S];
-    let mut flat = [0u16; S];
-    let mut scale = [zero; S];
-    let mut best = [zero; S];
-    let mut lv = [[zero; 32]; S];
-    for s in 0..S {
-        min[s] = x[s][0];
-        max[s] = x[s][0];
-        sum_w[s] = w[s][0];
-        sum_x[s] = _mm512_mul_ps(sum_w[s], x[s][0]);
-        for i in 1..32 {
-            min[s] = _mm512_min_ps(x[s][i], min[s]);
-            max[s] = _mm512_max_ps(x[s][i], max[s]);
-            sum_w[s] = _mm512_add_ps(sum_w[s], w[s][i]);
-            sum_x[s] = _mm512_add_ps(sum_x[s], _mm512_mul_ps(w[s][i], x[s][i]));
-        }
-        min[s] = _mm512_mask_mov_ps(min[s], _mm512_cmp_ps_mask::<_CMP_GT_OQ>(min[s], zero), zero);
-        flat[s] = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(max[s], min[s]);
-        let iscale = _mm512_div_ps(nmaxf, _mm512_sub_ps(max[s], min[s]));
-        scale[s] = _mm512_div_ps(_mm512_set1_ps(1.0), iscale);
-        for i in 0..32 {
-            let q = code(_mm512_mul_ps(iscale, _mm512_sub_ps(x[s][i], min[s])));
-            lv[s][i] = q;
-            let diff = _mm512_sub_ps(_mm512_add_ps(_mm512_mul_ps(scale[s], q), min[s]), x[s][i]);
-            best[s] = _mm512_add_ps(best[s], _mm512_mul_ps(w[s][i], _mm512_mul_ps(diff, diff)));
-        }
-    }
-    let mut laux = [[zero; 32]; S];
-    for is in 0..=nstep {
-        let num = _mm512_set1_ps(rmin + rdelta * is as f32 + nmax as f32);
-        // `min` moves when a candidate wins, as in the reference.
-        let mut iscale = [zero; S];
-        let (mut sum_l, mut sum_l2, mut sum_xl) = ([zero; S], [zero; S], [zero; S]);
-        for s in 0..S {
-            iscale[s] = _mm512_div_ps(num, _mm512_sub_ps(max[s], min[s]));
-        }
-        for i in 0..32 {
-            for s in 0..S {
-                let lf = code(_mm512_mul_ps(iscale[s], _mm512_sub_ps(x[s][i], min[s])));
-                laux[s][i] = lf;
-                let wl = _mm512_mul_ps(w[s][i], lf);
-                sum_l[s] = _mm512_add_ps(sum_l[s], wl);
-                sum_l2[s] = _mm512_add_ps(sum_l2[s], _mm512_mul_ps(wl, lf));
-                sum_xl[s] = _mm512_add_ps(sum_xl[s], _mm512_mul_ps(wl, x[s][i]));
-            }
-        }
-        let mut take = [0u16; S];
-        let mut this_scale = [zero; S];
-        let mut this_min = [zero; S];
-        for s in 0..S {
-            let d = _mm512_sub_ps(
-                _mm512_mul_ps(sum_w[s], sum_l2[s]),
-                _mm512_mul_ps(sum_l[s], sum_l[s]),
-            );
-            take[s] = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(d, zero);
-            this_scale[s] = _mm512_div_ps(
-                _mm512_sub_ps(
-                    _mm512_mul_ps(sum_w[s], sum_xl[s]),
-                    _mm512_mul_ps(sum_x[s], sum_l[s]),
-                ),
-                d,
-            );
-            this_min[s] = _mm512_div_ps(
-                _mm512_sub_ps(
-                    _mm512_mul_ps(sum_l2[s], sum_x[s]),
-                    _mm512_mul_ps(sum_l[s], sum_xl[s]),
-                ),
-                d,
-            );
-            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(this_min[s], zero);
-            this_min[s] = _mm512_mask_mov_ps(this_min[s], pos, zero);
-            this_scale[s] =
-                _mm512_mask_mov_ps(this_scale[s], pos, _mm512_div_ps(sum_xl[s], sum_l2[s]));
-        }
-        let mut cur = [zero; S];
-        for i in 0..32 {
-            for s in 0..S {
-                let diff = _mm512_sub_ps(
-                    _mm512_add_ps(_mm512_mul_ps(this_scale[s], laux[s][i]), this_min[s]),
-                    x[s][i],
-                );
-                cur[s] = _mm512_add_ps(cur[s], _mm512_mul_ps(w[s][i], _mm512_mul_ps(diff, diff)));
-            }
-        }
-        for s in 0..S {
-            take[s] &= _mm512_cmp_ps_mask::<_CMP_LT_OQ>(cur[s], best[s]);
-            for i in 0..32 {
-                lv[s][i] = _mm512_mask_mov_ps(lv[s][i], take[s], laux[s][i]);
-            }
-            best[s] = _mm512_mask_mov_ps(best[s], take[s], cur[s]);
-            scale[s] = _mm512_mask_mov_ps(scale[s], take[s], this_scale[s]);
-            min[s] = _mm512_mask_mov_ps(min[s], take[s], this_min[s]);
-        }
-    }
-    let mut out = [([0f32; LANES], [0f32; LANES]); S];
-    for s in 0..S {
-        let sc = _mm512_mask_mov_ps(scale[s], flat[s], zero);
-        for i in 0..32 {
-            _mm512_storeu_ps(
-                l[s][i].as_mut_ptr(),
-                _mm512_mask_mov_ps(lv[s][i], flat[s], zero),
-            );
-        }
-        _mm512_storeu_ps(out[s].0.as_mut_ptr(), sc);
-        // −min as a sign flip (−0 for 0), as the scalar code negates.
-        let neg = _mm512_xor_si512(_mm512_castps_si512(min[s]), _mm512_set1_epi32(i32::MIN));
-        _mm512_storeu_ps(out[s].1.as_mut_ptr(), _mm512_castsi512_ps(neg));
-    }
-    out
 }

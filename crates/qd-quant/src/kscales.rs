@@ -59,6 +59,25 @@ pub fn pack_affine(
     l: &mut [u8; 256],
     nmax: i32,
 ) {
+    pack_head(scales, mins, head);
+    let d_all = read_f16(head, 0);
+    let dmin = read_f16(head, 2);
+    for j in 0..8 {
+        let (s, m) = get_scale_min_k4(j, &head[4..16]);
+        let d = d_all * s as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin * m as f32;
+        for ii in 0..32 {
+            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// Writes `d, dmin, scales[12]` into `head[0..16]`: the 8 sub-block fits as 6-bit multiples
+/// of two fp16 super-scales.
+pub fn pack_head(scales: &[f32], mins: &[f32], head: &mut [u8]) {
     let (mut max_scale, mut max_min) = (0f32, 0f32);
     for j in 0..8 {
         if scales[j] > max_scale {
@@ -90,19 +109,6 @@ pub fn pack_affine(
     }
     write_f16(head, 0, max_scale / 63.0);
     write_f16(head, 2, max_min / 63.0);
-    let d_all = read_f16(head, 0);
-    let dmin = read_f16(head, 2);
-    for j in 0..8 {
-        let (s, m) = get_scale_min_k4(j, &head[4..16]);
-        let d = d_all * s as f32;
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin * m as f32;
-        for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
-        }
-    }
 }
 
 /// `(d·scale, dmin·min)` of each of the 8 sub-blocks.

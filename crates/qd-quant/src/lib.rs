@@ -15,6 +15,8 @@ pub mod fp16;
 mod fused;
 mod helpers;
 mod klanes;
+#[cfg(target_arch = "x86_64")]
+mod klanes_avx512;
 mod kscales;
 mod q2_k;
 mod q3_k;

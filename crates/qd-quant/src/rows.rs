@@ -130,11 +130,17 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
             }
             let mut done = 0;
             if let Some((nmax, rmin, nstep)) = affine {
-                done = x.len() / 512 * 512;
-                for (xp, yp) in x[..done]
-                    .chunks_exact(512)
-                    .zip(y[..done].chunks_exact_mut(512))
+                // Two pairs at a time: their searches interleave, hiding each other's latency.
+                let quads = x.len() / 2048 * 2048;
+                for (xp, yp) in x[..quads]
+                    .chunks_exact(2048)
+                    .zip(y[..quads].chunks_exact_mut(2048))
                 {
+                    crate::klanes::fake_affine_pairs::<4>(xp, yp, nmax, rmin, nstep);
+                }
+                done = x.len() / 512 * 512;
+                if done > quads {
+                    let (xp, yp) = (&x[quads..done], &mut y[quads..done]);
                     crate::klanes::fake_affine_pair(xp, yp, nmax, rmin, nstep);
                 }
             }
