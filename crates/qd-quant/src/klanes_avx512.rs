@@ -159,7 +159,9 @@ pub fn qkx2_lanes<const S: usize>(
             exact |= !finite_pos & !flat[s] != 0;
         }
         let (sum_l, sum_l2, sum_xl) = match (exact, lo, hi) {
-            (true, _, _) => candidate_sums!(true, true, true, S, iscale, xm, x, w, laux, nmaxf, nmaxi),
+            (true, _, _) => {
+                candidate_sums!(true, true, true, S, iscale, xm, x, w, laux, nmaxf, nmaxi)
+            }
             (false, false, false) => {
                 candidate_sums!(false, false, false, S, iscale, xm, x, w, laux, nmaxf, nmaxi)
             }
@@ -297,7 +299,11 @@ pub unsafe fn fake_affine_sets<const S: usize>(
         let (mut d, mut m) = ([0f32; LANES], [0f32; LANES]);
         for h in 0..2 {
             let mut head = [0u8; 16];
-            crate::kscales::pack_head(&scales[8 * h..8 * h + 8], &mins[8 * h..8 * h + 8], &mut head);
+            crate::kscales::pack_head(
+                &scales[8 * h..8 * h + 8],
+                &mins[8 * h..8 * h + 8],
+                &mut head,
+            );
             for (j, (dj, mj)) in crate::kscales::sub_scales(&head).into_iter().enumerate() {
                 d[8 * h + j] = dj;
                 m[8 * h + j] = mj;

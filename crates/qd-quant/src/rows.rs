@@ -131,12 +131,12 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
             let mut done = 0;
             if let Some((nmax, rmin, nstep)) = affine {
                 // Two pairs at a time: their searches interleave, hiding each other's latency.
-                let quads = x.len() / 2048 * 2048;
+                let quads = x.len() / 1024 * 1024;
                 for (xp, yp) in x[..quads]
-                    .chunks_exact(2048)
-                    .zip(y[..quads].chunks_exact_mut(2048))
+                    .chunks_exact(1024)
+                    .zip(y[..quads].chunks_exact_mut(1024))
                 {
-                    crate::klanes::fake_affine_pairs::<4>(xp, yp, nmax, rmin, nstep);
+                    crate::klanes::fake_affine_pairs::<2>(xp, yp, nmax, rmin, nstep);
                 }
                 done = x.len() / 512 * 512;
                 if done > quads {

@@ -210,13 +210,18 @@ fn adversarial(rows: usize, n: usize) {
     let mixed: Vec<f32> = x
         .iter()
         .enumerate()
-        .map(|(i, &v)| match (i / 32) % 6 {
+        .map(|(i, &v)| match (i / 32) % 9 {
             0 => 0.0,
             1 => 0.25,
             2 => v.abs(),
             3 => -v.abs(),
             4 => v * 1e-8,
-            _ => v * 6e4,
+            5 => v * 6e4,
+            // Subnormal ranges, where `nmax / range` overflows to infinity.
+            6 => v * 1e-40,
+            // Ranges that overflow to infinity.
+            7 => v * 1e38,
+            _ => v,
         })
         .collect();
     for ty in [QuantType::Q4K, QuantType::Q5K] {
@@ -239,6 +244,31 @@ fn adversarial(rows: usize, n: usize) {
             let want = dequantize(ty, &quantize(ty, &v, n).unwrap()).unwrap();
             let got = fake_quantize(ty, &v, n).unwrap();
             assert_eq!(bits(&got), bits(&want), "{ty} {name} ({rows}×{n})");
+        }
+    }
+}
+
+/// Thousands of random sub-blocks through the K-quant SIMD search, so that every branch of it
+/// (clamps needed or provably not, winners that move the minimum) meets the scalar reference.
+#[test]
+fn k_quant_fake_quant_equals_the_scalar_reference_on_many_random_groups() {
+    let n = 4096;
+    for (seed, scale) in [(11, 1.0), (12, 0.01)] {
+        let mut x = random(32, n, seed, scale);
+        // Skewed groups: a minimum above zero or far below the rest moves the fitted offset.
+        for (i, v) in x.iter_mut().enumerate() {
+            match (i / 32) % 5 {
+                1 => *v = v.abs() * 0.2 + 0.05,
+                2 => *v = v.powi(3),
+                // A subnormal range beside them: `nmax / range` is infinite.
+                3 => *v *= 1e-40,
+                _ => {}
+            }
+        }
+        for ty in [QuantType::Q4K, QuantType::Q5K] {
+            let want = dequantize(ty, &quantize(ty, &x, n).unwrap()).unwrap();
+            let got = fake_quantize(ty, &x, n).unwrap();
+            assert_eq!(bits(&got), bits(&want), "{ty} seed {seed}");
         }
     }
 }
