@@ -198,10 +198,13 @@ pub fn qkx2_lanes<const S: usize>(
                 ),
                 d,
             );
+            // A fourth division only where some lane's offset came out positive.
             let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(this_min[s], zero);
-            this_min[s] = _mm512_mask_mov_ps(this_min[s], pos, zero);
-            this_scale[s] =
-                _mm512_mask_mov_ps(this_scale[s], pos, _mm512_div_ps(sum_xl[s], sum_l2[s]));
+            if pos != 0 {
+                this_min[s] = _mm512_mask_mov_ps(this_min[s], pos, zero);
+                this_scale[s] =
+                    _mm512_mask_mov_ps(this_scale[s], pos, _mm512_div_ps(sum_xl[s], sum_l2[s]));
+            }
         }
         let mut cur = [zero; S];
         for i in 0..32 {
@@ -251,10 +254,10 @@ pub fn qkx2_lanes<const S: usize>(
 }
 
 /// Fake-quant of `2·S` consecutive super-blocks (`x.len() == y.len() == 512·S`) of Q4_K or Q5_K,
-/// all in the transposed lane layout: values gathered one sub-block per lane, the reference's
+/// all in the transposed lane layout: values transposed to one sub-block per lane, the reference's
 /// weights `rms + |x|` (a lane-wise sequential sum, so the same value), the search, the fp16
 /// super-scales packed per super-block, then codes recomputed against the stored grid and
-/// dequantized lane-wise and scattered back.
+/// dequantized lane-wise and transposed back.
 ///
 /// # Safety
 /// `x.len() == y.len() == 512·S`.
@@ -268,19 +271,21 @@ pub unsafe fn fake_affine_sets<const S: usize>(
     nstep: i32,
 ) {
     debug_assert!(x.len() == 512 * S && y.len() == 512 * S);
-    let idx = _mm512_setr_epi32(
-        0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 480,
-    );
     let mut xs = [[[0f32; LANES]; 32]; S];
     let mut ws = [[[0f32; LANES]; 32]; S];
     for s in 0..S {
         let mut sum_x2 = _mm512_setzero_ps();
-        for i in 0..32 {
-            // SAFETY: 512·s + i + 480 < 512·S.
-            let v = unsafe { _mm512_i32gather_ps::<4>(idx, x.as_ptr().add(512 * s + i)) };
-            sum_x2 = _mm512_add_ps(sum_x2, _mm512_mul_ps(v, v));
-            // SAFETY: each row is 16 f32.
-            unsafe { _mm512_storeu_ps(xs[s][i].as_mut_ptr(), v) };
+        for half in 0..2 {
+            // SAFETY: 512·s + 32·k + 16·half + 16 ≤ 512·S.
+            let mut r: [__m512; 16] = std::array::from_fn(|k| unsafe {
+                _mm512_loadu_ps(x.as_ptr().add(512 * s + 32 * k + 16 * half))
+            });
+            transpose16(&mut r);
+            for (j, v) in r.into_iter().enumerate() {
+                sum_x2 = _mm512_add_ps(sum_x2, _mm512_mul_ps(v, v));
+                // SAFETY: each row is 16 f32.
+                unsafe { _mm512_storeu_ps(xs[s][16 * half + j].as_mut_ptr(), v) };
+            }
         }
         let av = _mm512_sqrt_ps(_mm512_div_ps(sum_x2, _mm512_set1_ps(32.0)));
         for i in 0..32 {
@@ -313,15 +318,59 @@ pub unsafe fn fake_affine_sets<const S: usize>(
         let (d, m) = unsafe { (_mm512_loadu_ps(d.as_ptr()), _mm512_loadu_ps(m.as_ptr())) };
         // Where a stored scale is 0 the reference keeps the fit's codes.
         let keep = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(d, _mm512_setzero_ps());
-        for i in 0..32 {
-            // SAFETY: rows of 16 f32; the scatter writes 512·s + i + 32·k < 512·S.
-            unsafe {
-                let v = _mm512_loadu_ps(xs[s][i].as_ptr());
-                let q = code_exact(_mm512_div_ps(_mm512_add_ps(v, m), d), nmaxi);
-                let q = _mm512_mask_mov_ps(q, keep, _mm512_loadu_ps(codes[s][i].as_ptr()));
-                let out = _mm512_sub_ps(_mm512_mul_ps(d, q), m);
-                _mm512_i32scatter_ps::<4>(y.as_mut_ptr().add(512 * s + i), idx, out);
+        let mut outs = [_mm512_setzero_ps(); 32];
+        for (i, o) in outs.iter_mut().enumerate() {
+            // SAFETY: rows of 16 f32.
+            let (v, fit) = unsafe {
+                (
+                    _mm512_loadu_ps(xs[s][i].as_ptr()),
+                    _mm512_loadu_ps(codes[s][i].as_ptr()),
+                )
+            };
+            let q = code_exact(_mm512_div_ps(_mm512_add_ps(v, m), d), nmaxi);
+            let q = _mm512_mask_mov_ps(q, keep, fit);
+            *o = _mm512_sub_ps(_mm512_mul_ps(d, q), m);
+        }
+        for half in 0..2 {
+            let mut r: [__m512; 16] = std::array::from_fn(|j| outs[16 * half + j]);
+            transpose16(&mut r);
+            for (k, v) in r.into_iter().enumerate() {
+                // SAFETY: 512·s + 32·k + 16·half + 16 ≤ 512·S.
+                unsafe { _mm512_storeu_ps(y.as_mut_ptr().add(512 * s + 32 * k + 16 * half), v) };
             }
         }
     }
+}
+
+/// Transposes a 16×16 matrix of f32 held as 16 rows, in four rounds of in-lane and
+/// cross-lane shuffles (64 shuffles instead of 16 gathers or scatters of 16).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    let mut t = [_mm512_setzero_ps(); 16];
+    for j in 0..8 {
+        t[2 * j] = _mm512_unpacklo_ps(r[2 * j], r[2 * j + 1]);
+        t[2 * j + 1] = _mm512_unpackhi_ps(r[2 * j], r[2 * j + 1]);
+    }
+    let pd = _mm512_castps_pd;
+    for j in 0..4 {
+        let (a, b, c, d) = (t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]);
+        r[4 * j] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(a), pd(c)));
+        r[4 * j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(a), pd(c)));
+        r[4 * j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(b), pd(d)));
+        r[4 * j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(b), pd(d)));
+    }
+    // Now 128-bit lane L of r[4j + e] holds rows 4j..4j+3 of column 4L + e.
+    let mut out = [_mm512_setzero_ps(); 16];
+    for e in 0..4 {
+        let lo01 = _mm512_shuffle_f32x4::<0x88>(r[e], r[4 + e]);
+        let hi01 = _mm512_shuffle_f32x4::<0xDD>(r[e], r[4 + e]);
+        let lo23 = _mm512_shuffle_f32x4::<0x88>(r[8 + e], r[12 + e]);
+        let hi23 = _mm512_shuffle_f32x4::<0xDD>(r[8 + e], r[12 + e]);
+        out[e] = _mm512_shuffle_f32x4::<0x88>(lo01, lo23);
+        out[8 + e] = _mm512_shuffle_f32x4::<0xDD>(lo01, lo23);
+        out[4 + e] = _mm512_shuffle_f32x4::<0x88>(hi01, hi23);
+        out[12 + e] = _mm512_shuffle_f32x4::<0xDD>(hi01, hi23);
+    }
+    *r = out;
 }
