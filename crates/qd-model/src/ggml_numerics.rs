@@ -54,6 +54,24 @@ pub(crate) fn q8_0_scale(x: &[f32]) -> (f32, f32) {
     (d, id)
 }
 
+/// ggml's Q8_K activation scale of a 256-value block: `(iscale, d)` with codes
+/// `min(nearest(iscale·x), 127)` and values `code·d`; `None` for an all-zero block. The largest
+/// magnitude's value (first on ties) maps to −127, as `quantize_row_q8_K_ref` does.
+pub(crate) fn q8_k_scale(x: &[f32]) -> Option<(f32, f32)> {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        return None;
+    }
+    let iscale = -127.0 / max;
+    Some((iscale, 1.0 / iscale))
+}
+
 /// Replaces each block by the values ggml's quantizer gives it (`q·d`, with `d` as stored).
 /// candle's own quantizer, fed these, recovers exactly ggml's integers and scale: its per-block
 /// maximum is then `127·d` and every value an integer multiple of `d`.
@@ -66,19 +84,10 @@ fn requantize_block(kind: ActQuant, x: &mut [f32]) {
             }
         }
         ActQuant::Q8K => {
-            let (mut amax, mut max) = (0f32, 0f32);
-            for &v in x.iter() {
-                if v.abs() > amax {
-                    amax = v.abs();
-                    max = v;
-                }
-            }
-            if amax == 0.0 {
+            let Some((iscale, d)) = q8_k_scale(x) else {
                 x.fill(0.0);
                 return;
-            }
-            let iscale = -127.0 / max;
-            let d = 1.0 / iscale;
+            };
             for v in x.iter_mut() {
                 *v = rne(iscale * *v).min(127.0) * d;
             }

@@ -7,11 +7,13 @@ pub mod cache;
 pub mod error;
 pub mod ggml_numerics;
 pub mod hparams;
+pub mod kquant_vnni;
 pub mod linear;
 pub mod mask;
 pub mod q8_0_vnni;
 pub mod rope;
 pub mod transformer;
+mod vnni_tasks;
 pub mod weights;
 pub mod widen;
 

@@ -15,10 +15,10 @@
 
 use half::f16;
 
+use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
+
 const QK: usize = 32;
 const BLOCK_BYTES: usize = 34;
-/// Rows per tile: one 512-bit register of f32 or i32 lanes.
-const ROWS: usize = 16;
 
 /// Whether this CPU runs the kernel (checked at run time: the default build targets plain x86-64).
 pub fn available() -> bool {
@@ -99,19 +99,12 @@ impl PackedQ8_0 {
         let mut y = vec![0f32; t * self.n];
         #[cfg(target_arch = "x86_64")]
         {
-            use rayon::prelude::*;
-            let row_tiles = self.n.div_ceil(ROWS);
-            let per_task = (row_tiles / (rayon::current_num_threads() * 8)).clamp(1, 64);
             let out = SharedOut(y.as_mut_ptr());
-            (0..row_tiles.div_ceil(per_task))
-                .into_par_iter()
-                .for_each(|task| {
-                    let r0 = task * per_task;
-                    let r1 = (r0 + per_task).min(row_tiles);
-                    // SAFETY: `available()` held when the tiles were made, every pointer stays
-                    // inside `tiles`, `acts` and `y`, and tasks write disjoint output columns.
-                    unsafe { self.row_tiles(&acts, t, r0, r1, &out) };
-                });
+            // SAFETY: `available()` held when the tiles were made, every pointer stays inside
+            // `tiles`, `acts` and `y`, and tasks write disjoint output columns.
+            for_row_tiles(self.n, |r0, r1| unsafe {
+                self.row_tiles(&acts, t, r0, r1, &out)
+            });
         }
         Some(y)
     }
@@ -137,10 +130,7 @@ impl PackedQ8_0 {
                 } else {
                     tile::<1>(tiles, nb, q, self.k, d, c, &mut res);
                 }
-                for (j, row) in res.iter().enumerate().take(tt) {
-                    let dst = out.0.add((s + j) * self.n + rt * ROWS);
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), dst, rows);
-                }
+                store(out, &res[..tt], s, self.n, rt, rows);
                 s += tt;
             }
         }
@@ -178,10 +168,6 @@ impl Acts {
         Self { q, d, corr }
     }
 }
-
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint elements.
-unsafe impl Sync for SharedOut {}
 
 /// 16 rows × `T` tokens over all `nb` blocks of one row tile.
 #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,406 @@
+//! Q4_K and Q6_K weights × Q8_K activations with AVX-512 VNNI: the teacher's K-quant tensors
+//! (its attention outputs and FFN down-projections) ran through candle's AVX2 `vec_dot`.
+//!
+//! Both formats are affine per sub-block: a value is `a·q − b` with unsigned codes `q` (Q4_K:
+//! `a = d·scale`, `b = dmin·min` per 32 values, `q` in 0..16; Q6_K: `a = d·scale`, `b = 32·a`
+//! per 16 values, `q` in 0..64). So one kernel serves both: `vpdpbusd` multiplies the unsigned
+//! codes by the signed activation codes exactly, and each sub-block adds
+//! `d_x·(a·Σq·q_x − b·Σq_x)`. Activations are quantized as ggml's `quantize_row_q8_K_ref`
+//! (one scale per 256 values), so the integer sums are those llama.cpp forms; only the order of
+//! the f32 sums differs.
+//!
+//! Weights are repacked once into tiles of 16 rows × one sub-block: `a` and `b` as f32 and the
+//! codes as `[group of 4][row][4]` bytes (Q6_K) or, for Q4_K, two groups per byte as nibbles —
+//! 384 bytes per tile either way.
+
+use half::f16;
+
+use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
+
+const QK_K: usize = 256;
+
+/// The K-quant types this kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KQuant {
+    Q4K,
+    Q6K,
+}
+
+impl KQuant {
+    fn block_bytes(self) -> usize {
+        match self {
+            KQuant::Q4K => 144,
+            KQuant::Q6K => 210,
+        }
+    }
+
+    /// Values per sub-block (one `a`, `b`).
+    fn group(self) -> usize {
+        match self {
+            KQuant::Q4K => 32,
+            KQuant::Q6K => 16,
+        }
+    }
+
+    /// Sub-block `j` of a block: `(a, b)` and its codes, as ggml's `dequantize_row_*` reads them.
+    fn decode(self, blk: &[u8], j: usize, codes: &mut [u8]) -> (f32, f32) {
+        let f16_at = |o: usize| f16::from_bits(u16::from_le_bytes([blk[o], blk[o + 1]])).to_f32();
+        match self {
+            KQuant::Q4K => {
+                let (d, dmin, sc, qs) = (f16_at(0), f16_at(2), &blk[4..16], &blk[16..144]);
+                let (s, m) = if j < 4 {
+                    (sc[j] & 63, sc[j + 4] & 63)
+                } else {
+                    (
+                        (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
+                        (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+                    )
+                };
+                for (i, c) in codes.iter_mut().enumerate() {
+                    let byte = qs[32 * (j / 2) + i];
+                    *c = if j % 2 == 0 { byte & 0xF } else { byte >> 4 };
+                }
+                (d * s as f32, dmin * m as f32)
+            }
+            KQuant::Q6K => {
+                let (ql, qh, sc, d) = (&blk[..128], &blk[128..192], &blk[192..208], f16_at(208));
+                for (i, c) in codes.iter_mut().enumerate() {
+                    let v = 16 * j + i;
+                    let (h, w) = (v / 128, v % 128);
+                    let (quarter, l) = (w / 32, w % 32);
+                    let lo = ql[64 * h + l + 32 * (quarter & 1)];
+                    let nibble = if quarter >= 2 { lo >> 4 } else { lo & 0xF };
+                    *c = nibble | (((qh[32 * h + l] >> (2 * quarter)) & 3) << 4);
+                }
+                let a = d * sc[j] as i8 as f32;
+                (a, 32.0 * a)
+            }
+        }
+    }
+}
+
+/// One sub-block of 16 rows.
+#[repr(C, align(64))]
+#[derive(Clone)]
+struct Tile {
+    a: [f32; ROWS],
+    b: [f32; ROWS],
+    q: [u8; 256],
+}
+
+/// A Q4_K or Q6_K matrix `[n, k]` repacked for the kernel.
+pub struct PackedKQuant {
+    kind: KQuant,
+    n: usize,
+    k: usize,
+    /// `[n.div_ceil(16)][k / group]`; rows past `n` are zero.
+    tiles: Vec<Tile>,
+}
+
+impl PackedKQuant {
+    /// Repacks the bytes of `W [n, k]`; `None` where the kernel cannot run (no AVX-512 VNNI,
+    /// `k` not a multiple of 256, or a byte count that does not match).
+    pub fn new(kind: KQuant, w: &[u8], n: usize, k: usize) -> Option<Self> {
+        use rayon::prelude::*;
+        if !crate::q8_0_vnni::available()
+            || k == 0
+            || !k.is_multiple_of(QK_K)
+            || w.len() != n * (k / QK_K) * kind.block_bytes()
+        {
+            return None;
+        }
+        let g = kind.group();
+        let (nsb, per_block) = (k / g, QK_K / g);
+        let empty = Tile {
+            a: [0.0; ROWS],
+            b: [0.0; ROWS],
+            q: [0; 256],
+        };
+        let mut tiles = vec![empty; n.div_ceil(ROWS) * nsb];
+        let bb = kind.block_bytes();
+        tiles
+            .par_chunks_mut(nsb)
+            .enumerate()
+            .for_each(|(rt, row_tiles)| {
+                let mut codes = [0u8; 32];
+                for (j, tile) in row_tiles.iter_mut().enumerate() {
+                    for r in 0..ROWS.min(n - rt * ROWS) {
+                        let off = ((rt * ROWS + r) * (k / QK_K) + j / per_block) * bb;
+                        let (a, b) = kind.decode(&w[off..off + bb], j % per_block, &mut codes[..g]);
+                        tile.a[r] = a;
+                        tile.b[r] = b;
+                        for (i, &c) in codes[..g].iter().enumerate() {
+                            match kind {
+                                // Groups 2p and 2p+1 share register p: low and high nibbles.
+                                KQuant::Q4K => {
+                                    let (grp, e) = (i / 4, i % 4);
+                                    tile.q[(grp / 2) * 64 + r * 4 + e] |= c << (4 * (grp % 2));
+                                }
+                                KQuant::Q6K => tile.q[(i / 4) * 64 + r * 4 + i % 4] = c,
+                            }
+                        }
+                    }
+                }
+            });
+        Some(Self { kind, n, k, tiles })
+    }
+
+    pub fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// `y [t, n] = x [t, k] · Wᵀ`; `None` if `x` is not whole rows of `k`.
+    pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
+        if !x.len().is_multiple_of(self.k) {
+            return None;
+        }
+        let t = x.len() / self.k;
+        let acts = Acts::quantize(x, self.kind.group());
+        let mut y = vec![0f32; t * self.n];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let out = SharedOut(y.as_mut_ptr());
+            // SAFETY: `available()` held when the tiles were made, every pointer stays inside
+            // `tiles`, `acts` and `y`, and tasks write disjoint output columns.
+            for_row_tiles(self.n, |r0, r1| unsafe {
+                self.row_tiles(&acts, t, r0, r1, &out)
+            });
+        }
+        Some(y)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+    unsafe fn row_tiles(&self, acts: &Acts, t: usize, r0: usize, r1: usize, out: &SharedOut) {
+        let nsb = self.k / self.kind.group();
+        let mut res = [[0f32; ROWS]; 4];
+        for rt in r0..r1 {
+            // SAFETY: row tile `rt` has `nsb` tiles.
+            let tiles = unsafe { self.tiles.as_ptr().add(rt * nsb) };
+            let rows = ROWS.min(self.n - rt * ROWS);
+            let mut s = 0;
+            while s < t {
+                let tt = if t - s >= 4 { 4 } else { 1 };
+                let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
+                // SAFETY: `tt` tokens of codes and factors remain from `s`.
+                unsafe {
+                    match (self.kind, tt) {
+                        (KQuant::Q4K, 4) => tile::<4, 8>(tiles, nsb, q, self.k, f, &mut res),
+                        (KQuant::Q4K, _) => tile::<1, 8>(tiles, nsb, q, self.k, f, &mut res),
+                        (KQuant::Q6K, 4) => tile::<4, 4>(tiles, nsb, q, self.k, f, &mut res),
+                        (KQuant::Q6K, _) => tile::<1, 4>(tiles, nsb, q, self.k, f, &mut res),
+                    }
+                    store(out, &res[..tt], s, self.n, rt, rows);
+                }
+                s += tt;
+            }
+        }
+    }
+}
+
+/// `x [t, k]` as ggml's Q8_K: signed codes, and per token and sub-block of `group` values the
+/// factors `(d_x, d_x·Σq_x)` the kernel scales the sub-block's two sums by.
+struct Acts {
+    q: Vec<i8>,
+    f: Vec<[f32; 2]>,
+}
+
+impl Acts {
+    fn quantize(x: &[f32], group: usize) -> Self {
+        let mut q = vec![0i8; x.len()];
+        let mut f = Vec::with_capacity(x.len() / group);
+        for (xb, qb) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(QK_K)) {
+            let d = match crate::ggml_numerics::q8_k_scale(xb) {
+                Some((iscale, d)) => {
+                    for (o, &v) in qb.iter_mut().zip(xb) {
+                        *o = (iscale * v).round_ties_even().min(127.0) as i8;
+                    }
+                    d
+                }
+                None => 0.0,
+            };
+            for g in qb.chunks_exact(group) {
+                let sum: i32 = g.iter().map(|&c| c as i32).sum();
+                f.push([d, d * sum as f32]);
+            }
+        }
+        Self { q, f }
+    }
+}
+
+/// 16 rows × `T` tokens over all `nsb` sub-blocks of one row tile; `NG` groups of 4 values per
+/// sub-block (8: Q4_K, nibble-packed; 4: Q6_K, bytes).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn tile<const T: usize, const NG: usize>(
+    tiles: *const Tile,
+    nsb: usize,
+    aq: &[i8],
+    k: usize,
+    af: &[[f32; 2]],
+    res: &mut [[f32; ROWS]; 4],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); T];
+    let low = _mm512_set1_epi8(0x0F);
+    for j in 0..nsb {
+        // SAFETY: `j < nsb` tiles from `tiles`; tiles are 64-byte aligned.
+        let (a, b, wq) = unsafe {
+            let tile = &*tiles.add(j);
+            let mut wq = [_mm512_setzero_si512(); NG];
+            for p in 0..4 {
+                let r = _mm512_load_si512(tile.q.as_ptr().add(p * 64) as *const _);
+                if NG == 8 {
+                    wq[2 * p] = _mm512_and_si512(r, low);
+                    wq[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(r), low);
+                } else {
+                    wq[p] = r;
+                }
+            }
+            (
+                _mm512_load_ps(tile.a.as_ptr()),
+                _mm512_load_ps(tile.b.as_ptr()),
+                wq,
+            )
+        };
+        for jt in 0..T {
+            let base = jt * k + j * 4 * NG;
+            let act = |g: usize| {
+                let v = &aq[base + 4 * g..base + 4 * g + 4];
+                _mm512_set1_epi32(i32::from_le_bytes([
+                    v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8,
+                ]))
+            };
+            // Two chains halve the dependent `vpdpbusd` latency.
+            let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            for g in (0..NG).step_by(2) {
+                s0 = _mm512_dpbusd_epi32(s0, wq[g], act(g));
+                s1 = _mm512_dpbusd_epi32(s1, wq[g + 1], act(g + 1));
+            }
+            let [dx, dxs] = af[jt * nsb + j];
+            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+            acc[jt] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(dx)), isum, acc[jt]);
+            acc[jt] = _mm512_fnmadd_ps(b, _mm512_set1_ps(dxs), acc[jt]);
+        }
+    }
+    for j in 0..T {
+        // SAFETY: `res[j]` holds 16 f32.
+        unsafe { _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gen(seed: u32) -> impl FnMut() -> u32 {
+        let mut s = seed;
+        move || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            s >> 8
+        }
+    }
+
+    /// Random Q4_K/Q6_K bytes of `[n, k]` (any bit pattern is a valid block, save fp16 scales,
+    /// which are set to small normal values) and their dequantized values as qd-quant reads them.
+    fn weights(kind: KQuant, n: usize, k: usize, seed: u32) -> (Vec<u8>, Vec<f32>) {
+        let mut next = gen(seed);
+        let bb = kind.block_bytes();
+        let mut bytes: Vec<u8> = (0..n * k / QK_K * bb).map(|_| next() as u8).collect();
+        for blk in bytes.chunks_exact_mut(bb) {
+            let mut scale = || {
+                f16::from_f32(0.001 + (next() % 1000) as f32 * 1e-5)
+                    .to_bits()
+                    .to_le_bytes()
+            };
+            match kind {
+                KQuant::Q4K => {
+                    blk[0..2].copy_from_slice(&scale());
+                    blk[2..4].copy_from_slice(&scale());
+                }
+                KQuant::Q6K => blk[208..210].copy_from_slice(&scale()),
+            }
+        }
+        let ty = match kind {
+            KQuant::Q4K => qd_quant::QuantType::Q4K,
+            KQuant::Q6K => qd_quant::QuantType::Q6K,
+        };
+        let dense = qd_quant::dequantize(ty, &bytes).expect("whole blocks");
+        (bytes, dense)
+    }
+
+    /// Against the f64 product of the dequantized weights (qd-quant's port of ggml's
+    /// `dequantize_row_*`) and the Q8_K activations: only the f32 summation order differs.
+    #[test]
+    fn equals_the_f64_product_of_the_quantized_operands() {
+        if !crate::q8_0_vnni::available() {
+            eprintln!("no AVX-512 VNNI here; kernel not exercised");
+            return;
+        }
+        for kind in [KQuant::Q4K, KQuant::Q6K] {
+            for (n, k, t) in [(37, 256, 1), (16, 1024, 5), (9, 2048, 4), (130, 512, 13)] {
+                let (w, dense) = weights(kind, n, k, (n * k + t) as u32);
+                let x: Vec<f32> = (0..t * k)
+                    .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
+                    .collect();
+                let y = PackedKQuant::new(kind, &w, n, k)
+                    .expect("kernel applies")
+                    .matmul(&x)
+                    .expect("whole rows");
+                let acts = Acts::quantize(&x, kind.group());
+                let g = kind.group();
+                for j in 0..t {
+                    for r in 0..n {
+                        let (mut want, mut mag) = (0f64, 0f64);
+                        for i in 0..k {
+                            let xq = acts.q[j * k + i] as f64 * acts.f[(j * k + i) / g][0] as f64;
+                            let p = dense[r * k + i] as f64 * xq;
+                            want += p;
+                            mag += p.abs();
+                        }
+                        let got = y[j * n + r] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * mag + 1e-30,
+                            "{kind:?} n {n} k {k} t {t} row {r} token {j}: {got} vs {want} (mag {mag})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The activation codes and scale are ggml's Q8_K, as `ggml_numerics` reproduces them for
+    /// candle's path.
+    #[test]
+    fn activations_are_ggml_q8_k() {
+        let x: Vec<f32> = (0..2 * 512)
+            .map(|i| ((i * 31 % 211) as f32 - 100.0) / 7.0)
+            .collect();
+        let acts = Acts::quantize(&x, 32);
+        let xt =
+            candle_core::Tensor::from_vec(x.clone(), (2, 512), &candle_core::Device::Cpu).unwrap();
+        let ggml =
+            crate::ggml_numerics::quantize_activations(&xt, crate::ggml_numerics::ActQuant::Q8K)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+        for (i, g) in ggml.iter().enumerate() {
+            assert_eq!(acts.q[i] as f32 * acts.f[i / 32][0], *g, "activation {i}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_run() {
+        let (w, _) = weights(KQuant::Q4K, 4, 256, 1);
+        assert!(PackedKQuant::new(KQuant::Q4K, &w, 4, 128).is_none());
+        assert!(PackedKQuant::new(KQuant::Q4K, &w, 5, 256).is_none());
+        assert!(PackedKQuant::new(KQuant::Q6K, &w, 4, 256).is_none());
+        if let Some(p) = PackedKQuant::new(KQuant::Q4K, &w, 4, 256) {
+            assert!(p.matmul(&[0.0; 257]).is_none());
+        }
+    }
+}
