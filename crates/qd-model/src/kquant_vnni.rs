@@ -58,7 +58,11 @@ impl KQuant {
                 };
                 for (i, c) in codes.iter_mut().enumerate() {
                     let byte = qs[32 * (j / 2) + i];
-                    *c = if j % 2 == 0 { byte & 0xF } else { byte >> 4 };
+                    *c = if j.is_multiple_of(2) {
+                        byte & 0xF
+                    } else {
+                        byte >> 4
+                    };
                 }
                 (d * s as f32, dmin * m as f32)
             }
