@@ -210,10 +210,12 @@ struct Acts {
 }
 
 impl Acts {
+    /// In parallel over 256-value blocks when there are many.
     fn quantize(x: &[f32], group: usize) -> Self {
+        use rayon::prelude::*;
         let mut q = vec![0i8; x.len()];
-        let mut f = Vec::with_capacity(x.len() / group);
-        for (xb, qb) in x.chunks_exact(QK_K).zip(q.chunks_exact_mut(QK_K)) {
+        let mut f = vec![[0f32; 2]; x.len() / group];
+        let block = |((qb, fb), xb): ((&mut [i8], &mut [[f32; 2]]), &[f32])| {
             let d = match crate::ggml_numerics::q8_k_scale(xb) {
                 Some((iscale, d)) => {
                     for (o, &v) in qb.iter_mut().zip(xb) {
@@ -223,10 +225,24 @@ impl Acts {
                 }
                 None => 0.0,
             };
-            for g in qb.chunks_exact(group) {
+            for (g, out) in qb.chunks_exact(group).zip(fb) {
                 let sum: i32 = g.iter().map(|&c| c as i32).sum();
-                f.push([d, d * sum as f32]);
+                *out = [d, d * sum as f32];
             }
+        };
+        let per = QK_K / group;
+        if x.len() > 4 * QK_K * 8 {
+            q.par_chunks_mut(QK_K)
+                .zip(f.par_chunks_mut(per))
+                .zip(x.par_chunks(QK_K))
+                .with_min_len(16)
+                .for_each(block);
+        } else {
+            // A token or two (generation): not worth a hand-off.
+            q.chunks_mut(QK_K)
+                .zip(f.chunks_mut(per))
+                .zip(x.chunks(QK_K))
+                .for_each(block);
         }
         Self { q, f }
     }
@@ -271,11 +287,10 @@ unsafe fn tile<const T: usize, const NG: usize>(
         };
         for jt in 0..T {
             let base = jt * k + j * 4 * NG;
-            let act = |g: usize| {
-                let v = &aq[base + 4 * g..base + 4 * g + 4];
-                _mm512_set1_epi32(i32::from_le_bytes([
-                    v[0] as u8, v[1] as u8, v[2] as u8, v[3] as u8,
-                ]))
+            debug_assert!(base + 4 * NG <= aq.len());
+            // SAFETY: token `jt`'s sub-block `j` lies inside `aq` (its `k` codes follow).
+            let act = |g: usize| unsafe {
+                _mm512_set1_epi32((aq.as_ptr().add(base + 4 * g) as *const i32).read_unaligned())
             };
             // Two chains halve the dependent `vpdpbusd` latency.
             let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
@@ -344,7 +359,7 @@ mod tests {
             return;
         }
         for kind in [KQuant::Q4K, KQuant::Q6K] {
-            for (n, k, t) in [(37, 256, 1), (16, 1024, 5), (9, 2048, 4), (130, 512, 13)] {
+            for (n, k, t) in [(37, 256, 1), (16, 1024, 5), (9, 2048, 4), (130, 1024, 13)] {
                 let (w, dense) = weights(kind, n, k, (n * k + t) as u32);
                 let x: Vec<f32> = (0..t * k)
                     .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)

@@ -146,24 +146,44 @@ struct Acts {
 }
 
 impl Acts {
+    /// In parallel over tokens when there are several: at 512 tokens and k = 640 this pass is
+    /// a sizeable part of a product.
     fn quantize(x: &[f32], k: usize) -> Self {
+        use rayon::prelude::*;
         debug_assert!(k.is_multiple_of(QK));
         let nbt = x.len() / QK;
         let (mut q, mut d, mut corr) = (vec![0i8; x.len()], vec![0f32; nbt], vec![0i32; nbt]);
-        for (((xb, qb), db), cb) in x
-            .chunks_exact(QK)
-            .zip(q.chunks_exact_mut(QK))
-            .zip(&mut d)
-            .zip(&mut corr)
-        {
-            let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
-            *db = d;
-            let mut sum = 0i32;
-            for (o, &v) in qb.iter_mut().zip(xb) {
-                *o = (v * id).round_ties_even() as i8;
-                sum += *o as i32;
+        let one_token = |(((q, d), corr), x): (((&mut [i8], &mut [f32]), &mut [i32]), &[f32])| {
+            for (((xb, qb), db), cb) in x
+                .chunks_exact(QK)
+                .zip(q.chunks_exact_mut(QK))
+                .zip(d)
+                .zip(corr)
+            {
+                let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
+                *db = d;
+                let mut sum = 0i32;
+                for (o, &v) in qb.iter_mut().zip(xb) {
+                    *o = (v * id).round_ties_even() as i8;
+                    sum += *o as i32;
+                }
+                *cb = 128 * sum;
             }
-            *cb = 128 * sum;
+        };
+        let nb = k / QK;
+        if x.len() > k {
+            q.par_chunks_mut(k)
+                .zip(d.par_chunks_mut(nb))
+                .zip(corr.par_chunks_mut(nb))
+                .zip(x.par_chunks(k))
+                .for_each(one_token);
+        } else {
+            // One token (generation): not worth a hand-off.
+            q.chunks_mut(k)
+                .zip(d.chunks_mut(nb))
+                .zip(corr.chunks_mut(nb))
+                .zip(x.chunks(k))
+                .for_each(one_token);
         }
         Self { q, d, corr }
     }
