@@ -202,6 +202,9 @@ impl PackedKQuant {
     }
 }
 
+/// One 256-value block's codes, factors and values, as the quantizer walks them.
+type BlockParts<'a> = ((&'a mut [i8], &'a mut [[f32; 2]]), &'a [f32]);
+
 /// `x [t, k]` as ggml's Q8_K: signed codes, and per token and sub-block of `group` values the
 /// factors `(d_x, d_x·Σq_x)` the kernel scales the sub-block's two sums by.
 struct Acts {
@@ -215,7 +218,7 @@ impl Acts {
         use rayon::prelude::*;
         let mut q = vec![0i8; x.len()];
         let mut f = vec![[0f32; 2]; x.len() / group];
-        let block = |((qb, fb), xb): ((&mut [i8], &mut [[f32; 2]]), &[f32])| {
+        let block = |((qb, fb), xb): BlockParts| {
             let d = match crate::ggml_numerics::q8_k_scale(xb) {
                 Some((iscale, d)) => {
                     for (o, &v) in qb.iter_mut().zip(xb) {

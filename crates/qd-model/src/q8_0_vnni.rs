@@ -137,6 +137,9 @@ impl PackedQ8_0 {
     }
 }
 
+/// One token's codes, scales, corrections and values, as the quantizer walks them.
+type TokenParts<'a> = (((&'a mut [i8], &'a mut [f32]), &'a mut [i32]), &'a [f32]);
+
 /// `x [t, k]` quantized per 32 values: signed codes, the scale as stored (fp16 → f32), and the
 /// `128·Σq` that the unsigned weights add to each block's sum.
 struct Acts {
@@ -153,7 +156,7 @@ impl Acts {
         debug_assert!(k.is_multiple_of(QK));
         let nbt = x.len() / QK;
         let (mut q, mut d, mut corr) = (vec![0i8; x.len()], vec![0f32; nbt], vec![0i32; nbt]);
-        let one_token = |(((q, d), corr), x): (((&mut [i8], &mut [f32]), &mut [i32]), &[f32])| {
+        let one_token = |(((q, d), corr), x): TokenParts| {
             for (((xb, qb), db), cb) in x
                 .chunks_exact(QK)
                 .zip(q.chunks_exact_mut(QK))
