@@ -61,6 +61,16 @@ pub struct Args {
     /// Also fake-quantize the token embedding and LM head under QAT.
     #[arg(long)]
     qat_embeddings: bool,
+    /// Random truncation: probability that a training sequence is cut to a random length.
+    #[arg(long)]
+    truncate_prob: Option<f64>,
+    /// Shortest length a truncated sequence keeps (tokens).
+    #[arg(long)]
+    truncate_min: Option<usize>,
+    /// Token-noise injection: probability that an input token is replaced by a random id
+    /// (targets stay clean).
+    #[arg(long)]
+    token_noise: Option<f64>,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -81,7 +91,8 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     }
     set!(teacher => teacher, out => out, blocks => student_blocks, steps => steps, seq_len => seq_len,
          batch_size => batch_size, grad_accum => grad_accum, lr => lr, divergence => divergence,
-         seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every);
+         seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every,
+         truncate_prob => truncate_prob, truncate_min => truncate_min, token_noise => token_noise);
     if !a.data.is_empty() {
         c.data = a.data.clone();
     }

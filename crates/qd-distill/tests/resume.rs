@@ -82,7 +82,7 @@ fn run(
             student,
             &store.all_vars(),
             teacher,
-            &d[s..s + 1],
+            &[qd_distill::data::Example::plain(d[s].clone())],
             None,
             &cfg,
         )

@@ -20,7 +20,7 @@ use super::chunked::LossConfig;
 use super::eval::{evaluate, EvalReport};
 use super::schedule::{learning_rate, Schedule, Shape};
 use super::step::batch_loss_and_grads;
-use crate::data::{pack, read_documents, split_and_shuffle, DataError};
+use crate::data::{pack, read_documents, split_and_shuffle, Augment, DataError, Example};
 use crate::loss::Divergence;
 use crate::student::{build_student, QatPlan, StudentConfig};
 use qd_export::Recipe;
@@ -67,6 +67,13 @@ pub struct RunConfig {
     pub qat_embeddings: bool,
     /// Keep the tokenized corpus in the user cache (`~/.cache/qat-distill/tokens`).
     pub token_cache: bool,
+    /// Random truncation: the probability that a training sequence is cut to a length drawn
+    /// from `truncate_min..=seq_len` (0 = off).
+    pub truncate_prob: f64,
+    pub truncate_min: usize,
+    /// Token-noise injection: the probability that an input token is replaced by a random id;
+    /// the targets stay clean (0 = off).
+    pub token_noise: f64,
 }
 
 impl Default for RunConfig {
@@ -103,6 +110,9 @@ impl Default for RunConfig {
             qat_start: 0,
             qat_embeddings: false,
             token_cache: true,
+            truncate_prob: 0.0,
+            truncate_min: 16,
+            token_noise: 0.0,
         }
     }
 }
@@ -212,6 +222,15 @@ impl RunConfig {
             .map_err(TrainError::from)
     }
 
+    /// The augmentations of training sequences this run asks for.
+    pub fn augment(&self) -> Augment {
+        Augment {
+            truncate_prob: self.truncate_prob,
+            truncate_min: self.truncate_min,
+            token_noise: self.token_noise,
+        }
+    }
+
     pub fn validate(&self) -> Result<Divergence, TrainError> {
         let bad = |m: &str| Err(TrainError::Config(m.into()));
         if self.seq_len < 2 {
@@ -225,6 +244,15 @@ impl RunConfig {
         }
         if self.data.is_empty() {
             return bad("no training data given (--data)");
+        }
+        if !(0.0..=1.0).contains(&self.truncate_prob) {
+            return bad("truncate_prob must be in [0, 1]");
+        }
+        if self.truncate_prob > 0.0 && !(2..=self.seq_len).contains(&self.truncate_min) {
+            return bad("truncate_min must be in [2, seq_len]");
+        }
+        if !(0.0..1.0).contains(&self.token_noise) {
+            return bad("token_noise must be in [0, 1)");
         }
         self.recipe()?;
         match self.divergence.as_str() {
@@ -408,6 +436,8 @@ pub fn run(
     });
     let per_step = cfg.batch_size * cfg.grad_accum;
     let params = store.all_vars();
+    let augment = cfg.augment();
+    let vocab = tok.vocab_size as u32;
     let t0 = Instant::now();
     let mut tokens = 0f64;
     let epoch_len = packed.train.len();
@@ -423,9 +453,16 @@ pub fn run(
             chunk: cfg.chunk,
         };
         let idx = batch_indices(step, per_step, epoch_len, cfg.seed);
-        let seqs: Vec<Vec<u32>> = idx.iter().map(|&i| packed.train[i].clone()).collect();
+        let examples: Vec<Example> = idx
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let slot = (step * per_step + j) as u64;
+                augment.apply(&packed.train[i], vocab, cfg.seed, slot)
+            })
+            .collect();
         let (parts, mut grads) =
-            batch_loss_and_grads(model_at(step), &params, &teacher, &seqs, None, &lcfg)?;
+            batch_loss_and_grads(model_at(step), &params, &teacher, &examples, None, &lcfg)?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,

@@ -7,13 +7,13 @@ use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
 
 use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts};
 
-/// Loss and gradients averaged over `seqs` (each at least 2 tokens; targets shifted by one,
-/// `pad` targets masked).
+/// Loss and gradients averaged over `examples` (each at least 2 tokens; targets shifted by one,
+/// `pad` targets masked; both models read each example's `inputs`).
 pub fn batch_loss_and_grads<L, E, TL, TE>(
     student: &Transformer<L, E>,
     params: &[candle_core::Var],
     teacher: &Transformer<TL, TE>,
-    seqs: &[Vec<u32>],
+    examples: &[crate::data::Example],
     pad: Option<u32>,
     cfg: &LossConfig,
 ) -> Result<(LossParts, GradStore)>
@@ -23,7 +23,7 @@ where
     TL: Linear,
     TE: Embedding,
 {
-    if seqs.is_empty() {
+    if examples.is_empty() {
         candle_core::bail!("empty batch");
     }
     let dev = student.device.clone();
@@ -31,12 +31,15 @@ where
         logits: Logits::None,
         hidden_states: false,
     };
-    let scale = 1.0 / seqs.len() as f64;
+    let scale = 1.0 / examples.len() as f64;
     let mut total = LossParts::default();
     let mut acc: Option<GradStore> = None;
-    for seq in seqs {
-        let (targets, mask) = crate::loss::shift::next_token_targets(seq, pad, &dev)?;
-        let x = Tensor::new(&seq[..seq.len() - 1], &dev)?.unsqueeze(0)?;
+    for ex in examples {
+        let (targets, mask) = crate::loss::shift::next_token_targets(&ex.tokens, pad, &dev)?;
+        if ex.inputs.len() + 1 != ex.tokens.len() {
+            candle_core::bail!("an example's inputs must be its tokens but the last");
+        }
+        let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
         let t_normed = teacher
             .forward(&x, None, &opts)
             .map_err(candle_core::Error::wrap)?
