@@ -71,6 +71,10 @@ pub struct Args {
     /// (targets stay clean).
     #[arg(long)]
     token_noise: Option<f64>,
+    /// Weighted mixing: one weight per --data entry (e.g. 3,1), each entry packed alone and
+    /// drawn with these probabilities.
+    #[arg(long, value_delimiter = ',')]
+    data_weights: Option<Vec<f64>>,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
@@ -92,7 +96,8 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     set!(teacher => teacher, out => out, blocks => student_blocks, steps => steps, seq_len => seq_len,
          batch_size => batch_size, grad_accum => grad_accum, lr => lr, divergence => divergence,
          seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every,
-         truncate_prob => truncate_prob, truncate_min => truncate_min, token_noise => token_noise);
+         truncate_prob => truncate_prob, truncate_min => truncate_min, token_noise => token_noise,
+         data_weights => data_weights);
     if !a.data.is_empty() {
         c.data = a.data.clone();
     }

@@ -201,13 +201,16 @@ fn bad_inputs() {
     assert!(e.contains("invalid run configuration"), "{e}");
 }
 
-/// With random truncation and token noise on, an interrupted and resumed run ends with the
-/// same weights as one that never stopped (the draws are seeded by position, not carried as
-/// state), and the augmentations do change what is trained.
+/// With random truncation, token noise and weighted mixing of two datasets on, an interrupted
+/// and resumed run ends with the same weights as one that never stopped (the draws are seeded
+/// by position, not carried as state), and the augmentations do change what is trained.
 #[test]
-fn augmented_run_resumes_bit_identically() {
+fn augmented_mixed_run_resumes_bit_identically() {
     let d = tempfile::tempdir().unwrap();
     let (teacher, data) = setup(d.path());
+    let other = d.path().join("other.txt");
+    std::fs::write(&other, "a tiny tin ant ate ten nuts at noon ".repeat(12)).unwrap();
+    let other = other.to_string_lossy().into_owned();
     let train = |out: &Path, steps: &str, extra: &[&str]| {
         let o = out.to_str().unwrap().to_string();
         let mut args = vec![
@@ -216,6 +219,8 @@ fn augmented_run_resumes_bit_identically() {
             &teacher,
             "--data",
             &data,
+            "--data",
+            &other,
             "--out",
             &o,
             "--blocks",
@@ -242,6 +247,8 @@ fn augmented_run_resumes_bit_identically() {
         "4",
         "--token-noise",
         "0.2",
+        "--data-weights",
+        "1,3",
     ];
     let weights = |out: &Path| std::fs::read(out.join("step-00000004/model.safetensors")).unwrap();
     let whole = d.path().join("whole");
@@ -267,4 +274,17 @@ fn augmented_run_resumes_bit_identically() {
         "1.5",
     ]);
     assert!(e.contains("token_noise must be in [0, 1)"), "{e}");
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--data-weights",
+        "1,2",
+    ]);
+    assert!(
+        e.contains("data_weights has 2 entries for 1 data paths"),
+        "{e}"
+    );
 }

@@ -20,7 +20,9 @@ use super::chunked::LossConfig;
 use super::eval::{evaluate, EvalReport};
 use super::schedule::{learning_rate, Schedule, Shape};
 use super::step::batch_loss_and_grads;
-use crate::data::{pack, read_documents, split_and_shuffle, Augment, DataError, Example};
+use crate::data::{
+    pack, read_documents, split_and_shuffle, Augment, DataError, Example, Mixture, Packed,
+};
 use crate::loss::Divergence;
 use crate::student::{build_student, QatPlan, StudentConfig};
 use qd_export::Recipe;
@@ -74,6 +76,9 @@ pub struct RunConfig {
     /// Token-noise injection: the probability that an input token is replaced by a random id;
     /// the targets stay clean (0 = off).
     pub token_noise: f64,
+    /// Weighted mixing: one weight per `data` entry, each packed and split alone and drawn with
+    /// these probabilities (empty = all entries as one corpus).
+    pub data_weights: Vec<f64>,
 }
 
 impl Default for RunConfig {
@@ -113,6 +118,7 @@ impl Default for RunConfig {
             truncate_prob: 0.0,
             truncate_min: 16,
             token_noise: 0.0,
+            data_weights: Vec::new(),
         }
     }
 }
@@ -254,6 +260,13 @@ impl RunConfig {
         if !(0.0..1.0).contains(&self.token_noise) {
             return bad("token_noise must be in [0, 1)");
         }
+        if !self.data_weights.is_empty() && self.data_weights.len() != self.data.len() {
+            return Err(TrainError::Config(format!(
+                "data_weights has {} entries for {} data paths",
+                self.data_weights.len(),
+                self.data.len()
+            )));
+        }
         self.recipe()?;
         match self.divergence.as_str() {
             "forward" => Ok(Divergence::Forward),
@@ -306,19 +319,37 @@ pub fn run(
     let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
     let teacher = qd_model::load_quantized(&tf, &dev)?;
-    let docs = read_documents(&cfg.data)?;
     let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
     let cache_dir = if cfg.token_cache {
         crate::data::default_cache_dir()
     } else {
         None
     };
-    let (stream, _) =
-        crate::data::cached_token_stream(&tok, &teacher_sha256, &docs, cache_dir.as_deref())?;
-    let packed = split_and_shuffle(pack(&stream, cfg.seq_len)?, cfg.val_fraction, cfg.seed);
+    // One dataset of everything under `data`, or (with `data_weights`) one per entry, mixed.
+    let packs = |paths: &[PathBuf]| -> Result<Packed, TrainError> {
+        let docs = read_documents(paths)?;
+        let (stream, _) =
+            crate::data::cached_token_stream(&tok, &teacher_sha256, &docs, cache_dir.as_deref())?;
+        Ok(split_and_shuffle(
+            pack(&stream, cfg.seq_len)?,
+            cfg.val_fraction,
+            cfg.seed,
+        ))
+    };
+    let (packed, mixture) = if cfg.data_weights.is_empty() {
+        (packs(&cfg.data)?, None)
+    } else {
+        let parts = cfg
+            .data
+            .iter()
+            .map(|p| packs(std::slice::from_ref(p)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (m, union) = Mixture::new(parts, &cfg.data_weights).map_err(TrainError::Config)?;
+        (union, Some(m))
+    };
     if packed.train.is_empty() {
         return Err(TrainError::Data(DataError::TooShort {
-            tokens: stream.len(),
+            tokens: packed.val.len() * cfg.seq_len,
             needed: cfg.seq_len,
         }));
     }
@@ -458,7 +489,11 @@ pub fn run(
             .enumerate()
             .map(|(j, &i)| {
                 let slot = (step * per_step + j) as u64;
-                augment.apply(&packed.train[i], vocab, cfg.seed, slot)
+                let seq = match &mixture {
+                    Some(m) => m.pick(cfg.seed, slot),
+                    None => &packed.train[i],
+                };
+                augment.apply(seq, vocab, cfg.seed, slot)
             })
             .collect();
         let (parts, mut grads) =
