@@ -6,7 +6,8 @@
 #   2. requantizes the teacher to Q4_0 and Q8_0 with llama-quantize and with `export-gguf`
 #      (time, size, and whether every tensor is byte-identical)
 #   3. llama-bench and `bench tokens-per-second` (-p 512 -n 128 -r 3, 2 threads) on the teacher
-#      and its requantizations, then the ratio ours / llama.cpp per model and test
+#      and its requantizations, interleaved in two rounds, then the ratio ours / llama.cpp per
+#      model and test (SPEED_ONLY=1 stops after this)
 #   4. perplexity on pydoc.txt (ctx 512, $PPL_CHUNKS chunks) of every file, by both tools
 #   5. KL of the Q4_0 requantization to the teacher: llama-perplexity --kl-divergence against
 #      `eval kl` on the same $KL_CHUNKS chunks
@@ -81,30 +82,45 @@ echo
 MODELS=("$TEACHER" "$OUT/llama-q4_0.gguf" "$OUT/llama-q8_0.gguf")
 echo "## Speed: llama-bench and qat-distill bench, same files, same run ($THREADS threads)"
 echo
-"$LB" -m "$(IFS=,; echo "${MODELS[*]}")" -p 512 -n 128 -r 3 -t "$THREADS" -o json \
-    > "$OUT/llama-bench.json" 2>"$OUT/llama-bench.log"
-ARGS=(); for m in "${MODELS[@]}"; do ARGS+=(-m "$m"); done
-"$QD" bench tokens-per-second "${ARGS[@]}" -p 512 -n 128 -r 3 -t "$THREADS" -o json \
-    > "$OUT/ours-bench.json" 2>"$OUT/ours-bench.log"
-python3 - "$OUT/llama-bench.json" "$OUT/ours-bench.json" <<'EOF'
-import json, os, sys
-llama, ours = (json.load(open(p)) for p in sys.argv[1:3])
+# Interleaved per model and in two rounds of opposite order (llama.cpp, ours, ours, llama.cpp),
+# so that the machine's drift over the minutes this takes falls on both tools alike.
+for round in 1 2; do
+    for m in "${MODELS[@]}"; do
+        b=$(basename "$m" .gguf)
+        order=(llama ours); [ "$round" = 2 ] && order=(ours llama)
+        for tool in "${order[@]}"; do
+            if [ "$tool" = llama ]; then
+                "$LB" -m "$m" -p 512 -n 128 -r 3 -t "$THREADS" -o json \
+                    > "$OUT/llama-bench-$round-$b.json" 2>>"$OUT/llama-bench.log"
+            else
+                "$QD" bench tokens-per-second -m "$m" -p 512 -n 128 -r 3 -t "$THREADS" -o json \
+                    > "$OUT/ours-bench-$round-$b.json" 2>>"$OUT/ours-bench.log"
+            fi
+        done
+    done
+done
+python3 - "$OUT" <<'EOF'
+import glob, json, os, sys
+out = sys.argv[1]
 def key(r):
     test = f"pp{r['n_prompt']}" if r["n_gen"] == 0 else f"tg{r['n_gen']}"
     return os.path.basename(r["model_filename"]), test
-lt = {key(r): r for r in llama}
-print("| model | test | llama.cpp t/s | qat-distill t/s | ours / llama.cpp |")
+runs = {}  # (model, test) -> {tool: [avg_ts per round]}
+for tool in ("llama", "ours"):
+    for p in sorted(glob.glob(f"{out}/{tool}-bench-[12]-*.json")):
+        for r in json.load(open(p)):
+            runs.setdefault(key(r), {}).setdefault(tool, []).append(r["avg_ts"])
+print("| model | test | llama.cpp t/s (rounds 1, 2) | qat-distill t/s (rounds 1, 2) | ours / llama.cpp |")
 print("|---|---|---:|---:|---:|")
-for r in ours:
-    k = key(r)
-    l = lt.get(k)
-    if l is None:
+for k, v in runs.items():
+    if len(v.get("llama", [])) != 2 or len(v.get("ours", [])) != 2:
         continue
-    print(f"| {k[0]} | {k[1]} | {l['avg_ts']:.2f} ± {l['stddev_ts']:.2f} | "
-          f"{r['avg_ts']:.2f} ± {r['stddev_ts']:.2f} | {r['avg_ts'] / l['avg_ts']:.2f}× |")
+    l, o = v["llama"], v["ours"]
+    print(f"| {k[0]} | {k[1]} | {sum(l)/2:.2f} ({l[0]:.1f}, {l[1]:.1f}) | "
+          f"{sum(o)/2:.2f} ({o[0]:.1f}, {o[1]:.1f}) | {sum(o)/sum(l):.2f}× |")
 EOF
 echo
-
+[ "${SPEED_ONLY:-0}" = 1 ] && exit 0
 echo "## Perplexity, pydoc.txt, ctx 512, $PPL_CHUNKS chunks"
 echo
 echo "| model | llama-perplexity | qat-distill eval perplexity |"

@@ -219,6 +219,11 @@ impl Acts {
         let mut q = vec![0i8; x.len()];
         let mut f = vec![[0f32; 2]; x.len() / group];
         let block = |((qb, fb), xb): BlockParts| {
+            // SAFETY: the packed weights exist only where AVX-512 VNNI (so F and BW) is;
+            // blocks are whole.
+            #[cfg(target_arch = "x86_64")]
+            let d = unsafe { crate::acts_avx512::q8_k_block(xb, qb) };
+            #[cfg(not(target_arch = "x86_64"))]
             let d = match crate::ggml_numerics::q8_k_scale(xb) {
                 Some((iscale, d)) => {
                     for (o, &v) in qb.iter_mut().zip(xb) {

@@ -2,6 +2,8 @@
 //! linear layers: quantized matmuls for GGUF teachers, dense or fake-quantized matrices for
 //! students.
 
+#[cfg(target_arch = "x86_64")]
+mod acts_avx512;
 pub mod block;
 pub mod cache;
 pub mod error;

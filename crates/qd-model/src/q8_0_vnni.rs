@@ -163,13 +163,21 @@ impl Acts {
                 .zip(d)
                 .zip(corr)
             {
-                let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
+                // SAFETY: the packed weights exist only where `available()` (AVX-512 VNNI,
+                // so F and BW) held; blocks are whole.
+                #[cfg(target_arch = "x86_64")]
+                let (d, sum) = unsafe { crate::acts_avx512::q8_0_block(xb, qb) };
+                #[cfg(not(target_arch = "x86_64"))]
+                let (d, sum) = {
+                    let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
+                    let mut sum = 0i32;
+                    for (o, &v) in qb.iter_mut().zip(xb) {
+                        *o = (v * id).round_ties_even() as i8;
+                        sum += *o as i32;
+                    }
+                    (d, sum)
+                };
                 *db = d;
-                let mut sum = 0i32;
-                for (o, &v) in qb.iter_mut().zip(xb) {
-                    *o = (v * id).round_ties_even() as i8;
-                    sum += *o as i32;
-                }
                 *cb = 128 * sum;
             }
         };
