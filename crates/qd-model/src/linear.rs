@@ -37,30 +37,8 @@ pub struct QLinear {
     /// How ggml quantizes this matmul's input; reproduced exactly before candle's kernel
     /// (whose own rounding differs: see `ggml_numerics`).
     pub act: Option<ActQuant>,
-    /// The weight repacked for a VNNI kernel, made on first use (`None` inside: not applicable).
-    packed: Arc<OnceLock<Option<Packed>>>,
-}
-
-/// A weight repacked for one of our AVX-512 VNNI kernels.
-enum Packed {
-    Q8_0(crate::q8_0_vnni::PackedQ8_0),
-    KQuant(crate::kquant_vnni::PackedKQuant),
-}
-
-impl Packed {
-    fn rows(&self) -> usize {
-        match self {
-            Packed::Q8_0(p) => p.rows(),
-            Packed::KQuant(p) => p.rows(),
-        }
-    }
-
-    fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
-        match self {
-            Packed::Q8_0(p) => p.matmul(x),
-            Packed::KQuant(p) => p.matmul(x),
-        }
-    }
+    /// The weight repacked for `q8_0_vnni`, made on first use (`None` inside: not applicable).
+    packed: Arc<OnceLock<Option<crate::q8_0_vnni::PackedQ8_0>>>,
 }
 
 impl QLinear {
@@ -76,38 +54,29 @@ impl QLinear {
 }
 
 impl QLinear {
-    /// Our AVX-512 VNNI products on the CPU, where one applies: Q8_0 (and Q4_0, widened to it;
-    /// Q5_0 arrives widened from `GgufWeights`) and Q4_K/Q6_K. The weights are repacked on first use and kept beside the file's
-    /// bytes (Q8_0: 36 bytes per 32 values against 34; K-quants: 384 bytes per 16 rows and
-    /// sub-block).
-    fn forward_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
-        use crate::kquant_vnni::{KQuant, PackedKQuant};
-        use crate::q8_0_vnni::PackedQ8_0;
+    /// The AVX-512 VNNI product for Q8_0 (and Q4_0, widened) weights on the CPU, when it
+    /// applies. The weights are repacked on first use and kept (36 bytes per 32 values beside
+    /// the file's 34, or 18 for Q4_0).
+    fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
         let QMatMul::QTensor(w) = &self.weight else {
             return Ok(None);
         };
-        let dtype = w.dtype();
-        if !matches!(
-            dtype,
-            GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q4K | GgmlDType::Q6K
-        ) || !x.device().is_cpu()
-            || x.dtype() != DType::F32
-        {
+        let widen = match w.dtype() {
+            GgmlDType::Q8_0 => None,
+            // Exactly representable as Q8_0 with the same scale, and multiplied by ggml against
+            // the same Q8_0 activations: the integer sums do not change.
+            GgmlDType::Q4_0 => Some(crate::widen::q4_0_to_q8_0 as fn(&[u8]) -> Vec<u8>),
+            _ => return Ok(None),
+        };
+        if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
         let packed = self.packed.get_or_init(|| {
             let (n, k) = w.shape().dims2().ok()?;
             let data = w.data().ok()?;
-            match dtype {
-                GgmlDType::Q8_0 => PackedQ8_0::new(&data, n, k).map(Packed::Q8_0),
-                // Exactly representable as Q8_0 with the same scale, and multiplied by ggml
-                // against the same Q8_0 activations: the integer sums do not change.
-                GgmlDType::Q4_0 => {
-                    PackedQ8_0::new(&crate::widen::q4_0_to_q8_0(&data), n, k).map(Packed::Q8_0)
-                }
-                GgmlDType::Q4K => PackedKQuant::new(KQuant::Q4K, &data, n, k).map(Packed::KQuant),
-                GgmlDType::Q6K => PackedKQuant::new(KQuant::Q6K, &data, n, k).map(Packed::KQuant),
-                _ => None,
+            match widen {
+                Some(f) => crate::q8_0_vnni::PackedQ8_0::new(&f(&data), n, k),
+                None => crate::q8_0_vnni::PackedQ8_0::new(&data, n, k),
             }
         });
         let Some(packed) = packed else {
@@ -125,7 +94,7 @@ impl QLinear {
 
 impl Linear for QLinear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.forward_vnni(x)? {
+        if let Some(y) = self.forward_q8_0_vnni(x)? {
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),
