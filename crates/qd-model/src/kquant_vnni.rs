@@ -1,5 +1,7 @@
-//! Q4_K and Q6_K weights × Q8_K activations with AVX-512 VNNI: the teacher's K-quant tensors
-//! (its attention outputs and FFN down-projections) ran through candle's AVX2 `vec_dot`.
+//! Q4_K and Q6_K weights × Q8_K activations with AVX-512 VNNI, forming llama.cpp's integer sums
+//! for the teacher's K-quant tensors (its attention outputs and FFN down-projections). Not wired
+//! into `QLinear` yet (candle's own repacked kernels run those; see the README's "Speed" for why
+//! and for the measured comparison in `benches/kquant_matmul.rs`).
 //!
 //! Both formats are affine per sub-block: a value is `a·q − b` with unsigned codes `q` (Q4_K:
 //! `a = d·scale`, `b = dmin·min` per 32 values, `q` in 0..16; Q6_K: `a = d·scale`, `b = 32·a`
