@@ -1,7 +1,8 @@
 //! `make_qkx2_quants` on 16 sub-blocks at once, one per SIMD lane, for the Q4_K/Q5_K
 //! fake-quant. Each lane runs the reference's scalar algorithm on its own sub-block — every sum
 //! in the same sequential order, branches turned into per-lane selects — so the results are
-//! bit-identical to the scalar port while the compiler vectorises across lanes.
+//! bit-identical to the scalar port while the compiler vectorises across lanes. On CPUs with
+//! AVX-512 `fake_affine_pairs` hands the whole op to `klanes_avx512`; this is the fallback.
 
 use crate::helpers::nearest_int;
 use crate::kscales::{pack_affine, sub_block_weights};
