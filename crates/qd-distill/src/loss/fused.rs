@@ -4,9 +4,9 @@
 //! `[chunk, vocab]` buffers per chunk; this reads each logit row a few times and writes the
 //! gradient once. Forward and reverse KL have closed-form gradients; JSD keeps the composed path.
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Storage, Tensor};
 
-use super::Divergence;
+use super::{lanes, Divergence};
 
 /// Sums over the unmasked rows of a chunk, and `∂(w_kd·ΣD + w_ce·ΣCE)/∂logits`.
 pub struct FusedChunk {
@@ -20,15 +20,24 @@ pub fn supports(div: Divergence) -> bool {
     matches!(div, Divergence::Forward | Divergence::Reverse)
 }
 
-/// log-softmax of `x / t` into `out`, in f64 for the normaliser.
-fn log_softmax_into(x: &[f32], t: f32, out: &mut [f32]) {
-    let inv = 1.0 / t;
-    let m = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) * inv;
-    let z: f64 = x.iter().map(|&v| ((v * inv - m) as f64).exp()).sum();
-    let lse = m + z.ln() as f32;
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = v * inv - lse;
+/// `log Σ_j e^{x_j/t}` of a row, shifted by its maximum.
+fn log_normaliser(x: &[f32], inv_t: f32) -> f32 {
+    let m = lanes::max(x) * inv_t;
+    let z = lanes::sum_map(x, |v| lanes::exp(v * inv_t - m));
+    m + z.ln() as f32
+}
+
+/// The logits of a contiguous f32 CPU tensor without copying them (a copy elsewhere).
+fn with_rows<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.to_dtype(DType::F32)?.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    if let Storage::Cpu(cpu) = &*storage {
+        let all = cpu.as_slice::<f32>()?;
+        let start = layout.start_offset();
+        return f(&all[start..start + t.elem_count()]);
     }
+    drop(storage);
+    f(&t.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// `student`, `teacher`: logits `[n, V]` (no graph needed); `targets[i]` the label of row `i`;
@@ -46,65 +55,55 @@ pub fn fused_loss(
 ) -> Result<FusedChunk> {
     use rayon::prelude::*;
     let (n, v) = student.dims2()?;
-    let s = student
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let t = teacher
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
     let temp = temperature as f32;
+    let inv = 1.0 / temp;
+    let (wk, wc) = ((w_kd / temperature) as f32, w_ce as f32);
     let mut grad = vec![0f32; n * v];
-    let sums: Vec<(f64, f64)> = grad
-        .par_chunks_mut(v)
-        .enumerate()
-        .map(|(i, g)| {
-            if mask[i] == 0.0 {
-                return (0.0, 0.0);
-            }
-            let (sr, tr) = (&s[i * v..(i + 1) * v], &t[i * v..(i + 1) * v]);
-            // g holds log p_S^T for now; a scratch row holds log p_T^T.
-            let mut lpt = vec![0f32; v];
-            log_softmax_into(sr, temp, g);
-            log_softmax_into(tr, temp, &mut lpt);
-            let (mut kd, mut grad_scale) = (0f64, 0f64);
-            match div {
-                Divergence::Reverse => {
-                    for (&a, &b) in g.iter().zip(&lpt) {
-                        kd += (a.exp() * (a - b)) as f64;
+    let sums: Vec<(f64, f64)> = with_rows(student, |s| {
+        with_rows(teacher, |t| {
+            Ok(grad
+                .par_chunks_mut(v)
+                .enumerate()
+                .map(|(i, g)| {
+                    if mask[i] == 0.0 {
+                        return (0.0, 0.0);
                     }
-                    grad_scale = kd;
-                }
-                _ => {
-                    for (&a, &b) in g.iter().zip(&lpt) {
-                        kd += (b.exp() * (b - a)) as f64;
-                    }
-                }
-            }
-            // CE at temperature 1: log p_S(y) = s_y − logsumexp(s).
-            let m = sr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-            let z: f64 = sr.iter().map(|&x| ((x - m) as f64).exp()).sum();
-            let lse1 = m + z.ln() as f32;
-            let y = targets[i] as usize;
-            let ce = (lse1 - sr[y]) as f64;
-            let (wk, wc) = ((w_kd / temperature) as f32, w_ce as f32);
-            let c = grad_scale as f32;
-            for j in 0..v {
-                let lps_t = g[j];
-                let ps_t = lps_t.exp();
-                let d_kd = match div {
-                    // ∂KL(p_T‖p_S)/∂s = (p_S − p_T)/T
-                    Divergence::Forward => ps_t - lpt[j].exp(),
-                    // ∂KL(p_S‖p_T)/∂s = p_S·(log p_S − log p_T − KL)/T
-                    _ => ps_t * (lps_t - lpt[j] - c),
-                };
-                g[j] = wk * d_kd + wc * (sr[j] - lse1).exp();
-            }
-            g[y] -= wc;
-            (kd, ce)
+                    let (sr, tr) = (&s[i * v..(i + 1) * v], &t[i * v..(i + 1) * v]);
+                    let lse_s = log_normaliser(sr, inv);
+                    let lse_t = log_normaliser(tr, inv);
+                    // CE at temperature 1: log p_S(y) = s_y − logsumexp(s).
+                    let lse1 = log_normaliser(sr, 1.0);
+                    let y = targets[i] as usize;
+                    let ce = (lse1 - sr[y]) as f64;
+                    let kd = match div {
+                        Divergence::Reverse => {
+                            let kd = lanes::sum_map2(sr, tr, |a, b| {
+                                let (lps, lpt) = (a * inv - lse_s, b * inv - lse_t);
+                                lanes::exp(lps) * (lps - lpt)
+                            });
+                            let c = kd as f32;
+                            // ∂KL(p_S‖p_T)/∂s = p_S·(log p_S − log p_T − KL)/T
+                            lanes::map_sum2_into(g, sr, tr, |a, b| {
+                                let (lps, lpt) = (a * inv - lse_s, b * inv - lse_t);
+                                let d = lanes::exp(lps) * (lps - lpt - c);
+                                (wk * d + wc * lanes::exp(a - lse1), 0.0)
+                            });
+                            kd
+                        }
+                        // ∂KL(p_T‖p_S)/∂s = (p_S − p_T)/T
+                        _ => lanes::map_sum2_into(g, sr, tr, |a, b| {
+                            let (lps, lpt) = (a * inv - lse_s, b * inv - lse_t);
+                            let pt = lanes::exp(lpt);
+                            let d = lanes::exp(lps) - pt;
+                            (wk * d + wc * lanes::exp(a - lse1), pt * (lpt - lps))
+                        }),
+                    };
+                    g[y] -= wc;
+                    (kd, ce)
+                })
+                .collect())
         })
-        .collect();
+    })?;
     let (kd_sum, ce_sum) = sums
         .iter()
         .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d));
