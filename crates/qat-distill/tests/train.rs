@@ -97,6 +97,18 @@ fn train_checkpoint_resume() {
         "resumed after step 4"
     );
     assert!(out.join("step-00000006").is_dir());
+    // The summary covers the whole run: the 4 steps before the resume and the 2 after.
+    let resumed: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    let per_step = summary["tokens"].as_f64().unwrap() / 4.0;
+    assert!(per_step > 0.0);
+    assert_eq!(resumed["tokens"].as_f64().unwrap(), 6.0 * per_step);
+    assert!(resumed["seconds"].as_f64().unwrap() > summary["seconds"].as_f64().unwrap());
+    // Resuming a finished run trains nothing and keeps the run's totals.
+    let again = run(&[&common[..], &["--steps", "6", "--resume"]].concat());
+    assert!(again.status.success());
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["tokens"], resumed["tokens"]);
+    assert!(again["tokens_per_second"].as_f64().unwrap() > 0.0);
     assert!(
         !out.join("step-00000002").exists(),
         "only the last 2 checkpoints are kept"
