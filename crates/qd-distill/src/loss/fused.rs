@@ -27,6 +27,55 @@ fn log_normaliser(x: &[f32], inv_t: f32) -> f32 {
     m + z.ln() as f32
 }
 
+/// `(log Σ e^{x/2}, log Σ e^x)` in one pass: `e^{x−m} = (e^{(x−m)/2})²`.
+fn log_normalisers_t2(x: &[f32]) -> (f32, f32) {
+    let m = lanes::max(x);
+    let h = 0.5 * m;
+    let (z2, z1) = lanes::sum_map_pair(x, |v| {
+        let e = lanes::exp(0.5 * v - h);
+        (e, e * e)
+    });
+    (h + z2.ln() as f32, m + z1.ln() as f32)
+}
+
+/// How the CE term's `e^{s − lse₁}` comes from the soft pass's `p_S = e^{s/T − lse_T}`: at T = 1
+/// it is `p_S`; at T = 2 it is `p_S² · e^{2·lse_T − lse₁}`; otherwise its own `exp`. Saves one
+/// of the three `exp`s per logit and one of the three normaliser passes for the usual T.
+#[derive(Clone, Copy)]
+enum CeTerm {
+    Same,
+    Square(f32),
+    Exp(f32),
+}
+
+impl CeTerm {
+    #[inline(always)]
+    fn eval(self, a: f32, ps: f32) -> f32 {
+        match self {
+            CeTerm::Same => ps,
+            CeTerm::Square(c) => ps * ps * c,
+            CeTerm::Exp(lse1) => lanes::exp(a - lse1),
+        }
+    }
+}
+
+/// `(lse_T, lse₁, CE term)` of a student row.
+fn student_normalisers(sr: &[f32], temperature: f32) -> (f32, f32, CeTerm) {
+    if temperature == 1.0 {
+        let l = log_normaliser(sr, 1.0);
+        (l, l, CeTerm::Same)
+    } else if temperature == 2.0 {
+        let (l2, l1) = log_normalisers_t2(sr);
+        (l2, l1, CeTerm::Square((2.0 * l2 - l1).exp()))
+    } else {
+        let (lt, l1) = (
+            log_normaliser(sr, 1.0 / temperature),
+            log_normaliser(sr, 1.0),
+        );
+        (lt, l1, CeTerm::Exp(l1))
+    }
+}
+
 /// The logits of a contiguous f32 CPU tensor without copying them (a copy elsewhere).
 fn with_rows<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.to_dtype(DType::F32)?.contiguous()?;
@@ -69,10 +118,9 @@ pub fn fused_loss(
                         return (0.0, 0.0);
                     }
                     let (sr, tr) = (&s[i * v..(i + 1) * v], &t[i * v..(i + 1) * v]);
-                    let lse_s = log_normaliser(sr, inv);
-                    let lse_t = log_normaliser(tr, inv);
                     // CE at temperature 1: log p_S(y) = s_y − logsumexp(s).
-                    let lse1 = log_normaliser(sr, 1.0);
+                    let (lse_s, lse1, ce_term) = student_normalisers(sr, temp);
+                    let lse_t = log_normaliser(tr, inv);
                     let y = targets[i] as usize;
                     let ce = (lse1 - sr[y]) as f64;
                     let kd = match div {
@@ -85,17 +133,16 @@ pub fn fused_loss(
                             // ∂KL(p_S‖p_T)/∂s = p_S·(log p_S − log p_T − KL)/T
                             lanes::map_sum2_into(g, sr, tr, |a, b| {
                                 let (lps, lpt) = (a * inv - lse_s, b * inv - lse_t);
-                                let d = lanes::exp(lps) * (lps - lpt - c);
-                                (wk * d + wc * lanes::exp(a - lse1), 0.0)
+                                let ps = lanes::exp(lps);
+                                (wk * ps * (lps - lpt - c) + wc * ce_term.eval(a, ps), 0.0)
                             });
                             kd
                         }
                         // ∂KL(p_T‖p_S)/∂s = (p_S − p_T)/T
                         _ => lanes::map_sum2_into(g, sr, tr, |a, b| {
                             let (lps, lpt) = (a * inv - lse_s, b * inv - lse_t);
-                            let pt = lanes::exp(lpt);
-                            let d = lanes::exp(lps) - pt;
-                            (wk * d + wc * lanes::exp(a - lse1), pt * (lpt - lps))
+                            let (ps, pt) = (lanes::exp(lps), lanes::exp(lpt));
+                            (wk * (ps - pt) + wc * ce_term.eval(a, ps), pt * (lpt - lps))
                         }),
                     };
                     g[y] -= wc;

@@ -85,6 +85,32 @@ pub fn sum_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
     total
 }
 
+/// `(Σ f(x_j).0, Σ f(x_j).1)` in one pass, as [`sum_map`].
+#[inline(always)]
+pub fn sum_map_pair(x: &[f32], f: impl Fn(f32) -> (f32, f32)) -> (f64, f64) {
+    let (mut t0, mut t1) = (0f64, 0f64);
+    for block in x.chunks(BLOCK) {
+        let (mut a0, mut a1) = ([0f32; W], [0f32; W]);
+        let mut chunks = block.chunks_exact(W);
+        for c in &mut chunks {
+            for k in 0..W {
+                let (u, v) = f(c[k]);
+                a0[k] += u;
+                a1[k] += v;
+            }
+        }
+        let (mut r0, mut r1) = (0f32, 0f32);
+        for &v in chunks.remainder() {
+            let (u, w) = f(v);
+            r0 += u;
+            r1 += w;
+        }
+        t0 += a0.iter().map(|&a| a as f64).sum::<f64>() + r0 as f64;
+        t1 += a1.iter().map(|&a| a as f64).sum::<f64>() + r1 as f64;
+    }
+    (t0, t1)
+}
+
 /// Writes `out_j = f(a_j, b_j).0` and returns `Σ f(a_j, b_j).1`, summed as [`sum_map`].
 #[inline(always)]
 pub fn map_sum2_into(
@@ -190,6 +216,10 @@ mod tests {
             (got2 - want2).abs() / want2.abs() < 1e-5,
             "{got2} vs {want2}"
         );
+        let (p0, p1) = sum_map_pair(&x, |v| (exp(v), v));
+        assert_eq!(p0, got);
+        let want1: f64 = x.iter().map(|&v| v as f64).sum();
+        assert!((p1 - want1).abs() < 1e-3, "{p1} vs {want1}");
         let mut out = vec![0f32; x.len()];
         let got3 = map_sum2_into(&mut out, &x, &y, |a, b| (a - b, a * b));
         assert_eq!(got3, got2);
