@@ -65,18 +65,7 @@ fn order_key(name: &str) -> (usize, usize, String) {
 
 impl TensorSource for StoreSource<'_> {
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let mut v: Vec<(String, Vec<usize>)> = self
-            .0
-            .vars
-            .iter()
-            .map(|(k, t)| (k.clone(), t.dims().to_vec()))
-            .chain(
-                self.0
-                    .frozen
-                    .iter()
-                    .map(|(k, t)| (k.clone(), t.dims().to_vec())),
-            )
-            .collect();
+        let mut v = self.0.shapes();
         v.sort_by_key(|(n, _)| order_key(n));
         v
     }

@@ -37,7 +37,7 @@ fn check(div: Divergence, frozen: &[&str], temperature: f64) {
     let teacher = qd_model::load_quantized(&f, &dev).unwrap();
     let (student, store) = student_from_teacher_with(&f, &[0, 1], frozen, &dev).unwrap();
     assert_eq!(
-        student.lm_head.frozen_weight().is_some(),
+        student.lm_head.is_frozen_plain(),
         !frozen.is_empty(),
         "the tied head is frozen exactly when the embedding is"
     );
@@ -81,14 +81,31 @@ fn check(div: Divergence, frozen: &[&str], temperature: f64) {
     )
     .unwrap();
 
-    // Whole batch, plain autograd.
-    let s_logits = student
+    // Whole batch, plain autograd, through the head as a dense matmul (the student's frozen
+    // head is kept in Q8_0, whose product has no autograd) — first checked against the
+    // student's own logits.
+    let head = if store.vars.contains_key("output.weight")
+        || store.frozen.contains_key("output.weight")
+        || store.frozen_q8.contains_key("output.weight")
+    {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    };
+    let w = store.tensor(head).unwrap();
+    let s_logits = s_normed.matmul(&w.t().unwrap()).unwrap();
+    let own = student
         .forward(&x, None, &ForwardOpts::default())
         .unwrap()
         .logits
         .unwrap()
         .squeeze(0)
         .unwrap();
+    let d = qd_fixtures::max_abs(&(&own - &s_logits).unwrap());
+    assert!(
+        d <= 1e-4 * qd_fixtures::max_abs(&own).max(1.0),
+        "head: max |Δlogit| {d}"
+    );
     let t_logits = teacher
         .lm_head(&t_normed.unsqueeze(0).unwrap())
         .unwrap()

@@ -82,11 +82,11 @@ fn gemma3_blocks_keep_their_attention_kind() {
 fn fake_quantized_linear_uses_the_grid_and_passes_gradients_straight_through() {
     let w = Tensor::randn(0f32, 1.0, (8, 64), &DEV).unwrap();
     let var = candle_core::Var::from_tensor(&w).unwrap();
-    let lin = TrainableLinear {
-        weight: var.as_tensor().clone(),
-        bias: None,
-        fake_quant: Some(FakeQuant::new(QuantType::Q4_0)),
-    };
+    let lin = TrainableLinear::new(
+        var.as_tensor().clone(),
+        None,
+        Some(FakeQuant::new(QuantType::Q4_0)),
+    );
     let x = Tensor::randn(0f32, 1.0, (3, 64), &DEV).unwrap();
     let y = lin.forward(&x).unwrap();
     let fq = Tensor::from_vec(

@@ -12,6 +12,7 @@ pub mod hparams;
 pub mod kquant_vnni;
 pub mod linear;
 pub mod mask;
+pub mod q8_0_f32;
 pub mod q8_0_vnni;
 pub mod rope;
 pub mod transformer;

@@ -21,6 +21,20 @@ pub trait Linear {
     fn frozen_weight(&self) -> Option<Tensor> {
         None
     }
+
+    /// Whether the layer is a plain product `x·Wᵀ` whose weight takes no gradient, so that a
+    /// trainer may backpropagate through it with [`Linear::frozen_input_grad`].
+    fn is_frozen_plain(&self) -> bool {
+        self.frozen_weight().is_some()
+    }
+
+    /// `g·W`, the gradient of a frozen plain product with respect to its input.
+    fn frozen_input_grad(&self, g: &Tensor) -> Result<Tensor> {
+        match self.frozen_weight() {
+            Some(w) => g.matmul(&w),
+            None => candle_core::bail!("frozen_input_grad: not a frozen plain product"),
+        }
+    }
 }
 
 pub trait Embedding {

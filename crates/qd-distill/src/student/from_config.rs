@@ -116,7 +116,7 @@ pub fn student_from_config(
     }
     for name in ["token_embd.weight", "output.weight", "output_norm.weight"] {
         if teacher.has_tensor(name) {
-            store.insert(name, &teacher.dequantize(name, device)?)?;
+            store.insert_from_teacher(teacher, name, name.to_string(), frozen, device)?;
         }
     }
     for name in frozen {

@@ -68,7 +68,7 @@ pub fn student_from_teacher_with(
             }
         };
         if let Some(n) = renamed {
-            store.insert(n, &teacher.dequantize(name, device)?)?;
+            store.insert_from_teacher(teacher, name, n, frozen, device)?;
         }
     }
     for name in frozen {

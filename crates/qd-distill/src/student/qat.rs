@@ -20,17 +20,7 @@ impl QatPlan {
     /// Every 2-D weight of `store` gets its recipe type; the embedding and a tied or separate LM
     /// head only when `embeddings`.
     pub fn new(recipe: Recipe, store: &VarStore, n_layer: usize, embeddings: bool) -> Self {
-        let names: Vec<(String, Vec<usize>)> = store
-            .vars
-            .iter()
-            .map(|(k, v)| (k.clone(), v.dims().to_vec()))
-            .chain(
-                store
-                    .frozen
-                    .iter()
-                    .map(|(k, t)| (k.clone(), t.dims().to_vec())),
-            )
-            .collect();
+        let names = store.shapes();
         let has_output = names.iter().any(|(n, _)| n == "output.weight");
         let mut types = BTreeMap::new();
         for (name, dims) in names {
@@ -55,6 +45,9 @@ impl QatPlan {
             let op = FakeQuant::new(ty);
             if let Some(t) = out.frozen.get_mut(name) {
                 *t = op.apply(t)?;
+            } else if let Some(m) = out.frozen_q8.remove(name) {
+                let dense = m.qtensor().dequantize(&store.device())?;
+                out.frozen.insert(name.clone(), op.apply(&dense)?);
             } else {
                 out.fake_quant.insert(name.clone(), op);
             }

@@ -75,22 +75,16 @@ where
         ..Default::default()
     };
     let t2 = cfg.temperature * cfg.temperature;
-    // A frozen, plain LM head under a fused loss is differentiated by hand (grad_h = G·W), so
-    // autograd never builds the head weight's gradient it would otherwise compute and drop.
-    let by_hand = student
-        .lm_head
-        .frozen_weight()
-        .filter(|_| fused::supports(cfg.divergence));
+    // A frozen, plain LM head is differentiated by hand (grad_h = G·W, with G the loss's gradient
+    // with respect to the logits), so autograd never builds the head weight's gradient it would
+    // otherwise compute and drop — and a head kept in Q8_0 needs no autograd support at all.
+    let by_hand = student.lm_head.is_frozen_plain();
     let h_plain = h.as_tensor().detach();
     let mut grad_rows = Vec::new();
     let mut start = 0;
     while start < n {
         let len = cfg.chunk.max(1).min(n - start);
-        let h_in = if by_hand.is_some() {
-            &h_plain
-        } else {
-            h.as_tensor()
-        };
+        let h_in = if by_hand { &h_plain } else { h.as_tensor() };
         let s_logits = student
             .lm_head(&h_in.narrow(0, start, len)?.unsqueeze(0)?)?
             .squeeze(0)?;
@@ -100,6 +94,12 @@ where
         let m = mask.narrow(0, start, len)?;
         let tg = targets.narrow(0, start, len)?;
         let (w_kd, w_ce) = (cfg.alpha * t2 * norm, (1.0 - cfg.alpha) * norm);
+        // Under autograd: a leaf for the logits when the head is done by hand.
+        let logits_leaf = if by_hand {
+            Some(Var::from_tensor(&s_logits)?)
+        } else {
+            None
+        };
         let loss = if fused::supports(cfg.divergence) {
             let f = fused::fused_loss(
                 &s_logits.detach(),
@@ -114,15 +114,19 @@ where
             parts.kd += f.kd_sum * norm;
             parts.ce += f.ce_sum * norm;
             parts.total += w_kd * f.kd_sum + w_ce * f.ce_sum;
-            if let Some(w) = &by_hand {
+            if by_hand {
                 // logits = h·Wᵀ, and the loss's gradient with respect to them is `f.grad`.
-                grad_rows.push(f.grad.matmul(w)?);
+                grad_rows.push(student.lm_head.frozen_input_grad(&f.grad)?);
                 start += len;
                 continue;
             }
             // Its gradient with respect to the logits is exactly `f.grad`.
             (s_logits * f.grad)?.sum_all()?
         } else {
+            let s_logits = match &logits_leaf {
+                Some(v) => v.as_tensor().clone(),
+                None => s_logits,
+            };
             let kd = divergence(&s_logits, &t_logits, &m, cfg.temperature, cfg.divergence)?;
             let ce = cross_entropy(&s_logits, &tg, &m)?;
             let loss = (kd.sum.affine(w_kd, 0.0)? + ce.sum.affine(w_ce, 0.0)?)?;
@@ -131,6 +135,15 @@ where
             parts.total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             loss
         };
+        if let Some(leaf) = &logits_leaf {
+            let g = loss.backward()?;
+            let gl = g.get(leaf.as_tensor()).ok_or_else(|| {
+                candle_core::Error::Msg("loss does not depend on the logits".into())
+            })?;
+            grad_rows.push(student.lm_head.frozen_input_grad(gl)?);
+            start += len;
+            continue;
+        }
         let g = loss.backward()?;
         if let Some(gh) = g.get(h.as_tensor()) {
             grad_h = (grad_h + gh)?;
