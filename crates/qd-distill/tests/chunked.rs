@@ -6,7 +6,7 @@ use qd_distill::student::student_from_teacher_with;
 use qd_distill::train::chunked::{chunked_loss_and_grads, LossConfig};
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
-use qd_model::{ForwardOpts, Linear, Logits};
+use qd_model::{ForwardOpts, Linear, Logits, WeightSource};
 
 /// Forward and reverse KL take the fused loss (closed-form logit gradients), JSD the composed
 /// ops; all three must equal plain autograd over the whole batch, with the tied embedding
@@ -84,10 +84,7 @@ fn check(div: Divergence, frozen: &[&str], temperature: f64) {
     // Whole batch, plain autograd, through the head as a dense matmul (the student's frozen
     // head is kept in Q8_0, whose product has no autograd) — first checked against the
     // student's own logits.
-    let head = if store.vars.contains_key("output.weight")
-        || store.frozen.contains_key("output.weight")
-        || store.frozen_q8.contains_key("output.weight")
-    {
+    let head = if store.has("output.weight") {
         "output.weight"
     } else {
         "token_embd.weight"
