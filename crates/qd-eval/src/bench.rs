@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::Tensor;
-use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
+use qd_model::{Decoder, Embedding, ForwardOpts, Linear, Logits, Transformer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -82,17 +82,26 @@ fn prompt_once<L: Linear, E: Embedding>(m: &Transformer<L, E>, tokens: &[u32]) -
 
 fn gen_once<L: Linear, E: Embedding>(
     m: &Transformer<L, E>,
+    decoder: Option<&mut Decoder>,
     n: usize,
     vocab: usize,
     bos: Option<u32>,
     rng: &mut StdRng,
 ) -> Result<()> {
+    let mut token = bos.unwrap_or_else(|| rng.random_range(0..vocab as u32));
+    if let Some(d) = decoder {
+        d.reset();
+        for _ in 0..n {
+            d.step(token)?;
+            token = rng.random_range(0..vocab as u32);
+        }
+        return Ok(());
+    }
     let mut cache = m.new_cache();
     let opts = ForwardOpts {
         logits: Logits::Last,
         hidden_states: false,
     };
-    let mut token = bos.unwrap_or_else(|| rng.random_range(0..vocab as u32));
     for _ in 0..n {
         let input = Tensor::new(&[token], &m.device)?.unsqueeze(0)?;
         let out = m.forward(&input, Some(&mut cache), &opts)?;
@@ -106,6 +115,7 @@ fn gen_once<L: Linear, E: Embedding>(
 }
 
 /// Runs `pp{n_prompt}` (when > 0) and `tg{n_gen}` (when > 0), `reps` timed runs each.
+/// Generation runs through [`Decoder`] where it applies, unless `graph_decode`.
 pub fn bench<L: Linear, E: Embedding>(
     m: &Transformer<L, E>,
     n_prompt: usize,
@@ -113,6 +123,7 @@ pub fn bench<L: Linear, E: Embedding>(
     reps: usize,
     bos: Option<u32>,
     seed: u64,
+    graph_decode: bool,
 ) -> Result<Vec<BenchResult>> {
     if reps == 0 {
         return Err(EvalError::Input("--repetitions must be at least 1".into()));
@@ -144,7 +155,12 @@ pub fn bench<L: Linear, E: Embedding>(
         out.push(r);
     }
     if n_gen > 0 {
-        gen_once(m, 1, vocab, bos, &mut rng)?;
+        let mut decoder = if graph_decode {
+            None
+        } else {
+            Decoder::new(m, n_gen)?
+        };
+        gen_once(m, decoder.as_mut(), 1, vocab, bos, &mut rng)?;
         let mut r = BenchResult {
             test: format!("tg{n_gen}"),
             n_prompt: 0,
@@ -153,7 +169,7 @@ pub fn bench<L: Linear, E: Embedding>(
         };
         for _ in 0..reps {
             let t0 = Instant::now();
-            gen_once(m, n_gen, vocab, bos, &mut rng)?;
+            gen_once(m, decoder.as_mut(), n_gen, vocab, bos, &mut rng)?;
             r.samples_ns.push(t0.elapsed().as_nanos() as u64);
         }
         out.push(r);

@@ -1,7 +1,7 @@
 //! Incremental generation with the KV cache.
 
 use candle_core::Tensor;
-use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
+use qd_model::{Decoder, Embedding, ForwardOpts, Linear, Logits, Transformer};
 
 use crate::error::{EvalError, Result};
 use crate::sampler::Sampler;
@@ -23,22 +23,39 @@ pub fn generate<L: Linear, E: Embedding>(
         logits: Logits::Last,
         hidden_states: false,
     };
-    let mut input = prompt.to_vec();
+    // The prompt in one batch through the graph; then the fused decoder where it applies.
+    let t = Tensor::new(prompt, &model.device)?.unsqueeze(0)?;
+    let logits = model
+        .forward(&t, Some(&mut cache), &opts)?
+        .logits
+        .expect("asked for logits");
+    let mut row = logits.flatten_all()?.to_vec1::<f32>()?;
+    let mut decoder = match Decoder::new(model, prompt.len() + n)? {
+        Some(mut d) => {
+            d.load_cache(&cache)?;
+            Some(d)
+        }
+        None => None,
+    };
     let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Tensor::new(input.as_slice(), &model.device)?.unsqueeze(0)?;
-        let logits = model
-            .forward(&t, Some(&mut cache), &opts)?
-            .logits
-            .expect("asked for logits");
-        let row = logits.flatten_all()?.to_vec1::<f32>()?;
+    for i in 0..n {
         let next = sampler.sample(&row);
         out.push(next);
         on_token(next);
-        if stop.contains(&next) {
+        if stop.contains(&next) || i + 1 == n {
             break;
         }
-        input = vec![next];
+        match decoder.as_mut() {
+            Some(d) => row.copy_from_slice(d.step(next)?),
+            None => {
+                let t = Tensor::new(&[next], &model.device)?.unsqueeze(0)?;
+                let logits = model
+                    .forward(&t, Some(&mut cache), &opts)?
+                    .logits
+                    .expect("asked for logits");
+                row = logits.flatten_all()?.to_vec1::<f32>()?;
+            }
+        }
     }
     Ok(out)
 }

@@ -114,6 +114,11 @@ pub fn round_f16(x: &Tensor) -> Result<Tensor> {
     x.to_dtype(DType::F16)?.to_dtype(DType::F32)
 }
 
+/// GELU, tanh form, in f32.
+pub(crate) fn gelu_tanh(x: f32) -> f32 {
+    gelu_f32(x)
+}
+
 fn gelu_f32(x: f32) -> f32 {
     const GELU_COEF_A: f32 = 0.044715;
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
@@ -130,6 +135,21 @@ fn gelu_table() -> &'static [f32] {
     })
 }
 
+fn gelu_in(table: &[f32], x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        table[f16::from_f32(x).to_bits() as usize]
+    }
+}
+
+/// One value of [`gelu`].
+pub(crate) fn gelu_ggml(x: f32) -> f32 {
+    gelu_in(gelu_table(), x)
+}
+
 /// GELU (tanh form) as ggml-cpu computes it: through the f16 table inside (−10, 10).
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
     let table = gelu_table();
@@ -138,15 +158,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
         .flatten_all()?
         .to_vec1::<f32>()?
         .into_iter()
-        .map(|x| {
-            if x <= -10.0 {
-                0.0
-            } else if x >= 10.0 {
-                x
-            } else {
-                table[f16::from_f32(x).to_bits() as usize]
-            }
-        })
+        .map(|x| gelu_in(table, x))
         .collect();
     Tensor::from_vec(v, dims, x.device())
 }

@@ -155,6 +155,29 @@ impl PackedKQuant {
         self.n
     }
 
+    /// Inner dimension.
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    pub fn kind(&self) -> KQuant {
+        self.kind
+    }
+
+    /// `y[16·r0 ..] = W · x` over row tiles `r0..r1` for one token quantized by
+    /// [`Acts::quantize_one`] for this matrix's kind.
+    ///
+    /// # Safety
+    /// `acts` holds one token of `k` values quantized for `self.kind()`; `y` points to `n`
+    /// floats of which no other thread writes rows `16·r0 .. 16·r1` meanwhile.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn matvec_tiles(&self, acts: &Acts, r0: usize, r1: usize, y: *mut f32) {
+        debug_assert_eq!(acts.q.len(), self.k);
+        debug_assert_eq!(acts.f.len(), self.k / self.kind.group());
+        // SAFETY: the caller's contract; `available()` held when the tiles were made.
+        unsafe { self.row_tiles(acts, 1, r0, r1, &SharedOut(y)) }
+    }
+
     /// `y [t, n] = x [t, k] · Wᵀ`; `None` if `x` is not whole rows of `k`.
     pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
         if !x.len().is_multiple_of(self.k) {
@@ -209,9 +232,32 @@ type BlockParts<'a> = ((&'a mut [i8], &'a mut [[f32; 2]]), &'a [f32]);
 
 /// `x [t, k]` as ggml's Q8_K: signed codes, and per token and sub-block of `group` values the
 /// factors `(d_x, d_x·Σq_x)` the kernel scales the sub-block's two sums by.
-struct Acts {
+#[derive(Default)]
+pub(crate) struct Acts {
     q: Vec<i8>,
     f: Vec<[f32; 2]>,
+}
+
+/// One 256-value block in ggml's rule, with its sub-block factors for groups of `group`.
+fn quantize_block(((qb, fb), xb): BlockParts, group: usize) {
+    // SAFETY: the packed weights exist only where AVX-512 VNNI (so F and BW) is;
+    // blocks are whole.
+    #[cfg(target_arch = "x86_64")]
+    let d = unsafe { crate::acts_avx512::q8_k_block(xb, qb) };
+    #[cfg(not(target_arch = "x86_64"))]
+    let d = match crate::ggml_numerics::q8_k_scale(xb) {
+        Some((iscale, d)) => {
+            for (o, &v) in qb.iter_mut().zip(xb) {
+                *o = (iscale * v).round_ties_even().min(127.0) as i8;
+            }
+            d
+        }
+        None => 0.0,
+    };
+    for (g, out) in qb.chunks_exact(group).zip(fb) {
+        let sum: i32 = g.iter().map(|&c| c as i32).sum();
+        *out = [d, d * sum as f32];
+    }
 }
 
 impl Acts {
@@ -220,41 +266,35 @@ impl Acts {
         use rayon::prelude::*;
         let mut q = vec![0i8; x.len()];
         let mut f = vec![[0f32; 2]; x.len() / group];
-        let block = |((qb, fb), xb): BlockParts| {
-            // SAFETY: the packed weights exist only where AVX-512 VNNI (so F and BW) is;
-            // blocks are whole.
-            #[cfg(target_arch = "x86_64")]
-            let d = unsafe { crate::acts_avx512::q8_k_block(xb, qb) };
-            #[cfg(not(target_arch = "x86_64"))]
-            let d = match crate::ggml_numerics::q8_k_scale(xb) {
-                Some((iscale, d)) => {
-                    for (o, &v) in qb.iter_mut().zip(xb) {
-                        *o = (iscale * v).round_ties_even().min(127.0) as i8;
-                    }
-                    d
-                }
-                None => 0.0,
-            };
-            for (g, out) in qb.chunks_exact(group).zip(fb) {
-                let sum: i32 = g.iter().map(|&c| c as i32).sum();
-                *out = [d, d * sum as f32];
-            }
-        };
         let per = QK_K / group;
         if x.len() > 4 * QK_K * 8 {
             q.par_chunks_mut(QK_K)
                 .zip(f.par_chunks_mut(per))
                 .zip(x.par_chunks(QK_K))
                 .with_min_len(16)
-                .for_each(block);
+                .for_each(|p| quantize_block(p, group));
         } else {
             // A token or two (generation): not worth a hand-off.
             q.chunks_mut(QK_K)
                 .zip(f.chunks_mut(per))
                 .zip(x.chunks(QK_K))
-                .for_each(block);
+                .for_each(|p| quantize_block(p, group));
         }
         Self { q, f }
+    }
+
+    /// One token for weights of `kind`, into buffers kept between calls (no allocation once
+    /// they have grown).
+    pub(crate) fn quantize_one(&mut self, x: &[f32], kind: KQuant) {
+        let group = kind.group();
+        debug_assert!(x.len().is_multiple_of(QK_K));
+        self.q.resize(x.len(), 0);
+        self.f.resize(x.len() / group, [0.0; 2]);
+        self.q
+            .chunks_mut(QK_K)
+            .zip(self.f.chunks_mut(QK_K / group))
+            .zip(x.chunks(QK_K))
+            .for_each(|p| quantize_block(p, group));
     }
 }
 

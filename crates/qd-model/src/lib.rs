@@ -6,6 +6,7 @@
 mod acts_avx512;
 pub mod block;
 pub mod cache;
+pub mod decode;
 pub mod error;
 pub mod ggml_numerics;
 pub mod hparams;
@@ -21,6 +22,7 @@ pub mod weights;
 pub mod widen;
 
 pub use cache::KvCache;
+pub use decode::Decoder;
 pub use error::{ModelError, Result};
 pub use hparams::{Arch, HParams, RopeStyle};
 pub use linear::{DenseEmbedding, DenseLinear, Embedding, Linear, QEmbedding, QLinear};

@@ -28,6 +28,11 @@ pub trait Linear {
         self.frozen_weight().is_some()
     }
 
+    /// The GGUF weight behind the layer, for the single-token decoder.
+    fn as_quantized(&self) -> Option<&QLinear> {
+        None
+    }
+
     /// `g·W`, the gradient of a frozen plain product with respect to its input.
     fn frozen_input_grad(&self, g: &Tensor) -> Result<Tensor> {
         match self.frozen_weight() {
@@ -40,6 +45,11 @@ pub trait Linear {
 pub trait Embedding {
     /// `ids [..] -> [.., dim]`.
     fn lookup(&self, ids: &Tensor) -> Result<Tensor>;
+
+    /// The GGUF table behind the embedding, for the single-token decoder.
+    fn quantized_table(&self) -> Option<&QTensor> {
+        None
+    }
 }
 
 /// A GGUF weight used through candle's quantized matmul (activations quantized to Q8 as
@@ -53,6 +63,8 @@ pub struct QLinear {
     pub act: Option<ActQuant>,
     /// The weight repacked for `q8_0_vnni`, made on first use (`None` inside: not applicable).
     packed: Arc<OnceLock<Option<crate::q8_0_vnni::PackedQ8_0>>>,
+    /// The weight repacked for `kquant_vnni`, made on the decoder's first use.
+    kpacked: Arc<OnceLock<Option<crate::kquant_vnni::PackedKQuant>>>,
 }
 
 impl QLinear {
@@ -63,37 +75,79 @@ impl QLinear {
             bias,
             act,
             packed: Arc::new(OnceLock::new()),
+            kpacked: Arc::new(OnceLock::new()),
         })
     }
 }
 
 impl QLinear {
-    /// The AVX-512 VNNI product for Q8_0 (and Q4_0, widened) weights on the CPU, when it
-    /// applies. The weights are repacked on first use and kept (36 bytes per 32 values beside
-    /// the file's 34, or 18 for Q4_0).
-    fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    /// The weight repacked for the AVX-512 VNNI Q8_0 kernel: Q8_0 weights, and Q4_0 ones
+    /// widened (exactly representable as Q8_0 with the same scale, and multiplied by ggml
+    /// against the same Q8_0 activations, so the integer sums do not change). Made on first use
+    /// and kept (36 bytes per 32 values beside the file's 34, or 18 for Q4_0); `None` for other
+    /// types, off the CPU, or without AVX-512 VNNI.
+    pub(crate) fn packed_q8_0(&self) -> Option<&crate::q8_0_vnni::PackedQ8_0> {
         let QMatMul::QTensor(w) = &self.weight else {
-            return Ok(None);
+            return None;
         };
         let widen = match w.dtype() {
             GgmlDType::Q8_0 => None,
-            // Exactly representable as Q8_0 with the same scale, and multiplied by ggml against
-            // the same Q8_0 activations: the integer sums do not change.
             GgmlDType::Q4_0 => Some(crate::widen::q4_0_to_q8_0 as fn(&[u8]) -> Vec<u8>),
-            _ => return Ok(None),
+            _ => return None,
         };
+        if !w.device().is_cpu() {
+            return None;
+        }
+        self.packed
+            .get_or_init(|| {
+                let (n, k) = w.shape().dims2().ok()?;
+                let data = w.data().ok()?;
+                match widen {
+                    Some(f) => crate::q8_0_vnni::PackedQ8_0::new(&f(&data), n, k),
+                    None => crate::q8_0_vnni::PackedQ8_0::new(&data, n, k),
+                }
+            })
+            .as_ref()
+    }
+
+    /// The weight repacked for the AVX-512 VNNI K-quant kernel (Q4_K, Q6_K), made on first use.
+    /// Only the single-token decoder uses it (see `kquant_vnni` for why batches do not yet).
+    pub(crate) fn packed_kquant(&self) -> Option<&crate::kquant_vnni::PackedKQuant> {
+        use crate::kquant_vnni::{KQuant, PackedKQuant};
+        let QMatMul::QTensor(w) = &self.weight else {
+            return None;
+        };
+        let kind = match w.dtype() {
+            GgmlDType::Q4K => KQuant::Q4K,
+            GgmlDType::Q6K => KQuant::Q6K,
+            _ => return None,
+        };
+        if !w.device().is_cpu() {
+            return None;
+        }
+        self.kpacked
+            .get_or_init(|| {
+                let (n, k) = w.shape().dims2().ok()?;
+                PackedKQuant::new(kind, &w.data().ok()?, n, k)
+            })
+            .as_ref()
+    }
+
+    /// The bias as a vector, for the decoder.
+    pub(crate) fn bias_vec(&self) -> Result<Option<Vec<f32>>> {
+        self.bias
+            .as_ref()
+            .map(|b| b.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
+            .transpose()
+    }
+
+    /// The AVX-512 VNNI product for Q8_0 (and Q4_0, widened) weights on the CPU, when it
+    /// applies.
+    fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
-        let packed = self.packed.get_or_init(|| {
-            let (n, k) = w.shape().dims2().ok()?;
-            let data = w.data().ok()?;
-            match widen {
-                Some(f) => crate::q8_0_vnni::PackedQ8_0::new(&f(&data), n, k),
-                None => crate::q8_0_vnni::PackedQ8_0::new(&data, n, k),
-            }
-        });
-        let Some(packed) = packed else {
+        let Some(packed) = self.packed_q8_0() else {
             return Ok(None);
         };
         let xs = x.flatten_all()?.to_vec1::<f32>()?;
@@ -107,6 +161,10 @@ impl QLinear {
 }
 
 impl Linear for QLinear {
+    fn as_quantized(&self) -> Option<&QLinear> {
+        Some(self)
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if let Some(y) = self.forward_q8_0_vnni(x)? {
             return match &self.bias {
@@ -137,6 +195,10 @@ pub struct QEmbedding(pub Arc<QTensor>);
 impl Embedding for QEmbedding {
     fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
         self.0.embedding(ids)
+    }
+
+    fn quantized_table(&self) -> Option<&QTensor> {
+        Some(&self.0)
     }
 }
 

@@ -89,6 +89,24 @@ impl PackedQ8_0 {
         self.n
     }
 
+    /// Inner dimension.
+    pub fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// `y[16·r0 ..] = W · x` over row tiles `r0..r1` for one token quantized by
+    /// [`Acts::quantize_one`]: the decoder's threads share a product through this.
+    ///
+    /// # Safety
+    /// `acts` holds one token of `k` values; `y` points to `n` floats of which no other thread
+    /// writes rows `16·r0 .. 16·r1` meanwhile.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn matvec_tiles(&self, acts: &Acts, r0: usize, r1: usize, y: *mut f32) {
+        debug_assert_eq!(acts.q.len(), self.k);
+        // SAFETY: the caller's contract; `available()` held when the tiles were made.
+        unsafe { self.row_tiles(acts, 1, r0, r1, &SharedOut(y)) }
+    }
+
     /// `y [t, n] = x [t, k] · Wᵀ`; `None` if `x` is not whole rows of `k`.
     pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
         if !x.len().is_multiple_of(self.k) {
@@ -142,10 +160,38 @@ type TokenParts<'a> = (((&'a mut [i8], &'a mut [f32]), &'a mut [i32]), &'a [f32]
 
 /// `x [t, k]` quantized per 32 values: signed codes, the scale as stored (fp16 → f32), and the
 /// `128·Σq` that the unsigned weights add to each block's sum.
-struct Acts {
+#[derive(Default)]
+pub(crate) struct Acts {
     q: Vec<i8>,
     d: Vec<f32>,
     corr: Vec<i32>,
+}
+
+/// One token's blocks, in ggml's rule.
+fn quantize_token((((q, d), corr), x): TokenParts) {
+    for (((xb, qb), db), cb) in x
+        .chunks_exact(QK)
+        .zip(q.chunks_exact_mut(QK))
+        .zip(d)
+        .zip(corr)
+    {
+        // SAFETY: the packed weights exist only where `available()` (AVX-512 VNNI,
+        // so F and BW) held; blocks are whole.
+        #[cfg(target_arch = "x86_64")]
+        let (d, sum) = unsafe { crate::acts_avx512::q8_0_block(xb, qb) };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (d, sum) = {
+            let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
+            let mut sum = 0i32;
+            for (o, &v) in qb.iter_mut().zip(xb) {
+                *o = (v * id).round_ties_even() as i8;
+                sum += *o as i32;
+            }
+            (d, sum)
+        };
+        *db = d;
+        *cb = 128 * sum;
+    }
 }
 
 impl Acts {
@@ -156,47 +202,28 @@ impl Acts {
         debug_assert!(k.is_multiple_of(QK));
         let nbt = x.len() / QK;
         let (mut q, mut d, mut corr) = (vec![0i8; x.len()], vec![0f32; nbt], vec![0i32; nbt]);
-        let one_token = |(((q, d), corr), x): TokenParts| {
-            for (((xb, qb), db), cb) in x
-                .chunks_exact(QK)
-                .zip(q.chunks_exact_mut(QK))
-                .zip(d)
-                .zip(corr)
-            {
-                // SAFETY: the packed weights exist only where `available()` (AVX-512 VNNI,
-                // so F and BW) held; blocks are whole.
-                #[cfg(target_arch = "x86_64")]
-                let (d, sum) = unsafe { crate::acts_avx512::q8_0_block(xb, qb) };
-                #[cfg(not(target_arch = "x86_64"))]
-                let (d, sum) = {
-                    let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
-                    let mut sum = 0i32;
-                    for (o, &v) in qb.iter_mut().zip(xb) {
-                        *o = (v * id).round_ties_even() as i8;
-                        sum += *o as i32;
-                    }
-                    (d, sum)
-                };
-                *db = d;
-                *cb = 128 * sum;
-            }
-        };
         let nb = k / QK;
         if x.len() > k {
             q.par_chunks_mut(k)
                 .zip(d.par_chunks_mut(nb))
                 .zip(corr.par_chunks_mut(nb))
                 .zip(x.par_chunks(k))
-                .for_each(one_token);
+                .for_each(quantize_token);
         } else {
             // One token (generation): not worth a hand-off.
-            q.chunks_mut(k)
-                .zip(d.chunks_mut(nb))
-                .zip(corr.chunks_mut(nb))
-                .zip(x.chunks(k))
-                .for_each(one_token);
+            quantize_token((((&mut q, &mut d), &mut corr), x));
         }
         Self { q, d, corr }
+    }
+
+    /// One token, into buffers kept between calls (no allocation once they have grown).
+    pub(crate) fn quantize_one(&mut self, x: &[f32]) {
+        debug_assert!(x.len().is_multiple_of(QK));
+        let nb = x.len() / QK;
+        self.q.resize(x.len(), 0);
+        self.d.resize(nb, 0.0);
+        self.corr.resize(nb, 0);
+        quantize_token((((&mut self.q, &mut self.d), &mut self.corr), x));
     }
 }
 

@@ -17,6 +17,28 @@ pub struct RopeSpec {
     pub factors: Option<Vec<f32>>,
 }
 
+impl RopeSpec {
+    /// Per-pair frequencies `1 / base^(2i/dim)`, divided by llama3's factors.
+    pub fn inv_freqs(&self) -> Vec<f32> {
+        (0..self.dim / 2)
+            .map(|i| {
+                let f = 1.0 / self.base.powf((2 * i) as f32 / self.dim as f32);
+                f / self.factors.as_ref().map_or(1.0, |fs| fs[i])
+            })
+            .collect()
+    }
+
+    /// `cos` and `sin` of each pair's angle at position `p`.
+    pub fn angles(&self, inv: &[f32], p: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let pos = p as f32 / self.scale;
+        for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv) {
+            let theta = pos * f;
+            *c = theta.cos();
+            *s = theta.sin();
+        }
+    }
+}
+
 pub struct Rope {
     cos: Tensor,
     sin: Tensor,
@@ -27,29 +49,14 @@ pub struct Rope {
 impl Rope {
     /// Tables `[seq, dim/2]` for positions `offset..offset+seq`.
     pub fn new(spec: &RopeSpec, offset: usize, seq: usize, device: &Device) -> Result<Self> {
-        let RopeSpec {
-            base,
-            scale,
-            dim,
-            style,
-            ref factors,
-        } = *spec;
+        let (dim, style) = (spec.dim, spec.style);
         let half = dim / 2;
-        let mut cos = Vec::with_capacity(seq * half);
-        let mut sin = Vec::with_capacity(seq * half);
-        let inv: Vec<f32> = (0..half)
-            .map(|i| {
-                let f = 1.0 / base.powf((2 * i) as f32 / dim as f32);
-                f / factors.as_ref().map_or(1.0, |fs| fs[i])
-            })
-            .collect();
-        for p in offset..offset + seq {
-            let pos = p as f32 / scale;
-            for &f in &inv {
-                let theta = pos * f;
-                cos.push(theta.cos());
-                sin.push(theta.sin());
-            }
+        let mut cos = vec![0f32; seq * half];
+        let mut sin = vec![0f32; seq * half];
+        let inv = spec.inv_freqs();
+        for (i, p) in (offset..offset + seq).enumerate() {
+            let r = i * half..(i + 1) * half;
+            spec.angles(&inv, p, &mut cos[r.clone()], &mut sin[r]);
         }
         Ok(Self {
             cos: Tensor::from_vec(cos, (seq, half), device)?,

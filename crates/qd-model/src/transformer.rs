@@ -136,14 +136,14 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         })
     }
 
-    fn activation(&self) -> Activation {
+    pub(crate) fn activation(&self) -> Activation {
         match self.hp.arch {
             Arch::Gemma3 => Activation::GeluTanh,
             Arch::Llama | Arch::Qwen2 => Activation::Silu,
         }
     }
 
-    fn rope_spec(&self, il: usize) -> RopeSpec {
+    pub(crate) fn rope_spec(&self, il: usize) -> RopeSpec {
         let (base, scale) = self.hp.layer_rope(il);
         RopeSpec {
             base,

@@ -1,0 +1,170 @@
+//! One query's attention over a layer's cached keys and values, in buffers allocated once.
+//!
+//! A sliding-window layer keeps a ring of `window` positions (its query sees exactly the last
+//! `window` keys, its own included); a global layer keeps every position up to the decoder's
+//! capacity. Keys are visited in position order, as the graph path's matmul visits them.
+
+/// Keys and values of one layer: `[kv_head][slot][dim]`.
+pub(crate) struct LayerKv {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    slots: usize,
+    n_kv: usize,
+    head_dim: usize,
+    value_dim: usize,
+    /// Sliding window, when this layer has one.
+    window: Option<usize>,
+}
+
+impl LayerKv {
+    pub(crate) fn new(
+        n_kv: usize,
+        head_dim: usize,
+        value_dim: usize,
+        window: Option<usize>,
+        capacity: usize,
+    ) -> Self {
+        let slots = window.map_or(capacity, |w| w.min(capacity)).max(1);
+        Self {
+            k: vec![0.0; n_kv * slots * head_dim],
+            v: vec![0.0; n_kv * slots * value_dim],
+            slots,
+            n_kv,
+            head_dim,
+            value_dim,
+            window,
+        }
+    }
+
+    /// Stores the key and value of position `pos` (`k [n_kv·head_dim]`, `v [n_kv·value_dim]`).
+    pub(crate) fn store(&mut self, pos: usize, k: &[f32], v: &[f32]) {
+        let s = pos % self.slots;
+        for g in 0..self.n_kv {
+            let (hd, vd) = (self.head_dim, self.value_dim);
+            let ko = (g * self.slots + s) * hd;
+            self.k[ko..ko + hd].copy_from_slice(&k[g * hd..(g + 1) * hd]);
+            let vo = (g * self.slots + s) * vd;
+            self.v[vo..vo + vd].copy_from_slice(&v[g * vd..(g + 1) * vd]);
+        }
+    }
+
+    /// Positions a query at `pos` attends to.
+    fn visible(&self, pos: usize) -> std::ops::Range<usize> {
+        let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        first..pos + 1
+    }
+
+    /// `out [n_head·value_dim]` for the query heads `q [n_head·head_dim]` (already scaled) at
+    /// `pos`, query head `h` reading KV head `h / (n_head / n_kv)`. With `f16`, the attention
+    /// weights are rounded to f16 before they weight the values, as ggml's f16 operands are.
+    pub(crate) fn attend(
+        &self,
+        q: &[f32],
+        pos: usize,
+        f16: bool,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let (hd, vd) = (self.head_dim, self.value_dim);
+        let n_head = q.len() / hd;
+        let rep = n_head / self.n_kv;
+        let keys = self.visible(pos);
+        let scores = &mut scores[..keys.len()];
+        for h in 0..n_head {
+            let g = h / rep;
+            let qh = &q[h * hd..(h + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (s, p) in scores.iter_mut().zip(keys.clone()) {
+                let ko = (g * self.slots + p % self.slots) * hd;
+                let kp = &self.k[ko..ko + hd];
+                *s = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>();
+                max = max.max(*s);
+            }
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+            }
+            let sum: f32 = scores.iter().sum();
+            for s in scores.iter_mut() {
+                *s /= sum;
+            }
+            if f16 {
+                super::ops::round_f16(scores);
+            }
+            let oh = &mut out[h * vd..(h + 1) * vd];
+            oh.fill(0.0);
+            for (&w, p) in scores.iter().zip(keys.clone()) {
+                let vo = (g * self.slots + p % self.slots) * vd;
+                for (o, &v) in oh.iter_mut().zip(&self.v[vo..vo + vd]) {
+                    *o += w * v;
+                }
+            }
+        }
+    }
+
+    /// Most keys any query of this layer sees.
+    pub(crate) fn slots(&self) -> usize {
+        self.slots
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against softmax attention written out in f64 over explicitly listed positions: grouped
+    /// heads, a window the ring wraps around many times, a global layer, with and without the
+    /// f16 rounding of the weights.
+    #[test]
+    fn attention_window() {
+        let (n_kv, n_head, hd, vd) = (2, 4, 8, 5);
+        let val = |p: usize, g: usize, i: usize, salt: usize| {
+            (((p * 31 + g * 17 + i * 7 + salt * 13) % 23) as f32 - 11.0) / 9.0
+        };
+        for window in [Some(3), None] {
+            let mut kv = LayerKv::new(n_kv, hd, vd, window, 40);
+            let (mut scores, mut out) = (vec![0.0; 40], vec![0.0; n_head * vd]);
+            for pos in 0..40 {
+                let k: Vec<f32> = (0..n_kv * hd)
+                    .map(|i| val(pos, i / hd, i % hd, 1))
+                    .collect();
+                let v: Vec<f32> = (0..n_kv * vd)
+                    .map(|i| val(pos, i / vd, i % vd, 2))
+                    .collect();
+                kv.store(pos, &k, &v);
+                let q: Vec<f32> = (0..n_head * hd)
+                    .map(|i| val(pos, i / hd, i % hd, 3) * 0.5)
+                    .collect();
+                for f16 in [false, true] {
+                    kv.attend(&q, pos, f16, &mut scores, &mut out);
+                    let first = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    for h in 0..n_head {
+                        let g = h / (n_head / n_kv);
+                        let s: Vec<f64> = (first..=pos)
+                            .map(|p| {
+                                (0..hd)
+                                    .map(|i| q[h * hd + i] as f64 * val(p, g, i, 1) as f64)
+                                    .sum()
+                            })
+                            .collect();
+                        let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let z: f64 = s.iter().map(|x| (x - max).exp()).sum();
+                        for i in 0..vd {
+                            let want: f64 = s
+                                .iter()
+                                .zip(first..=pos)
+                                .map(|(x, p)| (x - max).exp() / z * val(p, g, i, 2) as f64)
+                                .sum();
+                            let got = out[h * vd + i] as f64;
+                            // f16 weights: 2⁻¹¹ relative each, on values below 2 in magnitude.
+                            let tol = if f16 { 2e-3 } else { 1e-5 };
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "window {window:?} pos {pos} head {h} dim {i} f16 {f16}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,508 @@
+//! Generation one token at a time without the graph: every buffer allocated once, one thread
+//! hand-off per token.
+//!
+//! Through candle, a generated token is ~200 ops, each allocating its output and handing work
+//! to the thread pool and back; on 2 cores those hand-offs alone were ~17 % of `tg128`. Here a
+//! token runs as one program on all threads ([`team`]): the products through the AVX-512 VNNI
+//! kernels (Q8_0, and Q4_0/Q5_0 widened to it; Q4_K, Q6_K), shared out by row tiles, the rest
+//! on one thread between barriers, into buffers and key/value rings sized when the decoder is
+//! made. It applies to quantized models on CPUs with AVX-512 VNNI whose weights are all of
+//! those types ([`Decoder::new`] says `None` otherwise, and callers keep the graph path).
+//!
+//! The values are the graph path's, computed the same way (ggml's activation quantization,
+//! f16 keys, values and attention operands, its GELU table) up to the order of f32 sums.
+
+mod attention;
+mod matvec;
+mod ops;
+mod team;
+
+use std::cell::UnsafeCell;
+
+use crate::block::Activation;
+use crate::cache::KvCache;
+use crate::error::{ModelError, Result};
+use crate::hparams::{Arch, HParams, RopeStyle};
+use crate::linear::{Embedding, Linear};
+use crate::transformer::Transformer;
+
+use attention::LayerKv;
+use matvec::{Input, Job, Mat, Split};
+use ops::EmbedRows;
+
+struct Layer<'m> {
+    q: Mat<'m>,
+    k: Mat<'m>,
+    v: Mat<'m>,
+    o: Mat<'m>,
+    gate: Mat<'m>,
+    up: Mat<'m>,
+    down: Mat<'m>,
+    bq: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+    bo: Option<Vec<f32>>,
+    attn_norm: Vec<f32>,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    post_ffn_norm: Option<Vec<f32>>,
+    /// Index into the decoder's distinct RoPE tables.
+    rope: usize,
+}
+
+/// A RoPE kind (base, scaling) and its frequencies.
+struct RopeKind {
+    spec: crate::rope::RopeSpec,
+    inv: Vec<f32>,
+}
+
+/// What a token writes: the residual stream, each step's outputs, the caches.
+struct State {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    tmp: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    att: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    down: Vec<f32>,
+    logits: Vec<f32>,
+    scores: Vec<f32>,
+    /// Per RoPE kind: the angles at the current position.
+    cos: Vec<Vec<f32>>,
+    sin: Vec<Vec<f32>>,
+    kv: Vec<LayerKv>,
+    /// Inputs of the four shared products of a block and of the LM head.
+    in_attn: Input,
+    in_o: Input,
+    in_ffn: Input,
+    in_down: Input,
+}
+
+/// Where the shared products write (raw, so that threads can write disjoint rows).
+#[derive(Clone, Copy)]
+struct Outs {
+    q: *mut f32,
+    k: *mut f32,
+    v: *mut f32,
+    o: *mut f32,
+    gate: *mut f32,
+    up: *mut f32,
+    down: *mut f32,
+    logits: *mut f32,
+}
+
+/// The state shared by the team's threads; the barriers order every access (see `step`).
+struct Shared(UnsafeCell<State>);
+// SAFETY: thread 0 alone writes between barriers; the shared products write disjoint rows.
+unsafe impl Sync for Shared {}
+// SAFETY: as above; the raw pointers point into `State`'s own buffers.
+unsafe impl Sync for Outs {}
+unsafe impl Send for Outs {}
+
+/// Single-token generation for one quantized model (see the module's note).
+pub struct Decoder<'m> {
+    hp: HParams,
+    act: Activation,
+    ggml: bool,
+    embed: EmbedRows<'m>,
+    embed_scale: Option<f32>,
+    layers: Vec<Layer<'m>>,
+    output_norm: Vec<f32>,
+    head: Mat<'m>,
+    ropes: Vec<RopeKind>,
+    team: team::Team,
+    state: Shared,
+    pos: usize,
+    capacity: usize,
+}
+
+fn vec_of(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?)
+}
+
+fn opt_vec(t: &Option<candle_core::Tensor>) -> Result<Option<Vec<f32>>> {
+    t.as_ref().map(vec_of).transpose()
+}
+
+impl<'m> Decoder<'m> {
+    /// A decoder for up to `capacity` positions, or `None` where it does not apply (weights
+    /// not quantized in a type the kernels cover, no AVX-512 VNNI, not on the CPU). Weights are
+    /// repacked on the first call for a model and kept in it. Runs on the current rayon pool.
+    pub fn new<L: Linear, E: Embedding>(
+        m: &'m Transformer<L, E>,
+        capacity: usize,
+    ) -> Result<Option<Self>> {
+        if !m.device.is_cpu() || !crate::q8_0_vnni::available() || capacity == 0 {
+            return Ok(None);
+        }
+        let hp = m.hp.clone();
+        let mat = |l: &'m L, rows: usize, cols: usize| -> Option<Mat<'m>> {
+            let mat = Mat::of(l.as_quantized()?)?;
+            (mat.rows() == rows && mat.cols() == cols).then_some(mat)
+        };
+        let bias = |l: &'m L| -> Result<Option<Vec<f32>>> {
+            match l.as_quantized() {
+                Some(q) => Ok(q.bias_vec()?),
+                None => Ok(None),
+            }
+        };
+        let (d, hd, vd, nh, nkv, ff) = (
+            hp.n_embd,
+            hp.head_dim,
+            hp.value_dim,
+            hp.n_head,
+            hp.n_head_kv,
+            hp.n_ff,
+        );
+        let mut ropes: Vec<RopeKind> = Vec::new();
+        let mut layers = Vec::with_capacity(m.blocks.len());
+        for (il, b) in m.blocks.iter().enumerate() {
+            let spec = m.rope_spec(il);
+            let rope = match ropes.iter().position(|r| r.spec == spec) {
+                Some(i) => i,
+                None => {
+                    ropes.push(RopeKind {
+                        inv: spec.inv_freqs(),
+                        spec,
+                    });
+                    ropes.len() - 1
+                }
+            };
+            let mats = (
+                mat(&b.q, nh * hd, d),
+                mat(&b.k, nkv * hd, d),
+                mat(&b.v, nkv * vd, d),
+                mat(&b.o, d, nh * vd),
+                mat(&b.gate, ff, d),
+                mat(&b.up, ff, d),
+                mat(&b.down, d, ff),
+            );
+            let (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) = mats
+            else {
+                return Ok(None);
+            };
+            layers.push(Layer {
+                q,
+                k,
+                v,
+                o,
+                gate,
+                up,
+                down,
+                bq: bias(&b.q)?,
+                bk: bias(&b.k)?,
+                bv: bias(&b.v)?,
+                bo: bias(&b.o)?,
+                attn_norm: vec_of(&b.attn_norm)?,
+                q_norm: opt_vec(&b.q_norm)?,
+                k_norm: opt_vec(&b.k_norm)?,
+                post_attn_norm: opt_vec(&b.post_attn_norm)?,
+                ffn_norm: vec_of(&b.ffn_norm)?,
+                post_ffn_norm: opt_vec(&b.post_ffn_norm)?,
+                rope,
+            });
+        }
+        let Some(head) = mat(&m.lm_head, hp.vocab_size, d) else {
+            return Ok(None);
+        };
+        let Some(embed) = m.embed.quantized_table().and_then(EmbedRows::new) else {
+            return Ok(None);
+        };
+        if embed.rows() != hp.vocab_size {
+            return Ok(None);
+        }
+        let kv: Vec<LayerKv> = m
+            .blocks
+            .iter()
+            .map(|b| {
+                let window = if b.swa { hp.sliding_window } else { None };
+                LayerKv::new(nkv, hd, vd, window, capacity)
+            })
+            .collect();
+        let max_keys = kv.iter().map(LayerKv::slots).max().unwrap_or(1);
+        let half = hp.rope_dim / 2;
+        let state = State {
+            x: vec![0.0; d],
+            h: vec![0.0; d],
+            tmp: vec![0.0; d.max(hd)],
+            q: vec![0.0; nh * hd],
+            k: vec![0.0; nkv * hd],
+            v: vec![0.0; nkv * vd],
+            att: vec![0.0; nh * vd],
+            o: vec![0.0; d],
+            gate: vec![0.0; ff],
+            up: vec![0.0; ff],
+            down: vec![0.0; d],
+            logits: vec![0.0; hp.vocab_size],
+            scores: vec![0.0; max_keys],
+            cos: vec![vec![0.0; half]; ropes.len()],
+            sin: vec![vec![0.0; half]; ropes.len()],
+            kv,
+            in_attn: Input::default(),
+            in_o: Input::default(),
+            in_ffn: Input::default(),
+            in_down: Input::default(),
+        };
+        let embed_scale = match hp.arch {
+            Arch::Gemma3 => Some((hp.n_embd as f64).sqrt() as f32),
+            _ => None,
+        };
+        Ok(Some(Self {
+            act: m.activation(),
+            ggml: m.ggml_numerics,
+            embed,
+            embed_scale,
+            layers,
+            output_norm: vec_of(&m.output_norm)?,
+            head,
+            ropes,
+            team: team::Team::new(rayon::current_num_threads()),
+            state: Shared(UnsafeCell::new(state)),
+            pos: 0,
+            capacity,
+            hp,
+        }))
+    }
+
+    /// Position of the next token.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Forgets the context (buffers are kept).
+    pub fn reset(&mut self) {
+        self.pos = 0;
+    }
+
+    /// Continues from a context the graph path has run (a prompt's prefill).
+    pub fn load_cache(&mut self, cache: &KvCache) -> Result<()> {
+        let len = cache.len();
+        if len > self.capacity {
+            return Err(ModelError::Config(format!(
+                "a context of {len} positions exceeds the decoder's {}",
+                self.capacity
+            )));
+        }
+        let st = self.state.0.get_mut();
+        let (nkv, hd, vd) = (self.hp.n_head_kv, self.hp.head_dim, self.hp.value_dim);
+        for (il, kv) in st.kv.iter_mut().enumerate() {
+            let Some((k, v)) = cache.layer(il) else {
+                if len == 0 {
+                    continue;
+                }
+                return Err(ModelError::Config(format!("cache layer {il} is empty")));
+            };
+            // [1, kv, t, d] → [t][kv][d]
+            let k = k.squeeze(0)?.transpose(0, 1)?.contiguous()?;
+            let v = v.squeeze(0)?.transpose(0, 1)?.contiguous()?;
+            let t = k.dim(0)?;
+            let (k, v) = (vec_of(&k)?, vec_of(&v)?);
+            for i in 0..t {
+                kv.store(
+                    len - t + i,
+                    &k[i * nkv * hd..(i + 1) * nkv * hd],
+                    &v[i * nkv * vd..(i + 1) * nkv * vd],
+                );
+            }
+        }
+        self.pos = len;
+        Ok(())
+    }
+
+    /// Runs `token` at the next position and returns its logits (`vocab` values).
+    pub fn step(&mut self, token: u32) -> Result<&[f32]> {
+        if token as usize >= self.hp.vocab_size {
+            return Err(ModelError::Config(format!(
+                "token {token} outside the vocabulary of {}",
+                self.hp.vocab_size
+            )));
+        }
+        if self.pos >= self.capacity {
+            return Err(ModelError::Config(format!(
+                "the decoder holds {} positions and all are used",
+                self.capacity
+            )));
+        }
+        let st = self.state.0.get_mut();
+        let outs = Outs {
+            q: st.q.as_mut_ptr(),
+            k: st.k.as_mut_ptr(),
+            v: st.v.as_mut_ptr(),
+            o: st.o.as_mut_ptr(),
+            gate: st.gate.as_mut_ptr(),
+            up: st.up.as_mut_ptr(),
+            down: st.down.as_mut_ptr(),
+            logits: st.logits.as_mut_ptr(),
+        };
+        let this = &*self;
+        this.team.run(|t| this.program(t, token, outs));
+        self.pos += 1;
+        Ok(&self.state.0.get_mut().logits)
+    }
+
+    /// One token on thread `t` of the team. Between two barriers either thread 0 alone touches
+    /// `State`, or every thread reads one of its `Input`s and writes disjoint rows through
+    /// `outs`.
+    fn program(&self, t: usize, token: u32, outs: Outs) {
+        let st = self.state.0.get();
+        let team = &self.team;
+        let hp = &self.hp;
+        let eps = hp.rms_eps as f32;
+        let pos = self.pos;
+        // SAFETY (every `serial` below): only thread 0 runs the closure, between barriers.
+        team.serial(t, || {
+            let s = unsafe { &mut *st };
+            self.embed.row(token as usize, &mut s.x);
+            if let Some(m) = self.embed_scale {
+                ops::scale(&mut s.x, m);
+            }
+            for (r, (c, sn)) in self.ropes.iter().zip(s.cos.iter_mut().zip(&mut s.sin)) {
+                r.spec.angles(&r.inv, pos, c, sn);
+            }
+        });
+        let share = |jobs: &[Job]| {
+            let split = Split::new(jobs, team.threads());
+            // SAFETY: `outs` point to buffers of each product's rows, inputs were quantized in
+            // the serial step before, and `share` hands each chunk to one thread.
+            team.share(split.chunks, |c| unsafe { split.run(c) });
+        };
+        for (il, l) in self.layers.iter().enumerate() {
+            team.serial(t, || {
+                let s = unsafe { &mut *st };
+                ops::rms_norm(&s.x, &l.attn_norm, eps, &mut s.h);
+                s.in_attn.quantize(&s.h, &[l.q, l.k, l.v]);
+            });
+            // SAFETY: shared reads of an input no thread writes until the next serial step.
+            let input = unsafe { &(*st).in_attn };
+            share(&[
+                Job {
+                    mat: l.q,
+                    input,
+                    out: outs.q,
+                },
+                Job {
+                    mat: l.k,
+                    input,
+                    out: outs.k,
+                },
+                Job {
+                    mat: l.v,
+                    input,
+                    out: outs.v,
+                },
+            ]);
+            team.serial(t, || {
+                let s = unsafe { &mut *st };
+                self.attention(s, il, l, pos);
+                s.in_o.quantize(&s.att, &[l.o]);
+            });
+            let input = unsafe { &(*st).in_o };
+            share(&[Job {
+                mat: l.o,
+                input,
+                out: outs.o,
+            }]);
+            team.serial(t, || {
+                let s = unsafe { &mut *st };
+                add_bias(&mut s.o, &l.bo);
+                if let Some(w) = &l.post_attn_norm {
+                    ops::rms_norm_rows(&mut s.o, w, eps, &mut s.tmp);
+                }
+                for (x, o) in s.x.iter_mut().zip(&s.o) {
+                    *x += o;
+                }
+                ops::rms_norm(&s.x, &l.ffn_norm, eps, &mut s.h);
+                s.in_ffn.quantize(&s.h, &[l.gate, l.up]);
+            });
+            let input = unsafe { &(*st).in_ffn };
+            share(&[
+                Job {
+                    mat: l.gate,
+                    input,
+                    out: outs.gate,
+                },
+                Job {
+                    mat: l.up,
+                    input,
+                    out: outs.up,
+                },
+            ]);
+            team.serial(t, || {
+                let s = unsafe { &mut *st };
+                ops::gated(&mut s.gate, &s.up, self.act, self.ggml);
+                s.in_down.quantize(&s.gate, &[l.down]);
+            });
+            let input = unsafe { &(*st).in_down };
+            share(&[Job {
+                mat: l.down,
+                input,
+                out: outs.down,
+            }]);
+            team.serial(t, || {
+                let s = unsafe { &mut *st };
+                if let Some(w) = &l.post_ffn_norm {
+                    ops::rms_norm_rows(&mut s.down, w, eps, &mut s.tmp);
+                }
+                for (x, m) in s.x.iter_mut().zip(&s.down) {
+                    *x += m;
+                }
+            });
+        }
+        team.serial(t, || {
+            let s = unsafe { &mut *st };
+            ops::rms_norm(&s.x, &self.output_norm, eps, &mut s.h);
+            s.in_attn.quantize(&s.h, &[self.head]);
+        });
+        let input = unsafe { &(*st).in_attn };
+        share(&[Job {
+            mat: self.head,
+            input,
+            out: outs.logits,
+        }]);
+    }
+
+    /// Q/K norms, RoPE, the caches and one query's attention: `s.q/k/v` → `s.att`.
+    fn attention(&self, s: &mut State, il: usize, l: &Layer, pos: usize) {
+        let hp = &self.hp;
+        let eps = hp.rms_eps as f32;
+        add_bias(&mut s.q, &l.bq);
+        add_bias(&mut s.k, &l.bk);
+        add_bias(&mut s.v, &l.bv);
+        if let Some(w) = &l.q_norm {
+            ops::rms_norm_rows(&mut s.q, w, eps, &mut s.tmp);
+        }
+        if let Some(w) = &l.k_norm {
+            ops::rms_norm_rows(&mut s.k, w, eps, &mut s.tmp);
+        }
+        let style: RopeStyle = self.ropes[l.rope].spec.style;
+        let (cos, sin) = (&s.cos[l.rope], &s.sin[l.rope]);
+        ops::rope(&mut s.q, hp.head_dim, style, cos, sin);
+        ops::rope(&mut s.k, hp.head_dim, style, cos, sin);
+        if self.ggml {
+            ops::round_f16(&mut s.k);
+            ops::round_f16(&mut s.v);
+        }
+        s.kv[il].store(pos, &s.k, &s.v);
+        ops::scale(&mut s.q, hp.attn_scale as f32);
+        if self.ggml {
+            ops::round_f16(&mut s.q);
+        }
+        s.kv[il].attend(&s.q, pos, self.ggml, &mut s.scores, &mut s.att);
+    }
+}
+
+fn add_bias(x: &mut [f32], b: &Option<Vec<f32>>) {
+    if let Some(b) = b {
+        for (v, b) in x.iter_mut().zip(b) {
+            *v += b;
+        }
+    }
+}
