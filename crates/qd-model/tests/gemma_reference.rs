@@ -1,6 +1,6 @@
 //! The real teacher's logits against llama.cpp's, with the tolerances of the foundation issue.
 
-use candle_core::{Device, Tensor, D};
+use candle_core::{Device, Tensor};
 use qd_gguf::GgufFile;
 use qd_model::{ForwardOpts, Logits};
 
