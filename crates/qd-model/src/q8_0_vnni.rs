@@ -13,8 +13,6 @@
 //! stored `q + 128` and each block's sum is corrected by `128·Σq_x` (one integer per token and
 //! block): the integer sums stay exact.
 
-use half::f16;
-
 use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 const QK: usize = 32;
@@ -35,20 +33,35 @@ pub fn available() -> bool {
     }
 }
 
-/// One block (32 values) of 16 rows: scales as f32, codes `q + 128` as `[group][row][4]`.
+/// One 64-byte line of a tile: a register's worth of codes.
 #[repr(C, align(64))]
-#[derive(Clone)]
-struct Tile {
-    d: [f32; ROWS],
-    qs: [u8; QK * ROWS],
-}
+#[derive(Clone, Copy)]
+struct Line([u8; 64]);
 
-/// A Q8_0 matrix `[n, k]` repacked for the kernel (36 bytes per row and block, against 34).
+/// A Q8_0 matrix `[n, k]` repacked for the kernel. Each tile holds one block (32 values) of 16
+/// rows: the 16 scales as stored (f16), and the codes as `[group of 4][row][4]` bytes, stored
+/// unsigned in as few bits as the matrix needs — 8 (`q + 128`, 8 lines), 5 (`q + 16`: 4 lines of
+/// nibbles, groups 2p and 2p+1 sharing line p, and a line of high bits, one 64-bit mask per
+/// group) or 4 (`q + 8`, the nibbles only). A Q5_0 or Q4_0 matrix, widened to Q8_0 exactly, is
+/// so read at its own file size (22 or 18 bytes per 32 values), where widening alone made it 36:
+/// generation reads every weight once per token, so bytes are its time.
 pub struct PackedQ8_0 {
     n: usize,
     k: usize,
-    /// `[n.div_ceil(16)][k / 32]`; rows past `n` are zero.
-    tiles: Vec<Tile>,
+    /// 8, 5 or 4.
+    bits: u32,
+    /// `[n.div_ceil(16)][k / 32]` tiles of `lines_per_tile(bits)` lines; rows past `n` are 0.
+    lines: Vec<Line>,
+    /// `[n.div_ceil(16)][k / 32]`, f16 bits.
+    scales: Vec<[u16; ROWS]>,
+}
+
+fn lines_per_tile(bits: u32) -> usize {
+    match bits {
+        8 => 8,
+        5 => 5,
+        _ => 4,
+    }
 }
 
 impl PackedQ8_0 {
@@ -61,28 +74,64 @@ impl PackedQ8_0 {
             return None;
         }
         let nb = k / QK;
-        let empty = Tile {
-            d: [0.0; ROWS],
-            qs: [128; QK * ROWS],
+        // The fewest bits that hold every code: exact, whatever the file's type was.
+        let (lo, hi) = w
+            .par_chunks(BLOCK_BYTES)
+            .map(|blk| {
+                blk[2..].iter().fold((0i8, 0i8), |(lo, hi), &q| {
+                    (lo.min(q as i8), hi.max(q as i8))
+                })
+            })
+            .reduce(|| (0, 0), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+        let bits = if lo >= -8 && hi < 8 {
+            4
+        } else if lo >= -16 && hi < 16 {
+            5
+        } else {
+            8
         };
-        let mut tiles = vec![empty; n.div_ceil(ROWS) * nb];
-        tiles
-            .par_chunks_mut(nb)
+        let per = lines_per_tile(bits);
+        let offset: i32 = 1 << (bits - 1);
+        let tiles = n.div_ceil(ROWS) * nb;
+        let mut lines = vec![Line([0; 64]); tiles * per];
+        let mut scales = vec![[0u16; ROWS]; tiles];
+        lines
+            .par_chunks_mut(nb * per)
+            .zip(scales.par_chunks_mut(nb))
             .enumerate()
-            .for_each(|(rt, row_tiles)| {
-                for (b, tile) in row_tiles.iter_mut().enumerate() {
+            .for_each(|(rt, (row_lines, row_scales))| {
+                for (b, (tile, d)) in row_lines.chunks_mut(per).zip(row_scales).enumerate() {
                     for r in 0..ROWS.min(n - rt * ROWS) {
                         let off = ((rt * ROWS + r) * nb + b) * BLOCK_BYTES;
                         let blk = &w[off..off + BLOCK_BYTES];
-                        tile.d[r] = f16::from_bits(u16::from_le_bytes([blk[0], blk[1]])).to_f32();
+                        d[r] = u16::from_le_bytes([blk[0], blk[1]]);
                         for (i, &q) in blk[2..].iter().enumerate() {
-                            tile.qs[((i / 4) * ROWS + r) * 4 + i % 4] =
-                                (q as i8 as i32 + 128) as u8;
+                            let u = (q as i8 as i32 + offset) as u8;
+                            let (g, idx) = (i / 4, r * 4 + i % 4);
+                            if bits == 8 {
+                                tile[g].0[idx] = u;
+                            } else {
+                                tile[g / 2].0[idx] |= (u & 15) << (4 * (g % 2));
+                                if bits == 5 {
+                                    tile[4].0[g * 8 + idx / 8] |= ((u >> 4) & 1) << (idx % 8);
+                                }
+                            }
                         }
                     }
                 }
             });
-        Some(Self { n, k, tiles })
+        Some(Self {
+            n,
+            k,
+            bits,
+            lines,
+            scales,
+        })
+    }
+
+    /// Bits per stored code (8, 5 or 4).
+    pub fn bits(&self) -> u32 {
+        self.bits
     }
 
     pub fn rows(&self) -> usize {
@@ -131,22 +180,30 @@ impl PackedQ8_0 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
     unsafe fn row_tiles(&self, acts: &Acts, t: usize, r0: usize, r1: usize, out: &SharedOut) {
         let nb = self.k / QK;
+        let per = lines_per_tile(self.bits);
         let mut res = [[0f32; ROWS]; 4];
         for rt in r0..r1 {
-            let tiles = self.tiles.as_ptr().add(rt * nb);
+            let w = Weights {
+                lines: self.lines.as_ptr().add(rt * nb * per),
+                scales: self.scales.as_ptr().add(rt * nb),
+            };
             let rows = ROWS.min(self.n - rt * ROWS);
             let mut s = 0;
             while s < t {
                 let tt = if t - s >= 4 { 4 } else { 1 };
-                let (q, d, c) = (
-                    acts.q.as_ptr().add(s * self.k),
-                    acts.d.as_ptr().add(s * nb),
-                    acts.corr.as_ptr().add(s * nb),
-                );
-                if tt == 4 {
-                    tile::<4>(tiles, nb, q, self.k, d, c, &mut res);
-                } else {
-                    tile::<1>(tiles, nb, q, self.k, d, c, &mut res);
+                let a = ActsAt {
+                    q: acts.q.as_ptr().add(s * self.k),
+                    k: self.k,
+                    d: acts.d.as_ptr().add(s * nb),
+                    corr: acts.corr.as_ptr().add(s * nb),
+                };
+                match (tt, self.bits) {
+                    (4, 8) => tile::<4, 8>(w, nb, a, &mut res),
+                    (4, 5) => tile::<4, 5>(w, nb, a, &mut res),
+                    (4, _) => tile::<4, 4>(w, nb, a, &mut res),
+                    (_, 8) => tile::<1, 8>(w, nb, a, &mut res),
+                    (_, 5) => tile::<1, 5>(w, nb, a, &mut res),
+                    _ => tile::<1, 4>(w, nb, a, &mut res),
                 }
                 store(out, &res[..tt], s, self.n, rt, rows);
                 s += tt;
@@ -227,46 +284,79 @@ impl Acts {
     }
 }
 
-/// 16 rows × `T` tokens over all `nb` blocks of one row tile.
+/// One row tile's weights.
+#[derive(Clone, Copy)]
+struct Weights {
+    lines: *const Line,
+    scales: *const [u16; ROWS],
+}
+
+/// Tokens' activations from the first one a tile call multiplies.
+#[derive(Clone, Copy)]
+struct ActsAt {
+    q: *const i8,
+    k: usize,
+    d: *const f32,
+    corr: *const i32,
+}
+
+/// 16 rows × `T` tokens over all `nb` blocks of one row tile, codes stored in `BITS` bits.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn tile<const T: usize>(
-    tiles: *const Tile,
+unsafe fn tile<const T: usize, const BITS: u32>(
+    w: Weights,
     nb: usize,
-    aq: *const i8,
-    k: usize,
-    ad: *const f32,
-    ac: *const i32,
+    a: ActsAt,
     res: &mut [[f32; ROWS]; 4],
 ) {
     use std::arch::x86_64::*;
+    let per = lines_per_tile(BITS);
+    // The codes are `q + 2^(BITS−1)`; `corr` holds 128·Σq_x.
+    let shift = 8 - BITS as i32;
     let mut acc = [_mm512_setzero_ps(); T];
+    let nibble = _mm512_set1_epi8(15);
+    let high = _mm512_set1_epi8(16);
     for b in 0..nb {
-        let tile = &*tiles.add(b);
-        let dw = _mm512_load_ps(tile.d.as_ptr());
+        let l = w.lines.add(b * per);
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.add(b) as *const __m256i));
         let mut wq = [_mm512_setzero_si512(); 8];
-        for g in 0..8 {
-            wq[g] = _mm512_load_si512(tile.qs.as_ptr().add(g * 64) as *const _);
+        if BITS == 8 {
+            for g in 0..8 {
+                wq[g] = _mm512_load_si512(l.add(g) as *const _);
+            }
+        } else {
+            for p in 0..4 {
+                let v = _mm512_load_si512(l.add(p) as *const _);
+                wq[2 * p] = _mm512_and_si512(v, nibble);
+                wq[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+            }
+            if BITS == 5 {
+                let masks = l.add(4) as *const u64;
+                for g in 0..8 {
+                    let hb = _mm512_maskz_mov_epi8(masks.add(g).read(), high);
+                    wq[g] = _mm512_or_si512(wq[g], hb);
+                }
+            }
         }
         for j in 0..T {
-            let a = aq.add(j * k + b * QK) as *const i32;
+            let x = a.q.add(j * a.k + b * QK) as *const i32;
             // Two chains halve the dependent `vpdpbusd` latency.
             let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
             for g in (0..8).step_by(2) {
-                s0 = _mm512_dpbusd_epi32(s0, wq[g], _mm512_set1_epi32(a.add(g).read_unaligned()));
+                s0 = _mm512_dpbusd_epi32(s0, wq[g], _mm512_set1_epi32(x.add(g).read_unaligned()));
                 s1 = _mm512_dpbusd_epi32(
                     s1,
                     wq[g + 1],
-                    _mm512_set1_epi32(a.add(g + 1).read_unaligned()),
+                    _mm512_set1_epi32(x.add(g + 1).read_unaligned()),
                 );
             }
             let isum = _mm512_sub_epi32(
                 _mm512_add_epi32(s0, s1),
-                _mm512_set1_epi32(*ac.add(j * nb + b)),
+                _mm512_set1_epi32(*a.corr.add(j * nb + b) >> shift),
             );
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*ad.add(j * nb + b)));
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.add(j * nb + b)));
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[j]);
         }
     }
@@ -278,9 +368,20 @@ unsafe fn tile<const T: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     /// Q8_0 bytes of `[n, k]` with codes and scales from a simple generator.
     fn weights(n: usize, k: usize, seed: u32) -> (Vec<u8>, Vec<f32>) {
+        weights_in(n, k, seed, -128..128)
+    }
+
+    /// As [`weights`], codes drawn from `codes` (both ends included when the matrix is large).
+    fn weights_in(
+        n: usize,
+        k: usize,
+        seed: u32,
+        codes: std::ops::Range<i32>,
+    ) -> (Vec<u8>, Vec<f32>) {
         let mut s = seed;
         let mut next = move || {
             s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -293,7 +394,7 @@ mod tests {
             bytes.extend_from_slice(&d.to_bits().to_le_bytes());
             for _ in 0..QK {
                 // −128 too: a legal Q8_0 code that ggml's own quantizer never writes.
-                let q = (next() % 256) as i32 - 128;
+                let q = (next() % codes.len() as u32) as i32 + codes.start;
                 bytes.push(q as i8 as u8);
                 dense.push(q as f32 * d.to_f32());
             }
@@ -309,15 +410,29 @@ mod tests {
             eprintln!("no AVX-512 VNNI here; kernel not exercised");
             return;
         }
-        for (n, k, t) in [(37, 640, 1), (64, 96, 5), (9, 2048, 4), (130, 640, 13)] {
-            let (w, dense) = weights(n, k, (n * k + t) as u32);
+        let cases = [
+            (37, 640, 1, -128..128, 8),
+            (64, 96, 5, -128..128, 8),
+            (9, 2048, 4, -128..128, 8),
+            (130, 640, 13, -128..128, 8),
+            // Widened Q5_0 and Q4_0 codes, stored in 5 and 4 bits.
+            (37, 640, 1, -16..16, 5),
+            (130, 640, 13, -16..16, 5),
+            (37, 640, 1, -8..8, 4),
+            (64, 96, 5, -8..8, 4),
+            // One code past 4 bits' range on either side.
+            (16, 64, 4, -8..9, 5),
+            (16, 64, 4, -9..8, 5),
+            (16, 64, 4, -16..17, 8),
+        ];
+        for (n, k, t, codes, bits) in cases {
+            let (w, dense) = weights_in(n, k, (n * k + t) as u32, codes.clone());
+            let packed = PackedQ8_0::new(&w, n, k).expect("kernel applies");
+            assert_eq!(packed.bits(), bits, "codes {codes:?}");
             let x: Vec<f32> = (0..t * k)
                 .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
                 .collect();
-            let y = PackedQ8_0::new(&w, n, k)
-                .expect("kernel applies")
-                .matmul(&x)
-                .expect("whole rows");
+            let y = packed.matmul(&x).expect("whole rows");
             let acts = Acts::quantize(&x, k);
             // The activations are ggml's, as `ggml_numerics` reproduces them for candle's path.
             let xt = candle_core::Tensor::from_vec(x.clone(), (t, k), &candle_core::Device::Cpu)
