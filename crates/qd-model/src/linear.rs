@@ -83,9 +83,9 @@ impl QLinear {
 impl QLinear {
     /// The weight repacked for the AVX-512 VNNI Q8_0 kernel: Q8_0 weights, and Q4_0 ones
     /// widened (exactly representable as Q8_0 with the same scale, and multiplied by ggml
-    /// against the same Q8_0 activations, so the integer sums do not change). Made on first use
-    /// and kept (34, 22 or 18 bytes per 32 values beside the Q8_0, Q5_0 or Q4_0 file's as many); `None` for other
-    /// types, off the CPU, or without AVX-512 VNNI.
+    /// against the same Q8_0 activations, so the integer sums do not change), Q5_0 ones widened
+    /// at load. Made on first use and kept (34, 22 or 18 bytes per 32 values for Q8_0, Q5_0 or
+    /// Q4_0); `None` for other types, off the CPU, or without AVX-512 VNNI.
     pub(crate) fn packed_q8_0(&self) -> Option<&crate::q8_0_vnni::PackedQ8_0> {
         let QMatMul::QTensor(w) = &self.weight else {
             return None;

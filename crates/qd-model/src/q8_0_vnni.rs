@@ -101,10 +101,10 @@ impl PackedQ8_0 {
             .enumerate()
             .for_each(|(rt, (row_lines, row_scales))| {
                 for (b, (tile, d)) in row_lines.chunks_mut(per).zip(row_scales).enumerate() {
-                    for r in 0..ROWS.min(n - rt * ROWS) {
+                    for (r, dr) in d.iter_mut().enumerate().take(n - rt * ROWS) {
                         let off = ((rt * ROWS + r) * nb + b) * BLOCK_BYTES;
                         let blk = &w[off..off + BLOCK_BYTES];
-                        d[r] = u16::from_le_bytes([blk[0], blk[1]]);
+                        *dr = u16::from_le_bytes([blk[0], blk[1]]);
                         for (i, &q) in blk[2..].iter().enumerate() {
                             let u = (q as i8 as i32 + offset) as u8;
                             let (g, idx) = (i / 4, r * 4 + i % 4);
