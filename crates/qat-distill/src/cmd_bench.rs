@@ -259,7 +259,7 @@ fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
                 "avg_ns": mean.round() as u64, "stddev_ns": sd.round() as u64,
                 "avg_ts": t.avg_ts(), "stddev_ts": t.stddev_ts(),
                 "samples_ns": t.samples_ns, "samples_ts": t.samples_ts(),
-                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup,
+                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup, "path": t.path,
                 "ppl": r.perplexity.as_ref().map(|p| p["ppl"].clone()),
             }));
         }

@@ -20,6 +20,8 @@ pub struct BenchResult {
     pub n_prompt: usize,
     pub n_gen: usize,
     pub samples_ns: Vec<u64>,
+    /// How the test ran: `graph` (candle ops) or `fused` (the single-token decoder).
+    pub path: String,
 }
 
 impl BenchResult {
@@ -145,6 +147,7 @@ pub fn bench<L: Linear, E: Embedding>(
             n_prompt,
             n_gen: 0,
             samples_ns: Vec::new(),
+            path: "graph".into(),
         };
         for _ in 0..reps {
             let tokens = random_tokens(n_prompt, vocab, bos, &mut rng);
@@ -166,6 +169,7 @@ pub fn bench<L: Linear, E: Embedding>(
             n_prompt: 0,
             n_gen,
             samples_ns: Vec::new(),
+            path: if decoder.is_some() { "fused" } else { "graph" }.into(),
         };
         for _ in 0..reps {
             let t0 = Instant::now();
