@@ -155,6 +155,18 @@ fn decoder_continues_a_prefilled_cache() {
     let want = graph_steps(&model, &tokens);
     let diff = rel_diff(&cont, &want[11..]);
     assert!(diff <= 0.03, "continued: {diff}");
+    // Stepped from a pool of another size than the one it was made in.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(rayon::current_num_threads() + 1)
+        .build()
+        .unwrap();
+    d.reset();
+    let other_pool: Vec<Vec<f32>> = pool.install(|| {
+        tokens
+            .iter()
+            .map(|&t| d.step(t).unwrap().to_vec())
+            .collect()
+    });
     // Reset: from the start again, the decoder's own run.
     d.reset();
     let again: Vec<Vec<f32>> = tokens
@@ -163,6 +175,10 @@ fn decoder_continues_a_prefilled_cache() {
         .collect();
     let fresh = decoder_steps(&model, &tokens, rayon::current_num_threads()).unwrap();
     assert!(again == fresh, "reset decoder differs from a new one");
+    assert!(
+        other_pool == fresh,
+        "another pool's threads give other logits"
+    );
 }
 
 #[test]

@@ -331,6 +331,11 @@ impl<'m> Decoder<'m> {
                 self.capacity
             )));
         }
+        // The team is the pool's size; a caller may step from another pool than the one the
+        // decoder was made in.
+        if self.team.threads() != rayon::current_num_threads() {
+            self.team = team::Team::new(rayon::current_num_threads());
+        }
         let st = self.state.0.get_mut();
         let outs = Outs {
             q: st.q.as_mut_ptr(),

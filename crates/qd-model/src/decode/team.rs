@@ -48,7 +48,7 @@ impl Team {
     }
 
     /// Runs `f(thread)` on all `n` threads of the current rayon pool and waits for them; `n`
-    /// must be that pool's size (one thread runs it inline).
+    /// must be that pool's size (one thread runs it inline; `Decoder::step` checks).
     pub(crate) fn run(&self, f: impl Fn(usize) + Sync) {
         self.next.store(0, Ordering::Relaxed);
         if self.n == 1 {
