@@ -150,15 +150,10 @@ impl WeightSource for VarStore {
     fn embedding(&self, name: &str) -> qd_model::Result<TrainableEmbedding> {
         let fake_quant = self.fake_quant.get(name).copied();
         match self.frozen_q8.get(name) {
-            Some(m) if fake_quant.is_none() => Ok(TrainableEmbedding {
-                weight: Tensor::zeros(0, candle_core::DType::F32, &self.device())?,
-                fake_quant,
-                frozen_q8: Some(m.clone()),
-            }),
-            _ => Ok(TrainableEmbedding {
+            Some(m) if fake_quant.is_none() => Ok(TrainableEmbedding::FrozenQ8(m.clone())),
+            _ => Ok(TrainableEmbedding::Dense {
                 weight: self.tensor(name)?,
                 fake_quant,
-                frozen_q8: None,
             }),
         }
     }
