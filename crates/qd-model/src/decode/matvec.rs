@@ -86,6 +86,12 @@ pub(crate) struct Job<'a, 'm> {
     pub out: *mut f32,
 }
 
+impl<'a, 'm> Job<'a, 'm> {
+    pub(crate) fn new(mat: Mat<'m>, input: &'a Input, out: *mut f32) -> Self {
+        Self { mat, input, out }
+    }
+}
+
 /// Row tiles per chunk: about eight chunks per thread, at most 32 tiles (512 rows).
 fn chunk_tiles(tiles: usize, threads: usize) -> usize {
     (tiles / (threads * 8)).clamp(1, 32)

@@ -388,21 +388,9 @@ impl<'m> Decoder<'m> {
             // SAFETY: shared reads of an input no thread writes until the next serial step.
             let input = unsafe { &(*st).in_attn };
             share(&[
-                Job {
-                    mat: l.q,
-                    input,
-                    out: outs.q,
-                },
-                Job {
-                    mat: l.k,
-                    input,
-                    out: outs.k,
-                },
-                Job {
-                    mat: l.v,
-                    input,
-                    out: outs.v,
-                },
+                Job::new(l.q, input, outs.q),
+                Job::new(l.k, input, outs.k),
+                Job::new(l.v, input, outs.v),
             ]);
             team.serial(t, || {
                 let s = unsafe { &mut *st };
@@ -410,11 +398,7 @@ impl<'m> Decoder<'m> {
                 s.in_o.quantize(&s.att, &[l.o]);
             });
             let input = unsafe { &(*st).in_o };
-            share(&[Job {
-                mat: l.o,
-                input,
-                out: outs.o,
-            }]);
+            share(&[Job::new(l.o, input, outs.o)]);
             team.serial(t, || {
                 let s = unsafe { &mut *st };
                 add_bias(&mut s.o, &l.bo);
@@ -429,16 +413,8 @@ impl<'m> Decoder<'m> {
             });
             let input = unsafe { &(*st).in_ffn };
             share(&[
-                Job {
-                    mat: l.gate,
-                    input,
-                    out: outs.gate,
-                },
-                Job {
-                    mat: l.up,
-                    input,
-                    out: outs.up,
-                },
+                Job::new(l.gate, input, outs.gate),
+                Job::new(l.up, input, outs.up),
             ]);
             team.serial(t, || {
                 let s = unsafe { &mut *st };
@@ -446,11 +422,7 @@ impl<'m> Decoder<'m> {
                 s.in_down.quantize(&s.gate, &[l.down]);
             });
             let input = unsafe { &(*st).in_down };
-            share(&[Job {
-                mat: l.down,
-                input,
-                out: outs.down,
-            }]);
+            share(&[Job::new(l.down, input, outs.down)]);
             team.serial(t, || {
                 let s = unsafe { &mut *st };
                 if let Some(w) = &l.post_ffn_norm {
@@ -467,11 +439,7 @@ impl<'m> Decoder<'m> {
             s.in_attn.quantize(&s.h, &[self.head]);
         });
         let input = unsafe { &(*st).in_attn };
-        share(&[Job {
-            mat: self.head,
-            input,
-            out: outs.logits,
-        }]);
+        share(&[Job::new(self.head, input, outs.logits)]);
     }
 
     /// Q/K norms, RoPE, the caches and one query's attention: `s.q/k/v` → `s.att`.
