@@ -60,10 +60,10 @@ pub struct Args {
     ppl_chunks: Option<usize>,
     #[arg(long, default_value_t = 1234)]
     seed: u64,
-    /// Generate through the graph path (candle ops) instead of the fused single-token
-    /// decoder, to compare the two.
+    /// Run both tests through candle's graph (the path training and evaluation take) instead
+    /// of the fused decoder, to compare the two.
     #[arg(long)]
-    graph_decode: bool,
+    graph: bool,
     /// Internal: measure the single --model in this process and print its record.
     #[arg(long, hide = true)]
     child: bool,
@@ -141,15 +141,7 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
         .opt("tokenizer.ggml.add_bos_token", qd_gguf::GgufFile::get_bool)?
         .unwrap_or(true);
     let bos = if add_bos { tok.bos } else { None };
-    let results = qd_eval::bench(
-        &model,
-        a.n_prompt,
-        a.n_gen,
-        a.reps,
-        bos,
-        a.seed,
-        a.graph_decode,
-    )?;
+    let results = qd_eval::bench(&model, a.n_prompt, a.n_gen, a.reps, bos, a.seed, a.graph)?;
     let perplexity = match &a.ppl_file {
         None => None,
         Some(p) => {
@@ -216,8 +208,8 @@ fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
     if let Some(c) = a.ppl_chunks {
         cmd.args(["--ppl-chunks", &c.to_string()]);
     }
-    if a.graph_decode {
-        cmd.arg("--graph-decode");
+    if a.graph {
+        cmd.arg("--graph");
     }
     let out = cmd.output().context("starting the benchmark process")?;
     if !out.status.success() {

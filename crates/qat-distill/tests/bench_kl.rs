@@ -70,19 +70,19 @@ fn bench_reports_llama_bench_rows_in_every_format() {
         assert!((avg - r["avg_ts"].as_f64().unwrap()).abs() <= 1e-9 * avg);
         assert!(r["stddev_ts"].as_f64().unwrap() >= 0.0);
     }
-    // Prompts run through the graph, generation through the fused decoder where it applies.
+    // Both tests run through the fused decoder where it applies.
     let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
     let gen = if qd_model::q8_0_vnni::available() {
         "fused"
     } else {
         "graph"
     };
-    assert_eq!(paths, ["graph", gen, "graph", gen]);
-    let o = run(&[&args[..], &["-o", "json", "-r", "1", "--graph-decode"]].concat());
+    assert_eq!(paths, [gen; 4]);
+    let o = run(&[&args[..], &["-o", "json", "-r", "1", "--graph"]].concat());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let graph: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(graph.len(), 4);
-    assert!(graph.iter().all(|r| r["path"] == "graph"), "--graph-decode");
+    assert!(graph.iter().all(|r| r["path"] == "graph"), "--graph");
     // The first model is the baseline of the speed-up column; Q4_0 is smaller than Q8_0.
     assert_eq!(rows[0]["speedup"], 1.0);
     assert_eq!(rows[1]["speedup"], 1.0);

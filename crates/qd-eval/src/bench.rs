@@ -64,7 +64,15 @@ fn random_tokens(n: usize, vocab: usize, bos: Option<u32>, rng: &mut StdRng) -> 
     t
 }
 
-fn prompt_once<L: Linear, E: Embedding>(m: &Transformer<L, E>, tokens: &[u32]) -> Result<()> {
+fn prompt_once<L: Linear, E: Embedding>(
+    m: &Transformer<L, E>,
+    decoder: Option<&mut Decoder>,
+    tokens: &[u32],
+) -> Result<()> {
+    if let Some(d) = decoder {
+        std::hint::black_box(d.prefill(tokens, false)?);
+        return Ok(());
+    }
     let input = Tensor::new(tokens, &m.device)?.unsqueeze(0)?;
     let out = m.forward(
         &input,
@@ -117,7 +125,7 @@ fn gen_once<L: Linear, E: Embedding>(
 }
 
 /// Runs `pp{n_prompt}` (when > 0) and `tg{n_gen}` (when > 0), `reps` timed runs each.
-/// Generation runs through [`Decoder`] where it applies, unless `graph_decode`.
+/// Both run through [`Decoder`] where it applies, unless `graph`.
 pub fn bench<L: Linear, E: Embedding>(
     m: &Transformer<L, E>,
     n_prompt: usize,
@@ -125,7 +133,7 @@ pub fn bench<L: Linear, E: Embedding>(
     reps: usize,
     bos: Option<u32>,
     seed: u64,
-    graph_decode: bool,
+    graph: bool,
 ) -> Result<Vec<BenchResult>> {
     if reps == 0 {
         return Err(EvalError::Input("--repetitions must be at least 1".into()));
@@ -140,29 +148,37 @@ pub fn bench<L: Linear, E: Embedding>(
     let vocab = m.hp.vocab_size;
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
+    let fused = |n: usize| {
+        if graph {
+            Ok(None)
+        } else {
+            Decoder::new(m, n)
+        }
+    };
     if n_prompt > 0 {
-        prompt_once(m, &random_tokens(n_prompt, vocab, bos, &mut rng))?;
+        let mut decoder = fused(n_prompt)?;
+        prompt_once(
+            m,
+            decoder.as_mut(),
+            &random_tokens(n_prompt, vocab, bos, &mut rng),
+        )?;
         let mut r = BenchResult {
             test: format!("pp{n_prompt}"),
             n_prompt,
             n_gen: 0,
             samples_ns: Vec::new(),
-            path: "graph".into(),
+            path: if decoder.is_some() { "fused" } else { "graph" }.into(),
         };
         for _ in 0..reps {
             let tokens = random_tokens(n_prompt, vocab, bos, &mut rng);
             let t0 = Instant::now();
-            prompt_once(m, &tokens)?;
+            prompt_once(m, decoder.as_mut(), &tokens)?;
             r.samples_ns.push(t0.elapsed().as_nanos() as u64);
         }
         out.push(r);
     }
     if n_gen > 0 {
-        let mut decoder = if graph_decode {
-            None
-        } else {
-            Decoder::new(m, n_gen)?
-        };
+        let mut decoder = fused(n_gen)?;
         gen_once(m, decoder.as_mut(), 1, vocab, bos, &mut rng)?;
         let mut r = BenchResult {
             test: format!("tg{n_gen}"),

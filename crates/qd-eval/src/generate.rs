@@ -23,19 +23,19 @@ pub fn generate<L: Linear, E: Embedding>(
         logits: Logits::Last,
         hidden_states: false,
     };
-    // The prompt in one batch through the graph; then the fused decoder where it applies.
-    let t = Tensor::new(prompt, &model.device)?.unsqueeze(0)?;
-    let logits = model
-        .forward(&t, Some(&mut cache), &opts)?
-        .logits
-        .expect("asked for logits");
-    let mut row = logits.flatten_all()?.to_vec1::<f32>()?;
-    let mut decoder = match Decoder::new(model, prompt.len() + n)? {
-        Some(mut d) => {
-            d.load_cache(&cache)?;
-            Some(d)
+    // The prompt in one batch, then one token at a time: through the fused decoder where it
+    // applies, else through the graph and its cache.
+    let mut decoder = Decoder::new(model, prompt.len() + n)?;
+    let mut row = match decoder.as_mut() {
+        Some(d) => d.prefill(prompt, false)?,
+        None => {
+            let t = Tensor::new(prompt, &model.device)?.unsqueeze(0)?;
+            let logits = model
+                .forward(&t, Some(&mut cache), &opts)?
+                .logits
+                .expect("asked for logits");
+            logits.flatten_all()?.to_vec1::<f32>()?
         }
-        None => None,
     };
     let mut out = Vec::with_capacity(n);
     for i in 0..n {

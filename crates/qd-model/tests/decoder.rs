@@ -218,3 +218,73 @@ fn decoder_refuses_what_it_cannot_run() {
         .unwrap();
     assert!(d.load_cache(&cache).is_err());
 }
+
+/// The batch prefill: every position's logits against the graph path's one pass, with the same
+/// criteria as token by token; then generation continues from the prefilled rings as it does
+/// from its own steps.
+#[test]
+fn prefill_matches_the_graph_path() {
+    if !qd_model::q8_0_vnni::available() {
+        return;
+    }
+    let tokens = ids(21);
+    for fam in FAMILIES {
+        let mut exact = 0;
+        for ty in TYPES {
+            let spec = TinySpec::new(fam, ty);
+            let f = open(&spec);
+            let model = qd_model::load_quantized(&f, &DEV).unwrap();
+            let input = Tensor::new(&tokens[..], &DEV)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let want: Vec<Vec<f32>> = model
+                .forward(&input, None, &ForwardOpts::default())
+                .unwrap()
+                .logits
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            let mut d = Decoder::new(&model, 24).unwrap().unwrap();
+            let vocab = model.hp.vocab_size;
+            let got: Vec<Vec<f32>> = d
+                .prefill(&tokens, true)
+                .unwrap()
+                .chunks(vocab)
+                .map(<[f32]>::to_vec)
+                .collect();
+            assert_eq!(got.len(), tokens.len());
+            let first = rel_diff(&got[..1], &want[..1]);
+            assert!(first <= 1e-5, "{fam:?} {ty}: first position {first}");
+            for i in 0..tokens.len() {
+                let r = rel_diff(&got[i..i + 1], &want[i..i + 1]);
+                assert!(r <= 0.03, "{fam:?} {ty}: position {i}: {r}");
+                exact += usize::from(r <= 1e-5);
+            }
+            // The last row alone, and the steps after it.
+            let last = d.prefill(&tokens, false).unwrap();
+            assert!(
+                last == got[20],
+                "{fam:?} {ty}: last row differs from all rows' last"
+            );
+            let next: Vec<Vec<f32>> = [5u32, 77, 3]
+                .iter()
+                .map(|&t| d.step(t).unwrap().to_vec())
+                .collect();
+            let mut own = Decoder::new(&model, 24).unwrap().unwrap();
+            let mut seq = tokens.clone();
+            seq.extend([5u32, 77, 3]);
+            let own: Vec<Vec<f32>> = seq.iter().map(|&t| own.step(t).unwrap().to_vec()).collect();
+            let r = rel_diff(&next, &own[21..]);
+            assert!(r <= 0.03, "{fam:?} {ty}: steps after prefill {r}");
+        }
+        let all = TYPES.len() * tokens.len();
+        eprintln!("{fam:?}: prefill {exact} of {all} positions to rounding");
+        assert!(
+            2 * exact >= all,
+            "{fam:?}: {exact} of {all} positions to rounding"
+        );
+    }
+}

@@ -101,10 +101,106 @@ impl LayerKv {
         }
     }
 
+    pub(crate) fn window(&self) -> Option<usize> {
+        self.window
+    }
+
     /// Most keys any query of this layer sees.
     pub(crate) fn slots(&self) -> usize {
         self.slots
     }
+}
+
+/// A batch's queries attending to its own keys and values (a prompt from position 0):
+/// `q [t, n_head·head_dim]` (scaled), `k [t, n_kv·head_dim]`, `v [t, n_kv·value_dim]` →
+/// `out [t, n_head·value_dim]`. Per head, two f32 `gemm`s (scores, then weights × values) as
+/// the graph path's matmuls; a query sees the keys up to its own, the last `window` with one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn batch(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: (usize, usize, usize, usize),
+    window: Option<usize>,
+    f16: bool,
+    out: &mut [f32],
+) {
+    use rayon::prelude::*;
+    let (n_head, n_kv, hd, vd) = dims;
+    let t = q.len() / (n_head * hd);
+    let rep = n_head / n_kv;
+    let dst = crate::vnni_tasks::SharedOut(out.as_mut_ptr());
+    (0..n_head).into_par_iter().for_each(|h| {
+        let g = h / rep;
+        let mut s = vec![0f32; t * t];
+        // SAFETY: every pointer walks inside `q`, `k`, `v`, `s` by the strides given; head `h`
+        // writes only its own `vd` columns of `out`.
+        unsafe {
+            gemm::gemm(
+                t,
+                t,
+                hd,
+                s.as_mut_ptr(),
+                1,
+                t as isize,
+                false,
+                q.as_ptr().add(h * hd),
+                1,
+                (n_head * hd) as isize,
+                k.as_ptr().add(g * hd),
+                (n_kv * hd) as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        for (i, row) in s.chunks_exact_mut(t).enumerate() {
+            let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+            let seen = &mut row[lo..=i];
+            let max = seen.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            for x in seen.iter_mut() {
+                *x = (*x - max).exp();
+            }
+            let sum: f32 = seen.iter().sum();
+            for x in seen.iter_mut() {
+                *x /= sum;
+            }
+            if f16 {
+                super::ops::round_f16(seen);
+            }
+            row[..lo].fill(0.0);
+            row[i + 1..].fill(0.0);
+        }
+        let d = &dst;
+        // SAFETY: as above.
+        unsafe {
+            gemm::gemm(
+                t,
+                vd,
+                t,
+                d.0.add(h * vd),
+                1,
+                (n_head * vd) as isize,
+                false,
+                s.as_ptr(),
+                1,
+                t as isize,
+                v.as_ptr().add(g * vd),
+                1,
+                (n_kv * vd) as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    });
 }
 
 #[cfg(test)]

@@ -36,6 +36,15 @@ impl<'m> Mat<'m> {
         }
     }
 
+    /// `x [t, cols] → [t, rows]` through the kernel, for a batch of tokens.
+    pub(crate) fn matmul(self, x: &[f32]) -> Vec<f32> {
+        let y = match self {
+            Mat::Q8(m) => m.matmul(x),
+            Mat::K(m) => m.matmul(x),
+        };
+        y.expect("the decoder sizes its inputs by the matrix's columns")
+    }
+
     fn row_tiles(self) -> usize {
         self.rows().div_ceil(ROWS)
     }

@@ -15,6 +15,7 @@
 mod attention;
 mod matvec;
 mod ops;
+mod prefill;
 mod team;
 
 use std::cell::UnsafeCell;

@@ -1,0 +1,162 @@
+//! A prompt in one batch without the graph: the decoder's kernels over all its tokens, the
+//! attention as two `gemm`s per head, and each step parallel over rows. Through candle a prompt
+//! spent a third of its time outside the products — fresh buffers zeroed and copied, elementwise
+//! ops one at a time, and the K-quant products re-quantizing their input twice (ggml's rounding,
+//! then candle's own); here the K-quant tensors go through `kquant_vnni` as in generation.
+
+use rayon::prelude::*;
+
+use super::{add_bias, attention, ops, Decoder};
+use crate::error::{ModelError, Result};
+
+/// `out[r] = rms_norm(x[r]) · w` for every row, in parallel.
+fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    out.par_chunks_mut(w.len())
+        .zip(x.par_chunks(w.len()))
+        .for_each(|(o, x)| ops::rms_norm(x, w, eps, o));
+}
+
+/// `x[r] += norm(y[r] + bias)` for every row of `d` values (the norm when the block has one).
+fn residual(
+    x: &mut [f32],
+    y: &mut [f32],
+    d: usize,
+    bias: &Option<Vec<f32>>,
+    norm: &Option<Vec<f32>>,
+    eps: f32,
+) {
+    x.par_chunks_mut(d)
+        .zip(y.par_chunks_mut(d))
+        .for_each(|(x, y)| {
+            add_bias(y, bias);
+            if let Some(w) = norm {
+                let mut tmp = vec![0f32; d];
+                ops::rms_norm_rows(y, w, eps, &mut tmp);
+            }
+            for (x, y) in x.iter_mut().zip(y.iter()) {
+                *x += y;
+            }
+        });
+}
+
+impl Decoder<'_> {
+    /// Runs `tokens` from an empty context in one batch and returns the logits of the last
+    /// token (of every token with `all`), `[rows, vocab]`; the decoder then continues from
+    /// there with [`Decoder::step`].
+    pub fn prefill(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        let t = tokens.len();
+        if t == 0 || t > self.capacity {
+            return Err(ModelError::Config(format!(
+                "a prompt of {t} tokens: the decoder holds 1 to {} positions",
+                self.capacity
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= self.hp.vocab_size) {
+            return Err(ModelError::Config(format!(
+                "token {bad} outside the vocabulary of {}",
+                self.hp.vocab_size
+            )));
+        }
+        let hp = &self.hp;
+        let (d, hd, vd, nh, nkv, ff) = (
+            hp.n_embd,
+            hp.head_dim,
+            hp.value_dim,
+            hp.n_head,
+            hp.n_head_kv,
+            hp.n_ff,
+        );
+        let eps = hp.rms_eps as f32;
+        let ggml = self.ggml;
+        let mut x = vec![0f32; t * d];
+        x.par_chunks_mut(d)
+            .zip(tokens.par_iter())
+            .for_each(|(row, &tok)| {
+                self.embed.row(tok as usize, row);
+                if let Some(m) = self.embed_scale {
+                    ops::scale(row, m);
+                }
+            });
+        let half = hp.rope_dim / 2;
+        let angles: Vec<(Vec<f32>, Vec<f32>)> = self
+            .ropes
+            .iter()
+            .map(|r| {
+                let (mut c, mut s) = (vec![0f32; t * half], vec![0f32; t * half]);
+                for p in 0..t {
+                    let range = p * half..(p + 1) * half;
+                    r.spec
+                        .angles(&r.inv, p, &mut c[range.clone()], &mut s[range]);
+                }
+                (c, s)
+            })
+            .collect();
+        let mut h = vec![0f32; t * d];
+        let mut att = vec![0f32; t * nh * vd];
+        let kv = &mut self.state.0.get_mut().kv;
+        for (il, l) in self.layers.iter().enumerate() {
+            norm_rows(&x, &l.attn_norm, eps, &mut h);
+            let (mut q, mut k, mut v) = (l.q.matmul(&h), l.k.matmul(&h), l.v.matmul(&h));
+            let (cos, sin) = &angles[l.rope];
+            let style = self.ropes[l.rope].spec.style;
+            q.par_chunks_mut(nh * hd)
+                .zip(k.par_chunks_mut(nkv * hd))
+                .zip(v.par_chunks_mut(nkv * vd))
+                .enumerate()
+                .for_each(|(p, ((qr, kr), vr))| {
+                    let mut tmp = vec![0f32; hd];
+                    add_bias(qr, &l.bq);
+                    add_bias(kr, &l.bk);
+                    add_bias(vr, &l.bv);
+                    if let Some(w) = &l.q_norm {
+                        ops::rms_norm_rows(qr, w, eps, &mut tmp);
+                    }
+                    if let Some(w) = &l.k_norm {
+                        ops::rms_norm_rows(kr, w, eps, &mut tmp);
+                    }
+                    let range = p * half..(p + 1) * half;
+                    ops::rope(qr, hd, style, &cos[range.clone()], &sin[range.clone()]);
+                    ops::rope(kr, hd, style, &cos[range.clone()], &sin[range]);
+                    if ggml {
+                        ops::round_f16(kr);
+                        ops::round_f16(vr);
+                    }
+                    ops::scale(qr, hp.attn_scale as f32);
+                    if ggml {
+                        ops::round_f16(qr);
+                    }
+                });
+            let layer_kv = &mut kv[il];
+            attention::batch(
+                &q,
+                &k,
+                &v,
+                (nh, nkv, hd, vd),
+                layer_kv.window(),
+                ggml,
+                &mut att,
+            );
+            for p in t.saturating_sub(layer_kv.slots())..t {
+                layer_kv.store(
+                    p,
+                    &k[p * nkv * hd..(p + 1) * nkv * hd],
+                    &v[p * nkv * vd..(p + 1) * nkv * vd],
+                );
+            }
+            let mut o = l.o.matmul(&att);
+            residual(&mut x, &mut o, d, &l.bo, &l.post_attn_norm, eps);
+            norm_rows(&x, &l.ffn_norm, eps, &mut h);
+            let (mut gate, up) = (l.gate.matmul(&h), l.up.matmul(&h));
+            gate.par_chunks_mut(ff)
+                .zip(up.par_chunks(ff))
+                .for_each(|(g, u)| ops::gated(g, u, self.act, ggml));
+            let mut down = l.down.matmul(&gate);
+            residual(&mut x, &mut down, d, &None, &l.post_ffn_norm, eps);
+        }
+        let first = if all { 0 } else { t - 1 };
+        let mut normed = vec![0f32; (t - first) * d];
+        norm_rows(&x[first * d..], &self.output_norm, eps, &mut normed);
+        self.pos = t;
+        Ok(self.head.matmul(&normed))
+    }
+}
