@@ -111,11 +111,15 @@ impl LayerKv {
     }
 }
 
+/// Query rows per block of the batch attention: scores are `[rows, keys]`, so a long prompt
+/// never holds `[T, T]`, and keys past a block's last query (or before its window) are skipped.
+const BLOCK_ROWS: usize = 128;
+
 /// A batch's queries attending to its own keys and values (a prompt from position 0):
 /// `q [t, n_head·head_dim]` (scaled), `k [t, n_kv·head_dim]`, `v [t, n_kv·value_dim]` →
-/// `out [t, n_head·value_dim]`. Per head, two f32 `gemm`s (scores, then weights × values) as
-/// the graph path's matmuls; a query sees the keys up to its own, the last `window` with one.
-#[allow(clippy::too_many_arguments)]
+/// `out [t, n_head·value_dim]`. Per head and block of query rows, two f32 `gemm`s (scores, then
+/// weights × values) over the keys the block can see; a query sees the keys up to its own, the
+/// last `window` with one.
 pub(crate) fn batch(
     q: &[f32],
     k: &[f32],
@@ -125,29 +129,49 @@ pub(crate) fn batch(
     f16: bool,
     out: &mut [f32],
 ) {
+    batch_blocks(q, k, v, dims, window, f16, out, BLOCK_ROWS)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn batch_blocks(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: (usize, usize, usize, usize),
+    window: Option<usize>,
+    f16: bool,
+    out: &mut [f32],
+    block: usize,
+) {
     use rayon::prelude::*;
     let (n_head, n_kv, hd, vd) = dims;
     let t = q.len() / (n_head * hd);
     let rep = n_head / n_kv;
+    let blocks = t.div_ceil(block);
+    let first_key = |i: usize| window.map_or(0, |w| (i + 1).saturating_sub(w));
     let dst = crate::vnni_tasks::SharedOut(out.as_mut_ptr());
-    (0..n_head).into_par_iter().for_each(|h| {
+    (0..n_head * blocks).into_par_iter().for_each(|task| {
+        let (h, b) = (task / blocks, task % blocks);
         let g = h / rep;
-        let mut s = vec![0f32; t * t];
-        // SAFETY: every pointer walks inside `q`, `k`, `v`, `s` by the strides given; head `h`
-        // writes only its own `vd` columns of `out`.
+        let (i0, i1) = (b * block, ((b + 1) * block).min(t));
+        let (k0, nk) = (first_key(i0), i1 - first_key(i0));
+        let m = i1 - i0;
+        let mut s = vec![0f32; m * nk];
+        // SAFETY: every pointer walks inside `q`, `k`, `v`, `s` by the strides given; a task
+        // writes only rows `i0..i1` of head `h`'s `vd` columns of `out`.
         unsafe {
             gemm::gemm(
-                t,
-                t,
+                m,
+                nk,
                 hd,
                 s.as_mut_ptr(),
                 1,
-                t as isize,
+                nk as isize,
                 false,
-                q.as_ptr().add(h * hd),
+                q.as_ptr().add(i0 * n_head * hd + h * hd),
                 1,
                 (n_head * hd) as isize,
-                k.as_ptr().add(g * hd),
+                k.as_ptr().add(k0 * n_kv * hd + g * hd),
                 (n_kv * hd) as isize,
                 1,
                 0.0,
@@ -158,9 +182,10 @@ pub(crate) fn batch(
                 gemm::Parallelism::None,
             );
         }
-        for (i, row) in s.chunks_exact_mut(t).enumerate() {
-            let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
-            let seen = &mut row[lo..=i];
+        for (r, row) in s.chunks_exact_mut(nk).enumerate() {
+            let i = i0 + r;
+            let (lo, hi) = (first_key(i) - k0, i + 1 - k0);
+            let seen = &mut row[lo..hi];
             let max = seen.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             for x in seen.iter_mut() {
                 *x = (*x - max).exp();
@@ -173,23 +198,23 @@ pub(crate) fn batch(
                 super::ops::round_f16(seen);
             }
             row[..lo].fill(0.0);
-            row[i + 1..].fill(0.0);
+            row[hi..].fill(0.0);
         }
         let d = &dst;
         // SAFETY: as above.
         unsafe {
             gemm::gemm(
-                t,
+                m,
                 vd,
-                t,
-                d.0.add(h * vd),
+                nk,
+                d.0.add(i0 * n_head * vd + h * vd),
                 1,
                 (n_head * vd) as isize,
                 false,
                 s.as_ptr(),
                 1,
-                t as isize,
-                v.as_ptr().add(g * vd),
+                nk as isize,
+                v.as_ptr().add(k0 * n_kv * vd + g * vd),
                 1,
                 (n_kv * vd) as isize,
                 0.0,
@@ -258,6 +283,60 @@ mod tests {
                                 "window {window:?} pos {pos} head {h} dim {i} f16 {f16}: {got} vs {want}"
                             );
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batch attention (blocks of 4 and of 128 query rows) against one query at a time
+    /// through the rings, with and without a window and the f16 weights.
+    #[test]
+    fn batch_equals_one_query_at_a_time() {
+        let (n_kv, n_head, hd, vd, t) = (2, 4, 8, 5, 23);
+        let val = |i: usize, salt: usize| (((i * 37 + salt * 11) % 29) as f32 - 14.0) / 10.0;
+        let q: Vec<f32> = (0..t * n_head * hd).map(|i| val(i, 1) * 0.5).collect();
+        let k: Vec<f32> = (0..t * n_kv * hd).map(|i| val(i, 2)).collect();
+        let v: Vec<f32> = (0..t * n_kv * vd).map(|i| val(i, 3)).collect();
+        for window in [Some(3), None] {
+            for f16 in [false, true] {
+                let mut kv = LayerKv::new(n_kv, hd, vd, window, t);
+                let (mut scores, mut one) = (vec![0.0; t], vec![0.0; n_head * vd]);
+                let mut want = Vec::new();
+                for p in 0..t {
+                    kv.store(
+                        p,
+                        &k[p * n_kv * hd..(p + 1) * n_kv * hd],
+                        &v[p * n_kv * vd..(p + 1) * n_kv * vd],
+                    );
+                    kv.attend(
+                        &q[p * n_head * hd..(p + 1) * n_head * hd],
+                        p,
+                        f16,
+                        &mut scores,
+                        &mut one,
+                    );
+                    want.extend_from_slice(&one);
+                }
+                for block in [4, 128] {
+                    let mut got = vec![0.0; t * n_head * vd];
+                    batch_blocks(
+                        &q,
+                        &k,
+                        &v,
+                        (n_head, n_kv, hd, vd),
+                        window,
+                        f16,
+                        &mut got,
+                        block,
+                    );
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        // f16 weights: a sum-order ulp can round a weight the other way.
+                        let tol = if f16 { 2e-3 } else { 1e-5 };
+                        assert!(
+                            (a - b).abs() <= tol,
+                            "window {window:?} f16 {f16} block {block} [{i}]: {a} vs {b}"
+                        );
                     }
                 }
             }
