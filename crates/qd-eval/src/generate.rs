@@ -18,6 +18,13 @@ pub fn generate<L: Linear, E: Embedding>(
     if prompt.is_empty() {
         return Err(EvalError::Input("empty prompt".into()));
     }
+    if prompt.len() + n > model.hp.context_length {
+        return Err(EvalError::Input(format!(
+            "{} prompt + {n} generated tokens exceed the model's context of {}",
+            prompt.len(),
+            model.hp.context_length
+        )));
+    }
     let mut cache = model.new_cache();
     let opts = ForwardOpts {
         logits: Logits::Last,

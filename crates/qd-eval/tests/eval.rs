@@ -24,6 +24,9 @@ fn cached_generation_equals_full_forward() {
         });
         let out = qd_eval::generate(&model, &prompt, 12, &mut s, &[], |_| {}).unwrap();
         assert_eq!(out.len(), 12);
+        let too_many = model.hp.context_length;
+        let e = qd_eval::generate(&model, &prompt, too_many, &mut s, &[], |_| {}).unwrap_err();
+        assert!(e.to_string().contains("context"), "{e}");
         let mut seq = prompt.clone();
         for &t in &out {
             let x = Tensor::new(seq.as_slice(), &Device::Cpu)
