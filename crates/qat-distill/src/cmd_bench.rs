@@ -152,6 +152,7 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
                 ctx: a.ppl_ctx,
                 chunks: a.ppl_chunks,
                 bos: tok.bos.context("the model has no BOS token")?,
+                graph: a.graph,
             };
             let r = qd_eval::perplexity(&model, &tokens, &params, |_, _, _| {})?;
             Some(

@@ -32,6 +32,9 @@ pub struct KlArgs {
     chunks: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// Through candle's graph instead of the fused prefill.
+    #[arg(long)]
+    graph: bool,
 }
 
 #[derive(clap::Args)]
@@ -47,6 +50,9 @@ pub struct PplArgs {
     chunks: Option<usize>,
     #[arg(long)]
     json: bool,
+    /// Through candle's graph instead of the fused prefill.
+    #[arg(long)]
+    graph: bool,
 }
 
 #[derive(clap::Args)]
@@ -73,7 +79,8 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
     let f = loaded::open(&a.model)?;
     let tok = loaded::tokenizer(&f)?;
     let model = loaded::model(&f)?;
-    let (tokens, params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "model")?;
+    let (tokens, mut params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "model")?;
+    params.graph = a.graph;
     let n_chunks = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     if !a.json {
         println!(
@@ -153,7 +160,8 @@ fn kl(a: KlArgs) -> anyhow::Result<()> {
     let tok = loaded::tokenizer(&rf)?;
     let reference = loaded::model(&rf)?;
     let model = loaded::model(&mf)?;
-    let (tokens, params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "reference")?;
+    let (tokens, mut params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "reference")?;
+    params.graph = a.graph;
     let n = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     let bar = ProgressBar::new(n as u64);
     bar.set_style(

@@ -48,5 +48,13 @@ pub fn chunked_text(
     let bos = tok.bos.with_context(|| {
         format!("the {who} has no BOS token, which llama-perplexity's method needs")
     })?;
-    Ok((tokens, qd_eval::PerplexityParams { ctx, chunks, bos }))
+    Ok((
+        tokens,
+        qd_eval::PerplexityParams {
+            ctx,
+            chunks,
+            bos,
+            graph: false,
+        },
+    ))
 }

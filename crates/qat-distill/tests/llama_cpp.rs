@@ -186,6 +186,7 @@ fn ours_vs_llama(c: &Case, reference: &Value) -> Agreement {
         ctx: c.ctx,
         chunks: Some(c.chunks),
         bos: tok.bos.unwrap(),
+        graph: false,
     };
     let ppl = qd_eval::perplexity(&m, &ids, &params, |_, _, _| {}).unwrap();
     assert_eq!(

@@ -70,7 +70,7 @@ fn prompt_once<L: Linear, E: Embedding>(
     tokens: &[u32],
 ) -> Result<()> {
     if let Some(d) = decoder {
-        std::hint::black_box(d.prefill(tokens, false)?);
+        std::hint::black_box(d.prefill(tokens, tokens.len() - 1..tokens.len())?);
         return Ok(());
     }
     let input = Tensor::new(tokens, &m.device)?.unsqueeze(0)?;

@@ -34,7 +34,7 @@ pub fn generate<L: Linear, E: Embedding>(
     // applies, else through the graph and its cache.
     let mut decoder = Decoder::new(model, prompt.len() + n)?;
     let mut row = match decoder.as_mut() {
-        Some(d) => d.prefill(prompt, false)?,
+        Some(d) => d.prefill(prompt, prompt.len() - 1..prompt.len())?,
         None => {
             let t = Tensor::new(prompt, &model.device)?.unsqueeze(0)?;
             let logits = model

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::Tensor;
-use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
+use qd_model::{Decoder, Embedding, ForwardOpts, Linear, Logits, Transformer};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -67,9 +67,17 @@ fn compare_row(r: &[f32], m: &[f32], target: usize) -> (f64, f64, f64, bool) {
 
 fn scored_logits<L: Linear, E: Embedding>(
     m: &Transformer<L, E>,
+    decoder: Option<&mut Decoder>,
     batch: &[u32],
     first: usize,
 ) -> Result<Vec<Vec<f32>>> {
+    if let Some(d) = decoder {
+        let logits = d.prefill(batch, first..batch.len() - 1)?;
+        return Ok(logits
+            .chunks_exact(m.hp.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect());
+    }
     let input = Tensor::new(batch, &m.device)?.unsqueeze(0)?;
     let out = m.forward(
         &input,
@@ -97,11 +105,14 @@ pub fn kl_divergence<L1: Linear, E1: Embedding, L2: Linear, E2: Embedding>(
     let first = p.ctx / 2;
     let (mut nll_r, mut nll_m) = (NllAccumulator::default(), NllAccumulator::default());
     let (mut kls, mut same) = (Vec::new(), 0usize);
+    let fused = |m_ctx| if p.graph { Ok(None) } else { m_ctx };
+    let mut dr = fused(Decoder::new(reference, p.ctx))?;
+    let mut dm = fused(Decoder::new(model, p.ctx))?;
     let start = Instant::now();
     for i in 0..n_chunks {
         let batch = chunk_input(tokens, i, p);
-        let r = scored_logits(reference, &batch, first)?;
-        let m = scored_logits(model, &batch, first)?;
+        let r = scored_logits(reference, dr.as_mut(), &batch, first)?;
+        let m = scored_logits(model, dm.as_mut(), &batch, first)?;
         let rows: Vec<(f64, f64, f64, bool)> = r
             .par_iter()
             .zip(&m)

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use candle_core::Tensor;
-use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
+use qd_model::{Decoder, Embedding, ForwardOpts, Linear, Logits, Transformer};
 use serde::Serialize;
 
 use crate::error::{EvalError, Result};
@@ -18,6 +18,8 @@ pub struct PerplexityParams {
     /// At most this many chunks (all that fit when `None`).
     pub chunks: Option<usize>,
     pub bos: u32,
+    /// Through candle's graph even where the fused prefill (`qd_model::Decoder`) applies.
+    pub graph: bool,
 }
 
 /// Running sums in llama-perplexity's form.
@@ -102,19 +104,34 @@ pub fn perplexity<L: Linear, E: Embedding>(
     let first = p.ctx / 2;
     let mut acc = NllAccumulator::default();
     let mut running = Vec::with_capacity(n_chunks);
+    let mut decoder = if p.graph {
+        None
+    } else {
+        Decoder::new(model, p.ctx)?
+    };
     let start = Instant::now();
     for i in 0..n_chunks {
         let batch = chunk_input(tokens, i, p);
-        let input = Tensor::new(batch.as_slice(), &model.device)?.unsqueeze(0)?;
-        let out = model.forward(
-            &input,
-            None,
-            &ForwardOpts {
-                logits: Logits::None,
-                hidden_states: false,
-            },
-        )?;
-        let normed = out.normed.squeeze(0)?.narrow(0, first, p.ctx - 1 - first)?;
+        let scored = first..p.ctx - 1;
+        let normed = match decoder.as_mut() {
+            Some(d) => Tensor::from_vec(
+                d.prefill_normed(&batch, scored.clone())?,
+                (scored.len(), model.hp.n_embd),
+                &model.device,
+            )?,
+            None => {
+                let input = Tensor::new(batch.as_slice(), &model.device)?.unsqueeze(0)?;
+                let out = model.forward(
+                    &input,
+                    None,
+                    &ForwardOpts {
+                        logits: Logits::None,
+                        hidden_states: false,
+                    },
+                )?;
+                out.normed.squeeze(0)?.narrow(0, first, scored.len())?
+            }
+        };
         for (nll, _) in nll_of_targets(model, &normed, &batch[first + 1..])? {
             acc.add(nll);
         }

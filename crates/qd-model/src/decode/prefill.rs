@@ -4,6 +4,8 @@
 //! ops one at a time, and the K-quant products re-quantizing their input twice (ggml's rounding,
 //! then candle's own); here the K-quant tensors go through `kquant_vnni` as in generation.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
 use super::{add_bias, attention, ops, Decoder};
@@ -40,10 +42,37 @@ fn residual(
 }
 
 impl Decoder<'_> {
-    /// Runs `tokens` from an empty context in one batch and returns the logits of the last
-    /// token (of every token with `all`), `[rows, vocab]`; the decoder then continues from
-    /// there with [`Decoder::step`].
-    pub fn prefill(&mut self, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+    /// Runs `tokens` from an empty context in one batch and returns the logits of the positions
+    /// in `rows` (`[rows.len(), vocab]`; the last alone for generation); the decoder then
+    /// continues from there with [`Decoder::step`].
+    pub fn prefill(&mut self, tokens: &[u32], rows: Range<usize>) -> Result<Vec<f32>> {
+        let normed = self.prefill_normed(tokens, rows)?;
+        Ok(self.head.matmul(&normed))
+    }
+
+    /// As [`Decoder::prefill`], the rows' final-normed hidden states (`[rows.len(), n_embd]`,
+    /// the LM head's input) instead of their logits.
+    pub fn prefill_normed(&mut self, tokens: &[u32], rows: Range<usize>) -> Result<Vec<f32>> {
+        if rows.start >= rows.end || rows.end > tokens.len() {
+            return Err(ModelError::Config(format!(
+                "rows {rows:?} outside a prompt of {} tokens",
+                tokens.len()
+            )));
+        }
+        let x = self.run_batch(tokens)?;
+        let d = self.hp.n_embd;
+        let mut normed = vec![0f32; rows.len() * d];
+        norm_rows(
+            &x[rows.start * d..rows.end * d],
+            &self.output_norm,
+            self.hp.rms_eps as f32,
+            &mut normed,
+        );
+        Ok(normed)
+    }
+
+    /// The residual stream `[t, n_embd]` after the last block.
+    fn run_batch(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let t = tokens.len();
         if t == 0 || t > self.capacity {
             return Err(ModelError::Config(format!(
@@ -153,10 +182,7 @@ impl Decoder<'_> {
             let mut down = l.down.matmul(&gate);
             residual(&mut x, &mut down, d, &None, &l.post_ffn_norm, eps);
         }
-        let first = if all { 0 } else { t - 1 };
-        let mut normed = vec![0f32; (t - first) * d];
-        norm_rows(&x[first * d..], &self.output_norm, eps, &mut normed);
         self.pos = t;
-        Ok(self.head.matmul(&normed))
+        Ok(x)
     }
 }
