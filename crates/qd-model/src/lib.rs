@@ -8,6 +8,7 @@ pub mod block;
 pub mod cache;
 pub mod decode;
 pub mod error;
+mod gemm_f32;
 pub mod ggml_numerics;
 pub mod hparams;
 pub mod kquant_vnni;

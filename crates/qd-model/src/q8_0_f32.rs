@@ -13,6 +13,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
+use crate::gemm_f32::{matmul, View};
 use crate::vnni_tasks::SharedOut;
 
 /// Rows dequantized at a time: 256 × 640 f32 is 640 KiB, within one core's L2.
@@ -85,26 +86,17 @@ impl Q8_0Matrix {
                 // SAFETY: y[:, r0..r0 + r] (row stride v) is this panel's alone; x is n×k
                 // (row stride k), the panel r×k read as its transpose k×r.
                 unsafe {
-                    gemm::gemm(
-                        n,
-                        r,
-                        k,
-                        out.0.add(r0),
-                        1,
-                        v as isize,
+                    matmul(
+                        (n, r, k),
+                        View::rows(out.0.add(r0), v),
                         false,
-                        xs.as_ptr(),
-                        1,
-                        k as isize,
-                        buf.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        View::rows(xs.as_ptr(), k),
+                        // The panel's transpose: row i of the panel is column i.
+                        View {
+                            ptr: buf.as_ptr(),
+                            row_stride: 1,
+                            col_stride: k,
+                        },
                     );
                 }
             },
@@ -138,26 +130,12 @@ impl Q8_0Matrix {
                     // SAFETY: acc is n×k (row stride k), g[:, r0..r0 + r] is n×r (row stride
                     // v), the panel r×k (row stride k); all in bounds.
                     unsafe {
-                        gemm::gemm(
-                            n,
-                            k,
-                            r,
-                            acc.as_mut_ptr(),
-                            1,
-                            k as isize,
+                        matmul(
+                            (n, k, r),
+                            View::rows(acc.as_mut_ptr(), k),
                             p != s * per_slice,
-                            gs.as_ptr().add(r0),
-                            1,
-                            v as isize,
-                            buf.as_ptr(),
-                            1,
-                            k as isize,
-                            1.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            View::rows(gs.as_ptr().add(r0), v),
+                            View::rows(buf.as_ptr(), k),
                         );
                     }
                 }

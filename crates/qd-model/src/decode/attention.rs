@@ -143,6 +143,7 @@ fn batch_blocks(
     out: &mut [f32],
     block: usize,
 ) {
+    use crate::gemm_f32::{matmul, View};
     use rayon::prelude::*;
     let (n_head, n_kv, hd, vd) = dims;
     let t = q.len() / (n_head * hd);
@@ -160,26 +161,17 @@ fn batch_blocks(
         // SAFETY: every pointer walks inside `q`, `k`, `v`, `s` by the strides given; a task
         // writes only rows `i0..i1` of head `h`'s `vd` columns of `out`.
         unsafe {
-            gemm::gemm(
-                m,
-                nk,
-                hd,
-                s.as_mut_ptr(),
-                1,
-                nk as isize,
+            matmul(
+                (m, nk, hd),
+                View::rows(s.as_mut_ptr(), nk),
                 false,
-                q.as_ptr().add(i0 * n_head * hd + h * hd),
-                1,
-                (n_head * hd) as isize,
-                k.as_ptr().add(k0 * n_kv * hd + g * hd),
-                (n_kv * hd) as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                View::rows(q.as_ptr().add(i0 * n_head * hd + h * hd), n_head * hd),
+                // Kᵀ: key j is column j.
+                View {
+                    ptr: k.as_ptr().add(k0 * n_kv * hd + g * hd),
+                    row_stride: 1,
+                    col_stride: n_kv * hd,
+                },
             );
         }
         for (r, row) in s.chunks_exact_mut(nk).enumerate() {
@@ -203,26 +195,12 @@ fn batch_blocks(
         let d = &dst;
         // SAFETY: as above.
         unsafe {
-            gemm::gemm(
-                m,
-                vd,
-                nk,
-                d.0.add(i0 * n_head * vd + h * vd),
-                1,
-                (n_head * vd) as isize,
+            matmul(
+                (m, vd, nk),
+                View::rows(d.0.add(i0 * n_head * vd + h * vd), n_head * vd),
                 false,
-                s.as_ptr(),
-                1,
-                nk as isize,
-                v.as_ptr().add(k0 * n_kv * vd + g * vd),
-                1,
-                (n_kv * vd) as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                View::rows(s.as_ptr(), nk),
+                View::rows(v.as_ptr().add(k0 * n_kv * vd + g * vd), n_kv * vd),
             );
         }
     });
