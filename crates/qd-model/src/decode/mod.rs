@@ -1,5 +1,6 @@
-//! Generation one token at a time without the graph: every buffer allocated once, one thread
-//! hand-off per token.
+//! Inference without the graph: a prompt in one batch ([`Decoder::prefill`], in `prefill`),
+//! then generation one token at a time ([`Decoder::step`]) with every buffer allocated once and
+//! one thread hand-off per token.
 //!
 //! Through candle, a generated token is ~200 ops, each allocating its output and handing work
 //! to the thread pool and back; on 2 cores those hand-offs alone were ~17 % of `tg128`. Here a
