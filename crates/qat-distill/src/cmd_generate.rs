@@ -42,10 +42,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     print!("{}", a.prompt);
     std::io::stdout().flush()?;
     let stop: Vec<u32> = tok.eos.into_iter().collect();
+    // Repack the weights for the fused decoder now (kept in the model), so that the timings
+    // below are the prompt's and the tokens', as llama.cpp reports them.
+    qd_model::Decoder::new(&model, 1)?;
     let start = Instant::now();
+    let mut first: Option<Instant> = None;
     let mut produced: Vec<u32> = Vec::new();
     let mut printed = 0usize;
     let out = qd_eval::generate(&model, &prompt, a.n_predict, &mut sampler, &stop, |id| {
+        first.get_or_insert_with(Instant::now);
         // Decode the whole continuation so multi-byte characters split over tokens print whole.
         produced.push(id);
         if let Ok(s) = tok.decode(&produced, true) {
@@ -56,14 +61,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
     })?;
-    let secs = start.elapsed().as_secs_f64();
+    let end = Instant::now();
     println!();
+    // The first token comes out of the prompt's pass; each later one out of a decoding step.
+    let prompt_secs = first.map_or(0.0, |f| (f - start).as_secs_f64());
+    let gen_secs = first.map_or(0.0, |f| (end - f).as_secs_f64());
     eprintln!(
-        "{} prompt + {} generated tokens in {:.2} s ({:.1} t/s overall)",
+        "prompt: {} tokens in {:.3} s ({:.1} t/s); generation: {} tokens in {:.3} s ({:.1} t/s)",
         prompt.len(),
-        out.len(),
-        secs,
-        out.len() as f64 / secs
+        prompt_secs,
+        prompt.len() as f64 / prompt_secs.max(1e-9),
+        out.len().saturating_sub(1),
+        gen_secs,
+        out.len().saturating_sub(1) as f64 / gen_secs.max(1e-9),
     );
     Ok(())
 }
