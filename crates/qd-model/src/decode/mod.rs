@@ -4,7 +4,7 @@
 //!
 //! Through candle, a generated token is ~200 ops, each allocating its output and handing work
 //! to the thread pool and back; on 2 cores those hand-offs alone were ~17 % of `tg128`. Here a
-//! token runs as one program on all threads ([`team`]): the products through the AVX-512 VNNI
+//! token runs as one program on all threads (`team`): the products through the AVX-512 VNNI
 //! kernels (Q8_0, and Q4_0/Q5_0 widened to it; Q4_K, Q6_K), shared out by row tiles, the rest
 //! on one thread between barriers, into buffers and key/value rings sized when the decoder is
 //! made. It applies to quantized models on CPUs with AVX-512 VNNI whose weights are all of
