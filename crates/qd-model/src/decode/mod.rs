@@ -5,8 +5,8 @@
 //! Through candle, a generated token is ~200 ops, each allocating its output and handing work
 //! to the thread pool and back; on 2 cores those hand-offs alone were ~17 % of `tg128`. Here a
 //! token runs as one program on all threads (`team`): the products through the AVX-512 VNNI
-//! kernels (Q8_0, and Q4_0/Q5_0 widened to it; Q4_K, Q6_K), shared out by row tiles, the rest
-//! on one thread between barriers, into buffers and key/value rings sized when the decoder is
+//! kernels (Q8_0, and Q4_0/Q5_0 widened to it; Q4_K, Q6_K), shared out by row tiles, the
+//! attention by query heads, the rest on one thread between barriers, into buffers and key/value rings sized when the decoder is
 //! made. It applies to quantized models on CPUs with AVX-512 VNNI whose weights are all of
 //! those types ([`Decoder::new`] says `None` otherwise, and callers keep the graph path).
 //!
@@ -97,6 +97,10 @@ struct Outs {
     up: *mut f32,
     down: *mut f32,
     logits: *mut f32,
+    att: *mut f32,
+    /// Per query head, a row of `keys` attention weights.
+    scores: *mut f32,
+    keys: usize,
 }
 
 /// The state shared by the team's threads; the barriers order every access (see `step`).
@@ -244,7 +248,7 @@ impl<'m> Decoder<'m> {
             up: vec![0.0; ff],
             down: vec![0.0; d],
             logits: vec![0.0; hp.vocab_size],
-            scores: vec![0.0; max_keys],
+            scores: vec![0.0; nh * max_keys],
             cos: vec![vec![0.0; half]; ropes.len()],
             sin: vec![vec![0.0; half]; ropes.len()],
             kv,
@@ -348,6 +352,9 @@ impl<'m> Decoder<'m> {
             up: st.up.as_mut_ptr(),
             down: st.down.as_mut_ptr(),
             logits: st.logits.as_mut_ptr(),
+            att: st.att.as_mut_ptr(),
+            keys: st.scores.len() / self.hp.n_head,
+            scores: st.scores.as_mut_ptr(),
         };
         let this = &*self;
         this.team.run(|t| this.program(t, token, outs));
@@ -396,7 +403,20 @@ impl<'m> Decoder<'m> {
             ]);
             team.serial(t, || {
                 let s = unsafe { &mut *st };
-                self.attention(s, il, l, pos);
+                self.attention_inputs(s, il, l, pos);
+            });
+            // The query heads shared out: each reads Q and the cache, which no thread writes
+            // until the next serial step, and writes its own scores row and output columns.
+            let s = unsafe { &*st };
+            let vd = hp.value_dim;
+            team.share(hp.n_head, |h| unsafe {
+                let scores =
+                    std::slice::from_raw_parts_mut(outs.scores.add(h * outs.keys), outs.keys);
+                let out = std::slice::from_raw_parts_mut(outs.att.add(h * vd), vd);
+                s.kv[il].attend_head(h, &s.q, pos, self.ggml, scores, out);
+            });
+            team.serial(t, || {
+                let s = unsafe { &mut *st };
                 s.in_o.quantize(&s.att, &[l.o]);
             });
             let input = unsafe { &(*st).in_o };
@@ -444,8 +464,8 @@ impl<'m> Decoder<'m> {
         share(&[Job::new(self.head, input, outs.logits)]);
     }
 
-    /// Q/K norms, RoPE, the caches and one query's attention: `s.q/k/v` → `s.att`.
-    fn attention(&self, s: &mut State, il: usize, l: &Layer, pos: usize) {
+    /// Biases, Q/K norms, RoPE and the f16 roundings of `s.q/k/v`, and K/V into the cache.
+    fn attention_inputs(&self, s: &mut State, il: usize, l: &Layer, pos: usize) {
         let hp = &self.hp;
         let eps = hp.rms_eps as f32;
         add_bias(&mut s.q, &l.bq);
@@ -470,7 +490,6 @@ impl<'m> Decoder<'m> {
         if self.ggml {
             ops::round_f16(&mut s.q);
         }
-        s.kv[il].attend(&s.q, pos, self.ggml, &mut s.scores, &mut s.att);
     }
 }
 
