@@ -105,9 +105,11 @@ pub fn kl_divergence<L1: Linear, E1: Embedding, L2: Linear, E2: Embedding>(
     let first = p.ctx / 2;
     let (mut nll_r, mut nll_m) = (NllAccumulator::default(), NllAccumulator::default());
     let (mut kls, mut same) = (Vec::new(), 0usize);
-    let fused = |m_ctx| if p.graph { Ok(None) } else { m_ctx };
-    let mut dr = fused(Decoder::new(reference, p.ctx))?;
-    let mut dm = fused(Decoder::new(model, p.ctx))?;
+    let (mut dr, mut dm) = if p.graph {
+        (None, None)
+    } else {
+        (Decoder::new(reference, p.ctx)?, Decoder::new(model, p.ctx)?)
+    };
     let start = Instant::now();
     for i in 0..n_chunks {
         let batch = chunk_input(tokens, i, p);
