@@ -115,11 +115,7 @@ pub fn round_f16(x: &Tensor) -> Result<Tensor> {
 }
 
 /// GELU, tanh form, in f32.
-pub(crate) fn gelu_tanh(x: f32) -> f32 {
-    gelu_f32(x)
-}
-
-fn gelu_f32(x: f32) -> f32 {
+pub(crate) fn gelu_f32(x: f32) -> f32 {
     const GELU_COEF_A: f32 = 0.044715;
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + GELU_COEF_A * x * x)).tanh())

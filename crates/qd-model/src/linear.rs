@@ -133,14 +133,6 @@ impl QLinear {
             .as_ref()
     }
 
-    /// The bias as a vector, for the decoder.
-    pub(crate) fn bias_vec(&self) -> Result<Option<Vec<f32>>> {
-        self.bias
-            .as_ref()
-            .map(|b| b.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>())
-            .transpose()
-    }
-
     /// The AVX-512 VNNI product for Q8_0 (and Q4_0, widened) weights on the CPU, when it
     /// applies.
     fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {

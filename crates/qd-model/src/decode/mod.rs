@@ -154,11 +154,9 @@ impl<'m> Decoder<'m> {
             let mat = Mat::of(l.as_quantized()?)?;
             (mat.rows() == rows && mat.cols() == cols).then_some(mat)
         };
-        let bias = |l: &'m L| -> Result<Option<Vec<f32>>> {
-            match l.as_quantized() {
-                Some(q) => Ok(q.bias_vec()?),
-                None => Ok(None),
-            }
+        let bias = |l: &'m L| match l.as_quantized() {
+            Some(q) => opt_vec(&q.bias),
+            None => Ok(None),
         };
         let (d, hd, vd, nh, nkv, ff) = (
             hp.n_embd,

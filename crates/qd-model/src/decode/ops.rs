@@ -62,7 +62,7 @@ pub(crate) fn gated(gate: &mut [f32], up: &[f32], act: Activation, ggml: bool) {
     for (g, &u) in gate.iter_mut().zip(up) {
         let a = match act {
             Activation::GeluTanh if ggml => crate::ggml_numerics::gelu_ggml(*g),
-            Activation::GeluTanh => crate::ggml_numerics::gelu_tanh(*g),
+            Activation::GeluTanh => crate::ggml_numerics::gelu_f32(*g),
             Activation::Silu => *g / (1.0 + (-*g).exp()),
         };
         *g = a * u;
