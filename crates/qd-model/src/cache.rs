@@ -33,11 +33,6 @@ impl KvCache {
             .map_or(0, |(k, _)| k.dims().get(2).copied().unwrap_or(0))
     }
 
-    /// Layer `il`'s keys and values `[b, kv, t, d]`, when it has any.
-    pub(crate) fn layer(&self, il: usize) -> Option<&(Tensor, Tensor)> {
-        self.layers.get(il).and_then(|l| l.as_ref())
-    }
-
     pub fn clear(&mut self) {
         self.layers.iter_mut().for_each(|l| *l = None);
         self.len = 0;

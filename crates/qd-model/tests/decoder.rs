@@ -123,11 +123,11 @@ fn decoder_matches_the_graph_path() {
     }
 }
 
-/// A prompt run by the graph path, then continued by the decoder from its cache, gives the
-/// decoder's own logits for the same tokens (the cache holds what the decoder would have
-/// stored, past the window too).
+/// A prompt prefilled in one batch and continued token by token, past the window, gives the
+/// graph path's logits for the same tokens; a reset decoder, and one stepped from another
+/// pool, give a new decoder's.
 #[test]
-fn decoder_continues_a_prefilled_cache() {
+fn decoder_continues_a_prefilled_prompt() {
     if !qd_model::q8_0_vnni::available() {
         return;
     }
@@ -135,18 +135,8 @@ fn decoder_continues_a_prefilled_cache() {
     let spec = TinySpec::new(Family::Gemma3, GgmlType::Q8_0);
     let f = open(&spec);
     let model = qd_model::load_quantized(&f, &DEV).unwrap();
-    let mut cache = model.new_cache();
-    let prompt = Tensor::new(&tokens[..11], &DEV)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    let opts = ForwardOpts {
-        logits: Logits::None,
-        hidden_states: false,
-    };
-    model.forward(&prompt, Some(&mut cache), &opts).unwrap();
     let mut d = Decoder::new(&model, 16).unwrap().unwrap();
-    d.load_cache(&cache).unwrap();
+    d.prefill(&tokens[..11], 10..11).unwrap();
     assert_eq!(d.position(), 11);
     let cont: Vec<Vec<f32>> = tokens[11..]
         .iter()
@@ -200,23 +190,11 @@ fn decoder_refuses_what_it_cannot_run() {
     d.step(2).unwrap();
     let e = d.step(3).unwrap_err().to_string();
     assert!(e.contains("2 positions"), "{e}");
-    // A cache longer than the decoder holds.
-    let mut cache = model.new_cache();
-    let prompt = Tensor::new(&[1u32, 2, 3], &DEV)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    model
-        .forward(
-            &prompt,
-            Some(&mut cache),
-            &ForwardOpts {
-                logits: Logits::None,
-                hidden_states: false,
-            },
-        )
-        .unwrap();
-    assert!(d.load_cache(&cache).is_err());
+    // A prompt longer than the decoder holds, rows outside the prompt, a token outside the
+    // vocabulary.
+    assert!(d.prefill(&[1, 2, 3], 2..3).is_err());
+    assert!(d.prefill(&[1, 2], 1..3).is_err());
+    assert!(d.prefill(&[1, vocab], 1..2).is_err());
 }
 
 /// The batch prefill: every position's logits against the graph path's one pass, with the same

@@ -22,7 +22,6 @@ mod team;
 use std::cell::UnsafeCell;
 
 use crate::block::Activation;
-use crate::cache::KvCache;
 use crate::error::{ModelError, Result};
 use crate::hparams::{Arch, HParams, RopeStyle};
 use crate::linear::{Embedding, Linear};
@@ -284,41 +283,6 @@ impl<'m> Decoder<'m> {
     /// Forgets the context (buffers are kept).
     pub fn reset(&mut self) {
         self.pos = 0;
-    }
-
-    /// Continues from a context the graph path has run (a prompt's prefill).
-    pub fn load_cache(&mut self, cache: &KvCache) -> Result<()> {
-        let len = cache.len();
-        if len > self.capacity {
-            return Err(ModelError::Config(format!(
-                "a context of {len} positions exceeds the decoder's {}",
-                self.capacity
-            )));
-        }
-        let st = self.state.0.get_mut();
-        let (nkv, hd, vd) = (self.hp.n_head_kv, self.hp.head_dim, self.hp.value_dim);
-        for (il, kv) in st.kv.iter_mut().enumerate() {
-            let Some((k, v)) = cache.layer(il) else {
-                if len == 0 {
-                    continue;
-                }
-                return Err(ModelError::Config(format!("cache layer {il} is empty")));
-            };
-            // [1, kv, t, d] → [t][kv][d]
-            let k = k.squeeze(0)?.transpose(0, 1)?.contiguous()?;
-            let v = v.squeeze(0)?.transpose(0, 1)?.contiguous()?;
-            let t = k.dim(0)?;
-            let (k, v) = (vec_of(&k)?, vec_of(&v)?);
-            for i in 0..t {
-                kv.store(
-                    len - t + i,
-                    &k[i * nkv * hd..(i + 1) * nkv * hd],
-                    &v[i * nkv * vd..(i + 1) * nkv * vd],
-                );
-            }
-        }
-        self.pos = len;
-        Ok(())
     }
 
     /// Runs `token` at the next position and returns its logits (`vocab` values).
