@@ -1,5 +1,5 @@
 //! The single-token decoder against the graph path on tiny generated models of each family and
-//! weight type, across thread counts, past the sliding window, and continuing a prefilled cache.
+//! weight type, across thread counts, past the sliding window, and continuing a prefilled prompt.
 
 use candle_core::{Device, Tensor};
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
