@@ -10,11 +10,16 @@ pub(crate) struct SharedOut(pub *mut f32);
 // SAFETY: tasks write disjoint elements.
 unsafe impl Sync for SharedOut {}
 
+/// Row tiles per task: about eight tasks per thread, at most `max` tiles each.
+pub(crate) fn tiles_per_task(tiles: usize, threads: usize, max: usize) -> usize {
+    (tiles / (threads * 8)).clamp(1, max)
+}
+
 /// Runs `f(r0, r1)` over ranges of the `n.div_ceil(16)` row tiles, in parallel.
 pub(crate) fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
     use rayon::prelude::*;
     let row_tiles = n.div_ceil(ROWS);
-    let per_task = (row_tiles / (rayon::current_num_threads() * 8)).clamp(1, 64);
+    let per_task = tiles_per_task(row_tiles, rayon::current_num_threads(), 64);
     (0..row_tiles.div_ceil(per_task))
         .into_par_iter()
         .for_each(|task| {

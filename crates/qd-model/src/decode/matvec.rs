@@ -5,7 +5,7 @@
 use crate::kquant_vnni::{self, KQuant, PackedKQuant};
 use crate::linear::QLinear;
 use crate::q8_0_vnni::{self, PackedQ8_0};
-use crate::vnni_tasks::ROWS;
+use crate::vnni_tasks::{tiles_per_task, ROWS};
 
 /// A weight the decoder can multiply by without candle.
 #[derive(Clone, Copy)]
@@ -101,11 +101,6 @@ impl<'a, 'm> Job<'a, 'm> {
     }
 }
 
-/// Row tiles per chunk: about eight chunks per thread, at most 32 tiles (512 rows).
-fn chunk_tiles(tiles: usize, threads: usize) -> usize {
-    (tiles / (threads * 8)).clamp(1, 32)
-}
-
 /// How `jobs` split into chunks: the number of chunks, and the job and tile range of chunk `c`.
 pub(crate) struct Split<'j, 'a, 'm> {
     jobs: &'j [Job<'a, 'm>],
@@ -121,7 +116,8 @@ impl<'j, 'a, 'm> Split<'j, 'a, 'm> {
         let mut chunks = 0;
         for (s, j) in starts.iter_mut().zip(jobs) {
             let tiles = j.mat.row_tiles();
-            let per = chunk_tiles(tiles, threads);
+            // At most 32 tiles (512 rows) a chunk.
+            let per = tiles_per_task(tiles, threads, 32);
             *s = (chunks, per);
             chunks += tiles.div_ceil(per);
         }
