@@ -27,18 +27,18 @@ fn residual(
     norm: &Option<Vec<f32>>,
     eps: f32,
 ) {
-    x.par_chunks_mut(d)
-        .zip(y.par_chunks_mut(d))
-        .for_each(|(x, y)| {
+    x.par_chunks_mut(d).zip(y.par_chunks_mut(d)).for_each_init(
+        || vec![0f32; d],
+        |tmp, (x, y)| {
             add_bias(y, bias);
             if let Some(w) = norm {
-                let mut tmp = vec![0f32; d];
-                ops::rms_norm_rows(y, w, eps, &mut tmp);
+                ops::rms_norm_rows(y, w, eps, tmp);
             }
             for (x, y) in x.iter_mut().zip(y.iter()) {
                 *x += y;
             }
-        });
+        },
+    );
 }
 
 impl Decoder<'_> {
@@ -132,29 +132,31 @@ impl Decoder<'_> {
                 .zip(k.par_chunks_mut(nkv * hd))
                 .zip(v.par_chunks_mut(nkv * vd))
                 .enumerate()
-                .for_each(|(p, ((qr, kr), vr))| {
-                    let mut tmp = vec![0f32; hd];
-                    add_bias(qr, &l.bq);
-                    add_bias(kr, &l.bk);
-                    add_bias(vr, &l.bv);
-                    if let Some(w) = &l.q_norm {
-                        ops::rms_norm_rows(qr, w, eps, &mut tmp);
-                    }
-                    if let Some(w) = &l.k_norm {
-                        ops::rms_norm_rows(kr, w, eps, &mut tmp);
-                    }
-                    let range = p * half..(p + 1) * half;
-                    ops::rope(qr, hd, style, &cos[range.clone()], &sin[range.clone()]);
-                    ops::rope(kr, hd, style, &cos[range.clone()], &sin[range]);
-                    if ggml {
-                        ops::round_f16(kr);
-                        ops::round_f16(vr);
-                    }
-                    ops::scale(qr, hp.attn_scale as f32);
-                    if ggml {
-                        ops::round_f16(qr);
-                    }
-                });
+                .for_each_init(
+                    || vec![0f32; hd],
+                    |tmp, (p, ((qr, kr), vr))| {
+                        add_bias(qr, &l.bq);
+                        add_bias(kr, &l.bk);
+                        add_bias(vr, &l.bv);
+                        if let Some(w) = &l.q_norm {
+                            ops::rms_norm_rows(qr, w, eps, tmp);
+                        }
+                        if let Some(w) = &l.k_norm {
+                            ops::rms_norm_rows(kr, w, eps, tmp);
+                        }
+                        let range = p * half..(p + 1) * half;
+                        ops::rope(qr, hd, style, &cos[range.clone()], &sin[range.clone()]);
+                        ops::rope(kr, hd, style, &cos[range.clone()], &sin[range]);
+                        if ggml {
+                            ops::round_f16(kr);
+                            ops::round_f16(vr);
+                        }
+                        ops::scale(qr, hp.attn_scale as f32);
+                        if ggml {
+                            ops::round_f16(qr);
+                        }
+                    },
+                );
             let layer_kv = &mut kv[il];
             attention::batch(
                 &q,
