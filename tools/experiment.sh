@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The distillation and QAT experiments of the README, reproducible: the same student, seed, data
-# and steps (models/main-job.toml) trained four ways, then measured on the held-out pydoc.txt
+# and steps (models/six-block-qat.toml) trained four ways, then measured on the held-out pydoc.txt
 # (ctx 512, 40 chunks):
 #   init  the student before training (one step at lr 0)
 #   hard  hard labels only (alpha 0), f32
@@ -9,7 +9,7 @@
 #   qat   distillation with QAT against qat-q4 (the main job's run), exported qat-q4
 # Perplexities of the exported files are measured by llama.cpp itself (tools/llama_ref.py) and by
 # qat-distill. Prints one markdown table; raw numbers land in $E/results.jsonl.
-#   CONFIG  run configuration (default models/main-job.toml)
+#   CONFIG  run configuration (default models/six-block-qat.toml)
 #   RUNS    which of "init hard kd qat" to train (default all four)
 #   E       output folder (default runs/experiment)
 #   LLAMA   1 (default): llama.cpp's perplexity of every file too; 0: qat-distill's only
@@ -24,7 +24,7 @@ tools/prepare-corpus.sh >/dev/null
 BIN="$(tools/native-build.sh)"
 LLAMA="${LLAMA:-1}"
 if [[ "$LLAMA" == 1 ]]; then PY="$(tools/llama-cpp.sh)"; fi
-CONFIG="${CONFIG:-models/main-job.toml}"
+CONFIG="${CONFIG:-models/six-block-qat.toml}"
 RUNS="${RUNS:-init hard kd qat}"
 E="${E:-runs/experiment}"
 has() { [[ " $RUNS " == *" $1 "* ]]; }

@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
 # llama.cpp and qat-distill side by side, in one run, on the same GGUF files:
-#   1. builds llama-bench, llama-perplexity and llama-quantize from the llama.cpp source that the
-#      PyPI sdist of llama-cpp-python 0.3.36 ships (vendor/llama.cpp), with cmake and ninja from
-#      pip; cached under ${QAT_DISTILL_CACHE:-~/.cache/qat-distill}
+#   1. builds llama-bench, llama-perplexity and llama-quantize (tools/llama-tools.sh)
 #   2. requantizes the teacher to Q4_0 and Q8_0 with llama-quantize and with `export-gguf`
 #      (time, size, and whether every tensor is byte-identical)
 #   3. llama-bench and `bench tokens-per-second` (-p 512 -n 128 -r 3, 2 threads) on the teacher
@@ -11,15 +9,12 @@
 #   4. perplexity on pydoc.txt (ctx 512, $PPL_CHUNKS chunks) of every file, by both tools
 #   5. KL of the Q4_0 requantization to the teacher: llama-perplexity --kl-divergence against
 #      `eval kl` on the same $KL_CHUNKS chunks
-# Build flags: no -march=native and no AMX (GCC 12's native build crashes in ggml's AMX kernels
-# on this CPU); AVX2 + AVX-512 + VNNI, weight repacking on — the issue's "built without AMX".
 # Usage: tools/llama-compare.sh        (needs the teacher: tools/fetch-teacher.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=0.3.36
 CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
 SRC=$CACHE/llama-src-$VERSION
-BUILD=$CACHE/llama-build-$VERSION
 TOOLS=$CACHE/cmake-venv
 OUT=${OUT_DIR:-runs/llama-compare}
 THREADS=${THREADS:-2}
@@ -30,34 +25,10 @@ mkdir -p "$OUT"
 
 TEACHER=$(tools/fetch-teacher.sh)
 
-SDIST=$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz
-if [ ! -f "$SRC/vendor/llama.cpp/CMakeLists.txt" ]; then
-    if [ ! -f "$SDIST" ]; then
-        # Only this package from source; its build backend comes as wheels.
-        python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-            --no-binary llama-cpp-python -d "$CACHE/sdist" "llama-cpp-python==$VERSION"
-    fi
-    mkdir -p "$SRC"
-    tar -xzf "$SDIST" -C "$SRC" --strip-components=1
-fi
-if ! "$TOOLS/bin/python" -c "import numpy, yaml" 2>/dev/null || [ ! -x "$TOOLS/bin/cmake" ]; then
-    python3 -m venv "$TOOLS"
-    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check cmake ninja numpy pyyaml
-fi
-LB=$BUILD/bin/llama-bench
-LP=$BUILD/bin/llama-perplexity
-LQ=$BUILD/bin/llama-quantize
-if [ ! -x "$LB" ] || [ ! -x "$LP" ] || [ ! -x "$LQ" ]; then
-    echo "building llama.cpp's tools (a few minutes, once per machine)..." >&2
-    "$TOOLS/bin/cmake" -S "$SRC/vendor/llama.cpp" -B "$BUILD" -G Ninja \
-        -DCMAKE_MAKE_PROGRAM="$TOOLS/bin/ninja" -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-        -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
-        -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_SERVER=OFF >&2
-    "$TOOLS/bin/cmake" --build "$BUILD" --target llama-bench llama-perplexity llama-quantize \
-        -j "$(nproc)" >&2
-fi
+BIN="$(tools/llama-tools.sh)"
+LB=$BIN/llama-bench
+LP=$BIN/llama-perplexity
+LQ=$BIN/llama-quantize
 
 QD="$(tools/native-build.sh)"
 

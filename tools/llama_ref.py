@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """What llama.cpp itself (through llama-cpp-python) says about a GGUF model on a text, as JSON:
 its token ids, the top-k log-probabilities at the first positions, and llama-perplexity's
-perplexity (whole text tokenized with BOS, chunks of --ctx tokens whose first token is BOS,
-second half of each chunk scored). Used by the tests that check llama.cpp runs our exports."""
+perplexity as tools/perplexity/perplexity.cpp computes it (whole text tokenized with the
+model's special tokens, chunks of --ctx tokens whose first token is replaced by BOS only when
+the vocabulary adds BOS, second half of each chunk scored). Used by the tests that check llama.cpp runs our exports."""
 import argparse
 import json
 import math
@@ -10,6 +11,7 @@ import sys
 import time
 
 import numpy as np
+import llama_cpp
 from llama_cpp import Llama
 
 
@@ -43,8 +45,12 @@ def main():
     kw = dict(model_path=a.model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=a.ubatch or n_ctx, logits_all=True,
               n_threads=a.threads, n_threads_batch=a.threads, verbose=False)
     llm = Llama(**kw)
+    # add_bos=True means add_special: llama.cpp adds BOS only where the vocabulary says so.
     tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
-    out = {"tokens": tokens}
+    # perplexity.cpp: `const bool add_bos = llama_vocab_get_add_bos(vocab);` and
+    # `if (add_bos && j == 0) tokens[batch_start] = llama_vocab_bos(vocab);`
+    add_bos = bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(llm.model)))
+    out = {"tokens": tokens, "add_bos": add_bos}
 
     def logits_of(seq):
         llm.reset()
@@ -75,7 +81,8 @@ def main():
         running = []
         for c in range(n_chunks):
             seq = list(tokens[c * a.ctx:(c + 1) * a.ctx])
-            seq[0] = bos
+            if add_bos:
+                seq[0] = bos
             llm.reset()
             llm.eval(seq)
             # Only the scored rows, normalised in float64 sums (a [512, 262144] float64 copy
@@ -102,7 +109,8 @@ def main():
         kls, same = [], 0
         for c in range(n_chunks):
             seq = list(tokens[c * a.ctx:(c + 1) * a.ctx])
-            seq[0] = bos
+            if add_bos:
+                seq[0] = bos
             lq = log_softmax(logits_of(seq))[first:a.ctx - 1]
             base.reset()
             base.eval(seq)

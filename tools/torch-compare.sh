@@ -26,7 +26,7 @@ mkdir -p "$OUT"
 "$VENV/bin/python" tools/torch_kd_step.py --batch "$BATCH" --seq "$SEQ" --threads "$THREADS" \
     --steps "$STEPS" --warmup "$WARMUP" > "$OUT/torch.json"
 for qat in none qat-q4; do
-    "$BIN" train --config models/main-job.toml --teacher "$TEACHER" --qat "$qat" \
+    "$BIN" train --config models/six-block-qat.toml --teacher "$TEACHER" --qat "$qat" \
         --seq-len "$SEQ" --batch-size "$BATCH" --steps $((STEPS + WARMUP)) --eval-every 0 \
         --checkpoint-every 1000000 --threads "$THREADS" --out "$OUT/ours-$qat" \
         > "$OUT/ours-$qat.summary.json"

@@ -47,21 +47,26 @@ pub struct Args {
     /// Timed repetitions per test (after one warm-up run).
     #[arg(long = "repetitions", short = 'r', default_value_t = 5)]
     reps: usize,
+    /// Where the model runs (cuda needs a build with `--features cuda`).
     #[arg(long, value_enum, default_value = "cpu")]
     device: Backend,
+    /// Output format: md (a table), json, csv or jsonl, with llama-bench's field names.
     #[arg(long, short = 'o', value_enum, default_value = "md")]
     output: Output,
     /// Also measure perplexity on this text (llama-perplexity's method).
     #[arg(long)]
     ppl_file: Option<PathBuf>,
+    /// Tokens per perplexity chunk.
     #[arg(long, default_value_t = 512)]
     ppl_ctx: usize,
+    /// At most this many perplexity chunks (default: all).
     #[arg(long)]
     ppl_chunks: Option<usize>,
+    /// Seed of the random prompt and generation tokens.
     #[arg(long, default_value_t = 1234)]
     seed: u64,
-    /// Run both tests through candle's graph (the path training and evaluation take) instead
-    /// of the fused decoder, to compare the two.
+    /// Run both tests (and --ppl-file) through candle's graph (the path training takes)
+    /// instead of the fused prefill and decoder, to compare the two.
     #[arg(long)]
     graph: bool,
     /// Internal: measure the single --model in this process and print its record.
@@ -137,26 +142,22 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
         .with_context(|| format!("{}: loading the model", path.display()))?;
     let load_seconds = t0.elapsed().as_secs_f64();
     let tok = loaded::tokenizer(&f)?;
-    let add_bos = f
-        .opt("tokenizer.ggml.add_bos_token", qd_gguf::GgufFile::get_bool)?
-        .unwrap_or(true);
-    let bos = if add_bos { tok.bos } else { None };
+    // llama-bench's prompts start with BOS only where the tokenizer adds one.
+    let bos = if tok.add_bos { tok.bos } else { None };
     let results = qd_eval::bench(&model, a.n_prompt, a.n_gen, a.reps, bos, a.seed, a.graph)?;
     let perplexity = match &a.ppl_file {
         None => None,
         Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let tokens = tok.encode(&text, true)?;
+            let (tokens, params) = loaded::chunked_text(&tok, p, a.ppl_ctx, a.ppl_chunks, "model")?;
             let params = PerplexityParams {
-                ctx: a.ppl_ctx,
-                chunks: a.ppl_chunks,
-                bos: tok.bos.context("the model has no BOS token")?,
                 graph: a.graph,
+                ..params
             };
             let r = qd_eval::perplexity(&model, &tokens, &params, |_, _, _| {})?;
+            let bytes = tok.text_bytes(&qd_eval::scored_targets(&tokens, &params)?);
+            let bpb = qd_eval::bits_per_byte(r.ppl, r.n_scored, bytes);
             Some(
-                json!({"ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "ctx": r.ctx, "n_chunks": r.n_chunks}),
+                json!({"ppl": r.ppl, "ppl_stderr": r.ppl_stderr, "bpb": bpb, "ctx": r.ctx, "n_chunks": r.n_chunks}),
             )
         }
     };
@@ -254,6 +255,7 @@ fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
                 "samples_ns": t.samples_ns, "samples_ts": t.samples_ts(),
                 "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup, "path": t.path,
                 "ppl": r.perplexity.as_ref().map(|p| p["ppl"].clone()),
+                "bpb": r.perplexity.as_ref().map(|p| p["bpb"].clone()),
             }));
         }
     }
@@ -294,15 +296,16 @@ fn markdown(records: &[ModelRecord]) -> String {
     }
     if records.iter().any(|r| r.perplexity.is_some()) {
         s.push_str(
-            "\n| model | perplexity | ctx | chunks |\n| ----- | ---------: | --: | -----: |\n",
+            "\n| model | perplexity | bits/byte | ctx | chunks |\n| ----- | ---------: | --------: | --: | -----: |\n",
         );
         for r in records {
             if let Some(p) = &r.perplexity {
                 s.push_str(&format!(
-                    "| {} | {:.4} ± {:.4} | {} | {} |\n",
+                    "| {} | {:.4} ± {:.4} | {:.4} | {} | {} |\n",
                     r.model_filename,
                     p["ppl"].as_f64().unwrap_or(f64::NAN),
                     p["ppl_stderr"].as_f64().unwrap_or(f64::NAN),
+                    p["bpb"].as_f64().unwrap_or(f64::NAN),
                     p["ctx"],
                     p["n_chunks"]
                 ));
@@ -330,6 +333,7 @@ fn csv(records: &[ModelRecord]) -> String {
         "peak_rss_bytes",
         "speedup",
         "ppl",
+        "bpb",
     ];
     let mut s = cols.join(",") + "\n";
     for row in rows(records) {

@@ -15,6 +15,26 @@ pub enum EvalCommand {
     Kl(KlArgs),
 }
 
+/// The text and chunking both `eval perplexity` and `eval kl` take (llama-perplexity's flags).
+#[derive(clap::Args)]
+pub struct ChunkArgs {
+    /// The text to score (UTF-8), e.g. tests/data/corpora/pydoc.txt.
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+    /// Tokens per chunk; the second half of each chunk is scored.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    ctx: usize,
+    /// At most this many chunks (default: all).
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Through candle's graph instead of the fused prefill.
+    #[arg(long)]
+    graph: bool,
+}
+
 #[derive(clap::Args)]
 pub struct KlArgs {
     /// The model under test (e.g. a student or a requantized teacher).
@@ -23,46 +43,31 @@ pub struct KlArgs {
     /// The reference (e.g. the teacher).
     #[arg(long)]
     reference: PathBuf,
-    #[arg(long, short = 'f')]
-    file: PathBuf,
-    #[arg(long, short = 'c', default_value_t = 512)]
-    ctx: usize,
-    /// At most this many chunks (default: all).
-    #[arg(long)]
-    chunks: Option<usize>,
-    #[arg(long)]
-    json: bool,
-    /// Through candle's graph instead of the fused prefill.
-    #[arg(long)]
-    graph: bool,
+    #[command(flatten)]
+    chunking: ChunkArgs,
 }
 
 #[derive(clap::Args)]
 pub struct PplArgs {
+    /// The GGUF model to evaluate.
     #[arg(long, short = 'm')]
     model: PathBuf,
-    #[arg(long, short = 'f')]
-    file: PathBuf,
-    #[arg(long, short = 'c', default_value_t = 512)]
-    ctx: usize,
-    /// At most this many chunks (default: all).
-    #[arg(long)]
-    chunks: Option<usize>,
-    #[arg(long)]
-    json: bool,
-    /// Through candle's graph instead of the fused prefill.
-    #[arg(long)]
-    graph: bool,
+    #[command(flatten)]
+    chunking: ChunkArgs,
 }
 
 #[derive(clap::Args)]
 pub struct TopKArgs {
+    /// The GGUF model to evaluate.
     #[arg(long, short = 'm')]
     model: PathBuf,
+    /// The text whose positions are scored (BOS added when the model says so).
     #[arg(long)]
     text: String,
+    /// Candidates kept per position.
     #[arg(long, default_value_t = 32)]
     k: usize,
+    /// Print one JSON object with the tokens and every position's candidates.
     #[arg(long)]
     json: bool,
 }
@@ -76,7 +81,8 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
 }
 
 fn perplexity(a: PplArgs) -> anyhow::Result<()> {
-    let f = loaded::open(&a.model)?;
+    let (a, model_path) = (a.chunking, a.model);
+    let f = loaded::open(&model_path)?;
     let tok = loaded::tokenizer(&f)?;
     let model = loaded::model(&f)?;
     let (tokens, mut params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "model")?;
@@ -103,14 +109,20 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
         line.push_str(&format!("[{i}]{:.4},", acc.ppl()));
     })?;
     bar.finish_and_clear();
+    let bytes = tok.text_bytes(&qd_eval::scored_targets(&tokens, &params)?);
+    let bpb = qd_eval::bits_per_byte(report.ppl, report.n_scored, bytes);
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        v["bpb"] = json!(bpb);
+        v["scored_bytes"] = json!(bytes);
+        println!("{v}");
     } else {
         println!("{line}");
         println!(
             "Final estimate: PPL = {:.4} +/- {:.5}",
             report.ppl, report.ppl_stderr
         );
+        println!("Bits per byte: {bpb:.5} ({bytes} bytes scored)");
         println!(
             "{} tokens scored; {:.1} tokens/s ({} × {} tokens in {:.2} s)",
             report.n_scored, report.tokens_per_second, report.n_chunks, report.ctx, report.seconds
@@ -148,15 +160,16 @@ fn top_k(a: TopKArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kl(a: KlArgs) -> anyhow::Result<()> {
-    let rf = loaded::open(&a.reference)?;
-    let mf = loaded::open(&a.model)?;
+fn kl(args: KlArgs) -> anyhow::Result<()> {
+    let rf = loaded::open(&args.reference)?;
+    let mf = loaded::open(&args.model)?;
     anyhow::ensure!(
         rf.get("tokenizer.ggml.tokens") == mf.get("tokenizer.ggml.tokens"),
         "{} and {} have different vocabularies; KL needs the same tokens",
-        a.model.display(),
-        a.reference.display()
+        args.model.display(),
+        args.reference.display()
     );
+    let a = args.chunking;
     let tok = loaded::tokenizer(&rf)?;
     let reference = loaded::model(&rf)?;
     let model = loaded::model(&mf)?;
@@ -173,8 +186,14 @@ fn kl(a: KlArgs) -> anyhow::Result<()> {
         bar.set_message(format!("{kl:.6}"));
     })?;
     bar.finish_and_clear();
+    let bytes = tok.text_bytes(&qd_eval::scored_targets(&tokens, &params)?);
+    let bpb = |ppl| qd_eval::bits_per_byte(ppl, r.n_scored, bytes);
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["bpb_model"] = json!(bpb(r.ppl_model));
+        v["bpb_reference"] = json!(bpb(r.ppl_reference));
+        v["scored_bytes"] = json!(bytes);
+        println!("{v}");
         return Ok(());
     }
     println!(
@@ -184,6 +203,8 @@ fn kl(a: KlArgs) -> anyhow::Result<()> {
     println!("Mean PPL(Q)              : {:10.6}", r.ppl_model);
     println!("Mean PPL(base)           : {:10.6}", r.ppl_reference);
     println!("Mean PPL(Q)/PPL(base)    : {:10.6}", r.ppl_ratio);
+    println!("Bits per byte (Q)        : {:10.6}", bpb(r.ppl_model));
+    println!("Bits per byte (base)     : {:10.6}", bpb(r.ppl_reference));
     println!("Mean    KLD: {:10.6} ± {:.6}", r.mean_kl, r.kl_stderr);
     println!("Maximum KLD: {:10.6}", r.kl_max);
     println!("99.0%   KLD: {:10.6}", r.kl_p99);

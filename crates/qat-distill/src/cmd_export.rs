@@ -17,8 +17,9 @@ pub struct Args {
     /// Requantize this GGUF file instead (like llama-quantize).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// f32, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k, q4_k_m, qat-q4. Default for a
-    /// checkpoint: the recipe it trained with.
+    /// f32, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k, q4_k_m, qat-q4, or <type>-pure (every
+    /// 2-D tensor that type, as llama-quantize --pure). Default for a checkpoint: the recipe it
+    /// trained with.
     #[arg(long)]
     recipe: Option<String>,
     /// Quantize a checkpoint with a recipe it did not train against (post-training
@@ -28,6 +29,7 @@ pub struct Args {
     /// The teacher file, if it moved since training.
     #[arg(long)]
     teacher: Option<PathBuf>,
+    /// The GGUF file to write (atomically; an existing one needs --force).
     #[arg(long)]
     out: PathBuf,
     /// Overwrite an existing output file.

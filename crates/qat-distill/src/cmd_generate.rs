@@ -8,20 +8,25 @@ use crate::loaded;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The GGUF model.
     #[arg(long, short = 'm')]
     model: PathBuf,
+    /// The prompt (BOS added when the model says so).
     #[arg(long, short = 'p')]
     prompt: String,
     /// Tokens to generate.
     #[arg(short = 'n', long, default_value_t = 64)]
     n_predict: usize,
-    /// 0 is greedy.
+    /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     temp: f32,
+    /// Sample among the k most likely tokens only.
     #[arg(long, default_value_t = 40)]
     top_k: usize,
+    /// Nucleus sampling: the smallest set of tokens holding this probability.
     #[arg(long, default_value_t = 0.95)]
     top_p: f32,
+    /// Sampling seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }

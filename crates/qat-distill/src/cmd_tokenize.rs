@@ -5,11 +5,15 @@ use serde_json::json;
 use crate::loaded;
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "file"])))]
 pub struct Args {
+    /// The GGUF model whose tokenizer is used.
     #[arg(long, short = 'm')]
     model: PathBuf,
-    #[arg(long, conflicts_with = "file")]
+    /// The text to tokenize.
+    #[arg(long)]
     text: Option<String>,
+    /// A UTF-8 file to tokenize.
     #[arg(long)]
     file: Option<PathBuf>,
     /// Do not add BOS/EOS even when the model asks for them.

@@ -12,6 +12,7 @@ pub struct Args {
     /// A TOML run configuration (see models/example-run.toml); flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The teacher GGUF (e.g. the path tools/fetch-teacher.sh prints).
     #[arg(long)]
     teacher: Option<PathBuf>,
     /// Training text: .txt / .jsonl files or folders (repeatable).
@@ -23,14 +24,19 @@ pub struct Args {
     /// Teacher blocks the student starts from, e.g. 0,3,6,9,12,17.
     #[arg(long, value_delimiter = ',')]
     blocks: Option<Vec<usize>>,
+    /// Optimizer steps of the whole run (a resumed run continues up to it).
     #[arg(long)]
     steps: Option<usize>,
+    /// Tokens per training sequence.
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Sequences per micro-batch.
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Micro-batches accumulated per optimizer step.
     #[arg(long)]
     grad_accum: Option<usize>,
+    /// Peak learning rate (AdamW).
     #[arg(long)]
     lr: Option<f64>,
     /// Weight of the soft loss (constant); 0 trains on hard labels only.
@@ -39,28 +45,76 @@ pub struct Args {
     /// Distillation temperature (constant).
     #[arg(long)]
     temperature: Option<f64>,
-    /// forward | reverse | jsd
-    #[arg(long)]
-    divergence: Option<String>,
+    /// The soft loss: forward KL(teacher‖student), reverse KL, or generalized JSD (--jsd-beta).
+    #[arg(long, value_enum)]
+    divergence: Option<DivergenceArg>,
+    /// Seed of the data order, the split and the augmentations.
     #[arg(long)]
     seed: Option<u64>,
+    /// Held-out evaluation every N steps (0 = never).
     #[arg(long)]
     eval_every: Option<usize>,
+    /// Checkpoint every N steps (and always at the end or on Ctrl-C).
     #[arg(long)]
     checkpoint_every: Option<usize>,
     /// A student preset (TOML, see models/student-6l.toml) instead of teacher blocks.
     #[arg(long)]
     student_config: Option<PathBuf>,
-    /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4 (or any single GGUF block type);
-    /// `none` turns off a recipe set in --config.
-    #[arg(long)]
+    /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4, <type>-pure (or any single GGUF
+    /// block type); `none` turns off a recipe set in --config.
+    #[arg(long, value_parser = parse_recipe)]
     qat: Option<String>,
     /// Step at which QAT switches on (delayed QAT).
     #[arg(long)]
     qat_start: Option<usize>,
     /// Also fake-quantize the token embedding and LM head under QAT.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_qat_embeddings")]
     qat_embeddings: bool,
+    /// Do not fake-quantize the embedding and LM head (overrides the config).
+    #[arg(long)]
+    no_qat_embeddings: bool,
+    /// Keep the token embedding and tied LM head as the teacher's, untrained (the default).
+    #[arg(long, conflicts_with = "no_freeze_embeddings")]
+    freeze_embeddings: bool,
+    /// Train the token embedding and LM head too (a full [vocab, d] gradient per chunk).
+    #[arg(long)]
+    no_freeze_embeddings: bool,
+    /// Do not move the weights onto their grid values when QAT starts (see models/README.md).
+    #[arg(long)]
+    no_snap_to_grid: bool,
+    /// Do not cache the tokenized corpus in ~/.cache/qat-distill/tokens.
+    #[arg(long)]
+    no_token_cache: bool,
+    /// Warm-up steps of the learning rate.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Learning-rate decay after warm-up: constant | linear | cosine.
+    #[arg(long)]
+    lr_decay: Option<String>,
+    /// The decayed learning rate's floor, as a fraction of --lr.
+    #[arg(long)]
+    min_lr_ratio: Option<f64>,
+    /// AdamW's decoupled weight decay (norms and biases excluded).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Global gradient-norm clipping threshold (0 = off).
+    #[arg(long)]
+    clip: Option<f64>,
+    /// β of the generalized JSD (--divergence jsd).
+    #[arg(long)]
+    jsd_beta: Option<f64>,
+    /// Positions per chunk of the LM head and loss (memory vs speed).
+    #[arg(long)]
+    chunk: Option<usize>,
+    /// Fraction of the packed sequences held out for validation.
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Validation sequences scored at each evaluation.
+    #[arg(long)]
+    eval_sequences: Option<usize>,
+    /// Checkpoints kept in --out (the newest).
+    #[arg(long)]
+    keep: Option<usize>,
     /// Random truncation: probability that a training sequence is cut to a random length.
     #[arg(long)]
     truncate_prob: Option<f64>,
@@ -80,6 +134,35 @@ pub struct Args {
     resume: bool,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DivergenceArg {
+    Forward,
+    Reverse,
+    Jsd,
+}
+
+impl DivergenceArg {
+    /// The config's name for it.
+    fn name(self) -> String {
+        match self {
+            Self::Forward => "forward",
+            Self::Reverse => "reverse",
+            Self::Jsd => "jsd",
+        }
+        .into()
+    }
+}
+
+/// A recipe name that `qd_export::Recipe` knows, or `none`.
+fn parse_recipe(s: &str) -> Result<String, String> {
+    if s == "none" {
+        return Ok(s.into());
+    }
+    qd_export::Recipe::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 fn config(a: &Args) -> anyhow::Result<RunConfig> {
     let mut c = match &a.config {
         Some(p) => {
@@ -94,12 +177,38 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
         ($($f:ident => $g:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$g = v; } )* };
     }
     set!(teacher => teacher, out => out, blocks => student_blocks, steps => steps, seq_len => seq_len,
-         batch_size => batch_size, grad_accum => grad_accum, lr => lr, divergence => divergence,
+         batch_size => batch_size, grad_accum => grad_accum, lr => lr,
          seed => seed, eval_every => eval_every, checkpoint_every => checkpoint_every,
          truncate_prob => truncate_prob, truncate_min => truncate_min, token_noise => token_noise,
-         data_weights => data_weights);
+         data_weights => data_weights, warmup => warmup, min_lr_ratio => min_lr_ratio,
+         weight_decay => weight_decay, clip => clip, jsd_beta => jsd_beta, chunk => chunk,
+         val_fraction => val_fraction, eval_sequences => eval_sequences, keep => keep);
+    if let Some(v) = &a.lr_decay {
+        c.lr_decay =
+            serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {
+                anyhow::anyhow!("--lr-decay must be constant, linear or cosine, got {v:?}")
+            })?;
+    }
+    if a.freeze_embeddings {
+        c.freeze_embeddings = true;
+    }
+    if a.no_freeze_embeddings {
+        c.freeze_embeddings = false;
+    }
+    if a.no_qat_embeddings {
+        c.qat_embeddings = false;
+    }
+    if a.no_snap_to_grid {
+        c.snap_to_grid = false;
+    }
+    if a.no_token_cache {
+        c.token_cache = false;
+    }
     if !a.data.is_empty() {
         c.data = a.data.clone();
+    }
+    if let Some(d) = a.divergence {
+        c.divergence = d.name();
     }
     if let Some(p) = &a.student_config {
         let text =
@@ -175,9 +284,13 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             train_sequences,
             val_sequences,
             student_params,
+            qat_fallbacks,
             ..
         } => {
             bar.set_position(*step as u64);
+            for line in qat_fallbacks {
+                say(format!("qat: {line}"));
+            }
             say(format!(
                 "student {:.1} M params; {train_sequences} training and {val_sequences} validation sequences of {} tokens",
                 *student_params as f64 / 1e6,

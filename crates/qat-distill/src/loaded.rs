@@ -33,8 +33,8 @@ pub fn text_arg(text: Option<String>, file: Option<PathBuf>) -> anyhow::Result<S
     }
 }
 
-/// A text file tokenized (BOS first) with llama-perplexity's chunking parameters; `who` names
-/// the model whose tokenizer it is, for the error when it has no BOS.
+/// A text file tokenized as llama-perplexity does (BOS first where the model adds one) with
+/// its chunking parameters; `who` names the model whose tokenizer it is, for errors.
 pub fn chunked_text(
     tok: &GgufTokenizer,
     file: &Path,
@@ -45,9 +45,8 @@ pub fn chunked_text(
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let tokens = tok.encode(&text, true)?;
-    let bos = tok.bos.with_context(|| {
-        format!("the {who} has no BOS token, which llama-perplexity's method needs")
-    })?;
+    let bos = qd_eval::chunk_bos(tok.add_bos, tok.bos, tok.add_eos)
+        .with_context(|| format!("the {who}'s tokenizer"))?;
     Ok((
         tokens,
         qd_eval::PerplexityParams {

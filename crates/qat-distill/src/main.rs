@@ -37,7 +37,7 @@ enum Command {
     Inspect(cmd_inspect::Args),
     /// Token ids of a text, as llama-tokenize gives them.
     Tokenize(cmd_tokenize::Args),
-    /// Generate text from a prompt with the KV cache.
+    /// Generate text from a prompt (fused prefill, then the single-token decoder).
     Generate(cmd_generate::Args),
     /// Distil the teacher into a student (knowledge distillation, resumable).
     Train(Box<cmd_train::Args>),
@@ -46,7 +46,7 @@ enum Command {
     /// Benchmarks: tokens/s as llama-bench measures them.
     #[command(subcommand)]
     Bench(cmd_bench::BenchCommand),
-    /// Evaluate a model: perplexity, per-position top-k.
+    /// Evaluate a model: perplexity and bits per byte, KL against a reference, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
 }
@@ -59,7 +59,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 fn main() {
     // SAFETY: a plain option setter of the allocator, called before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     if let Err(e) = run(cli) {
         // One line, whatever the source error looks like (TOML errors draw a caret diagram).
         let msg = format!("{e:#}");
@@ -67,6 +67,30 @@ fn main() {
         eprintln!("error: {}", one.join(" "));
         std::process::exit(1);
     }
+}
+
+/// clap's usage errors in the CLI's one-line form (their usage block and hint dropped; `--help`
+/// and `--version` print as usual).
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || matches!(
+            e.kind(),
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+        )
+    {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid arguments");
+    // "the following required arguments were not provided:" lists them on the next line.
+    let msg = match (first.ends_with(':'), lines.next()) {
+        (true, Some(next)) if !next.starts_with("Usage:") => format!("{first} {next}"),
+        _ => first.to_string(),
+    };
+    eprintln!("{msg} (see --help)");
+    std::process::exit(2);
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

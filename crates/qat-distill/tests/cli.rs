@@ -119,7 +119,7 @@ fn bad_input_is_one_clear_line() {
     assert!(e.contains("not a GGUF file"), "{e}");
     let m = model(d.path(), Family::Llama);
     let e = one_line_error(&["tokenize", "--model", m.to_str().unwrap()]);
-    assert!(e.contains("--text or --file"), "{e}");
+    assert!(e.contains("--text <TEXT>|--file <FILE>"), "{e}");
     let short = d.path().join("short.txt");
     std::fs::write(&short, "the").unwrap();
     let e = one_line_error(&[
@@ -192,4 +192,28 @@ fn export_that_runs_out_of_room_leaves_nothing() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
     assert_eq!(after.len(), before, "left behind: {after:?}");
+}
+
+/// A candle error inside a library error reads once in the CLI's one-line report (`{:#}`
+/// prints the source chain; a wrapped error that is also its source would print twice).
+#[test]
+fn wrapped_candle_errors_print_once() {
+    let boom = || candle_core::Error::Msg("boom-7f3".into());
+    let reports = [
+        format!(
+            "{:#}",
+            anyhow::Error::from(qd_model::ModelError::from(boom()))
+        ),
+        format!(
+            "{:#}",
+            anyhow::Error::from(qd_eval::EvalError::from(boom()))
+        ),
+        format!(
+            "{:#}",
+            anyhow::Error::from(qd_distill::train::run::TrainError::from(boom()))
+        ),
+    ];
+    for r in reports {
+        assert_eq!(r.matches("boom-7f3").count(), 1, "{r}");
+    }
 }

@@ -10,7 +10,8 @@ use qd_gguf::{GgufFile, Value};
 
 use crate::student::{build_student, VarStore};
 use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
-use crate::train::run::{RunConfig, TrainError};
+use crate::train::run::TrainError;
+use crate::train::state::RunState;
 
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
@@ -80,10 +81,8 @@ impl TensorSource for StoreSource<'_> {
 /// Rebuilds the student of checkpoint `dir` and assembles its GGUF file (not yet written).
 pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExport, TrainError> {
     let dir = resolve_checkpoint(dir)?;
-    let state = Checkpoint::load_state(&dir)?;
-    let cfg: RunConfig = serde_json::from_value(state["config"].clone()).map_err(|e| {
-        TrainError::Config(format!("{}: unreadable run config: {e}", dir.display()))
-    })?;
+    let state = RunState::from_json(Checkpoint::load_state(&dir)?, &dir)?;
+    let cfg = state.config.clone();
     let trained = cfg.recipe()?;
     let recipe = match (opts.recipe, trained) {
         (Some(r), _) => r,
@@ -109,14 +108,13 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
     let teacher_path = opts.teacher.clone().unwrap_or_else(|| cfg.teacher.clone());
     let teacher = GgufFile::open(&teacher_path)?;
     let sha = qd_export::file_sha256(&teacher_path)?;
-    if let Some(want) = state["teacher_sha256"].as_str() {
-        if want != sha {
-            return Err(TrainError::Config(format!(
-                "{} is not the teacher {} was trained against (sha256 {want})",
-                teacher_path.display(),
-                dir.display()
-            )));
-        }
+    if state.teacher_sha256 != sha {
+        return Err(TrainError::Config(format!(
+            "{} is not the teacher {} was trained against (sha256 {})",
+            teacher_path.display(),
+            dir.display(),
+            state.teacher_sha256
+        )));
     }
     let dev = Device::Cpu;
     let frozen = cfg.frozen_tensors();
@@ -128,7 +126,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         &dev,
     )?;
     store.load_weights(&Checkpoint::load_weights(&dir, &dev)?)?;
-    let step = state["step"].as_u64().unwrap_or(0);
+    let step = state.step as u64;
     let name = teacher
         .opt("general.name", GgufFile::get_str)?
         .unwrap_or("model")
@@ -143,10 +141,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         ("qat_distill.recipe".to_string(), s(&recipe.name())),
         ("qat_distill.qat".to_string(), Value::Bool(matches_training)),
         ("qat_distill.steps".to_string(), Value::U64(step)),
-        (
-            "qat_distill.data_hash".to_string(),
-            s(state["data_hash"].as_str().unwrap_or("")),
-        ),
+        ("qat_distill.data_hash".to_string(), s(&state.data_hash)),
         (
             "qat_distill.student_init".to_string(),
             s(&match &cfg.student {

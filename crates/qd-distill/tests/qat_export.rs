@@ -137,7 +137,7 @@ fn check_recipe(recipe: &str, embeddings: bool) {
 
 #[test]
 fn exported_tensors_are_the_weights_qat_trained_with() {
-    for r in ["q4_0", "q4_k", "q5_0", "q8_0", "q4_k_m", "qat-q4"] {
+    for r in ["q4_0", "q4_k", "q5_0", "q8_0", "q4_k_m", "qat-q4", "q2_k"] {
         check_recipe(r, true);
     }
     check_recipe("q4_0", false);
@@ -255,4 +255,43 @@ fn config_students_train_export_and_reload() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("not a multiple"), "{err}");
+}
+
+/// A checkpoint whose run state lost a key (here `step`, renamed) is refused by resume and by
+/// export with the file named — not silently resumed from step 0.
+#[test]
+fn damaged_run_state_fails_loudly() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), Some("q4_0"), false);
+    train(&cfg);
+    let ck = list(&cfg.out).pop().unwrap();
+    let path = ck.join("state.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("\"step\":"));
+    std::fs::write(&path, text.replace("\"step\":", "\"steps_done\":")).unwrap();
+    let mut more = cfg.clone();
+    more.steps = 3;
+    let err = run(&more, true, &AtomicBool::new(false), |_| {})
+        .expect_err("resume from a damaged state must fail");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("damaged run state") && msg.contains("step"),
+        "{msg}"
+    );
+    let err = export_checkpoint(&cfg.out, &ExportOptions::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("damaged run state"), "{err}");
+}
+
+/// The `-pure` recipes quantize the embedding too, so training must see it through its grid.
+#[test]
+fn pure_recipe_needs_qat_embeddings() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(d.path(), Some("q4_0-pure"), false);
+    let err = run(&cfg, false, &AtomicBool::new(false), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("--qat-embeddings"), "{err}");
+    check_recipe("q4_0-pure", true);
 }

@@ -13,6 +13,9 @@ pub use bench::{bench, BenchResult};
 pub use error::{EvalError, Result};
 pub use generate::generate;
 pub use kl::{kl_divergence, KlReport};
-pub use perplexity::{perplexity, NllAccumulator, PerplexityParams, PerplexityReport};
+pub use perplexity::{
+    bits_per_byte, chunk_bos, perplexity, scored_targets, NllAccumulator, PerplexityParams,
+    PerplexityReport,
+};
 pub use sampler::{Sampler, SamplerParams};
 pub use topk::{top_k, PositionTopK};

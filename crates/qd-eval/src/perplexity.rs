@@ -1,7 +1,9 @@
 //! Perplexity exactly as llama.cpp's `llama-perplexity` computes it, so numbers compare 1:1:
-//! the whole text tokenized once (BOS at the start), cut into chunks of `ctx` tokens, the
-//! first token of each chunk replaced by BOS, and only the second half scored (the logits at
-//! positions ctx/2 … ctx−2 predict the following token).
+//! the whole text tokenized once (BOS at the start when the model adds one), cut into chunks of
+//! `ctx` tokens, the first token of each chunk replaced by BOS — only when the model's
+//! `tokenizer.ggml.add_bos_token` says so (Qwen2's gpt2 tokenizer does not: replacing there
+//! put a token the model never sees first and raised its perplexity by a third) — and only the
+//! second half scored (the logits at positions ctx/2 … ctx−2 predict the following token).
 
 use std::time::Instant;
 
@@ -17,7 +19,9 @@ pub struct PerplexityParams {
     pub ctx: usize,
     /// At most this many chunks (all that fit when `None`).
     pub chunks: Option<usize>,
-    pub bos: u32,
+    /// The token that replaces each chunk's first: the model's BOS when its tokenizer adds one
+    /// (`tokenizer.ggml.add_bos_token`), `None` when it does not (see [`chunk_bos`]).
+    pub bos: Option<u32>,
     /// Through candle's graph even where the fused prefill (`qd_model::Decoder`) applies.
     pub graph: bool,
 }
@@ -87,10 +91,53 @@ pub fn plan_chunks(n_tokens: usize, p: &PerplexityParams) -> Result<usize> {
     Ok(p.chunks.map_or(max, |c| c.min(max)).max(1))
 }
 
-/// One chunk's input: its tokens with the first replaced by BOS.
+/// llama-perplexity's choice of the chunks' first token, from the tokenizer's metadata: BOS
+/// when the tokenizer adds BOS (an error when it has none to add), nothing otherwise; a
+/// tokenizer that adds EOS is refused, as llama-perplexity asserts (an EOS appended to the
+/// whole text would be scored as if the text ended there).
+pub fn chunk_bos(add_bos: bool, bos: Option<u32>, add_eos: bool) -> Result<Option<u32>> {
+    if add_eos {
+        return Err(EvalError::Input(
+            "the tokenizer appends EOS (tokenizer.ggml.add_eos_token), which llama-perplexity's \
+             method does not allow"
+                .into(),
+        ));
+    }
+    match (add_bos, bos) {
+        (false, _) => Ok(None),
+        (true, Some(b)) => Ok(Some(b)),
+        (true, None) => Err(EvalError::Input(
+            "the tokenizer adds BOS (tokenizer.ggml.add_bos_token) but has no BOS token id".into(),
+        )),
+    }
+}
+
+/// The tokens the chunks score (each chunk's second half, less its first position), in order:
+/// what bits per byte divides by, as UTF-8 bytes.
+pub fn scored_targets(tokens: &[u32], p: &PerplexityParams) -> Result<Vec<u32>> {
+    let n_chunks = plan_chunks(tokens.len(), p)?;
+    Ok((0..n_chunks)
+        .flat_map(|i| {
+            tokens[i * p.ctx + p.ctx / 2 + 1..(i + 1) * p.ctx]
+                .iter()
+                .copied()
+        })
+        .collect())
+}
+
+/// Bits per byte: the scored tokens' total NLL in bits (`n_scored · ln ppl / ln 2`) over the
+/// UTF-8 bytes they stand for. Unlike perplexity it compares models with different
+/// tokenizers on the same text.
+pub fn bits_per_byte(ppl: f64, n_scored: usize, bytes: u64) -> f64 {
+    n_scored as f64 * ppl.ln() / std::f64::consts::LN_2 / bytes as f64
+}
+
+/// One chunk's input: its tokens with the first replaced by BOS where the model adds BOS.
 pub fn chunk_input(tokens: &[u32], i: usize, p: &PerplexityParams) -> Vec<u32> {
     let mut batch = tokens[i * p.ctx..(i + 1) * p.ctx].to_vec();
-    batch[0] = p.bos;
+    if let Some(b) = p.bos {
+        batch[0] = b;
+    }
     batch
 }
 

@@ -96,7 +96,7 @@ fn perplexity_matches_hand_computation() {
     let p = PerplexityParams {
         ctx: 16,
         chunks: Some(3),
-        bos: 2,
+        bos: Some(2),
         graph: false,
     };
     let r = qd_eval::perplexity(&model, &tokens, &p, |_, _, _| {}).unwrap();
@@ -143,7 +143,7 @@ fn perplexity_rejects_short_text() {
     let p = PerplexityParams {
         ctx: 64,
         chunks: None,
-        bos: 2,
+        bos: Some(2),
         graph: false,
     };
     let e = qd_eval::perplexity(&model, &[1, 2, 3], &p, |_, _, _| {}).unwrap_err();
@@ -184,7 +184,7 @@ fn teacher_perplexity_matches_llama_cpp() {
     let p = PerplexityParams {
         ctx: 512,
         chunks: Some(40),
-        bos: tok.bos.unwrap(),
+        bos: qd_eval::chunk_bos(tok.add_bos, tok.bos, tok.add_eos).unwrap(),
         graph: false,
     };
     let r = qd_eval::perplexity(&model, &tokens, &p, |_, _, _| {}).unwrap();
@@ -280,7 +280,7 @@ fn fused_and_graph_evaluation_agree() {
             let p = PerplexityParams {
                 ctx: 16,
                 chunks: Some(4),
-                bos: 2,
+                bos: Some(2),
                 graph,
             };
             let ppl = qd_eval::perplexity(&model, &tokens, &p, |_, _, _| {}).unwrap();

@@ -17,6 +17,10 @@ pub enum Recipe {
     Q4KM,
     /// Google's QAT layout: block weights Q4_0, `token_embd`/`output` Q8_0.
     QatQ4,
+    /// One type for every 2-D tensor, the embedding and LM head included, as `llama-quantize
+    /// --pure` writes (named `<type>-pure`, e.g. `q4_0-pure`: the smallest Q4_0 file). Rows a
+    /// K-quant cannot tile take llama.cpp's fallback, as everywhere.
+    Pure(QuantType),
 }
 
 /// What a tensor is, for the rules that depend on it.
@@ -99,6 +103,9 @@ impl Recipe {
             "f32" => Ok(Self::F32),
             "q4_k_m" => Ok(Self::Q4KM),
             "qat-q4" | "qat_q4" => Ok(Self::QatQ4),
+            other if other.ends_with("-pure") => QuantType::parse(&other[..other.len() - 5])
+                .map(Self::Pure)
+                .ok_or_else(|| ExportError::UnknownRecipe(s.to_string())),
             other => QuantType::parse(other)
                 .map(Self::Uniform)
                 .ok_or_else(|| ExportError::UnknownRecipe(s.to_string())),
@@ -111,6 +118,7 @@ impl Recipe {
             Self::Uniform(t) => t.name().to_ascii_lowercase(),
             Self::Q4KM => "q4_k_m".into(),
             Self::QatQ4 => "qat-q4".into(),
+            Self::Pure(t) => format!("{}-pure", t.name().to_ascii_lowercase()),
         }
     }
 
@@ -120,7 +128,7 @@ impl Recipe {
             Self::F32 => 0,
             Self::Q4KM => 15,
             Self::QatQ4 => 2,
-            Self::Uniform(t) => match t {
+            Self::Uniform(t) | Self::Pure(t) => match t {
                 QuantType::Q4_0 => 2,
                 QuantType::Q4_1 => 3,
                 QuantType::Q8_0 => 7,
@@ -142,6 +150,7 @@ impl Recipe {
             (Self::F32, _) | (_, TensorKind::Vector) => None,
             (Self::QatQ4, TensorKind::Output | TensorKind::Embedding) => Some(QuantType::Q8_0),
             (Self::QatQ4, _) => Some(QuantType::Q4_0),
+            (Self::Pure(t), _) => Some(*t),
             // Not a fallback: llama.cpp picks Q8_0 outright for such rows.
             (_, TensorKind::Output) => Some(
                 if self.base() == QuantType::Q8_0 || !row_len.is_multiple_of(256) {
@@ -163,7 +172,7 @@ impl Recipe {
 
     fn base(&self) -> QuantType {
         match self {
-            Self::Uniform(t) => *t,
+            Self::Uniform(t) | Self::Pure(t) => *t,
             Self::Q4KM => QuantType::Q4K,
             Self::QatQ4 => QuantType::Q4_0,
             Self::F32 => QuantType::Q8_0,
@@ -195,7 +204,16 @@ mod tests {
     #[test]
     fn names_round_trip_and_unknown_is_an_error() {
         for s in [
-            "f32", "q4_0", "q4_k", "q5_0", "q8_0", "q4_k_m", "qat-q4", "q6_k",
+            "f32",
+            "q4_0",
+            "q4_k",
+            "q5_0",
+            "q8_0",
+            "q4_k_m",
+            "qat-q4",
+            "q6_k",
+            "q4_0-pure",
+            "q2_k-pure",
         ] {
             assert_eq!(Recipe::parse(s).unwrap().name(), s);
         }
@@ -219,6 +237,20 @@ mod tests {
         assert_eq!(c.used, Some(QuantType::Q8_0));
         let c = r.choose(TensorKind::Output, 2048, 18);
         assert_eq!(c.used, Some(QuantType::Q6K));
+        let pure = Recipe::parse("q4_0-pure").unwrap();
+        assert_eq!(
+            pure.choose(TensorKind::Output, 640, 18).used,
+            Some(QuantType::Q4_0)
+        );
+        let c = Recipe::Uniform(QuantType::Q2K).choose(TensorKind::Block, 640, 18);
+        assert_eq!(
+            (c.wanted, c.used),
+            (Some(QuantType::Q2K), Some(QuantType::Q4_0))
+        );
+        assert!(matches!(
+            Recipe::parse("q9_9-pure"),
+            Err(ExportError::UnknownRecipe(_))
+        ));
         let c = Recipe::Uniform(QuantType::Q4_0).choose(TensorKind::Block, 40, 2);
         assert_eq!(c.used, None);
         assert!(c.fell_back());

@@ -1,7 +1,8 @@
 //! Q4_K and Q6_K weights × Q8_K activations with AVX-512 VNNI, forming llama.cpp's integer sums
-//! for the teacher's K-quant tensors (its attention outputs and FFN down-projections). Not wired
-//! into `QLinear` yet (candle's own repacked kernels run those; see the README's "Speed" for why
-//! and for the measured comparison in `benches/kquant_matmul.rs`).
+//! for the teacher's K-quant tensors (its attention outputs and FFN down-projections). The fused
+//! prefill and decoder (`decode/`) run them through it; candle's graph path (training, `eval
+//! --graph`) keeps candle's own repacked kernels (docs/performance.md compares both, measured
+//! by `benches/kquant_matmul.rs`).
 //!
 //! Both formats are affine per sub-block: a value is `a·q − b` with unsigned codes `q` (Q4_K:
 //! `a = d·scale`, `b = dmin·min` per 32 values, `q` in 0..16; Q6_K: `a = d·scale`, `b = 32·a`

@@ -111,7 +111,8 @@ impl QLinear {
     }
 
     /// The weight repacked for the AVX-512 VNNI K-quant kernel (Q4_K, Q6_K), made on first use.
-    /// Only the single-token decoder uses it (see `kquant_vnni` for why batches do not yet).
+    /// The fused prefill and decoder use it; the graph path keeps candle's kernels (see
+    /// `kquant_vnni`).
     pub(crate) fn packed_kquant(&self) -> Option<&crate::kquant_vnni::PackedKQuant> {
         use crate::kquant_vnni::{KQuant, PackedKQuant};
         let QMatMul::QTensor(w) = &self.weight else {

@@ -1,5 +1,5 @@
 //! Where a model's weights come from. One trait, so the same loading code builds a quantized
-//! teacher, a dequantized f32 reference, or (later) a trainable student.
+//! teacher, a dequantized f32 reference, or a trainable student (`qd-distill`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

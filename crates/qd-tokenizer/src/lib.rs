@@ -24,6 +24,8 @@ pub struct GgufTokenizer {
     pub add_eos: bool,
     pub vocab_size: usize,
     pub model: String,
+    /// How many bytes of text each token stands for (see [`piece_bytes`]).
+    piece_len: Vec<u32>,
 }
 
 impl GgufTokenizer {
@@ -43,6 +45,12 @@ impl GgufTokenizer {
             add_bos: v.add_bos,
             add_eos: v.add_eos,
             vocab_size: v.tokens.len(),
+            piece_len: v
+                .tokens
+                .iter()
+                .zip(&v.types)
+                .map(|(t, &ty)| piece_bytes(&v.model, t, ty) as u32)
+                .collect(),
             model: v.model,
         })
     }
@@ -74,6 +82,14 @@ impl GgufTokenizer {
         Ok(self.inner.decode(ids, skip_special)?)
     }
 
+    /// The UTF-8 bytes of text the tokens stand for (control tokens none): the denominator of
+    /// bits per byte, which compares models across tokenizers where perplexity cannot.
+    pub fn text_bytes(&self, ids: &[u32]) -> u64 {
+        ids.iter()
+            .map(|&i| self.piece_len.get(i as usize).copied().unwrap_or(0) as u64)
+            .sum()
+    }
+
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
@@ -102,4 +118,20 @@ fn build_from_vocab(v: &GgufVocab) -> Result<Tokenizer> {
     tok.add_special_tokens(&special);
     tok.set_encode_special_tokens(true);
     Ok(tok)
+}
+
+/// Bytes of text one vocabulary entry stands for, as llama.cpp's `token_to_piece` renders it
+/// without special tokens: SentencePiece byte tokens `<0xNN>` one byte, `▁` a space (one byte
+/// instead of three); gpt2 byte-level pieces one byte per character (each character stands
+/// for one byte); user-defined tokens their own text; control, unknown and unused tokens none.
+fn piece_bytes(model: &str, token: &str, ty: TokenType) -> usize {
+    match ty {
+        TokenType::Control | TokenType::Unknown | TokenType::Unused => 0,
+        TokenType::Byte => 1,
+        TokenType::UserDefined => token.len(),
+        TokenType::Normal | TokenType::Undefined => match model {
+            "gpt2" => token.chars().count(),
+            _ => token.len() - 2 * token.matches('\u{2581}').count(),
+        },
+    }
 }

@@ -56,3 +56,21 @@ fn pydoc_corpus_matches_llama_cpp() {
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(hex, meta["ids_sha256_u32le"].as_str().unwrap());
 }
+
+/// Bits per byte divides by the bytes the tokens stand for: on the whole held-out corpus (and
+/// the prompts, Unicode and whitespace edge cases included) that is exactly its UTF-8 length.
+#[test]
+fn token_bytes_add_up_to_the_text() {
+    let tok = teacher_tokenizer();
+    let text = std::fs::read_to_string(qd_fixtures::data_dir().join("corpora/pydoc.txt")).unwrap();
+    assert_eq!(
+        tok.text_bytes(&tok.encode(&text, true).unwrap()),
+        text.len() as u64
+    );
+    let reference = qd_fixtures::read_json("gemma3-270m/llama_cpp_reference.json");
+    for (name, p) in reference["prompts"].as_object().unwrap() {
+        let text = p["text"].as_str().unwrap();
+        let ids = tok.encode(text, true).unwrap();
+        assert_eq!(tok.text_bytes(&ids), text.len() as u64, "prompt {name}");
+    }
+}

@@ -80,3 +80,15 @@ fn tokenizer_json_beside_the_model_takes_precedence() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Both families count the bytes a token stands for: SentencePiece byte tokens and `▁`, gpt2
+/// byte-level characters; BOS and other control tokens count nothing.
+#[test]
+fn token_bytes_add_up_to_the_text() {
+    let text = "the thin heath — ünïcode, tabs\tand  spaces\n";
+    for fam in [Family::Gemma3, Family::Qwen2] {
+        let t = tok(fam);
+        let ids = t.encode(text, true).unwrap();
+        assert_eq!(t.text_bytes(&ids), text.len() as u64, "{fam:?}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Packing documents into fixed-length sequences: `BOS doc EOS BOS doc EOS …` (each document
-//! as the model saw text in pre-training: BOS first, EOS at its end), cut into windows of
-//! `seq_len` tokens; the last partial window is dropped.
+//! as the model saw text in pre-training: BOS first where the tokenizer adds one — Gemma's and
+//! Llama's do, Qwen2's gpt2 tokenizer does not — and EOS at its end as the separator), cut into
+//! windows of `seq_len` tokens; the last partial window is dropped.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -24,7 +25,9 @@ pub struct Packed {
 pub fn token_stream(tok: &GgufTokenizer, docs: &[String]) -> Result<Vec<u32>, DataError> {
     let mut stream = Vec::new();
     for d in docs {
-        stream.extend(tok.bos);
+        if tok.add_bos {
+            stream.extend(tok.bos);
+        }
         stream.extend(
             tok.encode(d, false)
                 .map_err(|e| DataError::Tokenizer(e.to_string()))?,

@@ -6,4 +6,5 @@ pub mod chunked;
 pub mod eval;
 pub mod run;
 pub mod schedule;
+pub mod state;
 pub mod step;

@@ -19,6 +19,7 @@ use super::checkpoint::{checkpoint_dir, list, prune, Checkpoint, CheckpointError
 use super::chunked::LossConfig;
 use super::eval::{evaluate, EvalReport};
 use super::schedule::{learning_rate, Schedule, Shape};
+use super::state::RunState;
 use super::step::batch_loss_and_grads;
 use crate::data::{
     pack, read_documents, split_and_shuffle, Augment, DataError, Example, Mixture, Packed,
@@ -67,6 +68,9 @@ pub struct RunConfig {
     pub qat_start: usize,
     /// Also fake-quantize the token embedding and LM head.
     pub qat_embeddings: bool,
+    /// When QAT switches on, move the trained weights onto their fake-quant values (the PTQ
+    /// model) so that no weight sits on a rounding boundary (`QatPlan::snap`).
+    pub snap_to_grid: bool,
     /// Keep the tokenized corpus in the user cache (`~/.cache/qat-distill/tokens`).
     pub token_cache: bool,
     /// Random truncation: the probability that a training sequence is cut to a length drawn
@@ -114,6 +118,7 @@ impl Default for RunConfig {
             qat: None,
             qat_start: 0,
             qat_embeddings: false,
+            snap_to_grid: true,
             token_cache: true,
             truncate_prob: 0.0,
             truncate_min: 16,
@@ -137,8 +142,10 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Export(#[from] qd_export::ExportError),
+    /// The candle error is shown, not chained as a source: a one-line report (`{:#}`) would
+    /// print its message twice.
     #[error("computation failed: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
     #[error("invalid configuration: {0}")]
@@ -153,6 +160,12 @@ pub enum TrainError {
     Interrupted { step: usize, path: PathBuf },
 }
 
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Candle(e)
+    }
+}
+
 /// What the loop reports as it goes (the CLI draws the progress bar from these).
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -163,6 +176,8 @@ pub enum Event {
         train_sequences: usize,
         val_sequences: usize,
         student_params: usize,
+        /// Tensors whose QAT type fell back to llama.cpp's replacement (one line each).
+        qat_fallbacks: Vec<String>,
     },
     Step {
         step: usize,
@@ -269,7 +284,15 @@ impl RunConfig {
                 self.data.len()
             )));
         }
-        self.recipe()?;
+        if let Some(r @ Recipe::Pure(_)) = self.recipe()? {
+            if !self.qat_embeddings {
+                return Err(TrainError::Config(format!(
+                    "recipe {} quantizes the embedding and LM head too: add --qat-embeddings \
+                     (qat_embeddings = true) so that training sees the grid export writes",
+                    r.name()
+                )));
+            }
+        }
         match self.divergence.as_str() {
             "forward" => Ok(Divergence::Forward),
             "reverse" => Ok(Divergence::Reverse),
@@ -358,16 +381,13 @@ pub fn run(
     let frozen = cfg.frozen_tensors();
     let (student, store) =
         build_student(&tf, &cfg.student_blocks, cfg.student.as_ref(), frozen, &dev)?;
-    let qat_student = match cfg.recipe()? {
+    let (qat_student, qat_plan) = match cfg.recipe()? {
         Some(recipe) => {
             let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
-            Some(qd_model::Transformer::load(
-                student.hp.clone(),
-                &plan.apply(&store)?,
-                &dev,
-            )?)
+            let q = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store)?, &dev)?;
+            (Some(q), Some(plan))
         }
-        None => None,
+        None => (None, None),
     };
     // Everything needed is copied out of the teacher file by now: unmapping it takes its
     // 250 MB of file pages out of the resident set for the rest of the run.
@@ -396,10 +416,8 @@ pub fn run(
     if resume {
         if let Some(dir) = list(&cfg.out).pop() {
             let ck = Checkpoint::load(&dir, &dev)?;
-            let saved: RunConfig =
-                serde_json::from_value(ck.state["config"].clone()).map_err(|e| {
-                    TrainError::Config(format!("{}: unreadable config: {e}", dir.display()))
-                })?;
+            let state = RunState::from_json(ck.state, &dir)?;
+            let saved = &state.config;
             if saved.student_blocks != cfg.student_blocks
                 || saved.student != cfg.student
                 || saved.seq_len != cfg.seq_len
@@ -411,7 +429,7 @@ pub fn run(
                     dir.display()
                 )));
             }
-            if ck.state["data_hash"].as_str() != Some(packed.hash.as_str()) {
+            if state.data_hash != packed.hash {
                 return Err(TrainError::Config(format!(
                     "{} was trained on other data",
                     dir.display()
@@ -433,10 +451,10 @@ pub fn run(
                 opt.m.insert(k.clone(), get("m")?);
                 opt.v.insert(k.clone(), get("v")?);
             }
-            opt.step = ck.state["optimizer_step"].as_u64().unwrap_or(0);
-            start_step = ck.state["step"].as_u64().unwrap_or(0) as usize;
-            prior_tokens = ck.state["train_tokens"].as_f64().unwrap_or(0.0);
-            prior_seconds = ck.state["train_seconds"].as_f64().unwrap_or(0.0);
+            opt.step = state.optimizer_step;
+            start_step = state.step;
+            prior_tokens = state.train_tokens;
+            prior_seconds = state.train_seconds;
             last_ckpt = dir.display().to_string();
         }
     }
@@ -448,12 +466,19 @@ pub fn run(
                 moments.insert(format!("v.{k}"), opt.v[k].clone());
             }
             let dir = checkpoint_dir(&cfg.out, step as u64);
-            let state = serde_json::json!({
-                "step": step, "optimizer_step": opt.step, "config": cfg, "data_hash": packed.hash,
-                "teacher": cfg.teacher, "architecture": student.hp.arch.name(),
-                "teacher_sha256": teacher_sha256, "n_layer": student.hp.n_layer,
-                "train_tokens": prior_tokens + tokens, "train_seconds": prior_seconds + seconds,
-            });
+            let state = RunState {
+                step,
+                optimizer_step: opt.step,
+                config: cfg.clone(),
+                data_hash: packed.hash.clone(),
+                teacher: cfg.teacher.clone(),
+                teacher_sha256: teacher_sha256.clone(),
+                architecture: student.hp.arch.name().to_string(),
+                n_layer: student.hp.n_layer,
+                train_tokens: prior_tokens + tokens,
+                train_seconds: prior_seconds + seconds,
+            }
+            .to_json();
             Checkpoint {
                 weights: store.snapshot(),
                 optimizer: moments,
@@ -476,6 +501,10 @@ pub fn run(
         train_sequences: packed.train.len(),
         val_sequences: packed.val.len(),
         student_params: store.n_params(),
+        qat_fallbacks: qat_plan
+            .as_ref()
+            .map(|p| p.fallbacks.clone())
+            .unwrap_or_default(),
     });
     let per_step = cfg.batch_size * cfg.grad_accum;
     let params = store.all_vars();
@@ -495,6 +524,13 @@ pub fn run(
             divergence: div,
             chunk: cfg.chunk,
         };
+        if step == cfg.qat_start && cfg.snap_to_grid {
+            // QAT switches on now: the trained weights start at their grid values (see
+            // `QatPlan::snap`). Deterministic, so a run resumed at this step snaps the same.
+            if let Some(plan) = &qat_plan {
+                plan.snap(&store)?;
+            }
+        }
         let idx = batch_indices(step, per_step, epoch_len, cfg.seed);
         let examples: Vec<Example> = idx
             .iter()
