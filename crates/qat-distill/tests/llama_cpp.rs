@@ -344,20 +344,22 @@ fn train_and_export(
     )
 }
 
-#[test]
-fn exported_tiny_student_runs_in_llama_cpp() {
-    let d = tempfile::tempdir().unwrap();
-    let teacher = write_tiny(
-        d.path(),
-        "teacher.gguf",
-        &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
-    );
-    let text = d.path().join("text.txt");
+/// A tiny Gemma-family teacher with block weights of type `ty`, and a text to train and score.
+fn tiny_teacher_and_text(dir: &Path, ty: GgmlType) -> (PathBuf, PathBuf) {
+    let teacher = write_tiny(dir, "teacher.gguf", &TinySpec::new(Family::Gemma3, ty));
+    let text = dir.join("text.txt");
     std::fs::write(
         &text,
         "the thin heath in the inn at the heath, a thin inn. ".repeat(30),
     )
     .unwrap();
+    (teacher, text)
+}
+
+#[test]
+fn exported_tiny_student_runs_in_llama_cpp() {
+    let d = tempfile::tempdir().unwrap();
+    let (teacher, text) = tiny_teacher_and_text(d.path(), GgmlType::Q8_0);
     let extra = [
         "--blocks",
         "0,1,2",
@@ -391,17 +393,7 @@ fn exported_tiny_student_runs_in_llama_cpp() {
 #[test]
 fn exported_whole_model_qat_runs_in_llama_cpp() {
     let d = tempfile::tempdir().unwrap();
-    let teacher = write_tiny(
-        d.path(),
-        "teacher.gguf",
-        &TinySpec::new(Family::Gemma3, GgmlType::Q5_0),
-    );
-    let text = d.path().join("text.txt");
-    std::fs::write(
-        &text,
-        "the thin heath in the inn at the heath, a thin inn. ".repeat(30),
-    )
-    .unwrap();
+    let (teacher, text) = tiny_teacher_and_text(d.path(), GgmlType::Q5_0);
     let extra = [
         "--blocks",
         "0,1,2,3,4,5,6",
