@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: fetches the real teacher (cached), checks formatting and clippy
-# (-D warnings), then runs every test in release mode. Needs cargo (with clippy and rustfmt),
+# The project's test command: fetches the real teacher (cached), checks formatting, clippy
+# (-D warnings) and the minimum Rust version (tools/msrv.sh), then runs every test in release
+# mode. Needs cargo (with clippy and rustfmt),
 # python3 with pip, and network access to crates.io and PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,7 @@ echo "test.sh: teacher at $QAT_DISTILL_TEACHER" >&2
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked --release -- -D warnings
+rc=0; tools/msrv.sh || rc=$?
+if [[ $rc -eq 3 ]]; then echo "test.sh: minimum Rust version not checked (see above)" >&2
+elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
 cargo test --release --workspace --locked

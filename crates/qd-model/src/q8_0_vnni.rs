@@ -176,6 +176,12 @@ impl PackedQ8_0 {
         Some(y)
     }
 
+    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 F/BW/VNNI and FMA (`available()` held when the tiles were made);
+    /// `acts` holds `t` tokens of `k` values; `out` points to `t·n` floats whose row tiles
+    /// `r0..r1` no other thread writes meanwhile.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
     unsafe fn row_tiles(&self, acts: &Acts, t: usize, r0: usize, r1: usize, out: &SharedOut) {
@@ -183,29 +189,38 @@ impl PackedQ8_0 {
         let per = lines_per_tile(self.bits);
         let mut res = [[0f32; ROWS]; 4];
         for rt in r0..r1 {
+            // Slicing checks that the tile starts inside the buffers, which hold `nb` blocks
+            // of every row tile.
             let w = Weights {
-                lines: self.lines.as_ptr().add(rt * nb * per),
-                scales: self.scales.as_ptr().add(rt * nb),
+                lines: self.lines[rt * nb * per..].as_ptr(),
+                scales: self.scales[rt * nb..].as_ptr(),
             };
             let rows = ROWS.min(self.n - rt * ROWS);
             let mut s = 0;
             while s < t {
                 let tt = if t - s >= 4 { 4 } else { 1 };
                 let a = ActsAt {
-                    q: acts.q.as_ptr().add(s * self.k),
+                    q: acts.q[s * self.k..].as_ptr(),
                     k: self.k,
-                    d: acts.d.as_ptr().add(s * nb),
-                    corr: acts.corr.as_ptr().add(s * nb),
+                    d: acts.d[s * nb..].as_ptr(),
+                    corr: acts.corr[s * nb..].as_ptr(),
                 };
-                match (tt, self.bits) {
-                    (4, 8) => tile::<4, 8>(w, nb, a, &mut res),
-                    (4, 5) => tile::<4, 5>(w, nb, a, &mut res),
-                    (4, _) => tile::<4, 4>(w, nb, a, &mut res),
-                    (_, 8) => tile::<1, 8>(w, nb, a, &mut res),
-                    (_, 5) => tile::<1, 5>(w, nb, a, &mut res),
-                    _ => tile::<1, 4>(w, nb, a, &mut res),
+                // SAFETY: `w` starts a whole row tile (`nb` blocks of `per` lines and scale
+                // rows) and `a` `tt ≤ t − s` whole tokens of `acts`; the features are the
+                // caller's contract.
+                unsafe {
+                    match (tt, self.bits) {
+                        (4, 8) => tile::<4, 8>(w, nb, a, &mut res),
+                        (4, 5) => tile::<4, 5>(w, nb, a, &mut res),
+                        (4, _) => tile::<4, 4>(w, nb, a, &mut res),
+                        (_, 8) => tile::<1, 8>(w, nb, a, &mut res),
+                        (_, 5) => tile::<1, 5>(w, nb, a, &mut res),
+                        _ => tile::<1, 4>(w, nb, a, &mut res),
+                    }
                 }
-                store(out, &res[..tt], s, self.n, rt, rows);
+                // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
+                // `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
                 s += tt;
             }
         }
@@ -301,6 +316,11 @@ struct ActsAt {
 }
 
 /// 16 rows × `T` tokens over all `nb` blocks of one row tile, codes stored in `BITS` bits.
+///
+/// # Safety
+/// The CPU has AVX-512 F/BW/VNNI and FMA; `w` points to `nb` blocks of
+/// `lines_per_tile(BITS)` 64-byte-aligned lines and `nb` scale rows; `a` to `T` tokens of
+/// `a.k ≥ 32·nb` codes and `nb` scales and corrections each.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
@@ -311,57 +331,66 @@ unsafe fn tile<const T: usize, const BITS: u32>(
     a: ActsAt,
     res: &mut [[f32; ROWS]; 4],
 ) {
-    use std::arch::x86_64::*;
-    let per = lines_per_tile(BITS);
-    // The codes are `q + 2^(BITS−1)`; `corr` holds 128·Σq_x.
-    let shift = 8 - BITS as i32;
-    let mut acc = [_mm512_setzero_ps(); T];
-    let nibble = _mm512_set1_epi8(15);
-    let high = _mm512_set1_epi8(16);
-    for b in 0..nb {
-        let l = w.lines.add(b * per);
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.add(b) as *const __m256i));
-        let mut wq = [_mm512_setzero_si512(); 8];
-        if BITS == 8 {
-            for g in 0..8 {
-                wq[g] = _mm512_load_si512(l.add(g) as *const _);
-            }
-        } else {
-            for p in 0..4 {
-                let v = _mm512_load_si512(l.add(p) as *const _);
-                wq[2 * p] = _mm512_and_si512(v, nibble);
-                wq[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
-            }
-            if BITS == 5 {
-                let masks = l.add(4) as *const u64;
+    // SAFETY: every pointer read below stays inside the blocks and tokens the contract
+    // above promises (`b < nb`, `j < T`, `g < 8`, lines `b·per .. b·per + per`); the loads
+    // of whole lines are aligned because `Line` is 64-byte aligned.
+    unsafe {
+        use std::arch::x86_64::*;
+        let per = lines_per_tile(BITS);
+        // The codes are `q + 2^(BITS−1)`; `corr` holds 128·Σq_x.
+        let shift = 8 - BITS as i32;
+        let mut acc = [_mm512_setzero_ps(); T];
+        let nibble = _mm512_set1_epi8(15);
+        let high = _mm512_set1_epi8(16);
+        for b in 0..nb {
+            let l = w.lines.add(b * per);
+            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.add(b) as *const __m256i));
+            let mut wq = [_mm512_setzero_si512(); 8];
+            if BITS == 8 {
                 for g in 0..8 {
-                    let hb = _mm512_maskz_mov_epi8(masks.add(g).read(), high);
-                    wq[g] = _mm512_or_si512(wq[g], hb);
+                    wq[g] = _mm512_load_si512(l.add(g) as *const _);
                 }
+            } else {
+                for p in 0..4 {
+                    let v = _mm512_load_si512(l.add(p) as *const _);
+                    wq[2 * p] = _mm512_and_si512(v, nibble);
+                    wq[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
+                }
+                if BITS == 5 {
+                    let masks = l.add(4) as *const u64;
+                    for g in 0..8 {
+                        let hb = _mm512_maskz_mov_epi8(masks.add(g).read(), high);
+                        wq[g] = _mm512_or_si512(wq[g], hb);
+                    }
+                }
+            }
+            for j in 0..T {
+                let x = a.q.add(j * a.k + b * QK) as *const i32;
+                // Two chains halve the dependent `vpdpbusd` latency.
+                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for g in (0..8).step_by(2) {
+                    s0 = _mm512_dpbusd_epi32(
+                        s0,
+                        wq[g],
+                        _mm512_set1_epi32(x.add(g).read_unaligned()),
+                    );
+                    s1 = _mm512_dpbusd_epi32(
+                        s1,
+                        wq[g + 1],
+                        _mm512_set1_epi32(x.add(g + 1).read_unaligned()),
+                    );
+                }
+                let isum = _mm512_sub_epi32(
+                    _mm512_add_epi32(s0, s1),
+                    _mm512_set1_epi32(*a.corr.add(j * nb + b) >> shift),
+                );
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.add(j * nb + b)));
+                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[j]);
             }
         }
         for j in 0..T {
-            let x = a.q.add(j * a.k + b * QK) as *const i32;
-            // Two chains halve the dependent `vpdpbusd` latency.
-            let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            for g in (0..8).step_by(2) {
-                s0 = _mm512_dpbusd_epi32(s0, wq[g], _mm512_set1_epi32(x.add(g).read_unaligned()));
-                s1 = _mm512_dpbusd_epi32(
-                    s1,
-                    wq[g + 1],
-                    _mm512_set1_epi32(x.add(g + 1).read_unaligned()),
-                );
-            }
-            let isum = _mm512_sub_epi32(
-                _mm512_add_epi32(s0, s1),
-                _mm512_set1_epi32(*a.corr.add(j * nb + b) >> shift),
-            );
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.add(j * nb + b)));
-            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[j]);
+            _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]);
         }
-    }
-    for j in 0..T {
-        _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]);
     }
 }
 

@@ -4,12 +4,17 @@
 //! round-to-nearest-even like ggml's software conversion), then codes and outputs in SIMD.
 //! Selected at run time, so a portable build uses it on CPUs that have it.
 
+use crate::fused::Symmetric;
+#[cfg(target_arch = "x86_64")]
+use crate::fused::SymmetricGrid;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
 pub fn available() -> bool {
-    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("f16c")
+    std::is_x86_feature_detected!("avx512f")
+        && std::is_x86_feature_detected!("avx512dq")
+        && std::is_x86_feature_detected!("f16c")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -17,24 +22,46 @@ pub fn available() -> bool {
     false
 }
 
-/// Runs `kind` (0: Q4_0, 1: Q5_0, 2: Q8_0) over whole 32-value blocks.
+/// Runs `kind`'s round trip over whole 32-value blocks.
 #[cfg(target_arch = "x86_64")]
-pub fn run(kind: u8, x: &[f32], y: &mut [f32]) {
+pub fn run(kind: Symmetric, x: &[f32], y: &mut [f32]) {
     assert!(available() && x.len() == y.len() && x.len().is_multiple_of(32));
-    // SAFETY: the features were detected just above; slices are whole blocks.
+    // SAFETY: `run_impl` needs AVX-512F/DQ and F16C, detected just above; it touches memory
+    // only through bounds-checked slices.
     unsafe { run_impl(kind, x, y) }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub fn run(_: u8, _: &[f32], _: &mut [f32]) {
+pub fn run(_: Symmetric, _: &[f32], _: &mut [f32]) {
     unreachable!("avx512::available() is false here")
+}
+
+/// Sixteen lanes from `x[at..at + 16]` (bounds-checked).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn load(x: &[f32], at: usize) -> __m512 {
+    let s = &x[at..at + 16];
+    // SAFETY: `s` holds 16 readable f32s; an unaligned load has no alignment requirement.
+    unsafe { _mm512_loadu_ps(s.as_ptr()) }
+}
+
+/// Stores sixteen lanes into `y[at..at + 16]` (bounds-checked).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store(y: &mut [f32], at: usize, v: __m512) {
+    let s = &mut y[at..at + 16];
+    // SAFETY: `s` holds 16 writable f32s; an unaligned store has no alignment requirement.
+    unsafe { _mm512_storeu_ps(s.as_mut_ptr(), v) }
 }
 
 /// The sign-extended low byte of each lane: C's `(int8_t)` of `cvttss2si`'s result (whose
 /// out-of-range value 0x80000000 thus becomes 0).
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn low_byte(v: __m512i) -> __m512i {
+fn low_byte(v: __m512i) -> __m512i {
     _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(v))
 }
 
@@ -43,14 +70,16 @@ unsafe fn low_byte(v: __m512i) -> __m512i {
 const GROUP: usize = 16;
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,f16c")]
-unsafe fn run_impl(kind: u8, x: &[f32], y: &mut [f32]) {
+#[target_feature(enable = "avx512f,avx512dq,f16c")]
+fn run_impl(kind: Symmetric, x: &[f32], y: &mut [f32]) {
     let sign = _mm512_set1_ps(-0.0);
-    let (div, bias, qmax, off) = match kind {
-        0 => (-8.0f32, 8.5f32, 15, 8),
-        1 => (-16.0, 16.5, 31, 16),
-        _ => (127.0, 0.0, 127, 0),
-    };
+    let SymmetricGrid {
+        div,
+        bias,
+        qmax,
+        off,
+    } = kind.grid();
+    let q8 = kind == Symmetric::Q8_0;
     let mut extreme = [0f32; GROUP];
     let mut ids = [0f32; GROUP];
     let mut d16s = [0f32; GROUP];
@@ -58,13 +87,13 @@ unsafe fn run_impl(kind: u8, x: &[f32], y: &mut [f32]) {
         let nb = xg.len() / 32;
         // 1. The block extremes: amax for Q8_0, the first largest-magnitude value otherwise.
         for (b, xb) in xg.chunks_exact(32).enumerate() {
-            let a = _mm512_loadu_ps(xb.as_ptr());
-            let c = _mm512_loadu_ps(xb.as_ptr().add(16));
+            let a = load(xb, 0);
+            let c = load(xb, 16);
             let aa = _mm512_andnot_ps(sign, a);
             let ac = _mm512_andnot_ps(sign, c);
             let amax = _mm512_reduce_max_ps(_mm512_max_ps(aa, ac));
-            extreme[b] = if kind == 2 || amax == 0.0 {
-                if kind == 2 {
+            extreme[b] = if q8 || amax == 0.0 {
+                if q8 {
                     amax
                 } else {
                     0.0
@@ -77,21 +106,21 @@ unsafe fn run_impl(kind: u8, x: &[f32], y: &mut [f32]) {
             };
         }
         // 2. d = extreme / div, id = 1/d (0 when d is 0), d rounded through fp16: 16 at once.
-        let e = _mm512_loadu_ps(extreme.as_ptr());
+        let e = load(&extreme, 0);
         let d = _mm512_div_ps(e, _mm512_set1_ps(div));
         let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d, _mm512_setzero_ps());
         let id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0), d);
         let d16 = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(d));
-        _mm512_storeu_ps(ids.as_mut_ptr(), id);
-        _mm512_storeu_ps(d16s.as_mut_ptr(), d16);
+        store(&mut ids, 0, id);
+        store(&mut d16s, 0, d16);
         // 3. Codes and outputs.
         for b in 0..nb {
             let idv = _mm512_set1_ps(ids[b]);
             let dv = _mm512_set1_ps(d16s[b]);
             for h in 0..2 {
                 let at = 32 * b + 16 * h;
-                let v = _mm512_loadu_ps(xg.as_ptr().add(at));
-                let r = if kind == 2 {
+                let v = load(xg, at);
+                let r = if q8 {
                     // roundf (half away from zero) = trunc, then ±1 where |fraction| ≥ 0.5;
                     // through int8 as the reference: −0 → +0, ±inf/NaN → 0.
                     let s = _mm512_mul_ps(v, idv);
@@ -107,7 +136,7 @@ unsafe fn run_impl(kind: u8, x: &[f32], y: &mut [f32]) {
                         _mm512_min_epi32(low_byte(_mm512_cvttps_epi32(s)), _mm512_set1_epi32(qmax));
                     _mm512_cvtepi32_ps(_mm512_sub_epi32(q, _mm512_set1_epi32(off)))
                 };
-                _mm512_storeu_ps(yg.as_mut_ptr().add(at), _mm512_mul_ps(r, dv));
+                store(yg, at, _mm512_mul_ps(r, dv));
             }
         }
     }

@@ -37,6 +37,8 @@ pub fn fake_quant_fwd(
 ) -> Result<CudaStorage> {
     let dev = s.device().clone();
     let n = o2 - o1;
+    // SAFETY: uninitialised device memory; the kernel below writes all `n` values before
+    // anything reads them (an empty view returns it unread).
     let mut y = unsafe { dev.alloc::<f32>(n)? };
     if n == 0 {
         kernel_name(ty)?;
@@ -48,6 +50,7 @@ pub fn fake_quant_fwd(
     let x = if o1.is_multiple_of(4) {
         view
     } else {
+        // SAFETY: the copy on the next line fills all `n` values before any read.
         let mut tmp = unsafe { dev.alloc::<f32>(n)? };
         dev.memcpy_dtod(&view, &mut tmp)?;
         aligned = tmp;
@@ -115,6 +118,9 @@ pub fn launch(
     b.arg(y);
     b.arg(&n_blocks);
     b.arg(bad);
+    // SAFETY: the kernel's signature is (const float*, float*, int, unsigned long long*), the
+    // arguments above in that order; `x` and `y` hold `n_blocks` whole blocks and the grid
+    // covers `threads` threads, which the kernel bounds-checks.
     unsafe { b.launch(cfg) }.w()?;
     Ok(())
 }
@@ -130,6 +136,8 @@ pub fn keep_freed_memory(dev: &CudaDevice) -> Result<()> {
     let stream = dev.cuda_stream();
     let mut pool = std::ptr::null_mut();
     let mut keep = u64::MAX;
+    // SAFETY: the driver writes one pool handle into `pool` and reads one u64 from `keep`,
+    // the size `CU_MEMPOOL_ATTR_RELEASE_THRESHOLD` takes; both live across the calls.
     unsafe {
         sys::cuDeviceGetDefaultMemPool(&mut pool, stream.context().cu_device())
             .result()

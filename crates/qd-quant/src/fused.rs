@@ -3,11 +3,66 @@
 //! `-C target-cpu=native`, SSE2 otherwise). Same f32 operations in the same order as the
 //! reference port, so the results are bit-identical (tested against it).
 
+use crate::format::QuantType;
 use crate::fp16::{fp16_to_fp32, fp32_to_fp16};
 use crate::helpers::c_f32_to_i8;
 
 /// A whole-block `dequantize(quantize(x))`.
 pub type FusedFn = fn(&[f32], &mut [f32]);
+
+/// The symmetric 32-value types: one fp16 scale per block, codes centred on zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Symmetric {
+    Q4_0,
+    Q5_0,
+    Q8_0,
+}
+
+/// A symmetric type's round trip as ggml's `quantize_row_*_ref` writes it:
+/// `d = extreme / div`, code `min((int8)(x/d + bias), qmax) − off`. Q8_0 divides the largest
+/// magnitude and rounds half away from zero instead (its `bias` and `off` are 0); Q4_0/Q5_0 divide
+/// the first value of largest magnitude, sign kept, by a negative `div`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SymmetricGrid {
+    pub div: f32,
+    pub bias: f32,
+    pub qmax: i32,
+    pub off: i32,
+}
+
+impl Symmetric {
+    pub fn of(ty: QuantType) -> Option<Self> {
+        match ty {
+            QuantType::Q4_0 => Some(Self::Q4_0),
+            QuantType::Q5_0 => Some(Self::Q5_0),
+            QuantType::Q8_0 => Some(Self::Q8_0),
+            _ => None,
+        }
+    }
+
+    pub fn grid(self) -> SymmetricGrid {
+        match self {
+            Self::Q4_0 => SymmetricGrid {
+                div: -8.0,
+                bias: 8.5,
+                qmax: 15,
+                off: 8,
+            },
+            Self::Q5_0 => SymmetricGrid {
+                div: -16.0,
+                bias: 16.5,
+                qmax: 31,
+                off: 16,
+            },
+            Self::Q8_0 => SymmetricGrid {
+                div: 127.0,
+                bias: 0.0,
+                qmax: 127,
+                off: 0,
+            },
+        }
+    }
+}
 
 #[inline(always)]
 fn abs_max(x: &[f32; 32]) -> f32 {
@@ -34,7 +89,13 @@ fn signed_max(x: &[f32; 32]) -> f32 {
 }
 
 #[inline(always)]
-fn symmetric(x: &[f32; 32], y: &mut [f32; 32], div: f32, bias: f32, qmax: i32, off: i32) {
+fn symmetric(x: &[f32; 32], y: &mut [f32; 32], grid: SymmetricGrid) {
+    let SymmetricGrid {
+        div,
+        bias,
+        qmax,
+        off,
+    } = grid;
     let d = signed_max(x) / div;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let d16 = fp16_to_fp32(fp32_to_fp16(d));
@@ -48,10 +109,7 @@ pub fn q4_0(x: &[f32], y: &mut [f32]) {
     symmetric(
         x.try_into().unwrap(),
         y.try_into().unwrap(),
-        -8.0,
-        8.5,
-        15,
-        8,
+        Symmetric::Q4_0.grid(),
     );
 }
 
@@ -59,17 +117,14 @@ pub fn q5_0(x: &[f32], y: &mut [f32]) {
     symmetric(
         x.try_into().unwrap(),
         y.try_into().unwrap(),
-        -16.0,
-        16.5,
-        31,
-        16,
+        Symmetric::Q5_0.grid(),
     );
 }
 
 pub fn q8_0(x: &[f32], y: &mut [f32]) {
     let x: &[f32; 32] = x.try_into().unwrap();
     let y: &mut [f32; 32] = y.try_into().unwrap();
-    let d = abs_max(x) / 127.0;
+    let d = abs_max(x) / Symmetric::Q8_0.grid().div;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let d16 = fp16_to_fp32(fp32_to_fp16(d));
     for (o, &v) in y.iter_mut().zip(x) {
@@ -131,11 +186,12 @@ mod tests {
     #[test]
     fn fused_and_simd_paths_equal_the_reference_port() {
         let x = adversarial();
-        for (ty, f, kind) in [
-            (QuantType::Q4_0, super::q4_0 as fn(&[f32], &mut [f32]), 0u8),
-            (QuantType::Q5_0, super::q5_0, 1),
-            (QuantType::Q8_0, super::q8_0, 2),
+        for (ty, f) in [
+            (QuantType::Q4_0, super::q4_0 as fn(&[f32], &mut [f32])),
+            (QuantType::Q5_0, super::q5_0),
+            (QuantType::Q8_0, super::q8_0),
         ] {
+            let kind = super::Symmetric::of(ty).expect("a symmetric type");
             let (q, dq) = ty.kernels();
             let mut want = vec![0f32; x.len()];
             let mut block = vec![0u8; ty.block_bytes()];

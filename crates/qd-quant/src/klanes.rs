@@ -5,7 +5,7 @@
 //! AVX-512 `fake_affine_pairs` hands the whole op to `klanes_avx512`; this is the fallback.
 
 use crate::helpers::nearest_int;
-use crate::kscales::{pack_affine, sub_block_weights};
+use crate::kscales::{pack_affine, sub_block_weights, AffineSearch};
 
 const LANES: usize = 16;
 type V = [f32; LANES];
@@ -137,19 +137,15 @@ fn qkx2_lanes(
 }
 
 /// Fake-quant of two consecutive 256-value super-blocks (`x.len() == 512`) of Q4_K
-/// (`nmax = 15, rmin = −1, nstep = 20`) or Q5_K (`31, −0.5, 15`).
-pub fn fake_affine_pair(x: &[f32], y: &mut [f32], nmax: i32, rmin: f32, nstep: i32) {
-    fake_affine_pairs::<1>(x, y, nmax, rmin, nstep);
+/// ([`Q4_K_SEARCH`](crate::kscales::Q4_K_SEARCH)) or Q5_K
+/// ([`Q5_K_SEARCH`](crate::kscales::Q5_K_SEARCH)).
+pub fn fake_affine_pair(x: &[f32], y: &mut [f32], search: AffineSearch) {
+    fake_affine_pairs::<1>(x, y, search);
 }
 
 /// As [`fake_affine_pair`] on `S` consecutive pairs (`x.len() == 512·S`), searched together.
-pub fn fake_affine_pairs<const S: usize>(
-    x: &[f32],
-    y: &mut [f32],
-    nmax: i32,
-    rmin: f32,
-    nstep: i32,
-) {
+pub fn fake_affine_pairs<const S: usize>(x: &[f32], y: &mut [f32], search: AffineSearch) {
+    let AffineSearch { nmax, rmin, nstep } = search;
     assert!(x.len() == 512 * S && y.len() == x.len());
     #[cfg(target_arch = "x86_64")]
     if crate::avx512::available() {

@@ -16,15 +16,33 @@ pub fn sub_block_weights(xs: &[f32], weights: &mut [f32]) {
     }
 }
 
+/// What a K-quant type fixes of `make_qkx2_quants`'s search: the largest code, where the
+/// scale search starts (`rmin`, with ggml's `rdelta = 0.1`) and how many steps it tries. The
+/// values are ggml-quants.c's `quantize_row_q4_K_ref` / `quantize_row_q5_K_ref` calls.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AffineSearch {
+    pub nmax: i32,
+    pub rmin: f32,
+    pub nstep: i32,
+}
+
+/// Q4_K's search: codes 0..=15, `make_qkx2_quants(32, 15, …, -1.f, 0.1f, 20, false)`.
+pub const Q4_K_SEARCH: AffineSearch = AffineSearch {
+    nmax: 15,
+    rmin: -1.0,
+    nstep: 20,
+};
+
+/// Q5_K's search: codes 0..=31, `make_qkx2_quants(32, 31, …, -0.5f, 0.1f, 15, false)`.
+pub const Q5_K_SEARCH: AffineSearch = AffineSearch {
+    nmax: 31,
+    rmin: -0.5,
+    nstep: 15,
+};
+
 /// Writes `d, dmin, scales[12]` into `head[0..16]` and the codes (0..=nmax) into `l`.
-pub fn quantize_affine(
-    x: &[f32],
-    head: &mut [u8],
-    l: &mut [u8; 256],
-    nmax: i32,
-    rmin: f32,
-    nstep: i32,
-) {
+pub fn quantize_affine(x: &[f32], head: &mut [u8], l: &mut [u8; 256], search: AffineSearch) {
+    let AffineSearch { nmax, rmin, nstep } = search;
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];
     let mut mins = [0f32; 8];

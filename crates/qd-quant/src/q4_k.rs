@@ -1,11 +1,11 @@
 //! Q4_K: 256 weights in 8 groups of 32; affine 4-bit codes with 6-bit scales and mins.
 //! Layout: d (f16), dmin (f16), scales[12], qs[128].
 
-use crate::kscales::{quantize_affine, sub_scales};
+use crate::kscales::{quantize_affine, sub_scales, Q4_K_SEARCH};
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; 256];
-    quantize_affine(x, &mut out[..16], &mut l, 15, -1.0, 20);
+    quantize_affine(x, &mut out[..16], &mut l, Q4_K_SEARCH);
     let qs = &mut out[16..144];
     for (c, j) in (0..256).step_by(64).enumerate() {
         for k in 0..32 {

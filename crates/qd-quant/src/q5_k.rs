@@ -1,11 +1,11 @@
 //! Q5_K: as Q4_K with a fifth bit per weight in `qh`.
 //! Layout: d (f16), dmin (f16), scales[12], qh[32], qs[128].
 
-use crate::kscales::{quantize_affine, sub_scales};
+use crate::kscales::{quantize_affine, sub_scales, Q5_K_SEARCH};
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; 256];
-    quantize_affine(x, &mut out[..16], &mut l, 31, -0.5, 15);
+    quantize_affine(x, &mut out[..16], &mut l, Q5_K_SEARCH);
     let (qh, ql) = out[16..176].split_at_mut(32);
     qh.iter_mut().for_each(|b| *b = 0);
     let (mut m1, mut m2) = (1u8, 2u8);

@@ -108,17 +108,11 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
         QuantType::Q8_0 => Some(crate::fused::q8_0),
         _ => None,
     };
-    let simd = match ty {
-        QuantType::Q4_0 => Some(0u8),
-        QuantType::Q5_0 => Some(1),
-        QuantType::Q8_0 => Some(2),
-        _ => None,
-    }
-    .filter(|_| crate::avx512::available());
+    let simd = crate::fused::Symmetric::of(ty).filter(|_| crate::avx512::available());
     // Q4_K/Q5_K: 16 sub-block fits at once, one per SIMD lane.
     let affine = match ty {
-        QuantType::Q4K => Some((15, -1.0f32, 20)),
-        QuantType::Q5K => Some((31, -0.5f32, 15)),
+        QuantType::Q4K => Some(crate::kscales::Q4_K_SEARCH),
+        QuantType::Q5K => Some(crate::kscales::Q5_K_SEARCH),
         _ => None,
     };
     let chunk = bs * (16384 / bs).max(1);
@@ -129,19 +123,19 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
                 return crate::avx512::run(kind, x, y);
             }
             let mut done = 0;
-            if let Some((nmax, rmin, nstep)) = affine {
+            if let Some(search) = affine {
                 // Two pairs at a time: their searches interleave, hiding each other's latency.
                 let quads = x.len() / 1024 * 1024;
                 for (xp, yp) in x[..quads]
                     .chunks_exact(1024)
                     .zip(y[..quads].chunks_exact_mut(1024))
                 {
-                    crate::klanes::fake_affine_pairs::<2>(xp, yp, nmax, rmin, nstep);
+                    crate::klanes::fake_affine_pairs::<2>(xp, yp, search);
                 }
                 done = x.len() / 512 * 512;
                 if done > quads {
                     let (xp, yp) = (&x[quads..done], &mut y[quads..done]);
-                    crate::klanes::fake_affine_pair(xp, yp, nmax, rmin, nstep);
+                    crate::klanes::fake_affine_pair(xp, yp, search);
                 }
             }
             // Everything else, and an odd last Q4_K/Q5_K super-block, block by block.

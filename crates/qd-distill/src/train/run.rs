@@ -25,7 +25,7 @@ use crate::data::{
     pack, read_documents, split_and_shuffle, Augment, DataError, Example, Mixture, Packed,
 };
 use crate::loss::Divergence;
-use crate::student::{build_student, QatPlan, StudentConfig};
+use crate::student::{build_student, QatPlan, Student, StudentConfig, VarStore};
 use qd_export::Recipe;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -332,6 +332,248 @@ fn batch_indices(step: usize, per_step: usize, n: usize, seed: u64) -> Vec<usize
         .collect()
 }
 
+/// The training sequences: packed and split into train/val, and (with `data_weights`) the
+/// mixture that picks each step's sequences from the per-entry datasets.
+struct Data {
+    packed: Packed,
+    mixture: Option<Mixture>,
+}
+
+impl Data {
+    /// One dataset of everything under `cfg.data`, or one per entry, mixed.
+    fn load(
+        cfg: &RunConfig,
+        tok: &qd_tokenizer::GgufTokenizer,
+        teacher_sha256: &str,
+    ) -> Result<Self, TrainError> {
+        let cache_dir = if cfg.token_cache {
+            crate::data::default_cache_dir()
+        } else {
+            None
+        };
+        let packs = |paths: &[PathBuf]| -> Result<Packed, TrainError> {
+            let docs = read_documents(paths)?;
+            let (stream, _) =
+                crate::data::cached_token_stream(tok, teacher_sha256, &docs, cache_dir.as_deref())?;
+            Ok(split_and_shuffle(
+                pack(&stream, cfg.seq_len)?,
+                cfg.val_fraction,
+                cfg.seed,
+            ))
+        };
+        let (packed, mixture) = if cfg.data_weights.is_empty() {
+            (packs(&cfg.data)?, None)
+        } else {
+            let parts = cfg
+                .data
+                .iter()
+                .map(|p| packs(std::slice::from_ref(p)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let (m, union) = Mixture::new(parts, &cfg.data_weights).map_err(TrainError::Config)?;
+            (union, Some(m))
+        };
+        if packed.train.is_empty() {
+            return Err(TrainError::Data(DataError::TooShort {
+                tokens: packed.val.len() * cfg.seq_len,
+                needed: cfg.seq_len,
+            }));
+        }
+        Ok(Self { packed, mixture })
+    }
+
+    /// Step `step`'s examples: the (seed, step)-determined sequences, augmented.
+    fn batch(&self, cfg: &RunConfig, step: usize, augment: &Augment, vocab: u32) -> Vec<Example> {
+        let per_step = cfg.batch_size * cfg.grad_accum;
+        batch_indices(step, per_step, self.packed.train.len(), cfg.seed)
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let slot = (step * per_step + j) as u64;
+                let seq = match &self.mixture {
+                    Some(m) => m.pick(cfg.seed, slot),
+                    None => &self.packed.train[i],
+                };
+                augment.apply(seq, vocab, cfg.seed, slot)
+            })
+            .collect()
+    }
+}
+
+/// The trained student, and for QAT runs its fake-quant twin (same variables) and the plan
+/// that made it.
+struct Students {
+    student: Student,
+    store: VarStore,
+    qat: Option<(Student, QatPlan)>,
+}
+
+impl Students {
+    fn build(cfg: &RunConfig, tf: &qd_gguf::GgufFile, dev: &Device) -> Result<Self, TrainError> {
+        let (student, store) = build_student(
+            tf,
+            &cfg.student_blocks,
+            cfg.student.as_ref(),
+            cfg.frozen_tensors(),
+            dev,
+        )?;
+        let qat = match cfg.recipe()? {
+            Some(recipe) => {
+                let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
+                let q = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store)?, dev)?;
+                Some((q, plan))
+            }
+            None => None,
+        };
+        Ok(Self {
+            student,
+            store,
+            qat,
+        })
+    }
+
+    /// The forward pass of step `s` (0-based): QAT from `qat_start` on.
+    fn at(&self, cfg: &RunConfig, s: usize) -> &Student {
+        match &self.qat {
+            Some((q, _)) if s >= cfg.qat_start => q,
+            _ => &self.student,
+        }
+    }
+
+    fn plan(&self) -> Option<&QatPlan> {
+        self.qat.as_ref().map(|(_, p)| p)
+    }
+}
+
+/// Where a run starts: step 0, or the latest checkpoint's step with the training tokens and
+/// seconds of the segments before it (so that the summary covers the whole run).
+struct Start {
+    step: usize,
+    checkpoint: String,
+    tokens: f64,
+    seconds: f64,
+}
+
+impl Start {
+    const FRESH: Start = Start {
+        step: 0,
+        checkpoint: String::new(),
+        tokens: 0.0,
+        seconds: 0.0,
+    };
+}
+
+/// Loads the latest checkpoint under `cfg.out` into `store` and `opt`, after checking that it
+/// was trained with this student, sequence length, seed, QAT recipe and data.
+fn resume_from_latest(
+    cfg: &RunConfig,
+    data: &Data,
+    store: &VarStore,
+    opt: &mut AdamW,
+    dev: &Device,
+) -> Result<Start, TrainError> {
+    let Some(dir) = list(&cfg.out).pop() else {
+        return Ok(Start::FRESH);
+    };
+    let ck = Checkpoint::load(&dir, dev)?;
+    let state = RunState::from_json(ck.state, &dir)?;
+    let saved = &state.config;
+    if saved.student_blocks != cfg.student_blocks
+        || saved.student != cfg.student
+        || saved.seq_len != cfg.seq_len
+        || saved.seed != cfg.seed
+        || saved.qat != cfg.qat
+    {
+        return Err(TrainError::Config(format!(
+            "{} was trained with another student, sequence length, seed or QAT recipe",
+            dir.display()
+        )));
+    }
+    if state.data_hash != data.packed.hash {
+        return Err(TrainError::Config(format!(
+            "{} was trained on other data",
+            dir.display()
+        )));
+    }
+    store.load_weights(&ck.weights)?;
+    for k in store.vars.keys() {
+        let get = |p: &str| {
+            ck.optimizer
+                .get(&format!("{p}.{k}"))
+                .cloned()
+                .ok_or_else(|| {
+                    TrainError::Config(format!("{}: no optimizer state for {k}", dir.display()))
+                })
+        };
+        opt.m.insert(k.clone(), get("m")?);
+        opt.v.insert(k.clone(), get("v")?);
+    }
+    opt.step = state.optimizer_step;
+    Ok(Start {
+        step: state.step,
+        checkpoint: dir.display().to_string(),
+        tokens: state.train_tokens,
+        seconds: state.train_seconds,
+    })
+}
+
+/// What a checkpoint records besides weights and moments.
+struct Provenance<'a> {
+    cfg: &'a RunConfig,
+    data_hash: &'a str,
+    teacher_sha256: &'a str,
+    architecture: String,
+    n_layer: usize,
+}
+
+/// Writes checkpoint `step` (weights, AdamW moments, typed state) and prunes old ones.
+fn save_checkpoint(
+    p: &Provenance,
+    store: &VarStore,
+    opt: &AdamW,
+    step: usize,
+    (tokens, seconds): (f64, f64),
+) -> Result<PathBuf, TrainError> {
+    let mut moments = BTreeMap::new();
+    for (k, m) in &opt.m {
+        moments.insert(format!("m.{k}"), m.clone());
+        moments.insert(format!("v.{k}"), opt.v[k].clone());
+    }
+    let dir = checkpoint_dir(&p.cfg.out, step as u64);
+    let state = RunState {
+        step,
+        optimizer_step: opt.step,
+        config: p.cfg.clone(),
+        data_hash: p.data_hash.to_string(),
+        teacher: p.cfg.teacher.clone(),
+        teacher_sha256: p.teacher_sha256.to_string(),
+        architecture: p.architecture.clone(),
+        n_layer: p.n_layer,
+        train_tokens: tokens,
+        train_seconds: seconds,
+    }
+    .to_json();
+    Checkpoint {
+        weights: store.snapshot(),
+        optimizer: moments,
+        state,
+    }
+    .save(&dir)?;
+    prune(&p.cfg.out, p.cfg.keep)?;
+    Ok(dir)
+}
+
+/// Writes `summary.json` atomically.
+fn write_summary(cfg: &RunConfig, summary: &RunSummary) -> Result<(), TrainError> {
+    let sp = cfg.out.join("summary.json");
+    qd_gguf::write_atomic(
+        &sp,
+        serde_json::to_string_pretty(summary)
+            .expect("serialisable")
+            .as_bytes(),
+    )
+    .map_err(|err| TrainError::Io { path: sp, err })
+}
+
 /// Runs (or resumes, when `resume` and `out` holds checkpoints) the configured distillation.
 pub fn run(
     cfg: &RunConfig,
@@ -345,58 +587,12 @@ pub fn run(
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
     let teacher = qd_model::load_quantized(&tf, &dev)?;
     let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
-    let cache_dir = if cfg.token_cache {
-        crate::data::default_cache_dir()
-    } else {
-        None
-    };
-    // One dataset of everything under `data`, or (with `data_weights`) one per entry, mixed.
-    let packs = |paths: &[PathBuf]| -> Result<Packed, TrainError> {
-        let docs = read_documents(paths)?;
-        let (stream, _) =
-            crate::data::cached_token_stream(&tok, &teacher_sha256, &docs, cache_dir.as_deref())?;
-        Ok(split_and_shuffle(
-            pack(&stream, cfg.seq_len)?,
-            cfg.val_fraction,
-            cfg.seed,
-        ))
-    };
-    let (packed, mixture) = if cfg.data_weights.is_empty() {
-        (packs(&cfg.data)?, None)
-    } else {
-        let parts = cfg
-            .data
-            .iter()
-            .map(|p| packs(std::slice::from_ref(p)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (m, union) = Mixture::new(parts, &cfg.data_weights).map_err(TrainError::Config)?;
-        (union, Some(m))
-    };
-    if packed.train.is_empty() {
-        return Err(TrainError::Data(DataError::TooShort {
-            tokens: packed.val.len() * cfg.seq_len,
-            needed: cfg.seq_len,
-        }));
-    }
-    let frozen = cfg.frozen_tensors();
-    let (student, store) =
-        build_student(&tf, &cfg.student_blocks, cfg.student.as_ref(), frozen, &dev)?;
-    let (qat_student, qat_plan) = match cfg.recipe()? {
-        Some(recipe) => {
-            let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
-            let q = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store)?, &dev)?;
-            (Some(q), Some(plan))
-        }
-        None => (None, None),
-    };
+    let data = Data::load(cfg, &tok, &teacher_sha256)?;
+    let students = Students::build(cfg, &tf, &dev)?;
     // Everything needed is copied out of the teacher file by now: unmapping it takes its
     // 250 MB of file pages out of the resident set for the rest of the run.
     drop(tf);
-    // The forward pass of step `s` (0-based): QAT from `qat_start` on.
-    let model_at = |s: usize| match &qat_student {
-        Some(q) if s >= cfg.qat_start => q,
-        _ => &student,
-    };
+    let store = &students.store;
     let mut opt = AdamW::new(
         store.vars.clone(),
         AdamWConfig {
@@ -408,101 +604,39 @@ pub fn run(
         path: cfg.out.clone(),
         err,
     })?;
-    let mut start_step = 0;
-    let mut last_ckpt = "none".to_string();
-    // Training tokens and seconds of the segments before a resume, so that the summary covers
-    // the whole run.
-    let (mut prior_tokens, mut prior_seconds) = (0f64, 0f64);
-    if resume {
-        if let Some(dir) = list(&cfg.out).pop() {
-            let ck = Checkpoint::load(&dir, &dev)?;
-            let state = RunState::from_json(ck.state, &dir)?;
-            let saved = &state.config;
-            if saved.student_blocks != cfg.student_blocks
-                || saved.student != cfg.student
-                || saved.seq_len != cfg.seq_len
-                || saved.seed != cfg.seed
-                || saved.qat != cfg.qat
-            {
-                return Err(TrainError::Config(format!(
-                    "{} was trained with another student, sequence length, seed or QAT recipe",
-                    dir.display()
-                )));
-            }
-            if state.data_hash != packed.hash {
-                return Err(TrainError::Config(format!(
-                    "{} was trained on other data",
-                    dir.display()
-                )));
-            }
-            store.load_weights(&ck.weights)?;
-            for k in store.vars.keys() {
-                let get = |p: &str| {
-                    ck.optimizer
-                        .get(&format!("{p}.{k}"))
-                        .cloned()
-                        .ok_or_else(|| {
-                            TrainError::Config(format!(
-                                "{}: no optimizer state for {k}",
-                                dir.display()
-                            ))
-                        })
-                };
-                opt.m.insert(k.clone(), get("m")?);
-                opt.v.insert(k.clone(), get("v")?);
-            }
-            opt.step = state.optimizer_step;
-            start_step = state.step;
-            prior_tokens = state.train_tokens;
-            prior_seconds = state.train_seconds;
-            last_ckpt = dir.display().to_string();
-        }
-    }
-    let save =
-        |step: usize, opt: &AdamW, tokens: f64, seconds: f64| -> Result<PathBuf, TrainError> {
-            let mut moments = BTreeMap::new();
-            for (k, m) in &opt.m {
-                moments.insert(format!("m.{k}"), m.clone());
-                moments.insert(format!("v.{k}"), opt.v[k].clone());
-            }
-            let dir = checkpoint_dir(&cfg.out, step as u64);
-            let state = RunState {
-                step,
-                optimizer_step: opt.step,
-                config: cfg.clone(),
-                data_hash: packed.hash.clone(),
-                teacher: cfg.teacher.clone(),
-                teacher_sha256: teacher_sha256.clone(),
-                architecture: student.hp.arch.name().to_string(),
-                n_layer: student.hp.n_layer,
-                train_tokens: prior_tokens + tokens,
-                train_seconds: prior_seconds + seconds,
-            }
-            .to_json();
-            Checkpoint {
-                weights: store.snapshot(),
-                optimizer: moments,
-                state,
-            }
-            .save(&dir)?;
-            prune(&cfg.out, cfg.keep)?;
-            Ok(dir)
-        };
+    let start = if resume {
+        resume_from_latest(cfg, &data, store, &mut opt, &dev)?
+    } else {
+        Start::FRESH
+    };
+    let mut last_ckpt = if start.checkpoint.is_empty() {
+        "none".to_string()
+    } else {
+        start.checkpoint.clone()
+    };
+    let provenance = Provenance {
+        cfg,
+        data_hash: &data.packed.hash,
+        teacher_sha256: &teacher_sha256,
+        architecture: students.student.hp.arch.name().to_string(),
+        n_layer: students.student.hp.n_layer,
+    };
     let log = cfg.out.join("log.jsonl");
-    let val: Vec<Vec<u32>> = packed
+    let val: Vec<Vec<u32>> = data
+        .packed
         .val
         .iter()
         .take(cfg.eval_sequences)
         .cloned()
         .collect();
     on_event(&Event::Start {
-        step: start_step,
+        step: start.step,
         steps: cfg.steps,
-        train_sequences: packed.train.len(),
-        val_sequences: packed.val.len(),
+        train_sequences: data.packed.train.len(),
+        val_sequences: data.packed.val.len(),
         student_params: store.n_params(),
-        qat_fallbacks: qat_plan
-            .as_ref()
+        qat_fallbacks: students
+            .plan()
             .map(|p| p.fallbacks.clone())
             .unwrap_or_default(),
     });
@@ -512,10 +646,15 @@ pub fn run(
     let vocab = tok.vocab_size as u32;
     let t0 = Instant::now();
     let mut tokens = 0f64;
-    let epoch_len = packed.train.len();
-    for step in start_step..cfg.steps {
+    let elapsed = |tokens: f64| {
+        (
+            start.tokens + tokens,
+            start.seconds + t0.elapsed().as_secs_f64(),
+        )
+    };
+    for step in start.step..cfg.steps {
         let progress = step as f64 / cfg.steps.max(1) as f64;
-        let epoch = step * per_step / epoch_len;
+        let epoch = step * per_step / data.packed.train.len();
         let alpha = cfg.alpha.at(progress, epoch);
         let temperature = cfg.temperature.at(progress, epoch);
         let lcfg = LossConfig {
@@ -527,25 +666,14 @@ pub fn run(
         if step == cfg.qat_start && cfg.snap_to_grid {
             // QAT switches on now: the trained weights start at their grid values (see
             // `QatPlan::snap`). Deterministic, so a run resumed at this step snaps the same.
-            if let Some(plan) = &qat_plan {
-                plan.snap(&store)?;
+            if let Some(plan) = students.plan() {
+                plan.snap(store)?;
             }
         }
-        let idx = batch_indices(step, per_step, epoch_len, cfg.seed);
-        let examples: Vec<Example> = idx
-            .iter()
-            .enumerate()
-            .map(|(j, &i)| {
-                let slot = (step * per_step + j) as u64;
-                let seq = match &mixture {
-                    Some(m) => m.pick(cfg.seed, slot),
-                    None => &packed.train[i],
-                };
-                augment.apply(seq, vocab, cfg.seed, slot)
-            })
-            .collect();
+        let examples = data.batch(cfg, step, &augment, vocab);
+        let model = students.at(cfg, step);
         let (parts, mut grads) =
-            batch_loss_and_grads(model_at(step), &params, &teacher, &examples, None, &lcfg)?;
+            batch_loss_and_grads(model, &params, &teacher, &examples, None, &lcfg)?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,
@@ -581,7 +709,7 @@ pub fn run(
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && !val.is_empty() {
             let ev = Event::Eval {
                 step: done,
-                val: evaluate(model_at(step), &teacher, &val, temperature, cfg.chunk)?,
+                val: evaluate(model, &teacher, &val, temperature, cfg.chunk)?,
             };
             append_log(&log, &ev)?;
             on_event(&ev);
@@ -591,7 +719,7 @@ pub fn run(
             || done == cfg.steps
             || interrupted
         {
-            let path = save(done, &opt, tokens, t0.elapsed().as_secs_f64())?;
+            let path = save_checkpoint(&provenance, store, &opt, done, elapsed(tokens))?;
             last_ckpt = path.display().to_string();
             on_event(&Event::Checkpoint {
                 step: done,
@@ -606,33 +734,23 @@ pub fn run(
         EvalReport::default()
     } else {
         evaluate(
-            model_at(cfg.steps),
+            students.at(cfg, cfg.steps),
             &teacher,
             &val,
             cfg.temperature.at(1.0, 0),
             cfg.chunk,
         )?
     };
-    let (tokens, seconds) = (
-        prior_tokens + tokens,
-        prior_seconds + t0.elapsed().as_secs_f64(),
-    );
+    let (tokens, seconds) = elapsed(tokens);
     let summary = RunSummary {
         steps: cfg.steps,
         tokens,
         seconds,
         tokens_per_second: if seconds > 0.0 { tokens / seconds } else { 0.0 },
         final_val,
-        data_hash: packed.hash.clone(),
+        data_hash: data.packed.hash.clone(),
         peak_rss_bytes: peak_rss_bytes(),
     };
-    let sp = cfg.out.join("summary.json");
-    qd_gguf::write_atomic(
-        &sp,
-        serde_json::to_string_pretty(&summary)
-            .expect("serialisable")
-            .as_bytes(),
-    )
-    .map_err(|err| TrainError::Io { path: sp, err })?;
+    write_summary(cfg, &summary)?;
     Ok(summary)
 }

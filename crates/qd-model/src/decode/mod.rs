@@ -106,8 +106,10 @@ struct Outs {
 struct Shared(UnsafeCell<State>);
 // SAFETY: thread 0 alone writes between barriers; the shared products write disjoint rows.
 unsafe impl Sync for Shared {}
-// SAFETY: as above; the raw pointers point into `State`'s own buffers.
+// SAFETY: the raw pointers point into `State`'s own buffers, and the threads that share a
+// product write disjoint rows through them (`Split` hands each chunk to one thread).
 unsafe impl Sync for Outs {}
+// SAFETY: as for `Sync`: the buffers outlive the team's run, which joins every thread.
 unsafe impl Send for Outs {}
 
 /// Single-token generation for one quantized model (see the module's note).
@@ -324,6 +326,17 @@ impl<'m> Decoder<'m> {
         Ok(&self.state.0.get_mut().logits)
     }
 
+    /// `f` with the state on thread 0 alone, then a barrier for the whole team.
+    fn serial(&self, t: usize, f: impl FnOnce(&mut State)) {
+        let st = self.state.0.get();
+        self.team.serial(t, || {
+            // SAFETY: `Team::serial` runs this closure on thread 0 only, after a barrier that
+            // every thread's earlier accesses to `State` precede, and the barrier after it
+            // orders it before any later one: this is the only reference to `State` meanwhile.
+            f(unsafe { &mut *st })
+        });
+    }
+
     /// One token on thread `t` of the team. Between two barriers either thread 0 alone touches
     /// `State`, or every thread reads one of its `Input`s and writes disjoint rows through
     /// `outs`.
@@ -333,9 +346,7 @@ impl<'m> Decoder<'m> {
         let hp = &self.hp;
         let eps = hp.rms_eps as f32;
         let pos = self.pos;
-        // SAFETY (every `serial` below): only thread 0 runs the closure, between barriers.
-        team.serial(t, || {
-            let s = unsafe { &mut *st };
+        self.serial(t, |s| {
             self.embed.row(token as usize, &mut s.x);
             if let Some(m) = self.embed_scale {
                 ops::scale(&mut s.x, m);
@@ -351,40 +362,47 @@ impl<'m> Decoder<'m> {
             team.share(split.chunks, |c| unsafe { split.run(c) });
         };
         for (il, l) in self.layers.iter().enumerate() {
-            team.serial(t, || {
-                let s = unsafe { &mut *st };
+            self.serial(t, |s| {
                 ops::rms_norm(&s.x, &l.attn_norm, eps, &mut s.h);
                 s.in_attn.quantize(&s.h, &[l.q, l.k, l.v]);
             });
-            // SAFETY: shared reads of an input no thread writes until the next serial step.
+            // SAFETY: the serial step above wrote the input and ended at a barrier; no thread
+            // writes it until the next serial step, so shared reads are sound.
             let input = unsafe { &(*st).in_attn };
             share(&[
                 Job::new(l.q, input, outs.q),
                 Job::new(l.k, input, outs.k),
                 Job::new(l.v, input, outs.v),
             ]);
-            team.serial(t, || {
-                let s = unsafe { &mut *st };
+            self.serial(t, |s| {
                 self.attention_inputs(s, il, l, pos);
             });
             // The query heads shared out: each reads Q and the cache, which no thread writes
             // until the next serial step, and writes its own scores row and output columns.
+            // SAFETY: the serial step above ended at a barrier and no thread writes `State`
+            // itself until the next one; the heads write only through `outs` below.
             let s = unsafe { &*st };
             let vd = hp.value_dim;
-            team.share(hp.n_head, |h| unsafe {
-                let scores =
-                    std::slice::from_raw_parts_mut(outs.scores.add(h * outs.keys), outs.keys);
-                let out = std::slice::from_raw_parts_mut(outs.att.add(h * vd), vd);
+            team.share(hp.n_head, |h| {
+                // SAFETY: head `h < n_head` owns scores row `h` (`keys` floats of
+                // `n_head·keys`) and output columns `h·vd .. (h+1)·vd` of `att`; `share` runs
+                // each head on one thread, and nothing reads these rows until the barrier.
+                let (scores, out) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(outs.scores.add(h * outs.keys), outs.keys),
+                        std::slice::from_raw_parts_mut(outs.att.add(h * vd), vd),
+                    )
+                };
                 s.kv[il].attend_head(h, &s.q, pos, self.ggml, scores, out);
             });
-            team.serial(t, || {
-                let s = unsafe { &mut *st };
+            self.serial(t, |s| {
                 s.in_o.quantize(&s.att, &[l.o]);
             });
+            // SAFETY: as for `in_attn`: written by the serial step before, read-only until the
+            // next.
             let input = unsafe { &(*st).in_o };
             share(&[Job::new(l.o, input, outs.o)]);
-            team.serial(t, || {
-                let s = unsafe { &mut *st };
+            self.serial(t, |s| {
                 add_bias(&mut s.o, &l.bo);
                 if let Some(w) = &l.post_attn_norm {
                     ops::rms_norm_rows(&mut s.o, w, eps, &mut s.tmp);
@@ -395,20 +413,22 @@ impl<'m> Decoder<'m> {
                 ops::rms_norm(&s.x, &l.ffn_norm, eps, &mut s.h);
                 s.in_ffn.quantize(&s.h, &[l.gate, l.up]);
             });
+            // SAFETY: as for `in_attn`: written by the serial step before, read-only until the
+            // next.
             let input = unsafe { &(*st).in_ffn };
             share(&[
                 Job::new(l.gate, input, outs.gate),
                 Job::new(l.up, input, outs.up),
             ]);
-            team.serial(t, || {
-                let s = unsafe { &mut *st };
+            self.serial(t, |s| {
                 ops::gated(&mut s.gate, &s.up, self.act, self.ggml);
                 s.in_down.quantize(&s.gate, &[l.down]);
             });
+            // SAFETY: as for `in_attn`: written by the serial step before, read-only until the
+            // next.
             let input = unsafe { &(*st).in_down };
             share(&[Job::new(l.down, input, outs.down)]);
-            team.serial(t, || {
-                let s = unsafe { &mut *st };
+            self.serial(t, |s| {
                 if let Some(w) = &l.post_ffn_norm {
                     ops::rms_norm_rows(&mut s.down, w, eps, &mut s.tmp);
                 }
@@ -417,11 +437,12 @@ impl<'m> Decoder<'m> {
                 }
             });
         }
-        team.serial(t, || {
-            let s = unsafe { &mut *st };
+        self.serial(t, |s| {
             ops::rms_norm(&s.x, &self.output_norm, eps, &mut s.h);
             s.in_attn.quantize(&s.h, &[self.head]);
         });
+        // SAFETY: as in the blocks: written by the serial step before, read-only until the run
+        // ends.
         let input = unsafe { &(*st).in_attn };
         share(&[Job::new(self.head, input, outs.logits)]);
     }
