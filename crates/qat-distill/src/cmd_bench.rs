@@ -191,6 +191,7 @@ fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
     let exe = std::env::current_exe().context("locating the qat-distill binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["-t", &rayon::current_num_threads().to_string()])
+        .args(["--isa", qd_model::Isa::active().name()])
         .args(["bench", "tokens-per-second", "--child", "-m"])
         .arg(path)
         .args(["-p", &a.n_prompt.to_string(), "-n", &a.n_gen.to_string()])
@@ -253,7 +254,7 @@ fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
                 "avg_ns": mean.round() as u64, "stddev_ns": sd.round() as u64,
                 "avg_ts": t.avg_ts(), "stddev_ts": t.stddev_ts(),
                 "samples_ns": t.samples_ns, "samples_ts": t.samples_ts(),
-                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup, "path": t.path,
+                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup, "path": t.path, "isa": t.isa,
                 "ppl": r.perplexity.as_ref().map(|p| p["ppl"].clone()),
                 "bpb": r.perplexity.as_ref().map(|p| p["bpb"].clone()),
             }));

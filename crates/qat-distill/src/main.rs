@@ -27,6 +27,10 @@ struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, short = 't', global = true, env = "QAT_DISTILL_THREADS")]
     threads: Option<usize>,
+    /// Instruction-set level of the packed kernels: `scalar` or `avx512` (default: the best
+    /// this CPU has). Lowers it only, for comparisons; bench's JSON rows say which ran.
+    #[arg(long, global = true, env = "QAT_DISTILL_ISA", value_name = "LEVEL", value_parser = parse_isa)]
+    isa: Option<qd_model::Isa>,
     #[command(subcommand)]
     command: Command,
 }
@@ -93,7 +97,20 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+fn parse_isa(s: &str) -> Result<qd_model::Isa, String> {
+    qd_model::Isa::parse(s).map_err(|e| e.to_string())
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(level) = cli.isa {
+        anyhow::ensure!(
+            level.runs_here(),
+            "--isa {}: this CPU does not run it (it runs up to {})",
+            level.name(),
+            qd_model::Isa::detected().name()
+        );
+        qd_model::Isa::limit_to(level);
+    }
     if let Some(t) = cli.threads {
         anyhow::ensure!(t > 0, "--threads must be at least 1");
         // candle's CPU kernels read RAYON_NUM_THREADS as well as using the global pool.

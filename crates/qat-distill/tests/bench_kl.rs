@@ -70,9 +70,10 @@ fn bench_reports_llama_bench_rows_in_every_format() {
         assert!((avg - r["avg_ts"].as_f64().unwrap()).abs() <= 1e-9 * avg);
         assert!(r["stddev_ts"].as_f64().unwrap() >= 0.0);
     }
-    // Both tests run through the fused decoder where it applies.
+    // Both tests run through the fused decoder where the CPU has a SIMD level (on others the
+    // graph is faster than the scalar level, unless `--isa scalar` asks for it: below).
     let paths: Vec<&str> = rows.iter().map(|r| r["path"].as_str().unwrap()).collect();
-    let gen = if qd_model::q8_0_vnni::available() {
+    let gen = if qd_model::Isa::detected() > qd_model::Isa::Scalar {
         "fused"
     } else {
         "graph"
@@ -83,6 +84,21 @@ fn bench_reports_llama_bench_rows_in_every_format() {
     let graph: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(graph.len(), 4);
     assert!(graph.iter().all(|r| r["path"] == "graph"), "--graph");
+    // Every row says which kernel level ran; `--isa scalar` lowers it (in the child processes
+    // too), on every CPU.
+    let best = qd_model::Isa::detected().name();
+    assert!(rows.iter().all(|r| r["isa"] == best), "{rows:?}");
+    let o = run(&[&args[..], &["-o", "json", "-r", "1", "--isa", "scalar"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let scalar: Vec<Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        scalar
+            .iter()
+            .all(|r| r["isa"] == "scalar" && r["path"] == "fused"),
+        "{scalar:?}"
+    );
+    let e = one_line_error(&[&args[..], &["--isa", "avx3"]].concat());
+    assert!(e.contains("avx3") && e.contains("scalar, avx512"), "{e}");
     // The first model is the baseline of the speed-up column; Q4_0 is smaller than Q8_0.
     assert_eq!(rows[0]["speedup"], 1.0);
     assert_eq!(rows[1]["speedup"], 1.0);

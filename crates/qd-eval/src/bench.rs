@@ -22,6 +22,9 @@ pub struct BenchResult {
     pub samples_ns: Vec<u64>,
     /// How the test ran: `graph` (candle ops) or `fused` (the single-token decoder).
     pub path: String,
+    /// The packed kernels' instruction-set level (`scalar`, `avx512`; see `qd_model::isa`).
+    #[serde(default)]
+    pub isa: String,
 }
 
 impl BenchResult {
@@ -54,6 +57,14 @@ impl BenchResult {
     pub fn avg_ns(&self) -> f64 {
         self.samples_ns.iter().sum::<u64>() as f64 / self.samples_ns.len().max(1) as f64
     }
+}
+
+/// The level a test's kernels ran at: the decoder's, or the process's for the graph path.
+fn level(decoder: Option<&Decoder>) -> String {
+    decoder
+        .map_or_else(qd_model::Isa::active, Decoder::isa)
+        .name()
+        .into()
 }
 
 fn random_tokens(n: usize, vocab: usize, bos: Option<u32>, rng: &mut StdRng) -> Vec<u32> {
@@ -168,6 +179,7 @@ pub fn bench<L: Linear, E: Embedding>(
             n_gen: 0,
             samples_ns: Vec::new(),
             path: if decoder.is_some() { "fused" } else { "graph" }.into(),
+            isa: level(decoder.as_ref()),
         };
         for _ in 0..reps {
             let tokens = random_tokens(n_prompt, vocab, bos, &mut rng);
@@ -186,6 +198,7 @@ pub fn bench<L: Linear, E: Embedding>(
             n_gen,
             samples_ns: Vec::new(),
             path: if decoder.is_some() { "fused" } else { "graph" }.into(),
+            isa: level(decoder.as_ref()),
         };
         for _ in 0..reps {
             let t0 = Instant::now();

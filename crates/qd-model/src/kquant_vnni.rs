@@ -1,4 +1,5 @@
-//! Q4_K and Q6_K weights × Q8_K activations with AVX-512 VNNI, forming llama.cpp's integer sums
+//! Q4_K and Q6_K weights × Q8_K activations in packed tiles, with AVX-512 VNNI or in plain Rust
+//! (the portable level and the oracle, bit-identical: see `isa`), forming llama.cpp's integer sums
 //! for the teacher's K-quant tensors (its attention outputs and FFN down-projections). The fused
 //! prefill and decoder (`decode/`) run them through it; candle's graph path (training, `eval
 //! --graph`) keeps candle's own repacked kernels (docs/performance.md compares both, measured
@@ -18,6 +19,8 @@
 
 use half::f16;
 
+use crate::isa::Isa;
+use crate::tile_lanes::{row_sums, LANES};
 use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 const QK_K: usize = 256;
@@ -105,15 +108,11 @@ pub struct PackedKQuant {
 }
 
 impl PackedKQuant {
-    /// Repacks the bytes of `W [n, k]`; `None` where the kernel cannot run (no AVX-512 VNNI,
-    /// `k` not a multiple of 256, or a byte count that does not match).
+    /// Repacks the bytes of `W [n, k]` (the same tiles for every level); `None` where the
+    /// kernel cannot run (`k` not a multiple of 256, or a byte count that does not match).
     pub fn new(kind: KQuant, w: &[u8], n: usize, k: usize) -> Option<Self> {
         use rayon::prelude::*;
-        if !crate::q8_0_vnni::available()
-            || k == 0
-            || !k.is_multiple_of(QK_K)
-            || w.len() != n * (k / QK_K) * kind.block_bytes()
-        {
+        if k == 0 || !k.is_multiple_of(QK_K) || w.len() != n * (k / QK_K) * kind.block_bytes() {
             return None;
         }
         let g = kind.group();
@@ -169,33 +168,124 @@ impl PackedKQuant {
     /// [`Acts::quantize_one`] for this matrix's kind.
     ///
     /// # Safety
-    /// `acts` holds one token of `k` values quantized for `self.kind()`; `y` points to `n`
-    /// floats of which no other thread writes rows `16·r0 .. 16·r1` meanwhile.
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) unsafe fn matvec_tiles(&self, acts: &Acts, r0: usize, r1: usize, y: *mut f32) {
+    /// This CPU runs `isa`; `acts` holds one token of `k` values quantized for `self.kind()`;
+    /// `y` points to `n` floats of which no other thread writes rows `16·r0 .. 16·r1`
+    /// meanwhile.
+    pub(crate) unsafe fn matvec_tiles(
+        &self,
+        isa: Isa,
+        acts: &Acts,
+        r0: usize,
+        r1: usize,
+        y: *mut f32,
+    ) {
         debug_assert_eq!(acts.q.len(), self.k);
         debug_assert_eq!(acts.f.len(), self.k / self.kind.group());
-        // SAFETY: the caller's contract; `available()` held when the tiles were made.
-        unsafe { self.row_tiles(acts, 1, r0, r1, &SharedOut(y)) }
+        // SAFETY: the caller's contract.
+        unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
 
-    /// `y [t, n] = x [t, k] · Wᵀ`; `None` if `x` is not whole rows of `k`.
+    /// Row tiles `r0..r1` of `y [t, n]` at this matrix's level.
+    ///
+    /// # Safety
+    /// This CPU runs `isa`; `acts` holds `t` tokens of `k` values quantized for
+    /// `self.kind()`; `out` points to `t·n` floats whose row tiles `r0..r1` no other thread
+    /// writes meanwhile.
+    unsafe fn dispatch(
+        &self,
+        isa: Isa,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        match isa {
+            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { self.row_tiles(acts, t, r0, r1, out) },
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
+        }
+    }
+
+    /// The scalar level: per row and sub-block, the integer sum `Σ q_w·q_x` of the stored codes
+    /// and the token's, then `acc = fma(a·d_x, sum, acc)` and `acc = fma(−b, d_x·Σq_x, acc)` —
+    /// the AVX-512 kernel's lanes, one at a time.
+    ///
+    /// # Safety
+    /// As [`PackedKQuant::dispatch`].
+    #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
+    unsafe fn row_tiles_generic(
+        &self,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        let g = self.kind.group();
+        let nsb = self.k / g;
+        let ng = g / 4;
+        let mut codes = [[0i32; LANES]; 8];
+        for rt in r0..r1 {
+            let tiles = &self.tiles[rt * nsb..(rt + 1) * nsb];
+            let rows = ROWS.min(self.n - rt * ROWS);
+            // Up to `SPAN` tokens share each decoded sub-block; every token's sums still run
+            // over the sub-blocks in order.
+            for s0 in (0..t).step_by(SPAN) {
+                let span = SPAN.min(t - s0);
+                let mut acc = [[0f32; ROWS]; SPAN];
+                for (j, tile) in tiles.iter().enumerate() {
+                    // Group `grp` (values 4·grp .. 4·grp + 4 of each row) in lane order.
+                    for (grp, cg) in codes[..ng].iter_mut().enumerate() {
+                        for (lane, c) in cg.iter_mut().enumerate() {
+                            *c = match self.kind {
+                                KQuant::Q4K => {
+                                    (tile.q[(grp / 2) * 64 + lane] >> (4 * (grp % 2))) & 15
+                                }
+                                KQuant::Q6K => tile.q[grp * 64 + lane],
+                            } as i32;
+                        }
+                    }
+                    for (jt, acc) in acc[..span].iter_mut().enumerate() {
+                        let s = s0 + jt;
+                        let xq = &acts.q[s * self.k + j * g..][..g];
+                        let isum = row_sums(&codes[..ng], xq);
+                        let [dx, dxs] = acts.f[s * nsb + j];
+                        for r in 0..ROWS {
+                            acc[r] = (tile.a[r] * dx).mul_add(isum[r] as f32, acc[r]);
+                            acc[r] = (-tile.b[r]).mul_add(dxs, acc[r]);
+                        }
+                    }
+                }
+                // SAFETY: tokens `s0 .. s0 + span ≤ t` and rows `16·rt .. 16·rt + rows` lie
+                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                unsafe { store(out, &acc[..span], s0, self.n, rt, rows) };
+            }
+        }
+    }
+
+    /// `y [t, n] = x [t, k] · Wᵀ` at [`Isa::active`]'s level; `None` if `x` is not whole
+    /// rows of `k`.
     pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
-        if !x.len().is_multiple_of(self.k) {
+        self.matmul_at(Isa::active(), x)
+    }
+
+    /// As [`PackedKQuant::matmul`] at level `isa`; `None` also where this CPU does not run it.
+    pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
+        if !isa.runs_here() || !x.len().is_multiple_of(self.k) {
             return None;
         }
         let t = x.len() / self.k;
-        let acts = Acts::quantize(x, self.kind.group());
+        let acts = Acts::quantize(isa, x, self.kind.group());
         let mut y = vec![0f32; t * self.n];
-        #[cfg(target_arch = "x86_64")]
-        {
-            let out = SharedOut(y.as_mut_ptr());
-            // SAFETY: `available()` held when the tiles were made, every pointer stays inside
-            // `tiles`, `acts` and `y`, and tasks write disjoint output columns.
-            for_row_tiles(self.n, |r0, r1| unsafe {
-                self.row_tiles(&acts, t, r0, r1, &out)
-            });
-        }
+        let out = SharedOut(y.as_mut_ptr());
+        // SAFETY: `acts` holds `t` tokens of `k` quantized for this kind, `y` holds `t·n`
+        // floats, and the tasks write disjoint row tiles.
+        for_row_tiles(self.n, |r0, r1| unsafe {
+            self.dispatch(isa, &acts, t, r0, r1, &out)
+        });
         Some(y)
     }
 
@@ -228,6 +318,9 @@ impl PackedKQuant {
     }
 }
 
+/// Tokens the scalar level runs against one decoded sub-block.
+const SPAN: usize = 8;
+
 /// One 256-value block's codes, factors and values, as the quantizer walks them.
 type BlockParts<'a> = ((&'a mut [i8], &'a mut [[f32; 2]]), &'a [f32]);
 
@@ -239,21 +332,33 @@ pub(crate) struct Acts {
     f: Vec<[f32; 2]>,
 }
 
-/// One 256-value block in ggml's rule, with its sub-block factors for groups of `group`.
-fn quantize_block(((qb, fb), xb): BlockParts, group: usize) {
-    // SAFETY: the packed weights exist only where AVX-512 VNNI (so F and BW) is;
-    // blocks are whole.
-    #[cfg(target_arch = "x86_64")]
-    let d = unsafe { crate::acts_avx512::q8_k_block(xb, qb) };
-    #[cfg(not(target_arch = "x86_64"))]
-    let d = match crate::ggml_numerics::q8_k_scale(xb) {
+/// The Q8_K codes of one 256-value block (`quantize_row_q8_K_ref`'s rule) into `q[..256]`;
+/// returns `d` (0 for an all-zero block). The scalar level and the oracle of
+/// `acts_avx512::q8_k_block`.
+pub(crate) fn q8_k_block_generic(x: &[f32], q: &mut [i8]) -> f32 {
+    match crate::ggml_numerics::q8_k_scale(&x[..QK_K]) {
         Some((iscale, d)) => {
-            for (o, &v) in qb.iter_mut().zip(xb) {
+            for (o, &v) in q[..QK_K].iter_mut().zip(x) {
                 *o = (iscale * v).round_ties_even().min(127.0) as i8;
             }
             d
         }
-        None => 0.0,
+        None => {
+            q[..QK_K].fill(0);
+            0.0
+        }
+    }
+}
+
+/// One 256-value block in ggml's rule at level `isa`, with its sub-block factors for groups
+/// of `group`.
+fn quantize_block(isa: Isa, ((qb, fb), xb): BlockParts, group: usize) {
+    let d = match isa {
+        // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder
+        // check it) (AVX-512 VNNI implies F and BW); blocks are whole.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { crate::acts_avx512::q8_k_block(xb, qb) },
+        _ => q8_k_block_generic(xb, qb),
     };
     for (g, out) in qb.chunks_exact(group).zip(fb) {
         let sum: i32 = g.iter().map(|&c| c as i32).sum();
@@ -263,7 +368,7 @@ fn quantize_block(((qb, fb), xb): BlockParts, group: usize) {
 
 impl Acts {
     /// In parallel over 256-value blocks when there are many.
-    fn quantize(x: &[f32], group: usize) -> Self {
+    fn quantize(isa: Isa, x: &[f32], group: usize) -> Self {
         use rayon::prelude::*;
         let mut q = vec![0i8; x.len()];
         let mut f = vec![[0f32; 2]; x.len() / group];
@@ -273,20 +378,20 @@ impl Acts {
                 .zip(f.par_chunks_mut(per))
                 .zip(x.par_chunks(QK_K))
                 .with_min_len(16)
-                .for_each(|p| quantize_block(p, group));
+                .for_each(|p| quantize_block(isa, p, group));
         } else {
             // A token or two (generation): not worth a hand-off.
             q.chunks_mut(QK_K)
                 .zip(f.chunks_mut(per))
                 .zip(x.chunks(QK_K))
-                .for_each(|p| quantize_block(p, group));
+                .for_each(|p| quantize_block(isa, p, group));
         }
         Self { q, f }
     }
 
     /// One token for weights of `kind`, into buffers kept between calls (no allocation once
     /// they have grown).
-    pub(crate) fn quantize_one(&mut self, x: &[f32], kind: KQuant) {
+    pub(crate) fn quantize_one(&mut self, isa: Isa, x: &[f32], kind: KQuant) {
         let group = kind.group();
         debug_assert!(x.len().is_multiple_of(QK_K));
         self.q.resize(x.len(), 0);
@@ -295,7 +400,7 @@ impl Acts {
             .chunks_mut(QK_K)
             .zip(self.f.chunks_mut(QK_K / group))
             .zip(x.chunks(QK_K))
-            .for_each(|p| quantize_block(p, group));
+            .for_each(|p| quantize_block(isa, p, group));
     }
 }
 
@@ -403,23 +508,35 @@ mod tests {
 
     /// Against the f64 product of the dequantized weights (qd-quant's port of ggml's
     /// `dequantize_row_*`) and the Q8_K activations: only the f32 summation order differs.
+    /// Every level this CPU runs gives the scalar level's bits.
     #[test]
     fn equals_the_f64_product_of_the_quantized_operands() {
-        if !crate::q8_0_vnni::available() {
-            eprintln!("no AVX-512 VNNI here; kernel not exercised");
-            return;
-        }
         for kind in [KQuant::Q4K, KQuant::Q6K] {
             for (n, k, t) in [(37, 256, 1), (16, 1024, 5), (9, 2048, 4), (130, 1024, 13)] {
                 let (w, dense) = weights(kind, n, k, (n * k + t) as u32);
                 let x: Vec<f32> = (0..t * k)
                     .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
                     .collect();
-                let y = PackedKQuant::new(kind, &w, n, k)
-                    .expect("kernel applies")
-                    .matmul(&x)
-                    .expect("whole rows");
-                let acts = Acts::quantize(&x, kind.group());
+                let packed = PackedKQuant::new(kind, &w, n, k).expect("kernel applies");
+                let at = |isa: Isa| packed.matmul_at(isa, &x).expect("whole rows");
+                let y = at(Isa::Scalar);
+                for isa in Isa::supported() {
+                    let acts = Acts::quantize(isa, &x, kind.group());
+                    let scalar = Acts::quantize(Isa::Scalar, &x, kind.group());
+                    assert_eq!(acts.q, scalar.q, "{isa:?} activation codes");
+                    let bits =
+                        |f: &[[f32; 2]]| f.iter().map(|p| p.map(f32::to_bits)).collect::<Vec<_>>();
+                    assert_eq!(bits(&acts.f), bits(&scalar.f), "{isa:?} activation factors");
+                    let yi = at(isa);
+                    for (i, (a, b)) in yi.iter().zip(&y).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{kind:?} {isa:?} output {i}: {a} vs scalar {b}"
+                        );
+                    }
+                }
+                let acts = Acts::quantize(Isa::Scalar, &x, kind.group());
                 let g = kind.group();
                 for j in 0..t {
                     for r in 0..n {
@@ -448,7 +565,6 @@ mod tests {
         let x: Vec<f32> = (0..2 * 512)
             .map(|i| ((i * 31 % 211) as f32 - 100.0) / 7.0)
             .collect();
-        let acts = Acts::quantize(&x, 32);
         let xt =
             candle_core::Tensor::from_vec(x.clone(), (2, 512), &candle_core::Device::Cpu).unwrap();
         let ggml =
@@ -458,8 +574,15 @@ mod tests {
                 .unwrap()
                 .to_vec1::<f32>()
                 .unwrap();
-        for (i, g) in ggml.iter().enumerate() {
-            assert_eq!(acts.q[i] as f32 * acts.f[i / 32][0], *g, "activation {i}");
+        for isa in Isa::supported() {
+            let acts = Acts::quantize(isa, &x, 32);
+            for (i, g) in ggml.iter().enumerate() {
+                assert_eq!(
+                    acts.q[i] as f32 * acts.f[i / 32][0],
+                    *g,
+                    "{isa:?} activation {i}"
+                );
+            }
         }
     }
 
@@ -469,8 +592,11 @@ mod tests {
         assert!(PackedKQuant::new(KQuant::Q4K, &w, 4, 128).is_none());
         assert!(PackedKQuant::new(KQuant::Q4K, &w, 5, 256).is_none());
         assert!(PackedKQuant::new(KQuant::Q6K, &w, 4, 256).is_none());
-        if let Some(p) = PackedKQuant::new(KQuant::Q4K, &w, 4, 256) {
-            assert!(p.matmul(&[0.0; 257]).is_none());
+        let p = PackedKQuant::new(KQuant::Q4K, &w, 4, 256).expect("whole blocks");
+        assert!(p.matmul(&[0.0; 257]).is_none());
+        for isa in Isa::ALL {
+            let ran = p.matmul_at(isa, &[0.0; 256]);
+            assert_eq!(ran.is_some(), isa.runs_here(), "{isa:?}");
         }
     }
 }

@@ -81,11 +81,11 @@ impl QLinear {
 }
 
 impl QLinear {
-    /// The weight repacked for the AVX-512 VNNI Q8_0 kernel: Q8_0 weights, and Q4_0 ones
+    /// The weight repacked for the packed Q8_0 kernel: Q8_0 weights, and Q4_0 ones
     /// widened (exactly representable as Q8_0 with the same scale, and multiplied by ggml
     /// against the same Q8_0 activations, so the integer sums do not change), Q5_0 ones widened
     /// at load. Made on first use and kept (34, 22 or 18 bytes per 32 values for Q8_0, Q5_0 or
-    /// Q4_0); `None` for other types, off the CPU, or without AVX-512 VNNI.
+    /// Q4_0); `None` for other types or off the CPU.
     pub(crate) fn packed_q8_0(&self) -> Option<&crate::q8_0_vnni::PackedQ8_0> {
         let QMatMul::QTensor(w) = &self.weight else {
             return None;
@@ -110,7 +110,7 @@ impl QLinear {
             .as_ref()
     }
 
-    /// The weight repacked for the AVX-512 VNNI K-quant kernel (Q4_K, Q6_K), made on first use.
+    /// The weight repacked for the packed K-quant kernel (Q4_K, Q6_K), made on first use.
     /// The fused prefill and decoder use it; the graph path keeps candle's kernels (see
     /// `kquant_vnni`).
     pub(crate) fn packed_kquant(&self) -> Option<&crate::kquant_vnni::PackedKQuant> {
@@ -134,10 +134,14 @@ impl QLinear {
             .as_ref()
     }
 
-    /// The AVX-512 VNNI product for Q8_0 (and Q4_0, widened) weights on the CPU, when it
-    /// applies.
+    /// The packed product for Q8_0 (and Q4_0, widened) weights on the CPU, when it runs at a
+    /// SIMD level.
     fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        // At the scalar level candle's own SIMD kernels are the faster graph path.
+        if !crate::q8_0_vnni::available() {
             return Ok(None);
         }
         let Some(packed) = self.packed_q8_0() else {

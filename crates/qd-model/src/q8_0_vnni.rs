@@ -1,4 +1,6 @@
-//! Q8_0 weights × Q8_0 activations with AVX-512 VNNI, for the shapes candle's own VNNI path
+//! Q8_0 weights × Q8_0 activations in packed tiles, with AVX-512 VNNI or in plain Rust (the
+//! portable level and the oracle: same integer sums, same f32 operations in the same order, so
+//! the same bits; see `isa`), for the shapes candle's own VNNI path
 //! skips: its repacked kernels need the inner dimension to be a multiple of 256, and Gemma 3
 //! 270M's is 640, so its tied 262k-row LM head (Q8_0) and every Q5_0 tensor (widened to Q8_0)
 //! ran through candle's AVX2 `vec_dot` — a quarter of a training step, most of a generated token.
@@ -13,24 +15,19 @@
 //! stored `q + 128` and each block's sum is corrected by `128·Σq_x` (one integer per token and
 //! block): the integer sums stay exact.
 
+use half::f16;
+
+use crate::isa::Isa;
+use crate::tile_lanes::{row_sums, LANES};
 use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 const QK: usize = 32;
 const BLOCK_BYTES: usize = 34;
 
-/// Whether this CPU runs the kernel (checked at run time: the default build targets plain x86-64).
+/// Whether the packed kernels run at a SIMD level here (checked at run time, lowered by
+/// `QAT_DISTILL_ISA`): the graph path prefers candle's kernels to the scalar level.
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::active() > Isa::Scalar
 }
 
 /// One 64-byte line of a tile: a register's worth of codes.
@@ -65,12 +62,11 @@ fn lines_per_tile(bits: u32) -> usize {
 }
 
 impl PackedQ8_0 {
-    /// Repacks the Q8_0 bytes of `W [n, k]`; `None` where the kernel cannot run (no AVX-512
-    /// VNNI, `k` not a multiple of 32, or a byte count that does not match).
+    /// Repacks the Q8_0 bytes of `W [n, k]` (the same tiles for every level); `None` where the
+    /// kernel cannot run (`k` not a multiple of 32, or a byte count that does not match).
     pub fn new(w: &[u8], n: usize, k: usize) -> Option<Self> {
         use rayon::prelude::*;
-        if !available() || k == 0 || !k.is_multiple_of(QK) || w.len() != n * (k / QK) * BLOCK_BYTES
-        {
+        if k == 0 || !k.is_multiple_of(QK) || w.len() != n * (k / QK) * BLOCK_BYTES {
             return None;
         }
         let nb = k / QK;
@@ -147,32 +143,117 @@ impl PackedQ8_0 {
     /// [`Acts::quantize_one`]: the decoder's threads share a product through this.
     ///
     /// # Safety
-    /// `acts` holds one token of `k` values; `y` points to `n` floats of which no other thread
-    /// writes rows `16·r0 .. 16·r1` meanwhile.
-    #[cfg(target_arch = "x86_64")]
-    pub(crate) unsafe fn matvec_tiles(&self, acts: &Acts, r0: usize, r1: usize, y: *mut f32) {
+    /// This CPU runs `isa`; `acts` holds one token of `k` values; `y` points to `n` floats of
+    /// which no other thread writes rows `16·r0 .. 16·r1` meanwhile.
+    pub(crate) unsafe fn matvec_tiles(
+        &self,
+        isa: Isa,
+        acts: &Acts,
+        r0: usize,
+        r1: usize,
+        y: *mut f32,
+    ) {
         debug_assert_eq!(acts.q.len(), self.k);
-        // SAFETY: the caller's contract; `available()` held when the tiles were made.
-        unsafe { self.row_tiles(acts, 1, r0, r1, &SharedOut(y)) }
+        // SAFETY: the caller's contract.
+        unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
 
-    /// `y [t, n] = x [t, k] · Wᵀ`; `None` if `x` is not whole rows of `k`.
+    /// Row tiles `r0..r1` of `y [t, n]` at this matrix's level.
+    ///
+    /// # Safety
+    /// This CPU runs `isa`; `acts` holds `t` tokens of `k` values; `out` points to `t·n`
+    /// floats whose row tiles `r0..r1` no other thread writes meanwhile.
+    unsafe fn dispatch(
+        &self,
+        isa: Isa,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        match isa {
+            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { self.row_tiles(acts, t, r0, r1, out) },
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
+        }
+    }
+
+    /// The scalar level: for each row, block by block, the integer sum of the stored codes and
+    /// the token's codes less the stored offset's share, then `acc = fma(sum, d_w·d_x, acc)` —
+    /// the AVX-512 kernel's lanes, one at a time.
+    ///
+    /// # Safety
+    /// As [`PackedQ8_0::dispatch`].
+    #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
+    unsafe fn row_tiles_generic(
+        &self,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        let nb = self.k / QK;
+        let per = lines_per_tile(self.bits);
+        let shift = 8 - self.bits as i32;
+        let mut codes = [[0i32; LANES]; 8];
+        for rt in r0..r1 {
+            let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
+            let scales = &self.scales[rt * nb..(rt + 1) * nb];
+            let rows = ROWS.min(self.n - rt * ROWS);
+            // Up to `SPAN` tokens share each decoded block; every token's sums still run over
+            // the blocks in order.
+            for s0 in (0..t).step_by(SPAN) {
+                let span = SPAN.min(t - s0);
+                let mut acc = [[0f32; ROWS]; SPAN];
+                for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
+                    match self.bits {
+                        8 => decode_block::<8>(l, &mut codes),
+                        5 => decode_block::<5>(l, &mut codes),
+                        _ => decode_block::<4>(l, &mut codes),
+                    }
+                    let dw = dw.map(|h| f16::from_bits(h).to_f32());
+                    for (j, acc) in acc[..span].iter_mut().enumerate() {
+                        let s = s0 + j;
+                        let xq = &acts.q[s * self.k + b * QK..][..QK];
+                        let isum = row_sums(&codes, xq);
+                        let corr = acts.corr[s * nb + b] >> shift;
+                        let dx = acts.d[s * nb + b];
+                        for r in 0..ROWS {
+                            acc[r] = ((isum[r] - corr) as f32).mul_add(dw[r] * dx, acc[r]);
+                        }
+                    }
+                }
+                // SAFETY: tokens `s0 .. s0 + span ≤ t` and rows `16·rt .. 16·rt + rows` lie
+                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                unsafe { store(out, &acc[..span], s0, self.n, rt, rows) };
+            }
+        }
+    }
+
+    /// `y [t, n] = x [t, k] · Wᵀ` at [`Isa::active`]'s level; `None` if `x` is not whole
+    /// rows of `k`.
     pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
-        if !x.len().is_multiple_of(self.k) {
+        self.matmul_at(Isa::active(), x)
+    }
+
+    /// As [`PackedQ8_0::matmul`] at level `isa`; `None` also where this CPU does not run it.
+    pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
+        if !isa.runs_here() || !x.len().is_multiple_of(self.k) {
             return None;
         }
         let t = x.len() / self.k;
-        let acts = Acts::quantize(x, self.k);
+        let acts = Acts::quantize(isa, x, self.k);
         let mut y = vec![0f32; t * self.n];
-        #[cfg(target_arch = "x86_64")]
-        {
-            let out = SharedOut(y.as_mut_ptr());
-            // SAFETY: `available()` held when the tiles were made, every pointer stays inside
-            // `tiles`, `acts` and `y`, and tasks write disjoint output columns.
-            for_row_tiles(self.n, |r0, r1| unsafe {
-                self.row_tiles(&acts, t, r0, r1, &out)
-            });
-        }
+        let out = SharedOut(y.as_mut_ptr());
+        // SAFETY: `acts` holds `t` tokens of `k`, `y` holds `t·n` floats, and the tasks write
+        // disjoint row tiles.
+        for_row_tiles(self.n, |r0, r1| unsafe {
+            self.dispatch(isa, &acts, t, r0, r1, &out)
+        });
         Some(y)
     }
 
@@ -239,27 +320,33 @@ pub(crate) struct Acts {
     corr: Vec<i32>,
 }
 
-/// One token's blocks, in ggml's rule.
-fn quantize_token((((q, d), corr), x): TokenParts) {
+/// The codes of one 32-value block (ggml's x86 rule: `round_half_even(x·127/amax)`) into
+/// `q[..32]`; returns `d` as stored (fp16 → f32) and Σq. The scalar level and the oracle of
+/// `acts_avx512::q8_0_block`.
+pub(crate) fn q8_0_block_generic(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let (d, id) = crate::ggml_numerics::q8_0_scale(&x[..QK]);
+    let mut sum = 0i32;
+    for (o, &v) in q[..QK].iter_mut().zip(x) {
+        *o = (v * id).round_ties_even() as i8;
+        sum += *o as i32;
+    }
+    (d, sum)
+}
+
+/// One token's blocks, in ggml's rule, at level `isa`.
+fn quantize_token(isa: Isa, (((q, d), corr), x): TokenParts) {
     for (((xb, qb), db), cb) in x
         .chunks_exact(QK)
         .zip(q.chunks_exact_mut(QK))
         .zip(d)
         .zip(corr)
     {
-        // SAFETY: the packed weights exist only where `available()` (AVX-512 VNNI,
-        // so F and BW) held; blocks are whole.
-        #[cfg(target_arch = "x86_64")]
-        let (d, sum) = unsafe { crate::acts_avx512::q8_0_block(xb, qb) };
-        #[cfg(not(target_arch = "x86_64"))]
-        let (d, sum) = {
-            let (d, id) = crate::ggml_numerics::q8_0_scale(xb);
-            let mut sum = 0i32;
-            for (o, &v) in qb.iter_mut().zip(xb) {
-                *o = (v * id).round_ties_even() as i8;
-                sum += *o as i32;
-            }
-            (d, sum)
+        let (d, sum) = match isa {
+            // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder
+            // check it) (AVX-512 VNNI implies F and BW); blocks are whole.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { crate::acts_avx512::q8_0_block(xb, qb) },
+            _ => q8_0_block_generic(xb, qb),
         };
         *db = d;
         *cb = 128 * sum;
@@ -269,7 +356,7 @@ fn quantize_token((((q, d), corr), x): TokenParts) {
 impl Acts {
     /// In parallel over tokens when there are several: at 512 tokens and k = 640 this pass is
     /// a sizeable part of a product.
-    fn quantize(x: &[f32], k: usize) -> Self {
+    fn quantize(isa: Isa, x: &[f32], k: usize) -> Self {
         use rayon::prelude::*;
         debug_assert!(k.is_multiple_of(QK));
         let nbt = x.len() / QK;
@@ -280,22 +367,53 @@ impl Acts {
                 .zip(d.par_chunks_mut(nb))
                 .zip(corr.par_chunks_mut(nb))
                 .zip(x.par_chunks(k))
-                .for_each(quantize_token);
+                .for_each(|p| quantize_token(isa, p));
         } else {
             // One token (generation): not worth a hand-off.
-            quantize_token((((&mut q, &mut d), &mut corr), x));
+            quantize_token(isa, (((&mut q, &mut d), &mut corr), x));
         }
         Self { q, d, corr }
     }
 
     /// One token, into buffers kept between calls (no allocation once they have grown).
-    pub(crate) fn quantize_one(&mut self, x: &[f32]) {
+    pub(crate) fn quantize_one(&mut self, isa: Isa, x: &[f32]) {
         debug_assert!(x.len().is_multiple_of(QK));
         let nb = x.len() / QK;
         self.q.resize(x.len(), 0);
         self.d.resize(nb, 0.0);
         self.corr.resize(nb, 0);
-        quantize_token((((&mut self.q, &mut self.d), &mut self.corr), x));
+        quantize_token(isa, (((&mut self.q, &mut self.d), &mut self.corr), x));
+    }
+}
+
+/// Tokens the scalar level runs against one decoded block.
+const SPAN: usize = 8;
+
+/// Block `l`'s stored unsigned codes in the tile's lane order (`codes[g][4r + i]`: row `r`'s
+/// value `4g + i`), decoded from a tile of `BITS` bits as `tile` reads them.
+#[inline]
+fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[i32; LANES]; 8]) {
+    for (g, cg) in codes.iter_mut().enumerate() {
+        if BITS == 8 {
+            for (c, &u) in cg.iter_mut().zip(&l[g].0) {
+                *c = u as i32;
+            }
+            continue;
+        }
+        let shift = 4 * (g % 2);
+        for (c, &u) in cg.iter_mut().zip(&l[g / 2].0) {
+            *c = ((u >> shift) & 15) as i32;
+        }
+        if BITS == 5 {
+            // Group g's high bits: one bit per lane, 8 lanes a byte.
+            let masks = &l[4].0[g * 8..g * 8 + 8];
+            const BIT: [u8; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+            for (c8, &m) in cg.chunks_exact_mut(8).zip(masks) {
+                for (c, b) in c8.iter_mut().zip(BIT) {
+                    *c |= i32::from(m & b != 0) << 4;
+                }
+            }
+        }
     }
 }
 
@@ -433,12 +551,9 @@ mod tests {
 
     /// Against the same product in f64 over the same integers: what differs is only the order of
     /// the f32 sums, so the error is a few ulps of the sum of magnitudes.
+    /// Every level this CPU runs gives the scalar level's bits.
     #[test]
     fn equals_the_f64_product_of_the_quantized_operands() {
-        if !available() {
-            eprintln!("no AVX-512 VNNI here; kernel not exercised");
-            return;
-        }
         let cases = [
             (37, 640, 1, -128..128, 8),
             (64, 96, 5, -128..128, 8),
@@ -456,13 +571,28 @@ mod tests {
         ];
         for (n, k, t, codes, bits) in cases {
             let (w, dense) = weights_in(n, k, (n * k + t) as u32, codes.clone());
-            let packed = PackedQ8_0::new(&w, n, k).expect("kernel applies");
-            assert_eq!(packed.bits(), bits, "codes {codes:?}");
             let x: Vec<f32> = (0..t * k)
                 .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
                 .collect();
-            let y = packed.matmul(&x).expect("whole rows");
-            let acts = Acts::quantize(&x, k);
+            let packed = PackedQ8_0::new(&w, n, k).expect("kernel applies");
+            assert_eq!(packed.bits(), bits, "codes {codes:?}");
+            let at = |isa: Isa| packed.matmul_at(isa, &x).expect("whole rows");
+            let y = at(Isa::Scalar);
+            let acts = Acts::quantize(Isa::Scalar, &x, k);
+            for isa in Isa::supported() {
+                let other = Acts::quantize(isa, &x, k);
+                assert_eq!(other.q, acts.q, "{isa:?} activation codes");
+                assert_eq!(other.corr, acts.corr, "{isa:?} activation sums");
+                let bits = |d: &[f32]| d.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&other.d), bits(&acts.d), "{isa:?} activation scales");
+                for (i, (a, b)) in at(isa).iter().zip(&y).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{isa:?} n {n} k {k} output {i}: {a} vs scalar {b}"
+                    );
+                }
+            }
             // The activations are ggml's, as `ggml_numerics` reproduces them for candle's path.
             let xt = candle_core::Tensor::from_vec(x.clone(), (t, k), &candle_core::Device::Cpu)
                 .unwrap();
@@ -506,8 +636,14 @@ mod tests {
         let (w, _) = weights(4, 64, 1);
         assert!(PackedQ8_0::new(&w, 4, 60).is_none());
         assert!(PackedQ8_0::new(&w, 5, 64).is_none());
-        if let Some(p) = PackedQ8_0::new(&w, 4, 64) {
-            assert!(p.matmul(&[0.0; 65]).is_none());
+        let p = PackedQ8_0::new(&w, 4, 64).expect("whole blocks");
+        assert!(p.matmul(&[0.0; 65]).is_none());
+        for isa in Isa::ALL {
+            assert_eq!(
+                p.matmul_at(isa, &[0.0; 64]).is_some(),
+                isa.runs_here(),
+                "{isa:?}"
+            );
         }
     }
 }

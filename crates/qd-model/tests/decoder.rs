@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
-use qd_model::{Decoder, ForwardOpts, Logits, QModel};
+use qd_model::{Decoder, ForwardOpts, Isa, Logits, QModel};
 
 const DEV: Device = Device::Cpu;
 const FAMILIES: [Family; 3] = [Family::Gemma3, Family::Llama, Family::Qwen2];
@@ -47,13 +47,18 @@ fn graph_steps(model: &QModel, tokens: &[u32]) -> Vec<Vec<f32>> {
         .collect()
 }
 
-fn decoder_steps(model: &QModel, tokens: &[u32], threads: usize) -> Option<Vec<Vec<f32>>> {
+fn decoder_steps(
+    isa: Isa,
+    model: &QModel,
+    tokens: &[u32],
+    threads: usize,
+) -> Option<Vec<Vec<f32>>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        let mut d = Decoder::new(model, tokens.len()).unwrap()?;
+        let mut d = Decoder::new_at(isa, model, tokens.len()).unwrap()?;
         Some(
             tokens
                 .iter()
@@ -82,13 +87,10 @@ fn rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 /// but sum order differs), all positions within 3 %, and per family at least half of all
 /// positions over the five weight types to rounding — measured: 68 to 83 %; a formula error
 /// shows from the second position on in every type (dropping Qwen2's K bias leaves ~5 %).
-/// The attention itself is checked exactly in the crate's `attention_window` test.
+/// The attention itself is checked exactly in the crate's `attention_window` test. Every level
+/// this CPU runs gives the scalar level's logits bit for bit.
 #[test]
 fn decoder_matches_the_graph_path() {
-    if !qd_model::q8_0_vnni::available() {
-        eprintln!("no AVX-512 VNNI here: the decoder does not apply");
-        return;
-    }
     let tokens = ids(21); // past the tiny gemma's 8-key window
     for fam in FAMILIES {
         let mut exact = 0;
@@ -97,7 +99,11 @@ fn decoder_matches_the_graph_path() {
             let f = open(&spec);
             let model = qd_model::load_quantized(&f, &DEV).unwrap();
             let want = graph_steps(&model, &tokens);
-            let got = decoder_steps(&model, &tokens, 2).expect("decoder applies");
+            let got = decoder_steps(Isa::Scalar, &model, &tokens, 2).expect("decoder applies");
+            for isa in Isa::supported() {
+                let other = decoder_steps(isa, &model, &tokens, 2).unwrap();
+                assert!(other == got, "{fam:?} {ty}: {isa:?} differs from scalar");
+            }
             let first = rel_diff(&got[..1], &want[..1]);
             assert!(first <= 1e-5, "{fam:?} {ty}: first position {first}");
             for i in 0..tokens.len() {
@@ -107,7 +113,7 @@ fn decoder_matches_the_graph_path() {
             }
             // Bit-identical over thread counts: rows are shared out whole, sums keep their order.
             for threads in [1, 3] {
-                let other = decoder_steps(&model, &tokens, threads).unwrap();
+                let other = decoder_steps(Isa::active(), &model, &tokens, threads).unwrap();
                 assert!(
                     other == got,
                     "{fam:?} {ty}: {threads} threads differ from 2"
@@ -128,14 +134,17 @@ fn decoder_matches_the_graph_path() {
 /// pool, give a new decoder's.
 #[test]
 fn decoder_continues_a_prefilled_prompt() {
-    if !qd_model::q8_0_vnni::available() {
-        return;
+    for isa in Isa::supported() {
+        continues_a_prefilled_prompt(isa);
     }
+}
+
+fn continues_a_prefilled_prompt(isa: Isa) {
     let tokens = ids(16);
     let spec = TinySpec::new(Family::Gemma3, GgmlType::Q8_0);
     let f = open(&spec);
     let model = qd_model::load_quantized(&f, &DEV).unwrap();
-    let mut d = Decoder::new(&model, 16).unwrap().unwrap();
+    let mut d = Decoder::new_at(isa, &model, 16).unwrap().unwrap();
     d.prefill(&tokens[..11], 10..11).unwrap();
     assert_eq!(d.position(), 11);
     let cont: Vec<Vec<f32>> = tokens[11..]
@@ -144,7 +153,7 @@ fn decoder_continues_a_prefilled_prompt() {
         .collect();
     let want = graph_steps(&model, &tokens);
     let diff = rel_diff(&cont, &want[11..]);
-    assert!(diff <= 0.03, "continued: {diff}");
+    assert!(diff <= 0.03, "{isa:?} continued: {diff}");
     // Stepped from a pool of another size than the one it was made in.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(rayon::current_num_threads() + 1)
@@ -163,11 +172,14 @@ fn decoder_continues_a_prefilled_prompt() {
         .iter()
         .map(|&t| d.step(t).unwrap().to_vec())
         .collect();
-    let fresh = decoder_steps(&model, &tokens, rayon::current_num_threads()).unwrap();
-    assert!(again == fresh, "reset decoder differs from a new one");
+    let fresh = decoder_steps(isa, &model, &tokens, rayon::current_num_threads()).unwrap();
+    assert!(
+        again == fresh,
+        "{isa:?}: reset decoder differs from a new one"
+    );
     assert!(
         other_pool == fresh,
-        "another pool's threads give other logits"
+        "{isa:?}: another pool's threads give other logits"
     );
 }
 
@@ -177,12 +189,14 @@ fn decoder_refuses_what_it_cannot_run() {
     let spec = TinySpec::new(Family::Llama, GgmlType::F32);
     let model = qd_model::load_quantized(&open(&spec), &DEV).unwrap();
     assert!(Decoder::new(&model, 8).unwrap().is_none());
-    if !qd_model::q8_0_vnni::available() {
-        return;
-    }
     let spec = TinySpec::new(Family::Llama, GgmlType::Q8_0);
     let model = qd_model::load_quantized(&open(&spec), &DEV).unwrap();
     assert!(Decoder::new(&model, 0).unwrap().is_none());
+    // A level this CPU lacks.
+    for isa in Isa::ALL {
+        let d = Decoder::new_at(isa, &model, 2).unwrap();
+        assert_eq!(d.is_some(), isa.runs_here(), "{isa:?}");
+    }
     let mut d = Decoder::new(&model, 2).unwrap().unwrap();
     let vocab = model.hp.vocab_size as u32;
     assert!(d.step(vocab).is_err(), "token outside the vocabulary");
@@ -199,12 +213,9 @@ fn decoder_refuses_what_it_cannot_run() {
 
 /// The batch prefill: every position's logits against the graph path's one pass, with the same
 /// criteria as token by token; then generation continues from the prefilled rings as it does
-/// from its own steps.
+/// from its own steps. At every level this CPU runs, bit for bit the scalar level's.
 #[test]
 fn prefill_matches_the_graph_path() {
-    if !qd_model::q8_0_vnni::available() {
-        return;
-    }
     let tokens = ids(21);
     for fam in FAMILIES {
         let mut exact = 0;
@@ -225,7 +236,7 @@ fn prefill_matches_the_graph_path() {
                 .unwrap()
                 .to_vec2()
                 .unwrap();
-            let mut d = Decoder::new(&model, 24).unwrap().unwrap();
+            let mut d = Decoder::new_at(Isa::Scalar, &model, 24).unwrap().unwrap();
             let vocab = model.hp.vocab_size;
             let got: Vec<Vec<f32>> = d
                 .prefill(&tokens, 0..tokens.len())
@@ -233,6 +244,14 @@ fn prefill_matches_the_graph_path() {
                 .chunks(vocab)
                 .map(<[f32]>::to_vec)
                 .collect();
+            for isa in Isa::supported() {
+                let mut other = Decoder::new_at(isa, &model, 24).unwrap().unwrap();
+                let rows = other.prefill(&tokens, 0..tokens.len()).unwrap();
+                assert!(
+                    rows == got.concat(),
+                    "{fam:?} {ty}: {isa:?} prefill differs from scalar"
+                );
+            }
             assert_eq!(got.len(), tokens.len());
             let first = rel_diff(&got[..1], &want[..1]);
             assert!(first <= 1e-5, "{fam:?} {ty}: first position {first}");
@@ -251,7 +270,7 @@ fn prefill_matches_the_graph_path() {
                 .iter()
                 .map(|&t| d.step(t).unwrap().to_vec())
                 .collect();
-            let mut own = Decoder::new(&model, 24).unwrap().unwrap();
+            let mut own = Decoder::new_at(Isa::Scalar, &model, 24).unwrap().unwrap();
             let mut seq = tokens.clone();
             seq.extend([5u32, 77, 3]);
             let own: Vec<Vec<f32>> = seq.iter().map(|&t| own.step(t).unwrap().to_vec()).collect();

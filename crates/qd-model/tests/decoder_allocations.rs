@@ -34,7 +34,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Allocations during `steps` tokens after a first one, with `threads` threads.
-fn allocations(threads: usize, steps: usize) -> usize {
+fn allocations(isa: qd_model::Isa, threads: usize, steps: usize) -> usize {
     let spec = TinySpec::new(Family::Gemma3, GgmlType::Q8_0);
     let f = GgufFile::from_bytes("tiny.gguf", tiny_gguf(&spec)).unwrap();
     let model = qd_model::load_quantized(&f, &Device::Cpu).unwrap();
@@ -43,7 +43,9 @@ fn allocations(threads: usize, steps: usize) -> usize {
         .build()
         .unwrap();
     pool.install(|| {
-        let mut d = qd_model::Decoder::new(&model, steps + 1).unwrap().unwrap();
+        let mut d = qd_model::Decoder::new_at(isa, &model, steps + 1)
+            .unwrap()
+            .unwrap();
         d.step(1).unwrap();
         let before = ALLOCS.load(Ordering::Relaxed);
         for t in 0..steps as u32 {
@@ -55,14 +57,12 @@ fn allocations(threads: usize, steps: usize) -> usize {
 
 #[test]
 fn no_allocation_per_token() {
-    if !qd_model::q8_0_vnni::available() {
-        eprintln!("no AVX-512 VNNI here: the decoder does not apply");
-        return;
+    for isa in qd_model::Isa::supported() {
+        // One thread: none at all (past the window of 8, so the rings have wrapped).
+        assert_eq!(allocations(isa, 1, 20), 0, "{isa:?}");
+        // Two: only what rayon's broadcast makes to hand the token to the pool (measured: one).
+        let two = allocations(isa, 2, 20);
+        eprintln!("{isa:?}, 2 threads: {two} allocations over 20 tokens");
+        assert!(two <= 2 * 20, "{isa:?}: {two} allocations over 20 tokens");
     }
-    // One thread: none at all (past the window of 8, so the rings have wrapped).
-    assert_eq!(allocations(1, 20), 0);
-    // Two: only what rayon's broadcast makes to hand the token to the pool (measured: one).
-    let two = allocations(2, 20);
-    eprintln!("2 threads: {two} allocations over 20 tokens");
-    assert!(two <= 2 * 20, "{two} allocations over 20 tokens");
 }

@@ -34,9 +34,9 @@ fn teacher_logits_match_llama_cpp() {
             .unwrap();
         out.logits.unwrap().squeeze(0).unwrap().to_vec2().unwrap()
     });
-    if qd_model::q8_0_vnni::available() {
-        check_against_llama_cpp("decoder", |ids| {
-            let mut d = qd_model::Decoder::new(&model, ids.len())
+    for isa in qd_model::Isa::supported() {
+        check_against_llama_cpp(&format!("decoder ({})", isa.name()), |ids| {
+            let mut d = qd_model::Decoder::new_at(isa, &model, ids.len())
                 .unwrap()
                 .expect("the decoder runs the teacher");
             ids.iter().map(|&t| d.step(t).unwrap().to_vec()).collect()

@@ -2,6 +2,7 @@
 //! between tokens and the rows of several matrices that read the same input shared out as one
 //! set of chunks (Q, K and V; gate and up).
 
+use crate::isa::Isa;
 use crate::kquant_vnni::{self, KQuant, PackedKQuant};
 use crate::linear::QLinear;
 use crate::q8_0_vnni::{self, PackedQ8_0};
@@ -36,13 +37,13 @@ impl<'m> Mat<'m> {
         }
     }
 
-    /// `x [t, cols] → [t, rows]` through the kernel, for a batch of tokens.
-    pub(crate) fn matmul(self, x: &[f32]) -> Vec<f32> {
+    /// `x [t, cols] → [t, rows]` through the kernel at level `isa`, for a batch of tokens.
+    pub(crate) fn matmul(self, isa: Isa, x: &[f32]) -> Vec<f32> {
         let y = match self {
-            Mat::Q8(m) => m.matmul(x),
-            Mat::K(m) => m.matmul(x),
+            Mat::Q8(m) => m.matmul_at(isa, x),
+            Mat::K(m) => m.matmul_at(isa, x),
         };
-        y.expect("the decoder sizes its inputs by the matrix's columns")
+        y.expect("the decoder runs at a level this CPU has and sizes inputs by the columns")
     }
 
     fn row_tiles(self) -> usize {
@@ -69,20 +70,20 @@ pub(crate) struct Input {
 }
 
 impl Input {
-    /// Quantizes `x` in the formats `mats` read.
-    pub(crate) fn quantize(&mut self, x: &[f32], mats: &[Mat]) {
+    /// Quantizes `x` in the formats `mats` read, at level `isa` (which this CPU runs).
+    pub(crate) fn quantize(&mut self, isa: Isa, x: &[f32], mats: &[Mat]) {
         self.needs = [false; 3];
         for m in mats {
             self.needs[m.format()] = true;
         }
         if self.needs[0] {
-            self.q8.quantize_one(x);
+            self.q8.quantize_one(isa, x);
         }
         if self.needs[1] {
-            self.k4.quantize_one(x, KQuant::Q4K);
+            self.k4.quantize_one(isa, x, KQuant::Q4K);
         }
         if self.needs[2] {
-            self.k6.quantize_one(x, KQuant::Q6K);
+            self.k6.quantize_one(isa, x, KQuant::Q6K);
         }
     }
 }
@@ -128,12 +129,12 @@ impl<'j, 'a, 'm> Split<'j, 'a, 'm> {
         }
     }
 
-    /// Runs chunk `c`.
+    /// Runs chunk `c` at level `isa`.
     ///
     /// # Safety
-    /// Each job's `out` points to `rows` floats, its input was quantized for its matrix, and
-    /// no two threads run the same chunk.
-    pub(crate) unsafe fn run(&self, c: usize) {
+    /// This CPU runs `isa`; each job's `out` points to `rows` floats, its input was quantized
+    /// for its matrix, and no two threads run the same chunk.
+    pub(crate) unsafe fn run(&self, isa: Isa, c: usize) {
         let Some(i) = (0..self.jobs.len()).rev().find(|&i| self.starts[i].0 <= c) else {
             return;
         };
@@ -141,18 +142,15 @@ impl<'j, 'a, 'm> Split<'j, 'a, 'm> {
         let (first, per) = self.starts[i];
         let r0 = (c - first) * per;
         let r1 = (r0 + per).min(job.mat.row_tiles());
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the caller's contract; the kernels exist only where AVX-512 VNNI does.
+        // SAFETY: the caller's contract.
         unsafe {
             match job.mat {
-                Mat::Q8(m) => m.matvec_tiles(&job.input.q8, r0, r1, job.out),
+                Mat::Q8(m) => m.matvec_tiles(isa, &job.input.q8, r0, r1, job.out),
                 Mat::K(m) if m.kind() == KQuant::Q4K => {
-                    m.matvec_tiles(&job.input.k4, r0, r1, job.out)
+                    m.matvec_tiles(isa, &job.input.k4, r0, r1, job.out)
                 }
-                Mat::K(m) => m.matvec_tiles(&job.input.k6, r0, r1, job.out),
+                Mat::K(m) => m.matvec_tiles(isa, &job.input.k6, r0, r1, job.out),
             }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (job, r0, r1);
     }
 }

@@ -4,11 +4,12 @@
 //!
 //! Through candle, a generated token is ~200 ops, each allocating its output and handing work
 //! to the thread pool and back; on 2 cores those hand-offs alone were ~17 % of `tg128`. Here a
-//! token runs as one program on all threads (`team`): the products through the AVX-512 VNNI
-//! kernels (Q8_0, and Q4_0/Q5_0 widened to it; Q4_K, Q6_K), shared out by row tiles, the
-//! attention by query heads, the rest on one thread between barriers, into buffers and key/value rings sized when the decoder is
-//! made. It applies to quantized models on CPUs with AVX-512 VNNI whose weights are all of
-//! those types ([`Decoder::new`] says `None` otherwise, and callers keep the graph path).
+//! token runs as one program on all threads (`team`): the products through the packed kernels
+//! (Q8_0, and Q4_0/Q5_0 widened to it; Q4_K, Q6_K) at the CPU's level (`isa`: AVX-512 VNNI or
+//! scalar), shared out by row tiles, the attention by query heads, the rest on one thread
+//! between barriers, into buffers and key/value rings sized when the decoder is made. It
+//! applies to quantized models on the CPU whose weights are all of those types
+//! ([`Decoder::new`] says `None` otherwise, and callers keep the graph path).
 //!
 //! The values are the graph path's, computed the same way (ggml's activation quantization,
 //! f16 keys, values and attention operands, its GELU table) up to the order of f32 sums.
@@ -24,6 +25,7 @@ use std::cell::UnsafeCell;
 use crate::block::Activation;
 use crate::error::{ModelError, Result};
 use crate::hparams::{Arch, HParams, RopeStyle};
+use crate::isa::Isa;
 use crate::linear::{Embedding, Linear};
 use crate::transformer::Transformer;
 
@@ -114,6 +116,8 @@ unsafe impl Send for Outs {}
 
 /// Single-token generation for one quantized model (see the module's note).
 pub struct Decoder<'m> {
+    /// The kernels' level (this CPU runs it: checked in `new_at`).
+    isa: Isa,
     hp: HParams,
     act: Activation,
     ggml: bool,
@@ -140,14 +144,30 @@ fn opt_vec(t: &Option<candle_core::Tensor>) -> Result<Option<Vec<f32>>> {
 }
 
 impl<'m> Decoder<'m> {
-    /// A decoder for up to `capacity` positions, or `None` where it does not apply (weights
-    /// not quantized in a type the kernels cover, no AVX-512 VNNI, not on the CPU). Weights are
-    /// repacked on the first call for a model and kept in it. Runs on the current rayon pool.
+    /// A decoder for up to `capacity` positions at [`Isa::active`]'s level, or `None` where it
+    /// does not apply (weights not quantized in a type the kernels cover, not on the CPU, or a
+    /// CPU whose best level is the scalar one: there candle's graph, with its own SIMD kernels,
+    /// is faster — unless the scalar level was asked for). Weights are repacked on the first
+    /// call for a model and kept in it. Runs on the current rayon pool.
     pub fn new<L: Linear, E: Embedding>(
         m: &'m Transformer<L, E>,
         capacity: usize,
     ) -> Result<Option<Self>> {
-        if !m.device.is_cpu() || !crate::q8_0_vnni::available() || capacity == 0 {
+        let isa = Isa::active();
+        if isa == Isa::Scalar && !Isa::forced() {
+            return Ok(None);
+        }
+        Self::new_at(isa, m, capacity)
+    }
+
+    /// As [`Decoder::new`] with the kernels at level `isa`; `None` also where this CPU does
+    /// not run it.
+    pub fn new_at<L: Linear, E: Embedding>(
+        isa: Isa,
+        m: &'m Transformer<L, E>,
+        capacity: usize,
+    ) -> Result<Option<Self>> {
+        if !m.device.is_cpu() || capacity == 0 || !isa.runs_here() {
             return Ok(None);
         }
         let hp = m.hp.clone();
@@ -261,6 +281,7 @@ impl<'m> Decoder<'m> {
             _ => None,
         };
         Ok(Some(Self {
+            isa,
             act: m.activation(),
             ggml: m.ggml_numerics,
             embed,
@@ -275,6 +296,11 @@ impl<'m> Decoder<'m> {
             capacity,
             hp,
         }))
+    }
+
+    /// The kernels' level.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// Position of the next token.
@@ -359,12 +385,12 @@ impl<'m> Decoder<'m> {
             let split = Split::new(jobs, team.threads());
             // SAFETY: `outs` point to buffers of each product's rows, inputs were quantized in
             // the serial step before, and `share` hands each chunk to one thread.
-            team.share(split.chunks, |c| unsafe { split.run(c) });
+            team.share(split.chunks, |c| unsafe { split.run(self.isa, c) });
         };
         for (il, l) in self.layers.iter().enumerate() {
             self.serial(t, |s| {
                 ops::rms_norm(&s.x, &l.attn_norm, eps, &mut s.h);
-                s.in_attn.quantize(&s.h, &[l.q, l.k, l.v]);
+                s.in_attn.quantize(self.isa, &s.h, &[l.q, l.k, l.v]);
             });
             // SAFETY: the serial step above wrote the input and ended at a barrier; no thread
             // writes it until the next serial step, so shared reads are sound.
@@ -396,7 +422,7 @@ impl<'m> Decoder<'m> {
                 s.kv[il].attend_head(h, &s.q, pos, self.ggml, scores, out);
             });
             self.serial(t, |s| {
-                s.in_o.quantize(&s.att, &[l.o]);
+                s.in_o.quantize(self.isa, &s.att, &[l.o]);
             });
             // SAFETY: as for `in_attn`: written by the serial step before, read-only until the
             // next.
@@ -411,7 +437,7 @@ impl<'m> Decoder<'m> {
                     *x += o;
                 }
                 ops::rms_norm(&s.x, &l.ffn_norm, eps, &mut s.h);
-                s.in_ffn.quantize(&s.h, &[l.gate, l.up]);
+                s.in_ffn.quantize(self.isa, &s.h, &[l.gate, l.up]);
             });
             // SAFETY: as for `in_attn`: written by the serial step before, read-only until the
             // next.
@@ -422,7 +448,7 @@ impl<'m> Decoder<'m> {
             ]);
             self.serial(t, |s| {
                 ops::gated(&mut s.gate, &s.up, self.act, self.ggml);
-                s.in_down.quantize(&s.gate, &[l.down]);
+                s.in_down.quantize(self.isa, &s.gate, &[l.down]);
             });
             // SAFETY: as for `in_attn`: written by the serial step before, read-only until the
             // next.
@@ -439,7 +465,7 @@ impl<'m> Decoder<'m> {
         }
         self.serial(t, |s| {
             ops::rms_norm(&s.x, &self.output_norm, eps, &mut s.h);
-            s.in_attn.quantize(&s.h, &[self.head]);
+            s.in_attn.quantize(self.isa, &s.h, &[self.head]);
         });
         // SAFETY: as in the blocks: written by the serial step before, read-only until the run
         // ends.

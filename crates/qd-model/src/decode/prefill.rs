@@ -47,7 +47,7 @@ impl Decoder<'_> {
     /// continues from there with [`Decoder::step`].
     pub fn prefill(&mut self, tokens: &[u32], rows: Range<usize>) -> Result<Vec<f32>> {
         let normed = self.prefill_normed(tokens, rows)?;
-        Ok(self.head.matmul(&normed))
+        Ok(self.head.matmul(self.isa, &normed))
     }
 
     /// As [`Decoder::prefill`], the rows' final-normed hidden states (`[rows.len(), n_embd]`,
@@ -125,7 +125,11 @@ impl Decoder<'_> {
         let kv = &mut self.state.0.get_mut().kv;
         for (il, l) in self.layers.iter().enumerate() {
             norm_rows(&x, &l.attn_norm, eps, &mut h);
-            let (mut q, mut k, mut v) = (l.q.matmul(&h), l.k.matmul(&h), l.v.matmul(&h));
+            let (mut q, mut k, mut v) = (
+                l.q.matmul(self.isa, &h),
+                l.k.matmul(self.isa, &h),
+                l.v.matmul(self.isa, &h),
+            );
             let (cos, sin) = &angles[l.rope];
             let style = self.ropes[l.rope].spec.style;
             q.par_chunks_mut(nh * hd)
@@ -174,14 +178,14 @@ impl Decoder<'_> {
                     &v[p * nkv * vd..(p + 1) * nkv * vd],
                 );
             }
-            let mut o = l.o.matmul(&att);
+            let mut o = l.o.matmul(self.isa, &att);
             residual(&mut x, &mut o, d, &l.bo, &l.post_attn_norm, eps);
             norm_rows(&x, &l.ffn_norm, eps, &mut h);
-            let (mut gate, up) = (l.gate.matmul(&h), l.up.matmul(&h));
+            let (mut gate, up) = (l.gate.matmul(self.isa, &h), l.up.matmul(self.isa, &h));
             gate.par_chunks_mut(ff)
                 .zip(up.par_chunks(ff))
                 .for_each(|(g, u)| ops::gated(g, u, self.act, ggml));
-            let mut down = l.down.matmul(&gate);
+            let mut down = l.down.matmul(self.isa, &gate);
             residual(&mut x, &mut down, d, &None, &l.post_ffn_norm, eps);
         }
         self.pos = t;

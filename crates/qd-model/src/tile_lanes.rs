@@ -1,0 +1,49 @@
+//! The scalar level's integer sums over a packed tile, in the tile's own lane order: a line of
+//! 64 codes holds 4 consecutive values of each of 16 rows (`[row][4]`), so one group's sums are
+//! 64 independent multiply-adds against the token's 4 codes repeated — what `vpdpbusd` does in
+//! one instruction, written as plain loops the compiler vectorises for whatever the target has
+//! (SSE2 in a portable build). The integer sums are exact, so they equal the SIMD kernels'.
+
+use crate::vnni_tasks::ROWS;
+
+/// Values a line holds: 16 rows × 4.
+pub(crate) const LANES: usize = 64;
+
+/// `Σ_g u[g][j]·x[4g + j % 4]` per lane `j`, then each row's four lanes added: row `r`'s sum
+/// over the `4·u.len()` values of this (sub-)block.
+#[inline]
+pub(crate) fn row_sums(u: &[[i32; LANES]], xq: &[i8]) -> [i32; ROWS] {
+    let mut acc = [0i32; LANES];
+    for (ug, x) in u.iter().zip(xq.chunks_exact(4)) {
+        // The group's four codes, once per row: a 64-lane operand.
+        let x4 = [x[0] as i32, x[1] as i32, x[2] as i32, x[3] as i32];
+        let xp = [x4; ROWS];
+        for ((a, &w), &x) in acc.iter_mut().zip(ug).zip(xp.as_flattened()) {
+            *a += w * x;
+        }
+    }
+    std::array::from_fn(|r| acc[4 * r] + acc[4 * r + 1] + acc[4 * r + 2] + acc[4 * r + 3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_sums_are_each_rows_dot_product() {
+        let mut u = [[0i32; LANES]; 8];
+        for (g, ug) in u.iter_mut().enumerate() {
+            for (j, w) in ug.iter_mut().enumerate() {
+                *w = ((g * 31 + j * 7) % 256) as i32;
+            }
+        }
+        let xq: Vec<i8> = (0..32).map(|i| (i * 37 % 255) as i8).collect();
+        let got = row_sums(&u, &xq);
+        for (r, &s) in got.iter().enumerate() {
+            let want: i32 = (0..32)
+                .map(|v| u[v / 4][4 * r + v % 4] * xq[v] as i32)
+                .sum();
+            assert_eq!(s, want, "row {r}");
+        }
+    }
+}
