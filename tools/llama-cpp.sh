@@ -3,15 +3,17 @@
 # prints the Python of a virtualenv that imports it. The built wheel is cached, so CI pays the
 # ~4-minute C++ build at most once per machine.
 #
-# Why these CMake flags: on this AMX-capable CPU, GCC 12's native build crashes in ggml's AMX
-# kernels. We build for AVX2 + AVX-512 explicitly (no -march=native, so no AMX), which keeps
-# llama.cpp's usual fast CPU path and its weight repacking.
+# Why these CMake flags (tools/llama-cpu-flags.sh): on an AMX-capable CPU, GCC 12's native build
+# crashes in ggml's AMX kernels, so the x86 extensions are named one by one — only those this CPU
+# has (an AVX-512 build dies with SIGILL on an AVX2-only one). One wheel per flag set.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 VERSION=0.3.36
 CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
-VENV=$CACHE/llama-venv-$VERSION
-WHEELS=$CACHE/wheels
+{ read -r TAG; read -r CPU_FLAGS; } < <(tools/llama-cpu-flags.sh)
+VENV=$CACHE/llama-venv-$VERSION$TAG
+WHEELS=$CACHE/wheels$TAG
 PY=$VENV/bin/python
 
 if [ -x "$PY" ] && "$PY" -c "import llama_cpp, numpy" 2>/dev/null; then
@@ -26,7 +28,7 @@ python3 -m venv "$VENV" >&2
 wheel=$(ls "$WHEELS"/llama_cpp_python-"$VERSION"-*.whl 2>/dev/null | head -n 1 || true)
 if [ -z "$wheel" ]; then
     echo "building llama-cpp-python $VERSION from source (a few minutes, once per machine)..." >&2
-    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DLLAMA_CURL=OFF" \
+    CMAKE_ARGS="$CPU_FLAGS -DLLAMA_CURL=OFF" \
     CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) \
         "$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-binary llama-cpp-python \
         -w "$WHEELS" "llama-cpp-python==$VERSION" >&2

@@ -2,15 +2,16 @@
 # Builds llama.cpp's llama-bench, llama-perplexity and llama-quantize from the llama.cpp source
 # that the PyPI sdist of llama-cpp-python 0.3.36 ships (vendor/llama.cpp), with cmake and ninja
 # from pip, once per machine (cached under ${QAT_DISTILL_CACHE:-~/.cache/qat-distill}); prints
-# the directory that holds them. Build flags: no -march=native and no AMX (GCC 12's native
-# build crashes in ggml's AMX kernels on Sapphire Rapids); AVX2 + AVX-512 + VNNI, weight
-# repacking on.
+# the directory that holds them. Build flags from tools/llama-cpu-flags.sh: the x86 extensions
+# this CPU has (AVX2, AVX-512, VNNI), never -march=native or AMX (GCC 12's native build crashes
+# in ggml's AMX kernels on Sapphire Rapids); one build per flag set. Weight repacking on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=0.3.36
 CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
 SRC=$CACHE/llama-src-$VERSION
-BUILD=$CACHE/llama-build-$VERSION
+{ read -r TAG; read -r CPU_FLAGS; } < <(tools/llama-cpu-flags.sh)
+BUILD=$CACHE/llama-build-$VERSION$TAG
 TOOLS=$CACHE/cmake-venv
 
 SDIST=$CACHE/sdist/llama_cpp_python-$VERSION.tar.gz
@@ -32,8 +33,7 @@ if [ ! -x "$BUILD/bin/llama-bench" ] || [ ! -x "$BUILD/bin/llama-perplexity" ] \
     echo "building llama.cpp's tools (a few minutes, once per machine)..." >&2
     "$TOOLS/bin/cmake" -S "$SRC/vendor/llama.cpp" -B "$BUILD" -G Ninja \
         -DCMAKE_MAKE_PROGRAM="$TOOLS/bin/ninja" -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
-        -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+        $CPU_FLAGS -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
         -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DLLAMA_BUILD_SERVER=OFF >&2
     "$TOOLS/bin/cmake" --build "$BUILD" --target llama-bench llama-perplexity llama-quantize \
