@@ -87,19 +87,24 @@ impl Isa {
         LIMIT.store(level as u8, Ordering::Relaxed);
     }
 
+    /// `QAT_DISTILL_ISA`'s level, read once (an unknown value counts as unset here; the CLI
+    /// refuses it with [`Isa::from_env`] before anything runs).
+    fn env_level() -> Option<Isa> {
+        static ENV: OnceLock<Option<Isa>> = OnceLock::new();
+        *ENV.get_or_init(|| Isa::from_env().ok().flatten())
+    }
+
     /// Whether a level was asked for ([`Isa::limit_to`] or `QAT_DISTILL_ISA`), rather than
     /// detected.
     pub fn forced() -> bool {
-        LIMIT.load(Ordering::Relaxed) != u8::MAX || matches!(Isa::from_env(), Ok(Some(_)))
+        LIMIT.load(Ordering::Relaxed) != u8::MAX || Isa::env_level().is_some()
     }
 
     /// The level packed kernels made now run at: the detected one, lowered by
-    /// [`Isa::limit_to`] and `QAT_DISTILL_ISA` (an unknown value there is ignored here; the CLI
-    /// refuses it with [`Isa::from_env`] before anything runs).
+    /// [`Isa::limit_to`] and `QAT_DISTILL_ISA`.
     pub fn active() -> Isa {
-        static ENV: OnceLock<Option<Isa>> = OnceLock::new();
         let mut level = Isa::detected();
-        if let Some(e) = *ENV.get_or_init(|| Isa::from_env().ok().flatten()) {
+        if let Some(e) = Isa::env_level() {
             level = level.min(e);
         }
         let limit = LIMIT.load(Ordering::Relaxed);

@@ -20,7 +20,7 @@
 use half::f16;
 
 use crate::isa::Isa;
-use crate::tile_lanes::{row_sums, LANES};
+use crate::tile_lanes::{row_sums, LANES, SPAN};
 use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 const QK_K: usize = 256;
@@ -317,9 +317,6 @@ impl PackedKQuant {
         }
     }
 }
-
-/// Tokens the scalar level runs against one decoded sub-block.
-const SPAN: usize = 8;
 
 /// One 256-value block's codes, factors and values, as the quantizer walks them.
 type BlockParts<'a> = ((&'a mut [i8], &'a mut [[f32; 2]]), &'a [f32]);

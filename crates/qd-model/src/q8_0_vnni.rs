@@ -18,7 +18,7 @@
 use half::f16;
 
 use crate::isa::Isa;
-use crate::tile_lanes::{row_sums, LANES};
+use crate::tile_lanes::{row_sums, LANES, SPAN};
 use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 const QK: usize = 32;
@@ -385,9 +385,6 @@ impl Acts {
         quantize_token(isa, (((&mut self.q, &mut self.d), &mut self.corr), x));
     }
 }
-
-/// Tokens the scalar level runs against one decoded block.
-const SPAN: usize = 8;
 
 /// Block `l`'s stored unsigned codes in the tile's lane order (`codes[g][4r + i]`: row `r`'s
 /// value `4g + i`), decoded from a tile of `BITS` bits as `tile` reads them.

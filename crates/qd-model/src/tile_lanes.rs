@@ -9,6 +9,10 @@ use crate::vnni_tasks::ROWS;
 /// Values a line holds: 16 rows × 4.
 pub(crate) const LANES: usize = 64;
 
+/// Tokens the scalar level multiplies by one decoded (sub-)block before the next: decoding is
+/// shared, and each token's sums still run over the blocks in order.
+pub(crate) const SPAN: usize = 8;
+
 /// `Σ_g u[g][j]·x[4g + j % 4]` per lane `j`, then each row's four lanes added: row `r`'s sum
 /// over the `4·u.len()` values of this (sub-)block.
 #[inline]

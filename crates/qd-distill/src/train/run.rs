@@ -448,7 +448,8 @@ impl Students {
 /// seconds of the segments before it (so that the summary covers the whole run).
 struct Start {
     step: usize,
-    checkpoint: String,
+    /// The checkpoint resumed from, as the non-finite-loss error names it.
+    checkpoint: Option<String>,
     tokens: f64,
     seconds: f64,
 }
@@ -456,7 +457,7 @@ struct Start {
 impl Start {
     const FRESH: Start = Start {
         step: 0,
-        checkpoint: String::new(),
+        checkpoint: None,
         tokens: 0.0,
         seconds: 0.0,
     };
@@ -510,7 +511,7 @@ fn resume_from_latest(
     opt.step = state.optimizer_step;
     Ok(Start {
         step: state.step,
-        checkpoint: dir.display().to_string(),
+        checkpoint: Some(dir.display().to_string()),
         tokens: state.train_tokens,
         seconds: state.train_seconds,
     })
@@ -609,11 +610,10 @@ pub fn run(
     } else {
         Start::FRESH
     };
-    let mut last_ckpt = if start.checkpoint.is_empty() {
-        "none".to_string()
-    } else {
-        start.checkpoint.clone()
-    };
+    let mut last_ckpt = start
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| "none".to_string());
     let provenance = Provenance {
         cfg,
         data_hash: &data.packed.hash,
