@@ -1,4 +1,4 @@
-//! The Q4_K/Q6_K × Q8_K AVX-512 VNNI product (`qd_model::kquant_vnni`) against candle's
+//! The Q4_K/Q6_K × Q8_K AVX-512 VNNI product (`qd_model::kernels::kquant`) against candle's
 //! quantized matmul on the same weights, at Gemma 3 270M's FFN down-projection shape (640 × 2048)
 //! and that shape repeated to 16 384 rows (so the weights leave the 2 MiB L2): 1 token (reported
 //! in GB/s of the file's weight bytes) and 64 tokens (multiply-adds per second). `RUSTFLAGS="-C target-cpu=native" cargo bench -p qd-model --bench kquant_matmul`.
@@ -6,7 +6,7 @@
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qd_model::kquant_vnni::{KQuant, PackedKQuant};
+use qd_model::kernels::kquant::{KQuant, PackedKQuant};
 
 const K: usize = 2048;
 

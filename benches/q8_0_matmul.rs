@@ -1,4 +1,4 @@
-//! The Q8_0 × Q8_0 AVX-512 VNNI product (`qd_model::q8_0_vnni`) against candle's quantized
+//! The Q8_0 × Q8_0 AVX-512 VNNI product (`qd_model::kernels::q8_0`) against candle's quantized
 //! matmul on the same weights, at Gemma 3 270M's LM-head shape (262 144 × 640): 1 token
 //! (generation: bound by reading the weights, reported in GB/s of weight bytes), 4 and 64 tokens
 //! (a training chunk: compute-bound, reported in multiply-adds per second).
@@ -10,7 +10,7 @@
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qd_model::q8_0_vnni::PackedQ8_0;
+use qd_model::kernels::q8_0::PackedQ8_0;
 
 const N: usize = 262_144;
 const K: usize = 640;

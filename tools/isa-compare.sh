@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The packed kernels' levels side by side, in one run: `bench tokens-per-second` (-p 512 -n 128,
-# 2 threads) on the given models at every level this CPU runs (`--isa scalar|avx512`, the fused
-# prefill and decoder) and through candle's graph (`--graph`: with our VNNI Q8_0 kernel where the
-# CPU has it; `--graph --isa scalar`: candle's kernels alone, what a CPU without AVX-512 VNNI
-# gets), interleaved round by round so the machine's drift hits all alike; prints t/s per model,
-# test and path, and each path's ratio to candle's graph alone.
+# 2 threads) on the given models at every level this CPU runs (`--isa scalar|avx2|avxvnni|avx512`
+# or `neon|neondot`: the fused prefill and decoder) and through candle's graph (`--graph`: with
+# our packed Q8_0 kernel at the best level; `--graph --isa scalar`: candle's kernels alone),
+# interleaved round by round so the machine's drift hits all alike; prints t/s per model, test
+# and path, and each path's ratio to candle's graph alone.
 # Usage: tools/isa-compare.sh [BINARY] [MODEL...]
 #   BINARY defaults to the native build (tools/native-build.sh), MODEL to the teacher.
 #   ROUNDS (default 3) rounds of one timed run each; THREADS (default 2).
@@ -16,8 +16,13 @@ MODELS=("$@")
 [[ ${#MODELS[@]} -gt 0 ]] || MODELS=("$(tools/fetch-teacher.sh)")
 ROUNDS=${ROUNDS:-3}
 THREADS=${THREADS:-2}
+has() { grep -qw "$1" /proc/cpuinfo; }
 LEVELS=(scalar)
-grep -qw avx512_vnni /proc/cpuinfo && LEVELS+=(avx512)
+has avx2 && has fma && has f16c && LEVELS+=(avx2)
+has avx2 && has fma && has f16c && has avx_vnni && LEVELS+=(avxvnni)
+has avx512_vnni && LEVELS+=(avx512)
+has asimd && LEVELS+=(neon)
+has asimd && has asimddp && LEVELS+=(neondot)
 OUT=$(mktemp)
 for r in $(seq "$ROUNDS"); do
   for m in "${MODELS[@]}"; do

@@ -10,13 +10,18 @@
 #   5. KL of the Q4_0 requantization to the teacher: llama-perplexity --kl-divergence against
 #      `eval kl` on the same $KL_CHUNKS chunks
 # Usage: tools/llama-compare.sh        (needs the teacher: tools/fetch-teacher.sh)
+#   LEVEL=avx2 compares what a CPU without AVX-512 gets: llama.cpp built for AVX2 only
+#   (LLAMA_CPU=avx2 in tools/llama-cpu-flags.sh), qat-distill built for x86-64-v3 (AVX2, FMA,
+#   F16C; no AVX-512 anywhere, gemm's AVX-512 kernels off) and run with QAT_DISTILL_ISA=avx2;
+#   results under runs/llama-compare-avx2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+LEVEL=${LEVEL:-}
 VERSION=0.3.36
 CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
 SRC=$CACHE/llama-src-$VERSION
 TOOLS=$CACHE/cmake-venv
-OUT=${OUT_DIR:-runs/llama-compare}
+OUT=${OUT_DIR:-runs/llama-compare${LEVEL:+-$LEVEL}}
 THREADS=${THREADS:-2}
 PPL_CHUNKS=${PPL_CHUNKS:-40}
 KL_CHUNKS=${KL_CHUNKS:-10}
@@ -25,12 +30,24 @@ mkdir -p "$OUT"
 
 TEACHER=$(tools/fetch-teacher.sh)
 
-BIN="$(tools/llama-tools.sh)"
+case "$LEVEL" in
+    "") BIN="$(tools/llama-tools.sh)" ;;
+    avx2) BIN="$(LLAMA_CPU=avx2 tools/llama-tools.sh)" ;;
+    *) echo "LEVEL=$LEVEL: only avx2 (or unset: this CPU's best) is known" >&2; exit 2 ;;
+esac
 LB=$BIN/llama-bench
 LP=$BIN/llama-perplexity
 LQ=$BIN/llama-quantize
 
-QD="$(tools/native-build.sh)"
+if [ "$LEVEL" = avx2 ]; then
+    QD="$(RUSTFLAGS="-C target-cpu=x86-64-v3" CARGO_TARGET_DIR=target/x86-64-v3 FEATURES= \
+        tools/native-build.sh)"
+    export QAT_DISTILL_ISA=avx2
+else
+    QD="$(tools/native-build.sh)"
+fi
+echo "llama.cpp: $BIN; qat-distill: $QD${QAT_DISTILL_ISA:+ (QAT_DISTILL_ISA=$QAT_DISTILL_ISA)}"
+echo
 
 secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null 2>&1; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
 

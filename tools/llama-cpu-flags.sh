@@ -5,6 +5,8 @@
 # AVX-512 or AVX-VNNI build dies with SIGILL where those are missing): each x86 extension is
 # switched on only when /proc/cpuinfo lists it. The AVX-512 + VNNI set keeps the empty tag, so
 # caches built before this script stay valid.
+# LLAMA_CPU=avx2 asks for the AVX2-only build a laptop without AVX-512 runs (-DGGML_AVX2=ON
+# -DGGML_FMA=ON -DGGML_F16C=ON, AVX-512 and AVX-VNNI off), for comparisons at that level.
 set -euo pipefail
 has() { grep -qw "$1" /proc/cpuinfo 2>/dev/null; }
 if [[ "$(uname -m)" != x86_64 ]]; then
@@ -13,6 +15,12 @@ if [[ "$(uname -m)" != x86_64 ]]; then
     echo "-DGGML_NATIVE=ON"
     exit 0
 fi
+if [[ "${LLAMA_CPU:-}" == avx2 ]]; then
+    echo "-avx2only"
+    echo "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+    exit 0
+fi
+[[ -z "${LLAMA_CPU:-}" ]] || { echo "LLAMA_CPU=$LLAMA_CPU: only 'avx2' is known" >&2; exit 2; }
 flags=(-DGGML_NATIVE=OFF)
 tag=""
 for f in avx:AVX avx2:AVX2 fma:FMA f16c:F16C; do

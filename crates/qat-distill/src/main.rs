@@ -27,8 +27,9 @@ struct Cli {
     /// Worker threads (default: all cores).
     #[arg(long, short = 't', global = true, env = "QAT_DISTILL_THREADS")]
     threads: Option<usize>,
-    /// Instruction-set level of the packed kernels: `scalar` or `avx512` (default: the best
-    /// this CPU has). Lowers it only, for comparisons; bench's JSON rows say which ran.
+    /// Instruction-set level of the packed kernels: `scalar`, `avx2`, `avxvnni` or `avx512`
+    /// (default: the best this CPU has). Lowers it only, for comparisons; bench's JSON rows say
+    /// which ran.
     #[arg(long, global = true, env = "QAT_DISTILL_ISA", value_name = "LEVEL", value_parser = parse_isa)]
     isa: Option<qd_model::Isa>,
     #[command(subcommand)]
@@ -105,9 +106,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(level) = cli.isa {
         anyhow::ensure!(
             level.runs_here(),
-            "--isa {}: this CPU does not run it (it runs up to {})",
+            "--isa {}: this CPU does not run it (it runs {})",
             level.name(),
-            qd_model::Isa::detected().name()
+            qd_model::Isa::supported()
+                .map(qd_model::Isa::name)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         qd_model::Isa::limit_to(level);
     }

@@ -2,8 +2,6 @@
 //! linear layers: quantized matmuls for GGUF teachers, dense or fake-quantized matrices for
 //! students.
 
-#[cfg(target_arch = "x86_64")]
-mod acts_avx512;
 pub mod block;
 pub mod cache;
 pub mod decode;
@@ -11,16 +9,12 @@ pub mod error;
 mod gemm_f32;
 pub mod ggml_numerics;
 pub mod hparams;
-pub mod isa;
-pub mod kquant_vnni;
+pub mod kernels;
 pub mod linear;
 pub mod mask;
 pub mod q8_0_f32;
-pub mod q8_0_vnni;
 pub mod rope;
-mod tile_lanes;
 pub mod transformer;
-mod vnni_tasks;
 pub mod weights;
 pub mod widen;
 
@@ -28,7 +22,7 @@ pub use cache::KvCache;
 pub use decode::Decoder;
 pub use error::{ModelError, Result};
 pub use hparams::{Arch, HParams, RopeStyle};
-pub use isa::Isa;
+pub use kernels::isa::{self, Isa};
 pub use linear::{DenseEmbedding, DenseLinear, Embedding, Linear, QEmbedding, QLinear};
 pub use transformer::{ForwardOpts, ForwardOutput, Logits, Transformer};
 pub use weights::{DequantizedWeights, GgufWeights, WeightSource};

@@ -61,10 +61,10 @@ pub struct QLinear {
     /// How ggml quantizes this matmul's input; reproduced exactly before candle's kernel
     /// (whose own rounding differs: see `ggml_numerics`).
     pub act: Option<ActQuant>,
-    /// The weight repacked for `q8_0_vnni`, made on first use (`None` inside: not applicable).
-    packed: Arc<OnceLock<Option<crate::q8_0_vnni::PackedQ8_0>>>,
-    /// The weight repacked for `kquant_vnni`, made on the decoder's first use.
-    kpacked: Arc<OnceLock<Option<crate::kquant_vnni::PackedKQuant>>>,
+    /// The weight repacked for `kernels::q8_0`, made on first use (`None` inside: not applicable).
+    packed: Arc<OnceLock<Option<crate::kernels::q8_0::PackedQ8_0>>>,
+    /// The weight repacked for `kernels::kquant`, made on the decoder's first use.
+    kpacked: Arc<OnceLock<Option<crate::kernels::kquant::PackedKQuant>>>,
 }
 
 impl QLinear {
@@ -86,7 +86,7 @@ impl QLinear {
     /// against the same Q8_0 activations, so the integer sums do not change), Q5_0 ones widened
     /// at load. Made on first use and kept (34, 22 or 18 bytes per 32 values for Q8_0, Q5_0 or
     /// Q4_0); `None` for other types or off the CPU.
-    pub(crate) fn packed_q8_0(&self) -> Option<&crate::q8_0_vnni::PackedQ8_0> {
+    pub(crate) fn packed_q8_0(&self) -> Option<&crate::kernels::q8_0::PackedQ8_0> {
         let QMatMul::QTensor(w) = &self.weight else {
             return None;
         };
@@ -103,8 +103,8 @@ impl QLinear {
                 let (n, k) = w.shape().dims2().ok()?;
                 let data = w.data().ok()?;
                 match widen {
-                    Some(f) => crate::q8_0_vnni::PackedQ8_0::new(&f(&data), n, k),
-                    None => crate::q8_0_vnni::PackedQ8_0::new(&data, n, k),
+                    Some(f) => crate::kernels::q8_0::PackedQ8_0::new(&f(&data), n, k),
+                    None => crate::kernels::q8_0::PackedQ8_0::new(&data, n, k),
                 }
             })
             .as_ref()
@@ -112,9 +112,9 @@ impl QLinear {
 
     /// The weight repacked for the packed K-quant kernel (Q4_K, Q6_K), made on first use.
     /// The fused prefill and decoder use it; the graph path keeps candle's kernels (see
-    /// `kquant_vnni`).
-    pub(crate) fn packed_kquant(&self) -> Option<&crate::kquant_vnni::PackedKQuant> {
-        use crate::kquant_vnni::{KQuant, PackedKQuant};
+    /// `kernels::kquant`).
+    pub(crate) fn packed_kquant(&self) -> Option<&crate::kernels::kquant::PackedKQuant> {
+        use crate::kernels::kquant::{KQuant, PackedKQuant};
         let QMatMul::QTensor(w) = &self.weight else {
             return None;
         };
@@ -136,12 +136,12 @@ impl QLinear {
 
     /// The packed product for Q8_0 (and Q4_0, widened) weights on the CPU, when it runs at a
     /// SIMD level.
-    fn forward_q8_0_vnni(&self, x: &Tensor) -> Result<Option<Tensor>> {
+    fn forward_q8_0_packed(&self, x: &Tensor) -> Result<Option<Tensor>> {
         if !x.device().is_cpu() || x.dtype() != DType::F32 {
             return Ok(None);
         }
         // At the scalar level candle's own SIMD kernels are the faster graph path.
-        if !crate::q8_0_vnni::available() {
+        if !crate::kernels::q8_0::available() {
             return Ok(None);
         }
         let Some(packed) = self.packed_q8_0() else {
@@ -163,7 +163,7 @@ impl Linear for QLinear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = self.forward_q8_0_vnni(x)? {
+        if let Some(y) = self.forward_q8_0_packed(x)? {
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),
                 None => Ok(y),

@@ -14,7 +14,7 @@ use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
 use crate::gemm_f32::{matmul, View};
-use crate::vnni_tasks::SharedOut;
+use crate::kernels::tasks::SharedOut;
 
 /// Rows dequantized at a time: 256 × 640 f32 is 640 KiB, within one core's L2.
 const PANEL: usize = 256;

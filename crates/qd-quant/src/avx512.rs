@@ -10,16 +10,10 @@ use crate::fused::SymmetricGrid;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-#[cfg(target_arch = "x86_64")]
+/// Whether these kernels run here (`isa`'s probe; `QAT_DISTILL_ISA` below `avx512` turns them
+/// off).
 pub fn available() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-        && std::is_x86_feature_detected!("avx512dq")
-        && std::is_x86_feature_detected!("f16c")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-pub fn available() -> bool {
-    false
+    crate::isa::Isa::avx512_fake_quant()
 }
 
 /// Runs `kind`'s round trip over whole 32-value blocks.

@@ -183,7 +183,7 @@ fn batch_blocks(
     let rep = n_head / n_kv;
     let blocks = t.div_ceil(block);
     let first_key = |i: usize| window.map_or(0, |w| (i + 1).saturating_sub(w));
-    let dst = crate::vnni_tasks::SharedOut(out.as_mut_ptr());
+    let dst = crate::kernels::tasks::SharedOut(out.as_mut_ptr());
     (0..n_head * blocks).into_par_iter().for_each(|task| {
         let (h, b) = (task / blocks, task % blocks);
         let g = h / rep;

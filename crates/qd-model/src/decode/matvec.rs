@@ -2,11 +2,11 @@
 //! between tokens and the rows of several matrices that read the same input shared out as one
 //! set of chunks (Q, K and V; gate and up).
 
-use crate::isa::Isa;
-use crate::kquant_vnni::{self, KQuant, PackedKQuant};
+use crate::kernels::isa::Isa;
+use crate::kernels::kquant::{self, KQuant, PackedKQuant};
+use crate::kernels::q8_0::{self, PackedQ8_0};
+use crate::kernels::tasks::{tiles_per_task, ROWS};
 use crate::linear::QLinear;
-use crate::q8_0_vnni::{self, PackedQ8_0};
-use crate::vnni_tasks::{tiles_per_task, ROWS};
 
 /// A weight the decoder can multiply by without candle.
 #[derive(Clone, Copy)]
@@ -64,9 +64,9 @@ impl<'m> Mat<'m> {
 #[derive(Default)]
 pub(crate) struct Input {
     needs: [bool; 3],
-    q8: q8_0_vnni::Acts,
-    k4: kquant_vnni::Acts,
-    k6: kquant_vnni::Acts,
+    q8: q8_0::Acts,
+    k4: kquant::Acts,
+    k6: kquant::Acts,
 }
 
 impl Input {

@@ -25,7 +25,7 @@ use std::cell::UnsafeCell;
 use crate::block::Activation;
 use crate::error::{ModelError, Result};
 use crate::hparams::{Arch, HParams, RopeStyle};
-use crate::isa::Isa;
+use crate::kernels::isa::Isa;
 use crate::linear::{Embedding, Linear};
 use crate::transformer::Transformer;
 

@@ -2,7 +2,7 @@
 //! attention as two `gemm`s per head, and each step parallel over rows. Through candle a prompt
 //! spent a third of its time outside the products — fresh buffers zeroed and copied, elementwise
 //! ops one at a time, and the K-quant products re-quantizing their input twice (ggml's rounding,
-//! then candle's own); here the K-quant tensors go through `kquant_vnni` as in generation.
+//! then candle's own); here the K-quant tensors go through `kernels::kquant` as in generation.
 
 use std::ops::Range;
 

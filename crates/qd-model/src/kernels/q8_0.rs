@@ -1,7 +1,7 @@
-//! Q8_0 weights × Q8_0 activations in packed tiles, with AVX-512 VNNI or in plain Rust (the
-//! portable level and the oracle: same integer sums, same f32 operations in the same order, so
-//! the same bits; see `isa`), for the shapes candle's own VNNI path
-//! skips: its repacked kernels need the inner dimension to be a multiple of 256, and Gemma 3
+//! Q8_0 weights × Q8_0 activations in packed tiles, at every level of `isa` (the SIMD ones in
+//! `avx512.rs` and `avx2.rs`; the scalar one here, the portable level and the oracle: same
+//! integer sums, same f32 operations in the same order, so the same bits), for the shapes
+//! candle's own VNNI path skips: its repacked kernels need the inner dimension to be a multiple of 256, and Gemma 3
 //! 270M's is 640, so its tied 262k-row LM head (Q8_0) and every Q5_0 tensor (widened to Q8_0)
 //! ran through candle's AVX2 `vec_dot` — a quarter of a training step, most of a generated token.
 //!
@@ -11,15 +11,18 @@
 //!
 //! Weights are repacked once, as llama.cpp repacks for its AVX-512 path: 16 rows per tile, each
 //! 32-value block stored as 8 groups × 16 rows × 4 bytes, so one `vpdpbusd` multiplies 4 values
-//! of one token into 16 rows at once. `vpdpbusd` takes unsigned × signed bytes, so weights are
-//! stored `q + 128` and each block's sum is corrected by `128·Σq_x` (one integer per token and
-//! block): the integer sums stay exact.
+//! of one token into 16 rows at once (AVX2 does it in two halves of 8 rows). `vpdpbusd` takes
+//! unsigned × signed bytes, so weights are stored `q + 128` and each block's sum is corrected
+//! by `128·Σq_x` (one integer per token and block): the integer sums stay exact.
 
 use half::f16;
 
-use crate::isa::Isa;
-use crate::tile_lanes::{row_sums, LANES, SPAN};
-use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
+use super::isa::Isa;
+use super::lanes::{row_sums, LANES, SPAN};
+use super::tasks::{store, SharedOut, ROWS};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::Level;
+use super::Packed;
 
 const QK: usize = 32;
 const BLOCK_BYTES: usize = 34;
@@ -30,10 +33,10 @@ pub fn available() -> bool {
     Isa::active() > Isa::Scalar
 }
 
-/// One 64-byte line of a tile: a register's worth of codes.
+/// One 64-byte line of a tile: an AVX-512 register's worth of codes, two AVX2 ones.
 #[repr(C, align(64))]
 #[derive(Clone, Copy)]
-struct Line([u8; 64]);
+pub(super) struct Line(pub(super) [u8; 64]);
 
 /// A Q8_0 matrix `[n, k]` repacked for the kernel. Each tile holds one block (32 values) of 16
 /// rows: the 16 scales as stored (f16), and the codes as `[group of 4][row][4]` bytes, stored
@@ -53,7 +56,7 @@ pub struct PackedQ8_0 {
     scales: Vec<[u16; ROWS]>,
 }
 
-fn lines_per_tile(bits: u32) -> usize {
+pub(super) fn lines_per_tile(bits: u32) -> usize {
     match bits {
         8 => 8,
         5 => 5,
@@ -158,29 +161,6 @@ impl PackedQ8_0 {
         unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
 
-    /// Row tiles `r0..r1` of `y [t, n]` at this matrix's level.
-    ///
-    /// # Safety
-    /// This CPU runs `isa`; `acts` holds `t` tokens of `k` values; `out` points to `t·n`
-    /// floats whose row tiles `r0..r1` no other thread writes meanwhile.
-    unsafe fn dispatch(
-        &self,
-        isa: Isa,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        match isa {
-            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { self.row_tiles(acts, t, r0, r1, out) },
-            // SAFETY: the caller's contract.
-            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
-        }
-    }
-
     /// The scalar level: for each row, block by block, the integer sum of the stored codes and
     /// the token's codes less the stored offset's share, then `acc = fma(sum, d_w·d_x, acc)` —
     /// the AVX-512 kernel's lanes, one at a time.
@@ -242,30 +222,22 @@ impl PackedQ8_0 {
 
     /// As [`PackedQ8_0::matmul`] at level `isa`; `None` also where this CPU does not run it.
     pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
-        if !isa.runs_here() || !x.len().is_multiple_of(self.k) {
-            return None;
-        }
-        let t = x.len() / self.k;
-        let acts = Acts::quantize(isa, x, self.k);
-        let mut y = vec![0f32; t * self.n];
-        let out = SharedOut(y.as_mut_ptr());
-        // SAFETY: `acts` holds `t` tokens of `k`, `y` holds `t·n` floats, and the tasks write
-        // disjoint row tiles.
-        for_row_tiles(self.n, |r0, r1| unsafe {
-            self.dispatch(isa, &acts, t, r0, r1, &out)
-        });
-        Some(y)
+        super::matmul_at(self, isa, x)
     }
 
-    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`.
+    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
     ///
     /// # Safety
-    /// The CPU has AVX-512 F/BW/VNNI and FMA (`available()` held when the tiles were made);
-    /// `acts` holds `t` tokens of `k` values; `out` points to `t·n` floats whose row tiles
-    /// `r0..r1` no other thread writes meanwhile.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    unsafe fn row_tiles(&self, acts: &Acts, t: usize, r0: usize, r1: usize, out: &SharedOut) {
+    /// As [`Packed::dispatch`], with `L` a level this CPU runs.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    unsafe fn row_tiles<L: Level>(
+        &self,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
         let nb = self.k / QK;
         let per = lines_per_tile(self.bits);
         let mut res = [[0f32; ROWS]; 4];
@@ -287,16 +259,16 @@ impl PackedQ8_0 {
                     corr: acts.corr[s * nb..].as_ptr(),
                 };
                 // SAFETY: `w` starts a whole row tile (`nb` blocks of `per` lines and scale
-                // rows) and `a` `tt ≤ t − s` whole tokens of `acts`; the features are the
-                // caller's contract.
+                // rows) and `a` `tt ≤ t − s` whole tokens of `acts`; that this CPU runs `L` is
+                // the caller's contract.
                 unsafe {
                     match (tt, self.bits) {
-                        (4, 8) => tile::<4, 8>(w, nb, a, &mut res),
-                        (4, 5) => tile::<4, 5>(w, nb, a, &mut res),
-                        (4, _) => tile::<4, 4>(w, nb, a, &mut res),
-                        (_, 8) => tile::<1, 8>(w, nb, a, &mut res),
-                        (_, 5) => tile::<1, 5>(w, nb, a, &mut res),
-                        _ => tile::<1, 4>(w, nb, a, &mut res),
+                        (4, 8) => L::q8_0_tile::<4, 8>(w, nb, a, &mut res),
+                        (4, 5) => L::q8_0_tile::<4, 5>(w, nb, a, &mut res),
+                        (4, _) => L::q8_0_tile::<4, 4>(w, nb, a, &mut res),
+                        (_, 8) => L::q8_0_tile::<1, 8>(w, nb, a, &mut res),
+                        (_, 5) => L::q8_0_tile::<1, 5>(w, nb, a, &mut res),
+                        _ => L::q8_0_tile::<1, 4>(w, nb, a, &mut res),
                     }
                 }
                 // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
@@ -304,6 +276,56 @@ impl PackedQ8_0 {
                 unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
                 s += tt;
             }
+        }
+    }
+}
+
+impl Packed for PackedQ8_0 {
+    type Acts = Acts;
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
+        Acts::quantize(isa, x, self.k)
+    }
+
+    unsafe fn dispatch(
+        &self,
+        isa: Isa,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        #[cfg(target_arch = "aarch64")]
+        use super::neon::{Neon, NeonDot};
+        #[cfg(target_arch = "x86_64")]
+        use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
+        match isa {
+            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { self.row_tiles::<Avx512>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => unsafe { self.row_tiles::<AvxVnni>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.row_tiles::<Avx2>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => unsafe { self.row_tiles::<NeonDot>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { self.row_tiles::<Neon>(acts, t, r0, r1, out) },
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
         }
     }
 }
@@ -322,7 +344,7 @@ pub(crate) struct Acts {
 
 /// The codes of one 32-value block (ggml's x86 rule: `round_half_even(x·127/amax)`) into
 /// `q[..32]`; returns `d` as stored (fp16 → f32) and Σq. The scalar level and the oracle of
-/// `acts_avx512::q8_0_block`.
+/// every [`Level::q8_0_block`].
 pub(crate) fn q8_0_block_generic(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     let (d, id) = crate::ggml_numerics::q8_0_scale(&x[..QK]);
     let mut sum = 0i32;
@@ -341,11 +363,27 @@ fn quantize_token(isa: Isa, (((q, d), corr), x): TokenParts) {
         .zip(d)
         .zip(corr)
     {
+        #[cfg(target_arch = "aarch64")]
+        use super::neon::{Neon, NeonDot};
+        #[cfg(target_arch = "x86_64")]
+        use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
         let (d, sum) = match isa {
             // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder
-            // check it) (AVX-512 VNNI implies F and BW); blocks are whole.
+            // check it); blocks are whole.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { crate::acts_avx512::q8_0_block(xb, qb) },
+            Isa::Avx512Vnni => unsafe { Avx512::q8_0_block(xb, qb) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => unsafe { AvxVnni::q8_0_block(xb, qb) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { Avx2::q8_0_block(xb, qb) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => unsafe { NeonDot::q8_0_block(xb, qb) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { Neon::q8_0_block(xb, qb) },
             _ => q8_0_block_generic(xb, qb),
         };
         *db = d;
@@ -414,99 +452,22 @@ fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[i32; LANES]; 8]) {
     }
 }
 
-/// One row tile's weights.
+/// One row tile's weights: `nb` blocks of `lines_per_tile(bits)` 64-byte-aligned lines each,
+/// and `nb` rows of 16 scales.
 #[derive(Clone, Copy)]
-struct Weights {
-    lines: *const Line,
-    scales: *const [u16; ROWS],
+pub(super) struct Weights {
+    pub(super) lines: *const Line,
+    pub(super) scales: *const [u16; ROWS],
 }
 
-/// Tokens' activations from the first one a tile call multiplies.
+/// Tokens' activations from the first one a tile call multiplies: per token, `k ≥ 32·nb`
+/// codes, and `nb` scales and corrections.
 #[derive(Clone, Copy)]
-struct ActsAt {
-    q: *const i8,
-    k: usize,
-    d: *const f32,
-    corr: *const i32,
-}
-
-/// 16 rows × `T` tokens over all `nb` blocks of one row tile, codes stored in `BITS` bits.
-///
-/// # Safety
-/// The CPU has AVX-512 F/BW/VNNI and FMA; `w` points to `nb` blocks of
-/// `lines_per_tile(BITS)` 64-byte-aligned lines and `nb` scale rows; `a` to `T` tokens of
-/// `a.k ≥ 32·nb` codes and `nb` scales and corrections each.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn tile<const T: usize, const BITS: u32>(
-    w: Weights,
-    nb: usize,
-    a: ActsAt,
-    res: &mut [[f32; ROWS]; 4],
-) {
-    // SAFETY: every pointer read below stays inside the blocks and tokens the contract
-    // above promises (`b < nb`, `j < T`, `g < 8`, lines `b·per .. b·per + per`); the loads
-    // of whole lines are aligned because `Line` is 64-byte aligned.
-    unsafe {
-        use std::arch::x86_64::*;
-        let per = lines_per_tile(BITS);
-        // The codes are `q + 2^(BITS−1)`; `corr` holds 128·Σq_x.
-        let shift = 8 - BITS as i32;
-        let mut acc = [_mm512_setzero_ps(); T];
-        let nibble = _mm512_set1_epi8(15);
-        let high = _mm512_set1_epi8(16);
-        for b in 0..nb {
-            let l = w.lines.add(b * per);
-            let dw = _mm512_cvtph_ps(_mm256_loadu_si256(w.scales.add(b) as *const __m256i));
-            let mut wq = [_mm512_setzero_si512(); 8];
-            if BITS == 8 {
-                for g in 0..8 {
-                    wq[g] = _mm512_load_si512(l.add(g) as *const _);
-                }
-            } else {
-                for p in 0..4 {
-                    let v = _mm512_load_si512(l.add(p) as *const _);
-                    wq[2 * p] = _mm512_and_si512(v, nibble);
-                    wq[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), nibble);
-                }
-                if BITS == 5 {
-                    let masks = l.add(4) as *const u64;
-                    for g in 0..8 {
-                        let hb = _mm512_maskz_mov_epi8(masks.add(g).read(), high);
-                        wq[g] = _mm512_or_si512(wq[g], hb);
-                    }
-                }
-            }
-            for j in 0..T {
-                let x = a.q.add(j * a.k + b * QK) as *const i32;
-                // Two chains halve the dependent `vpdpbusd` latency.
-                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for g in (0..8).step_by(2) {
-                    s0 = _mm512_dpbusd_epi32(
-                        s0,
-                        wq[g],
-                        _mm512_set1_epi32(x.add(g).read_unaligned()),
-                    );
-                    s1 = _mm512_dpbusd_epi32(
-                        s1,
-                        wq[g + 1],
-                        _mm512_set1_epi32(x.add(g + 1).read_unaligned()),
-                    );
-                }
-                let isum = _mm512_sub_epi32(
-                    _mm512_add_epi32(s0, s1),
-                    _mm512_set1_epi32(*a.corr.add(j * nb + b) >> shift),
-                );
-                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*a.d.add(j * nb + b)));
-                acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), scale, acc[j]);
-            }
-        }
-        for j in 0..T {
-            _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]);
-        }
-    }
+pub(super) struct ActsAt {
+    pub(super) q: *const i8,
+    pub(super) k: usize,
+    pub(super) d: *const f32,
+    pub(super) corr: *const i32,
 }
 
 #[cfg(test)]

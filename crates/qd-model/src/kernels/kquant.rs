@@ -1,5 +1,6 @@
-//! Q4_K and Q6_K weights × Q8_K activations in packed tiles, with AVX-512 VNNI or in plain Rust
-//! (the portable level and the oracle, bit-identical: see `isa`), forming llama.cpp's integer sums
+//! Q4_K and Q6_K weights × Q8_K activations in packed tiles, at every level of `isa` (the SIMD
+//! ones in `avx512.rs` and `avx2.rs`; the scalar one here, the portable level and the oracle,
+//! bit-identical), forming llama.cpp's integer sums
 //! for the teacher's K-quant tensors (its attention outputs and FFN down-projections). The fused
 //! prefill and decoder (`decode/`) run them through it; candle's graph path (training, `eval
 //! --graph`) keeps candle's own repacked kernels (docs/performance.md compares both, measured
@@ -19,9 +20,12 @@
 
 use half::f16;
 
-use crate::isa::Isa;
-use crate::tile_lanes::{row_sums, LANES, SPAN};
-use crate::vnni_tasks::{for_row_tiles, store, SharedOut, ROWS};
+use super::isa::Isa;
+use super::lanes::{row_sums, LANES, SPAN};
+use super::tasks::{store, SharedOut, ROWS};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::Level;
+use super::Packed;
 
 const QK_K: usize = 256;
 
@@ -92,10 +96,10 @@ impl KQuant {
 /// One sub-block of 16 rows.
 #[repr(C, align(64))]
 #[derive(Clone)]
-struct Tile {
-    a: [f32; ROWS],
-    b: [f32; ROWS],
-    q: [u8; 256],
+pub(super) struct Tile {
+    pub(super) a: [f32; ROWS],
+    pub(super) b: [f32; ROWS],
+    pub(super) q: [u8; 256],
 }
 
 /// A Q4_K or Q6_K matrix `[n, k]` repacked for the kernel.
@@ -185,30 +189,6 @@ impl PackedKQuant {
         unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
 
-    /// Row tiles `r0..r1` of `y [t, n]` at this matrix's level.
-    ///
-    /// # Safety
-    /// This CPU runs `isa`; `acts` holds `t` tokens of `k` values quantized for
-    /// `self.kind()`; `out` points to `t·n` floats whose row tiles `r0..r1` no other thread
-    /// writes meanwhile.
-    unsafe fn dispatch(
-        &self,
-        isa: Isa,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        match isa {
-            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { self.row_tiles(acts, t, r0, r1, out) },
-            // SAFETY: the caller's contract.
-            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
-        }
-    }
-
     /// The scalar level: per row and sub-block, the integer sum `Σ q_w·q_x` of the stored codes
     /// and the token's, then `acc = fma(a·d_x, sum, acc)` and `acc = fma(−b, d_x·Σq_x, acc)` —
     /// the AVX-512 kernel's lanes, one at a time.
@@ -274,46 +254,104 @@ impl PackedKQuant {
 
     /// As [`PackedKQuant::matmul`] at level `isa`; `None` also where this CPU does not run it.
     pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
-        if !isa.runs_here() || !x.len().is_multiple_of(self.k) {
-            return None;
-        }
-        let t = x.len() / self.k;
-        let acts = Acts::quantize(isa, x, self.kind.group());
-        let mut y = vec![0f32; t * self.n];
-        let out = SharedOut(y.as_mut_ptr());
-        // SAFETY: `acts` holds `t` tokens of `k` quantized for this kind, `y` holds `t·n`
-        // floats, and the tasks write disjoint row tiles.
-        for_row_tiles(self.n, |r0, r1| unsafe {
-            self.dispatch(isa, &acts, t, r0, r1, &out)
-        });
-        Some(y)
+        super::matmul_at(self, isa, x)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-    unsafe fn row_tiles(&self, acts: &Acts, t: usize, r0: usize, r1: usize, out: &SharedOut) {
+    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
+    ///
+    /// # Safety
+    /// As [`Packed::dispatch`], with `L` a level this CPU runs.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    unsafe fn row_tiles<L: Level>(
+        &self,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
         let nsb = self.k / self.kind.group();
         let mut res = [[0f32; ROWS]; 4];
         for rt in r0..r1 {
-            // SAFETY: row tile `rt` has `nsb` tiles.
-            let tiles = unsafe { self.tiles.as_ptr().add(rt * nsb) };
+            let tiles = self.tiles[rt * nsb..(rt + 1) * nsb].as_ptr();
             let rows = ROWS.min(self.n - rt * ROWS);
             let mut s = 0;
             while s < t {
                 let tt = if t - s >= 4 { 4 } else { 1 };
                 let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
-                // SAFETY: `tt` tokens of codes and factors remain from `s`.
+                // SAFETY: `tiles` starts row tile `rt`'s `nsb` tiles, and `tt` tokens of codes
+                // and factors remain from `s`; that this CPU runs `L` is the caller's contract.
                 unsafe {
                     match (self.kind, tt) {
-                        (KQuant::Q4K, 4) => tile::<4, 8>(tiles, nsb, q, self.k, f, &mut res),
-                        (KQuant::Q4K, _) => tile::<1, 8>(tiles, nsb, q, self.k, f, &mut res),
-                        (KQuant::Q6K, 4) => tile::<4, 4>(tiles, nsb, q, self.k, f, &mut res),
-                        (KQuant::Q6K, _) => tile::<1, 4>(tiles, nsb, q, self.k, f, &mut res),
+                        (KQuant::Q4K, 4) => {
+                            L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                        (KQuant::Q4K, _) => {
+                            L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                        (KQuant::Q6K, 4) => {
+                            L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                        (KQuant::Q6K, _) => {
+                            L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, &mut res)
+                        }
                     }
-                    store(out, &res[..tt], s, self.n, rt, rows);
                 }
+                // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
+                // `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
                 s += tt;
             }
+        }
+    }
+}
+
+impl Packed for PackedKQuant {
+    type Acts = Acts;
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
+        Acts::quantize(isa, x, self.kind.group())
+    }
+
+    unsafe fn dispatch(
+        &self,
+        isa: Isa,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        #[cfg(target_arch = "aarch64")]
+        use super::neon::{Neon, NeonDot};
+        #[cfg(target_arch = "x86_64")]
+        use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
+        match isa {
+            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { self.row_tiles::<Avx512>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => unsafe { self.row_tiles::<AvxVnni>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { self.row_tiles::<Avx2>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::NeonDot => unsafe { self.row_tiles::<NeonDot>(acts, t, r0, r1, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => unsafe { self.row_tiles::<Neon>(acts, t, r0, r1, out) },
+            // SAFETY: the caller's contract.
+            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
         }
     }
 }
@@ -331,7 +369,7 @@ pub(crate) struct Acts {
 
 /// The Q8_K codes of one 256-value block (`quantize_row_q8_K_ref`'s rule) into `q[..256]`;
 /// returns `d` (0 for an all-zero block). The scalar level and the oracle of
-/// `acts_avx512::q8_k_block`.
+/// every [`Level::q8_k_block`].
 pub(crate) fn q8_k_block_generic(x: &[f32], q: &mut [i8]) -> f32 {
     match crate::ggml_numerics::q8_k_scale(&x[..QK_K]) {
         Some((iscale, d)) => {
@@ -350,11 +388,27 @@ pub(crate) fn q8_k_block_generic(x: &[f32], q: &mut [i8]) -> f32 {
 /// One 256-value block in ggml's rule at level `isa`, with its sub-block factors for groups
 /// of `group`.
 fn quantize_block(isa: Isa, ((qb, fb), xb): BlockParts, group: usize) {
+    #[cfg(target_arch = "aarch64")]
+    use super::neon::{Neon, NeonDot};
+    #[cfg(target_arch = "x86_64")]
+    use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
     let d = match isa {
         // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder
-        // check it) (AVX-512 VNNI implies F and BW); blocks are whole.
+        // check it); blocks are whole.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { crate::acts_avx512::q8_k_block(xb, qb) },
+        Isa::Avx512Vnni => unsafe { Avx512::q8_k_block(xb, qb) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => unsafe { AvxVnni::q8_k_block(xb, qb) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { Avx2::q8_k_block(xb, qb) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => unsafe { NeonDot::q8_k_block(xb, qb) },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { Neon::q8_k_block(xb, qb) },
         _ => q8_k_block_generic(xb, qb),
     };
     for (g, out) in qb.chunks_exact(group).zip(fb) {
@@ -398,68 +452,6 @@ impl Acts {
             .zip(self.f.chunks_mut(QK_K / group))
             .zip(x.chunks(QK_K))
             .for_each(|p| quantize_block(isa, p, group));
-    }
-}
-
-/// 16 rows × `T` tokens over all `nsb` sub-blocks of one row tile; `NG` groups of 4 values per
-/// sub-block (8: Q4_K, nibble-packed; 4: Q6_K, bytes).
-#[cfg(target_arch = "x86_64")]
-#[inline]
-#[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn tile<const T: usize, const NG: usize>(
-    tiles: *const Tile,
-    nsb: usize,
-    aq: &[i8],
-    k: usize,
-    af: &[[f32; 2]],
-    res: &mut [[f32; ROWS]; 4],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_ps(); T];
-    let low = _mm512_set1_epi8(0x0F);
-    for j in 0..nsb {
-        // SAFETY: `j < nsb` tiles from `tiles`; tiles are 64-byte aligned.
-        let (a, b, wq) = unsafe {
-            let tile = &*tiles.add(j);
-            let mut wq = [_mm512_setzero_si512(); NG];
-            for p in 0..4 {
-                let r = _mm512_load_si512(tile.q.as_ptr().add(p * 64) as *const _);
-                if NG == 8 {
-                    wq[2 * p] = _mm512_and_si512(r, low);
-                    wq[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16::<4>(r), low);
-                } else {
-                    wq[p] = r;
-                }
-            }
-            (
-                _mm512_load_ps(tile.a.as_ptr()),
-                _mm512_load_ps(tile.b.as_ptr()),
-                wq,
-            )
-        };
-        for jt in 0..T {
-            let base = jt * k + j * 4 * NG;
-            debug_assert!(base + 4 * NG <= aq.len());
-            // SAFETY: token `jt`'s sub-block `j` lies inside `aq` (its `k` codes follow).
-            let act = |g: usize| unsafe {
-                _mm512_set1_epi32((aq.as_ptr().add(base + 4 * g) as *const i32).read_unaligned())
-            };
-            // Two chains halve the dependent `vpdpbusd` latency.
-            let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            for g in (0..NG).step_by(2) {
-                s0 = _mm512_dpbusd_epi32(s0, wq[g], act(g));
-                s1 = _mm512_dpbusd_epi32(s1, wq[g + 1], act(g + 1));
-            }
-            let [dx, dxs] = af[jt * nsb + j];
-            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-            acc[jt] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(dx)), isum, acc[jt]);
-            acc[jt] = _mm512_fnmadd_ps(b, _mm512_set1_ps(dxs), acc[jt]);
-        }
-    }
-    for j in 0..T {
-        // SAFETY: `res[j]` holds 16 f32.
-        unsafe { _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]) };
     }
 }
 

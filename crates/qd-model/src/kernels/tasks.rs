@@ -1,4 +1,4 @@
-//! How the VNNI kernels (`q8_0_vnni`, `kquant_vnni`) split a product over threads: tasks of
+//! How the packed kernels (`q8_0`, `kquant`) split a product over threads: tasks of
 //! whole 16-row tiles, about eight per thread so two cores stay busy to the end, each writing
 //! only its own output columns.
 

@@ -1,0 +1,144 @@
+//! The packed integer kernels behind the fused prefill and decoder (`decode/`) and the graph
+//! path's Q8_0 products: weights repacked once into tiles of 16 rows, activations quantized as
+//! ggml quantizes them, and the integer sums formed exactly, at whichever level this CPU runs.
+//!
+//! - [`isa`] (qd-quant's, re-exported): the levels and the one CPU-feature probe of the
+//!   workspace.
+//! - [`q8_0`], [`kquant`]: one format each — its tiles, its activation quantizer, and its scalar
+//!   kernel, the portable level and the oracle every SIMD level equals bit for bit (as ggml keeps
+//!   a `_generic` kernel beside each SIMD one).
+//! - `avx512`, `avx2`, `neon`: one instruction set each — the [`Level`] trait's tile kernels and activation
+//!   quantizers for every format, in that level's instructions.
+//! - `lanes`: the scalar level's integer sums in the tiles' lane order; `tasks`: how a product
+//!   splits over threads.
+//!
+//! A new level is one file implementing [`Level`], one [`isa::Isa`] variant with its probe, and
+//! one arm in each format's `dispatch` and quantizer.
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub use qd_quant::isa;
+pub mod kquant;
+mod lanes;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+pub mod q8_0;
+pub(crate) mod tasks;
+
+use tasks::{for_row_tiles, SharedOut, ROWS};
+
+use isa::Isa;
+
+/// One SIMD level's kernels for every packed format. The functions are `unsafe` because they
+/// run only where the CPU has the level's features (the caller checks [`Isa::runs_here`]) and
+/// read through raw tile pointers.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+trait Level {
+    /// 16 rows × `T` tokens over all `nb` blocks of one Q8_0 row tile, codes stored in `BITS`
+    /// bits, into `res[..T]`.
+    ///
+    /// # Safety
+    /// This CPU runs the level; `w` points to `nb` blocks of a row tile and `a` to `T` tokens,
+    /// as [`q8_0::Weights`] and [`q8_0::ActsAt`] describe.
+    unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
+        w: q8_0::Weights,
+        nb: usize,
+        a: q8_0::ActsAt,
+        res: &mut [[f32; ROWS]; 4],
+    );
+
+    /// 16 rows × `T` tokens over all `nsb` sub-blocks of one K-quant row tile (`NG` groups of
+    /// 4 values a sub-block: 8 for Q4_K, nibble-packed; 4 for Q6_K), into `res[..T]`.
+    ///
+    /// # Safety
+    /// This CPU runs the level; `tiles` points to `nsb` tiles; `aq` holds `T` tokens of `k`
+    /// codes and `af` their `T·nsb` factors.
+    unsafe fn kquant_tile<const T: usize, const NG: usize>(
+        tiles: *const kquant::Tile,
+        nsb: usize,
+        aq: &[i8],
+        k: usize,
+        af: &[[f32; 2]],
+        res: &mut [[f32; ROWS]; 4],
+    );
+
+    /// One 32-value block's Q8_0 codes into `q[..32]`: `d` as stored and Σq, as
+    /// [`q8_0::q8_0_block_generic`].
+    ///
+    /// # Safety
+    /// This CPU runs the level; `x` and `q` hold at least 32 values.
+    unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32);
+
+    /// One 256-value block's Q8_K codes into `q[..256]`; `d`, as
+    /// [`kquant::q8_k_block_generic`].
+    ///
+    /// # Safety
+    /// This CPU runs the level; `x` and `q` hold at least 256 values.
+    unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32;
+}
+
+/// What a packed format gives the product code all formats share.
+trait Packed: Sync {
+    /// Activations quantized for this format.
+    type Acts: Sync;
+
+    fn n(&self) -> usize;
+
+    fn k(&self) -> usize;
+
+    /// `x [t, k]` quantized for this format at level `isa` (which this CPU runs).
+    fn quantize(&self, isa: Isa, x: &[f32]) -> Self::Acts;
+
+    /// Row tiles `r0..r1` of `y [t, n]` at level `isa`.
+    ///
+    /// # Safety
+    /// This CPU runs `isa`; `acts` holds `t` tokens of `k` values quantized for this format;
+    /// `out` points to `t·n` floats whose row tiles `r0..r1` no other thread writes meanwhile.
+    unsafe fn dispatch(
+        &self,
+        isa: Isa,
+        acts: &Self::Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    );
+}
+
+/// `y [t, n] = x [t, k] · Wᵀ` at level `isa`, over row tiles in parallel; `None` where this CPU
+/// does not run `isa` or `x` is not whole rows of `k`.
+fn matmul_at<P: Packed>(p: &P, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
+    if !isa.runs_here() || !x.len().is_multiple_of(p.k()) {
+        return None;
+    }
+    let t = x.len() / p.k();
+    let acts = p.quantize(isa, x);
+    let mut y = vec![0f32; t * p.n()];
+    let out = SharedOut(y.as_mut_ptr());
+    // SAFETY: `acts` holds `t` tokens of `k` quantized for this format, `y` holds `t·n`
+    // floats, the tasks write disjoint row tiles, and this CPU runs `isa` (checked above).
+    for_row_tiles(p.n(), |r0, r1| unsafe {
+        p.dispatch(isa, &acts, t, r0, r1, &out)
+    });
+    Some(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::isa::Isa;
+
+    /// Scripts that run the tests on emulated CPUs (`tools/arm-check.sh`) name the level each
+    /// CPU model must be detected at, so that a probe gone wrong cannot leave the SIMD levels
+    /// untested while every test passes.
+    #[test]
+    fn detects_the_level_a_script_expects() {
+        if let Ok(want) = std::env::var("QAT_DISTILL_EXPECT_ISA") {
+            assert_eq!(Isa::detected(), Isa::parse(&want).unwrap(), "{want}");
+        }
+    }
+}

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The aarch64 kernels on every submission: cross-compiles qd-model's tests (the packed kernels
+# at every level against the scalar oracle, the fused decoder and prefill on tiny models of each
+# family) for aarch64-unknown-linux-gnu and runs them under qemu-aarch64 on three CPU models:
+# cortex-a72 (NEON only: level neon), cortex-a76 (dot product: neondot) and max (dot product and
+# i8mm: neondot). Each run checks that its CPU is detected at the expected level, so no level is
+# skipped silently. The real-teacher test (gemma_reference) is left to native runs.
+# Installs Debian's cross gcc and qemu-user (apt) and the Rust target (rustup) when missing;
+# builds into target/aarch64 (kept between runs). Exit 3: rustup could not reach its server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=aarch64-unknown-linux-gnu
+if ! command -v aarch64-linux-gnu-gcc >/dev/null || ! command -v qemu-aarch64 >/dev/null; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    echo "arm-check: installing gcc-aarch64-linux-gnu and qemu-user (apt)" >&2
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq gcc-aarch64-linux-gnu \
+        g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user >&2
+fi
+if ! rustup target list --installed | grep -qx "$TARGET"; then
+    if ! rustup target add "$TARGET" >&2; then
+        echo "arm-check: rustup could not install $TARGET (server unreachable?)" >&2
+        exit 3
+    fi
+fi
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
+export CARGO_TARGET_DIR=target/aarch64
+TESTS=(--lib --test decoder --test decoder_allocations --test linear_kernels --test tiny_models)
+mapfile -t BINS < <(cargo test --release --locked -p qd-model --target "$TARGET" "${TESTS[@]}" \
+    --no-run --message-format=json \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])')
+[ "${#BINS[@]}" -eq 5 ] || { echo "arm-check: expected 5 test binaries, built ${#BINS[@]}" >&2; exit 1; }
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+for cpu in cortex-a72:neon cortex-a76:neondot max:neondot; do
+    echo "== qemu-aarch64 -cpu ${cpu%%:*} (expects level ${cpu##*:})"
+    for b in "${BINS[@]}"; do
+        name=$(basename "${b%-*}")
+        rc=0
+        QAT_DISTILL_EXPECT_ISA=${cpu##*:} qemu-aarch64 -cpu "${cpu%%:*}" -L /usr/aarch64-linux-gnu \
+            "$b" --test-threads 2 >"$LOG" 2>&1 || rc=$?
+        grep -E '^test result' "$LOG" | sed "s|^|  $name: |" || true
+        if [ "$rc" -ne 0 ]; then
+            tail -40 "$LOG" >&2
+            echo "arm-check: $name failed on ${cpu%%:*}" >&2
+            exit 1
+        fi
+    done
+done
+echo "arm-check: every level passed"
