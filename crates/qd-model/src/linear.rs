@@ -169,6 +169,9 @@ impl Linear for QLinear {
                 None => Ok(y),
             };
         }
+        if x.device().is_cpu() {
+            candle_kernels_run_here(&self.weight)?;
+        }
         let x = &match self.act {
             Some(kind) if x.device().is_cpu() => quantize_activations(x, kind)?,
             _ => x.clone(),
@@ -183,6 +186,23 @@ impl Linear for QLinear {
             None => Ok(y),
         }
     }
+}
+
+/// candle 0.11's quantized CPU kernels for aarch64 use `sdot` unconditionally, so on Arm cores
+/// without the dot-product extension (Cortex-A72/A53: Raspberry Pi 4 and 3) they die with
+/// SIGILL. Refuse them there with a one-line error instead; the fused path (`bench`,
+/// `generate`, `eval` without `--graph`) runs on such CPUs at the `neon` level.
+fn candle_kernels_run_here(w: &QMatMul) -> Result<()> {
+    #[cfg(target_arch = "aarch64")]
+    if matches!(w, QMatMul::QTensor(_)) && !std::arch::is_aarch64_feature_detected!("dotprod") {
+        return Err(candle_core::Error::Msg(
+            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU \
+             lacks; bench, generate and eval run here without --graph (the fused path)"
+                .into(),
+        ));
+    }
+    let _ = w;
+    Ok(())
 }
 
 /// Rows dequantized on demand: the 262k-row table is never expanded to f32.

@@ -80,7 +80,18 @@ fn rel_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     d / scale
 }
 
-/// Same logits as the graph path, to rounding (1e-5 of the largest logit), at most positions.
+/// "To rounding" against candle's graph: 1e-5 of the largest logit where candle's quantized
+/// kernels are its x86 ones (the same integer sums; only the order of f32 sums differs). Its
+/// aarch64 NEON kernels scale and add the sub-block sums differently (measured under qemu: the
+/// first position of a Q4_K model 8.3e-4 from ours), so there the bound is 2e-3; the fused path
+/// itself still equals the scalar oracle bit for bit on every CPU.
+const ROUNDING: f32 = if cfg!(target_arch = "x86_64") {
+    1e-5
+} else {
+    2e-3
+};
+
+/// Same logits as the graph path, to rounding ([`ROUNDING`]), at most positions.
 /// Not at all of them: a quantized forward is chaotic (an ulp of difference in an attention
 /// sum, whose order differs here, can flip one 8-bit activation code, and the cache keeps the
 /// flip for the positions after it), so this asks for every first position (one key: nothing
@@ -105,11 +116,11 @@ fn decoder_matches_the_graph_path() {
                 assert!(other == got, "{fam:?} {ty}: {isa:?} differs from scalar");
             }
             let first = rel_diff(&got[..1], &want[..1]);
-            assert!(first <= 1e-5, "{fam:?} {ty}: first position {first}");
+            assert!(first <= ROUNDING, "{fam:?} {ty}: first position {first}");
             for i in 0..tokens.len() {
                 let d = rel_diff(&got[i..i + 1], &want[i..i + 1]);
                 assert!(d <= 0.03, "{fam:?} {ty}: position {i}: {d}");
-                exact += usize::from(d <= 1e-5);
+                exact += usize::from(d <= ROUNDING);
             }
             // Bit-identical over thread counts: rows are shared out whole, sums keep their order.
             for threads in [1, 3] {
@@ -254,11 +265,11 @@ fn prefill_matches_the_graph_path() {
             }
             assert_eq!(got.len(), tokens.len());
             let first = rel_diff(&got[..1], &want[..1]);
-            assert!(first <= 1e-5, "{fam:?} {ty}: first position {first}");
+            assert!(first <= ROUNDING, "{fam:?} {ty}: first position {first}");
             for i in 0..tokens.len() {
                 let r = rel_diff(&got[i..i + 1], &want[i..i + 1]);
                 assert!(r <= 0.03, "{fam:?} {ty}: position {i}: {r}");
-                exact += usize::from(r <= 1e-5);
+                exact += usize::from(r <= ROUNDING);
             }
             // The last row alone, and the steps after it.
             let last = d.prefill(&tokens, 20..21).unwrap();

@@ -401,3 +401,34 @@ fn hidden_states_one_per_block() {
     assert_eq!(out.hidden_states.len(), spec.n_layer);
     assert_eq!(out.hidden_states[0].dims(), &[1, 6, spec.n_embd]);
 }
+
+/// On an Arm core without the dot-product extension candle's quantized kernels would die of
+/// SIGILL (they use `sdot` unconditionally): the graph path refuses them with a one-line error
+/// instead, and runs everywhere else. `tools/arm-check.sh` runs this on a Cortex-A72.
+#[test]
+fn quantized_graph_runs_or_refuses_in_one_line() {
+    let spec = TinySpec::new(Family::Llama, GgmlType::Q4K);
+    let f = open(&spec);
+    let model = qd_model::load_quantized(&f, &DEV).unwrap();
+    let input = Tensor::new(ids(4).as_slice(), &DEV)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let got = model.forward(&input, None, &ForwardOpts::default());
+    #[cfg(target_arch = "aarch64")]
+    let refuses = !std::arch::is_aarch64_feature_detected!("dotprod");
+    #[cfg(not(target_arch = "aarch64"))]
+    let refuses = false;
+    if refuses {
+        let e = got
+            .err()
+            .expect("refused without the dot-product extension")
+            .to_string();
+        assert!(
+            e.contains("dot-product extension") && !e.contains('\n'),
+            "{e}"
+        );
+    } else {
+        assert!(got.is_ok(), "{:?}", got.err());
+    }
+}

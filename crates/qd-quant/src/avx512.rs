@@ -61,6 +61,7 @@ fn low_byte(v: __m512i) -> __m512i {
 
 /// Blocks whose scales are computed together, so the two divisions and the fp16 round trip
 /// run 16 lanes wide instead of serially per block.
+#[cfg(target_arch = "x86_64")]
 const GROUP: usize = 16;
 
 #[cfg(target_arch = "x86_64")]

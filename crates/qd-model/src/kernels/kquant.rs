@@ -207,7 +207,7 @@ impl PackedKQuant {
         let g = self.kind.group();
         let nsb = self.k / g;
         let ng = g / 4;
-        let mut codes = [[0i32; LANES]; 8];
+        let mut codes = [[0i16; LANES]; 8];
         for rt in r0..r1 {
             let tiles = &self.tiles[rt * nsb..(rt + 1) * nsb];
             let rows = ROWS.min(self.n - rt * ROWS);
@@ -225,7 +225,7 @@ impl PackedKQuant {
                                     (tile.q[(grp / 2) * 64 + lane] >> (4 * (grp % 2))) & 15
                                 }
                                 KQuant::Q6K => tile.q[grp * 64 + lane],
-                            } as i32;
+                            } as i16;
                         }
                     }
                     for (jt, acc) in acc[..span].iter_mut().enumerate() {

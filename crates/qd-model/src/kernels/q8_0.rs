@@ -179,7 +179,7 @@ impl PackedQ8_0 {
         let nb = self.k / QK;
         let per = lines_per_tile(self.bits);
         let shift = 8 - self.bits as i32;
-        let mut codes = [[0i32; LANES]; 8];
+        let mut codes = [[0i16; LANES]; 8];
         for rt in r0..r1 {
             let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
             let scales = &self.scales[rt * nb..(rt + 1) * nb];
@@ -427,17 +427,17 @@ impl Acts {
 /// Block `l`'s stored unsigned codes in the tile's lane order (`codes[g][4r + i]`: row `r`'s
 /// value `4g + i`), decoded from a tile of `BITS` bits as `tile` reads them.
 #[inline]
-fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[i32; LANES]; 8]) {
+fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[i16; LANES]; 8]) {
     for (g, cg) in codes.iter_mut().enumerate() {
         if BITS == 8 {
             for (c, &u) in cg.iter_mut().zip(&l[g].0) {
-                *c = u as i32;
+                *c = u as i16;
             }
             continue;
         }
         let shift = 4 * (g % 2);
         for (c, &u) in cg.iter_mut().zip(&l[g / 2].0) {
-            *c = ((u >> shift) & 15) as i32;
+            *c = ((u >> shift) & 15) as i16;
         }
         if BITS == 5 {
             // Group g's high bits: one bit per lane, 8 lanes a byte.
@@ -445,7 +445,7 @@ fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[i32; LANES]; 8]) {
             const BIT: [u8; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
             for (c8, &m) in cg.chunks_exact_mut(8).zip(masks) {
                 for (c, b) in c8.iter_mut().zip(BIT) {
-                    *c |= i32::from(m & b != 0) << 4;
+                    *c |= i16::from(m & b != 0) << 4;
                 }
             }
         }
