@@ -5,6 +5,7 @@
 mod bpe;
 pub mod error;
 mod spm;
+pub mod trim;
 pub mod vocab;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use qd_gguf::GgufFile;
 use tokenizers::{AddedToken, Tokenizer};
 
 pub use error::{Result, TokenizerError};
+pub use trim::{trim, verify, Trimmed};
 pub use vocab::{GgufVocab, TokenType};
 
 pub struct GgufTokenizer {
@@ -37,7 +39,18 @@ impl GgufTokenizer {
             Some(p) => Self::load_json(&p)?,
             None => build_from_vocab(&v)?,
         };
-        Ok(Self {
+        Ok(Self::assemble(v, inner))
+    }
+
+    /// The tokenizer a vocabulary describes (as [`GgufTokenizer::from_gguf`] builds it for a
+    /// file without a `tokenizer.json`): e.g. a trimmed one ([`trim`]).
+    pub fn from_vocab(v: GgufVocab) -> Result<Self> {
+        let inner = build_from_vocab(&v)?;
+        Ok(Self::assemble(v, inner))
+    }
+
+    fn assemble(v: GgufVocab, inner: Tokenizer) -> Self {
+        Self {
             inner,
             bos: v.bos,
             eos: v.eos,
@@ -52,7 +65,7 @@ impl GgufTokenizer {
                 .map(|(t, &ty)| piece_bytes(&v.model, t, ty) as u32)
                 .collect(),
             model: v.model,
-        })
+        }
     }
 
     fn load_json(p: &Path) -> Result<Tokenizer> {
