@@ -29,6 +29,10 @@ pub struct Args {
     /// The teacher file, if it moved since training.
     #[arg(long)]
     teacher: Option<PathBuf>,
+    /// With --model: keep only the vocabulary this UTF-8 text uses (its tokens, the pieces
+    /// their merges form, control, byte and special tokens), checked by re-tokenizing it.
+    #[arg(long, value_name = "CORPUS")]
+    trim_vocab: Option<PathBuf>,
     /// The GGUF file to write (atomically; an existing one needs --force).
     #[arg(long)]
     out: PathBuf,
@@ -45,6 +49,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.out.display()
     );
     let recipe = a.recipe.as_deref().map(Recipe::parse).transpose()?;
+    anyhow::ensure!(
+        a.trim_vocab.is_none() || a.model.is_some(),
+        "--trim-vocab works with --model only for now (a checkpoint keeps the vocabulary it \
+         trained with)"
+    );
     let t0 = Instant::now();
     let (exported, recipe, what) = match (&a.checkpoint, &a.model) {
         (Some(dir), _) => {
@@ -70,9 +79,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         (None, Some(model)) => {
             let recipe = recipe.context("--model needs --recipe")?;
             let src = qd_gguf::GgufFile::open(model)?;
-            let e = requantize(&src, recipe, vec![])
+            // Trim first: a bad corpus should fail before minutes of quantization.
+            let trimmed = match &a.trim_vocab {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .with_context(|| format!("reading the corpus {}", p.display()))?;
+                    Some(qd_export::trim_vocab::trim_on(&src, &text)?)
+                }
+                None => None,
+            };
+            let mut e = requantize(&src, recipe, vec![])
                 .with_context(|| format!("requantizing {}", model.display()))?;
-            (e, recipe, model.display().to_string())
+            let mut what = model.display().to_string();
+            if let Some(t) = &trimmed {
+                qd_export::trim_vocab::apply(&mut e, t)?;
+                what += &format!(
+                    ", vocabulary trimmed to {} of {} tokens",
+                    t.kept.len(),
+                    src.get_array("tokenizer.ggml.tokens")?.len()
+                );
+            }
+            (e, recipe, what)
         }
         (None, None) => unreachable!("clap requires one source"),
     };

@@ -533,3 +533,108 @@ fn qwen2_without_bos_matches_llama_cpp_perplexity() {
         "forcing BOS into every chunk does not move the perplexity: the test cannot tell"
     );
 }
+
+/// `export-gguf --trim-vocab`: llama.cpp loads the trimmed file and tokenizes held-out text
+/// exactly as our tokenizer does on it, and our trimmed ids on the training text are the
+/// untrimmed ones mapped through the kept table — for the teacher's SentencePiece vocabulary
+/// (trimmed on the first 200 kB of pydoc.txt, checked on the last 100 kB) and for byte-level BPE
+/// with merges (the tiny qwen2 fixture).
+#[test]
+fn trimmed_vocabulary_tokenizes_as_llama_cpp() {
+    let d = tempfile::tempdir().unwrap();
+    let pydoc = std::fs::read_to_string(repo().join("tests/data/corpora/pydoc.txt")).unwrap();
+    let cut = |at: usize| pydoc[..at].rfind('\n').unwrap() + 1;
+    let teacher = qd_fixtures::teacher_path();
+    let qwen2 = write_tiny(
+        d.path(),
+        "qwen2.gguf",
+        &TinySpec::new(Family::Qwen2, GgmlType::Q8_0),
+    );
+    let cases = [
+        (
+            teacher,
+            "q4_k_m",
+            pydoc[..cut(200_000)].to_string(),
+            pydoc[cut(pydoc.len() - 100_000)..].to_string(),
+        ),
+        (
+            qwen2,
+            "q8_0",
+            "the thin heath in the inn at the heath, a thin inn. ".repeat(20),
+            "the heath at the inn, then a thin tea. ".repeat(5),
+        ),
+    ];
+    for (i, (model, recipe, train, held_out)) in cases.iter().enumerate() {
+        let (train_p, held_p) = (
+            d.path().join(format!("train{i}.txt")),
+            d.path().join(format!("held{i}.txt")),
+        );
+        std::fs::write(&train_p, train).unwrap();
+        std::fs::write(&held_p, held_out).unwrap();
+        let out = d.path().join(format!("trimmed{i}.gguf"));
+        let o = run(&[
+            "export-gguf",
+            "--model",
+            model.to_str().unwrap(),
+            "--recipe",
+            recipe,
+            "--trim-vocab",
+            train_p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let full = GgufFile::open(model).unwrap();
+        let small = GgufFile::open(&out).unwrap();
+        let full_tok = qd_tokenizer::GgufTokenizer::from_gguf(&full).unwrap();
+        let small_tok = qd_tokenizer::GgufTokenizer::from_gguf(&small).unwrap();
+        assert!(
+            small_tok.vocab_size < full_tok.vocab_size,
+            "{model:?}: nothing trimmed"
+        );
+        // llama.cpp on held-out text.
+        let c = Case {
+            model: &out,
+            text: &held_p,
+            ctx: 0,
+            chunks: 0,
+            positions: 0,
+        };
+        let reference = llama_ref(&c, &[]);
+        let theirs: Vec<u32> = reference["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let ours = small_tok.encode(held_out, true).unwrap();
+        assert!(
+            theirs == ours,
+            "{model:?}: llama.cpp tokenizes the trimmed file differently"
+        );
+        // The training text: the untrimmed ids, renumbered.
+        let words: Vec<String> = (0..small_tok.vocab_size as u32)
+            .map(|id| small_tok.token_text(id).unwrap())
+            .collect();
+        let full_ids = full_tok.encode(train, false).unwrap();
+        let small_ids = small_tok.encode(train, false).unwrap();
+        let renamed: Vec<String> = full_ids
+            .iter()
+            .map(|&id| full_tok.token_text(id).unwrap())
+            .collect();
+        let small_words: Vec<&String> = small_ids.iter().map(|&id| &words[id as usize]).collect();
+        assert!(
+            renamed.iter().eq(small_words.iter().copied()),
+            "{model:?}: the training text's pieces changed"
+        );
+        eprintln!(
+            "{}: {} of {} tokens kept; held-out text {} bytes: {} tokens trimmed, {} untrimmed",
+            model.display(),
+            small_tok.vocab_size,
+            full_tok.vocab_size,
+            held_out.len(),
+            ours.len(),
+            full_tok.encode(held_out, true).unwrap().len()
+        );
+    }
+}

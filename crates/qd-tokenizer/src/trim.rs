@@ -49,8 +49,9 @@ impl Trimmed {
     }
 }
 
-/// Trims `v` (the vocabulary `tok` was built from) to what tokenizing `corpus` uses.
-pub fn trim(v: &GgufVocab, tok: &GgufTokenizer, corpus: &str) -> Result<Trimmed> {
+/// Trims `v` (the vocabulary `tok` was built from) to what tokenizing `corpus` uses, keeping
+/// `also` too (ids the file names elsewhere, e.g. an end-of-turn token).
+pub fn trim(v: &GgufVocab, tok: &GgufTokenizer, corpus: &str, also: &[u32]) -> Result<Trimmed> {
     if corpus.trim().is_empty() {
         return Err(TokenizerError::Inconsistent(
             "the corpus to trim the vocabulary on is empty".into(),
@@ -74,6 +75,14 @@ pub fn trim(v: &GgufVocab, tok: &GgufTokenizer, corpus: &str) -> Result<Trimmed>
         }
     }
     keep.extend([v.bos, v.eos, v.unk, v.pad].into_iter().flatten());
+    for &id in also {
+        if id as usize >= n {
+            return Err(TokenizerError::Inconsistent(format!(
+                "token id {id} is outside the vocabulary of {n}"
+            )));
+        }
+        keep.insert(id);
+    }
     let used: BTreeSet<u32> = tok.encode(corpus, false)?.into_iter().collect();
     let history = History::new(v)?;
     for &id in &used {

@@ -17,6 +17,19 @@ pub enum TokenType {
 }
 
 impl TokenType {
+    /// The value `tokenizer.ggml.token_type` stores.
+    pub fn to_i32(self) -> i32 {
+        match self {
+            Self::Undefined => 0,
+            Self::Normal => 1,
+            Self::Unknown => 2,
+            Self::Control => 3,
+            Self::UserDefined => 4,
+            Self::Unused => 5,
+            Self::Byte => 6,
+        }
+    }
+
     fn from_i64(v: i64) -> Self {
         match v {
             1 => Self::Normal,

@@ -24,7 +24,7 @@ fn the_corpus_tokenizes_the_same_with_the_trimmed_vocabulary() {
     for fam in [Family::Llama, Family::Gemma3, Family::Qwen2] {
         let (v, tok) = tiny(fam);
         let corpus = " the the tea<start_of_turn> hat";
-        let t = trim(&v, &tok, corpus).unwrap();
+        let t = trim(&v, &tok, corpus, &[]).unwrap();
         verify(&t, &tok, corpus).unwrap();
         assert!(t.kept.len() < v.tokens.len(), "{fam:?}: nothing trimmed");
         let kept = kept_pieces(&t);
@@ -56,7 +56,7 @@ fn the_corpus_tokenizes_the_same_with_the_trimmed_vocabulary() {
 fn a_vocabulary_missing_a_merge_step_is_caught() {
     let (v, tok) = tiny(Family::Llama);
     let corpus = " the the";
-    let mut t = trim(&v, &tok, corpus).unwrap();
+    let mut t = trim(&v, &tok, corpus, &[]).unwrap();
     // Drop "▁th", the step between "▁t" and "▁the".
     let at = t.vocab.tokens.iter().position(|p| p == "▁th").unwrap();
     t.vocab.tokens[at] = "▁th-removed".into();
@@ -68,7 +68,7 @@ fn a_vocabulary_missing_a_merge_step_is_caught() {
 #[test]
 fn an_empty_corpus_is_refused() {
     let (v, tok) = tiny(Family::Gemma3);
-    let e = trim(&v, &tok, " \n ").unwrap_err().to_string();
+    let e = trim(&v, &tok, " \n ", &[]).unwrap_err().to_string();
     assert!(e.contains("empty"), "{e}");
 }
 
@@ -88,7 +88,7 @@ fn teacher_vocabulary_trimmed_on_real_text() {
     let cut = text.char_indices().nth(text.len() / 2).unwrap().0;
     let cut = cut + text[cut..].find('\n').unwrap() + 1;
     let (train, held_out) = text.split_at(cut);
-    let t = trim(&v, &tok, train).unwrap();
+    let t = trim(&v, &tok, train, &[]).unwrap();
     verify(&t, &tok, train).unwrap();
     let ids = tok.encode(held_out, false).unwrap();
     let outside = t.outside(&ids);
