@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command: fetches the real teacher (cached), checks formatting, clippy
 # (-D warnings) and the minimum Rust version (tools/msrv.sh), runs every test in release mode,
-# then the aarch64 kernels under qemu (tools/arm-check.sh). Needs cargo (with clippy and
-# rustfmt), python3 with pip, and network access to crates.io, PyPI and Debian's apt (the cross
-# compiler and qemu, installed once).
+# then the aarch64 kernels under qemu (tools/arm-check.sh) and the `cuda` feature's compile and
+# lints (tools/cuda-check.sh: CUDA toolchain from PyPI wheels, no GPU). Needs cargo (with clippy
+# and rustfmt), python3 with pip, and network access to crates.io, PyPI and Debian's apt (the
+# cross compiler and qemu, installed once).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +22,7 @@ elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
 cargo test --release --workspace --locked
 rc=0; tools/arm-check.sh || rc=$?
 if [[ $rc -eq 3 ]]; then echo "test.sh: aarch64 kernels not checked (see above)" >&2
+elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
+rc=0; tools/cuda-check.sh || rc=$?
+if [[ $rc -eq 3 ]]; then echo "test.sh: the cuda feature not checked (see above)" >&2
 elif [[ $rc -ne 0 ]]; then exit "$rc"; fi
