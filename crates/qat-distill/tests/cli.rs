@@ -140,6 +140,39 @@ fn bad_input_is_one_clear_line() {
         "/nonexistent.txt",
     ]);
     assert!(e.contains("/nonexistent.txt"), "{e}");
+    // Vocabulary trimming: a missing or empty corpus, or a checkpoint source, is one line and
+    // writes nothing.
+    let out = d.path().join("trimmed.gguf");
+    let trim = |corpus: &str| {
+        one_line_error(&[
+            "export-gguf",
+            "--model",
+            m.to_str().unwrap(),
+            "--recipe",
+            "q8_0",
+            "--trim-vocab",
+            corpus,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let e = trim("/nonexistent-corpus.txt");
+    assert!(e.contains("/nonexistent-corpus.txt"), "{e}");
+    let empty = d.path().join("empty.txt");
+    std::fs::write(&empty, " \n").unwrap();
+    let e = trim(empty.to_str().unwrap());
+    assert!(e.contains("empty"), "{e}");
+    let e = one_line_error(&[
+        "export-gguf",
+        "--checkpoint",
+        d.path().to_str().unwrap(),
+        "--trim-vocab",
+        short.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("--trim-vocab works with --model only"), "{e}");
+    assert!(!out.exists(), "nothing written");
 }
 
 /// A write that runs out of room (a file-size limit stands in for a full disk: the same failed
