@@ -22,7 +22,6 @@ use half::f16;
 use super::kquant::Tile;
 use super::q8_0::{lines_per_tile, ActsAt, Weights};
 use super::tasks::ROWS;
-use super::Level;
 
 /// Values per Q8_0 block.
 const QK: usize = 32;
@@ -33,83 +32,13 @@ pub(super) struct Avx2;
 /// The AVX2 level with AVX-VNNI's `vpdpbusd`.
 pub(super) struct AvxVnni;
 
-macro_rules! level {
-    ($level:ident, $vnni:literal, $features:literal, $q8:ident, $kq:ident) => {
-        #[target_feature(enable = $features)]
-        #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
-        unsafe fn $q8<const T: usize, const BITS: u32>(
-            w: Weights,
-            nb: usize,
-            a: ActsAt,
-            res: &mut [[f32; ROWS]; 4],
-        ) {
-            // SAFETY: the caller's contract (the level's features; `w` and `a` as
-            // `Level::q8_0_tile` states).
-            unsafe { q8_0_halves::<T, BITS, $vnni>(w, nb, a, res) }
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn $kq<const T: usize, const NG: usize>(
-            tiles: *const Tile,
-            nsb: usize,
-            aq: &[i8],
-            k: usize,
-            af: &[[f32; 2]],
-            res: &mut [[f32; ROWS]; 4],
-        ) {
-            // SAFETY: the caller's contract, as `Level::kquant_tile` states.
-            unsafe { kquant_halves::<T, NG, $vnni>(tiles, nsb, aq, k, af, res) }
-        }
-
-        impl Level for $level {
-            unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
-                w: Weights,
-                nb: usize,
-                a: ActsAt,
-                res: &mut [[f32; ROWS]; 4],
-            ) {
-                // SAFETY: the trait's contract.
-                unsafe { $q8::<T, BITS>(w, nb, a, res) }
-            }
-
-            unsafe fn kquant_tile<const T: usize, const NG: usize>(
-                tiles: *const Tile,
-                nsb: usize,
-                aq: &[i8],
-                k: usize,
-                af: &[[f32; 2]],
-                res: &mut [[f32; ROWS]; 4],
-            ) {
-                // SAFETY: the trait's contract.
-                unsafe { $kq::<T, NG>(tiles, nsb, aq, k, af, res) }
-            }
-
-            unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-                // SAFETY: the trait's contract (both levels have AVX2).
-                unsafe { q8_0_block(x, q) }
-            }
-
-            unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32 {
-                // SAFETY: the trait's contract.
-                unsafe { q8_k_block(x, q) }
-            }
-        }
-    };
-}
-
-level!(
-    Avx2,
-    false,
-    "avx2,fma,f16c",
-    q8_0_tile_avx2,
-    kquant_tile_avx2
-);
-level!(
+simd_level!(Avx2, "avx2,fma,f16c", q8_0_halves, kquant_halves, false);
+simd_level!(
     AvxVnni,
-    true,
     "avx2,fma,f16c,avxvnni",
-    q8_0_tile_vnni,
-    kquant_tile_vnni
+    q8_0_halves,
+    kquant_halves,
+    true
 );
 
 /// `acc + Σ_{i<4} (u0[r][i]·x0[i] + u1[r][i]·x1[i])` per 32-bit lane `r`: two groups of

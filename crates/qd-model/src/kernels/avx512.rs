@@ -11,7 +11,6 @@ use half::f16;
 use super::kquant::Tile;
 use super::q8_0::{lines_per_tile, ActsAt, Weights};
 use super::tasks::ROWS;
-use super::Level;
 
 /// Values per Q8_0 block.
 const QK: usize = 32;
@@ -19,39 +18,12 @@ const QK: usize = 32;
 /// The AVX-512 VNNI level.
 pub(super) struct Avx512;
 
-impl Level for Avx512 {
-    unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
-        w: Weights,
-        nb: usize,
-        a: ActsAt,
-        res: &mut [[f32; ROWS]; 4],
-    ) {
-        // SAFETY: the trait's contract.
-        unsafe { q8_0_tile::<T, BITS>(w, nb, a, res) }
-    }
-
-    unsafe fn kquant_tile<const T: usize, const NG: usize>(
-        tiles: *const Tile,
-        nsb: usize,
-        aq: &[i8],
-        k: usize,
-        af: &[[f32; 2]],
-        res: &mut [[f32; ROWS]; 4],
-    ) {
-        // SAFETY: the trait's contract.
-        unsafe { kquant_tile::<T, NG>(tiles, nsb, aq, k, af, res) }
-    }
-
-    unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-        // SAFETY: the trait's contract (AVX-512 VNNI implies F and BW).
-        unsafe { q8_0_block(x, q) }
-    }
-
-    unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32 {
-        // SAFETY: the trait's contract.
-        unsafe { q8_k_block(x, q) }
-    }
-}
+simd_level!(
+    Avx512,
+    "avx512f,avx512bw,avx512vnni,fma",
+    q8_0_tile,
+    kquant_tile
+);
 
 /// Q8_0 codes of one 32-value block into `q[..32]`; returns `d` as stored (fp16 → f32) and Σq.
 ///
@@ -126,9 +98,8 @@ unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32 {
 /// The CPU has AVX-512 F/BW/VNNI and FMA; `w` points to `nb` blocks of
 /// `lines_per_tile(BITS)` 64-byte-aligned lines and `nb` scale rows; `a` to `T` tokens of
 /// `a.k ≥ 32·nb` codes and `nb` scales and corrections each.
-#[inline]
+#[inline(always)]
 #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
 unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
     w: Weights,
     nb: usize,
@@ -199,9 +170,8 @@ unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
 
 /// 16 rows × `T` tokens over all `nsb` sub-blocks of one row tile; `NG` groups of 4 values per
 /// sub-block (8: Q4_K, nibble-packed; 4: Q6_K, bytes).
-#[inline]
+#[inline(always)]
 #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
 unsafe fn kquant_tile<const T: usize, const NG: usize>(
     tiles: *const Tile,
     nsb: usize,
@@ -210,11 +180,13 @@ unsafe fn kquant_tile<const T: usize, const NG: usize>(
     af: &[[f32; 2]],
     res: &mut [[f32; ROWS]; 4],
 ) {
-    let mut acc = [_mm512_setzero_ps(); T];
-    let low = _mm512_set1_epi8(0x0F);
-    for j in 0..nsb {
-        // SAFETY: `j < nsb` tiles from `tiles`; tiles are 64-byte aligned.
-        let (a, b, wq) = unsafe {
+    // SAFETY: every pointer read stays inside the tiles and tokens of the contract (`j < nsb`
+    // tiles, 64-byte aligned; token `jt`'s sub-block `j` inside `aq`, whose `k` codes follow;
+    // `res[j]`'s 16 floats); the features are the caller's contract.
+    unsafe {
+        let mut acc = [_mm512_setzero_ps(); T];
+        let low = _mm512_set1_epi8(0x0F);
+        for j in 0..nsb {
             let tile = &*tiles.add(j);
             let mut wq = [_mm512_setzero_si512(); NG];
             for p in 0..4 {
@@ -226,33 +198,30 @@ unsafe fn kquant_tile<const T: usize, const NG: usize>(
                     wq[p] = r;
                 }
             }
-            (
-                _mm512_load_ps(tile.a.as_ptr()),
-                _mm512_load_ps(tile.b.as_ptr()),
-                wq,
-            )
-        };
-        for jt in 0..T {
-            let base = jt * k + j * 4 * NG;
-            debug_assert!(base + 4 * NG <= aq.len());
-            // SAFETY: token `jt`'s sub-block `j` lies inside `aq` (its `k` codes follow).
-            let act = |g: usize| unsafe {
-                _mm512_set1_epi32((aq.as_ptr().add(base + 4 * g) as *const i32).read_unaligned())
-            };
-            // Two chains halve the dependent `vpdpbusd` latency.
-            let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-            for g in (0..NG).step_by(2) {
-                s0 = _mm512_dpbusd_epi32(s0, wq[g], act(g));
-                s1 = _mm512_dpbusd_epi32(s1, wq[g + 1], act(g + 1));
+            let a = _mm512_load_ps(tile.a.as_ptr());
+            let b = _mm512_load_ps(tile.b.as_ptr());
+            for jt in 0..T {
+                let base = jt * k + j * 4 * NG;
+                debug_assert!(base + 4 * NG <= aq.len());
+                let act = |g: usize| {
+                    _mm512_set1_epi32(
+                        (aq.as_ptr().add(base + 4 * g) as *const i32).read_unaligned(),
+                    )
+                };
+                // Two chains halve the dependent `vpdpbusd` latency.
+                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+                for g in (0..NG).step_by(2) {
+                    s0 = _mm512_dpbusd_epi32(s0, wq[g], act(g));
+                    s1 = _mm512_dpbusd_epi32(s1, wq[g + 1], act(g + 1));
+                }
+                let [dx, dxs] = af[jt * nsb + j];
+                let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+                acc[jt] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(dx)), isum, acc[jt]);
+                acc[jt] = _mm512_fnmadd_ps(b, _mm512_set1_ps(dxs), acc[jt]);
             }
-            let [dx, dxs] = af[jt * nsb + j];
-            let isum = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
-            acc[jt] = _mm512_fmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(dx)), isum, acc[jt]);
-            acc[jt] = _mm512_fnmadd_ps(b, _mm512_set1_ps(dxs), acc[jt]);
         }
-    }
-    for j in 0..T {
-        // SAFETY: `res[j]` holds 16 f32.
-        unsafe { _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]) };
+        for j in 0..T {
+            _mm512_storeu_ps(res[j].as_mut_ptr(), acc[j]);
+        }
     }
 }

@@ -23,9 +23,7 @@ use half::f16;
 use super::isa::Isa;
 use super::lanes::{row_sums, LANES, SPAN};
 use super::tasks::{store, SharedOut, ROWS};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-use super::Level;
-use super::Packed;
+use super::{AtLevel, Level, Packed};
 
 const QK_K: usize = 256;
 
@@ -189,12 +187,86 @@ impl PackedKQuant {
         unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
 
+    /// `y [t, n] = x [t, k] · Wᵀ` at [`Isa::active`]'s level; `None` if `x` is not whole
+    /// rows of `k`.
+    pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
+        self.matmul_at(Isa::active(), x)
+    }
+
+    /// As [`PackedKQuant::matmul`] at level `isa`; `None` also where this CPU does not run it.
+    pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
+        super::matmul_at(self, isa, x)
+    }
+}
+
+impl Packed for PackedKQuant {
+    type Acts = Acts;
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
+        Acts::quantize(isa, x, self.kind.group())
+    }
+
+    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
+    ///
+    /// # Safety
+    /// As [`Packed::dispatch`], with `L` a level this CPU runs.
+    unsafe fn row_tiles<L: Level>(
+        &self,
+        acts: &Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    ) {
+        let nsb = self.k / self.kind.group();
+        let mut res = [[0f32; ROWS]; 4];
+        for rt in r0..r1 {
+            let tiles = self.tiles[rt * nsb..(rt + 1) * nsb].as_ptr();
+            let rows = ROWS.min(self.n - rt * ROWS);
+            let mut s = 0;
+            while s < t {
+                let tt = if t - s >= 4 { 4 } else { 1 };
+                let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
+                // SAFETY: `tiles` starts row tile `rt`'s `nsb` tiles, and `tt` tokens of codes
+                // and factors remain from `s`; that this CPU runs `L` is the caller's contract.
+                unsafe {
+                    match (self.kind, tt) {
+                        (KQuant::Q4K, 4) => {
+                            L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                        (KQuant::Q4K, _) => {
+                            L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                        (KQuant::Q6K, 4) => {
+                            L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                        (KQuant::Q6K, _) => {
+                            L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, &mut res)
+                        }
+                    }
+                }
+                // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
+                // `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
+                s += tt;
+            }
+        }
+    }
+
     /// The scalar level: per row and sub-block, the integer sum `Σ q_w·q_x` of the stored codes
     /// and the token's, then `acc = fma(a·d_x, sum, acc)` and `acc = fma(−b, d_x·Σq_x, acc)` —
     /// the AVX-512 kernel's lanes, one at a time.
     ///
     /// # Safety
-    /// As [`PackedKQuant::dispatch`].
+    /// As [`Packed::dispatch`].
     #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
     unsafe fn row_tiles_generic(
         &self,
@@ -245,115 +317,6 @@ impl PackedKQuant {
             }
         }
     }
-
-    /// `y [t, n] = x [t, k] · Wᵀ` at [`Isa::active`]'s level; `None` if `x` is not whole
-    /// rows of `k`.
-    pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
-        self.matmul_at(Isa::active(), x)
-    }
-
-    /// As [`PackedKQuant::matmul`] at level `isa`; `None` also where this CPU does not run it.
-    pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
-        super::matmul_at(self, isa, x)
-    }
-
-    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
-    ///
-    /// # Safety
-    /// As [`Packed::dispatch`], with `L` a level this CPU runs.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-    unsafe fn row_tiles<L: Level>(
-        &self,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        let nsb = self.k / self.kind.group();
-        let mut res = [[0f32; ROWS]; 4];
-        for rt in r0..r1 {
-            let tiles = self.tiles[rt * nsb..(rt + 1) * nsb].as_ptr();
-            let rows = ROWS.min(self.n - rt * ROWS);
-            let mut s = 0;
-            while s < t {
-                let tt = if t - s >= 4 { 4 } else { 1 };
-                let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
-                // SAFETY: `tiles` starts row tile `rt`'s `nsb` tiles, and `tt` tokens of codes
-                // and factors remain from `s`; that this CPU runs `L` is the caller's contract.
-                unsafe {
-                    match (self.kind, tt) {
-                        (KQuant::Q4K, 4) => {
-                            L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                        (KQuant::Q4K, _) => {
-                            L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                        (KQuant::Q6K, 4) => {
-                            L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                        (KQuant::Q6K, _) => {
-                            L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                    }
-                }
-                // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
-                // `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
-                s += tt;
-            }
-        }
-    }
-}
-
-impl Packed for PackedKQuant {
-    type Acts = Acts;
-
-    fn n(&self) -> usize {
-        self.n
-    }
-
-    fn k(&self) -> usize {
-        self.k
-    }
-
-    fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
-        Acts::quantize(isa, x, self.kind.group())
-    }
-
-    unsafe fn dispatch(
-        &self,
-        isa: Isa,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        #[cfg(target_arch = "aarch64")]
-        use super::neon::{Neon, NeonDot};
-        #[cfg(target_arch = "x86_64")]
-        use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
-        match isa {
-            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { self.row_tiles::<Avx512>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::AvxVnni => unsafe { self.row_tiles::<AvxVnni>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.row_tiles::<Avx2>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::NeonDot => unsafe { self.row_tiles::<NeonDot>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { self.row_tiles::<Neon>(acts, t, r0, r1, out) },
-            // SAFETY: the caller's contract.
-            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
-        }
-    }
 }
 
 /// One 256-value block's codes, factors and values, as the quantizer walks them.
@@ -385,32 +348,28 @@ pub(crate) fn q8_k_block_generic(x: &[f32], q: &mut [i8]) -> f32 {
     }
 }
 
+/// One block's quantization at a level.
+struct Block<'a>(&'a [f32], &'a mut [i8]);
+
+impl AtLevel for Block<'_> {
+    type Out = f32;
+
+    unsafe fn simd<L: Level>(self) -> f32 {
+        // SAFETY: the caller's contract: this CPU runs `L`; blocks are whole.
+        unsafe { L::q8_k_block(self.0, self.1) }
+    }
+
+    unsafe fn scalar(self) -> f32 {
+        q8_k_block_generic(self.0, self.1)
+    }
+}
+
 /// One 256-value block in ggml's rule at level `isa`, with its sub-block factors for groups
 /// of `group`.
 fn quantize_block(isa: Isa, ((qb, fb), xb): BlockParts, group: usize) {
-    #[cfg(target_arch = "aarch64")]
-    use super::neon::{Neon, NeonDot};
-    #[cfg(target_arch = "x86_64")]
-    use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
-    let d = match isa {
-        // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder
-        // check it); blocks are whole.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { Avx512::q8_k_block(xb, qb) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::AvxVnni => unsafe { AvxVnni::q8_k_block(xb, qb) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { Avx2::q8_k_block(xb, qb) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot => unsafe { NeonDot::q8_k_block(xb, qb) },
-        // SAFETY: as above.
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => unsafe { Neon::q8_k_block(xb, qb) },
-        _ => q8_k_block_generic(xb, qb),
-    };
+    // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder check it);
+    // blocks are whole.
+    let d = unsafe { super::at_level(isa, Block(xb, qb)) };
     for (g, out) in qb.chunks_exact(group).zip(fb) {
         let sum: i32 = g.iter().map(|&c| c as i32).sum();
         *out = [d, d * sum as f32];

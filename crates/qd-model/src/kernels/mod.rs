@@ -15,6 +15,73 @@
 //! A new level is one file implementing [`Level`], one [`isa::Isa`] variant with its probe, and
 //! one arm in each format's `dispatch` and quantizer.
 
+/// A SIMD level from kernel bodies: `#[target_feature]` wrappers around
+/// `$q8_body::<T, BITS[, $flag]>` and `$kq_body::<T, NG[, $flag]>` (bodies `#[inline(always)]`,
+/// so they compile with the level's features), and its [`Level`] impl with the file's block
+/// quantizers `q8_0_block` and `q8_k_block`. `avx2.rs` and `neon.rs` make two levels each from
+/// one set of bodies, a flag apart (AVX-VNNI, the dot product); `avx512.rs` one.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! simd_level {
+    ($level:ident, $features:literal, $q8_body:ident, $kq_body:ident $(, $flag:literal)?) => {
+        impl $crate::kernels::Level for $level {
+            unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
+                w: Weights,
+                nb: usize,
+                a: ActsAt,
+                res: &mut [[f32; ROWS]; 4],
+            ) {
+                #[target_feature(enable = $features)]
+                unsafe fn tile<const T: usize, const BITS: u32>(
+                    w: Weights,
+                    nb: usize,
+                    a: ActsAt,
+                    res: &mut [[f32; ROWS]; 4],
+                ) {
+                    // SAFETY: the caller's contract (the level's features; `w` and `a` as
+                    // `Level::q8_0_tile` states).
+                    unsafe { $q8_body::<T, BITS $(, $flag)?>(w, nb, a, res) }
+                }
+                // SAFETY: the trait's contract.
+                unsafe { tile::<T, BITS>(w, nb, a, res) }
+            }
+
+            unsafe fn kquant_tile<const T: usize, const NG: usize>(
+                tiles: *const Tile,
+                nsb: usize,
+                aq: &[i8],
+                k: usize,
+                af: &[[f32; 2]],
+                res: &mut [[f32; ROWS]; 4],
+            ) {
+                #[target_feature(enable = $features)]
+                unsafe fn tile<const T: usize, const NG: usize>(
+                    tiles: *const Tile,
+                    nsb: usize,
+                    aq: &[i8],
+                    k: usize,
+                    af: &[[f32; 2]],
+                    res: &mut [[f32; ROWS]; 4],
+                ) {
+                    // SAFETY: the caller's contract, as `Level::kquant_tile` states.
+                    unsafe { $kq_body::<T, NG $(, $flag)?>(tiles, nsb, aq, k, af, res) }
+                }
+                // SAFETY: the trait's contract.
+                unsafe { tile::<T, NG>(tiles, nsb, aq, k, af, res) }
+            }
+
+            unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
+                // SAFETY: the trait's contract (both levels of a file have its base features).
+                unsafe { q8_0_block(x, q) }
+            }
+
+            unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32 {
+                // SAFETY: the trait's contract.
+                unsafe { q8_k_block(x, q) }
+            }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
@@ -82,8 +149,52 @@ trait Level {
     unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32;
 }
 
+/// One operation at a level: `simd::<L>()` with a SIMD level's kernels, `scalar()` with the
+/// oracle's.
+trait AtLevel {
+    type Out;
+
+    /// # Safety
+    /// This CPU runs `L`, and the operation's own contract holds.
+    unsafe fn simd<L: Level>(self) -> Self::Out;
+
+    /// # Safety
+    /// The operation's own contract holds.
+    unsafe fn scalar(self) -> Self::Out;
+}
+
+/// Runs `op` at level `isa`: the one place that maps levels to their kernels.
+///
+/// # Safety
+/// This CPU runs `isa`, and `op`'s own contract holds.
+unsafe fn at_level<A: AtLevel>(isa: Isa, op: A) -> A::Out {
+    #[cfg(target_arch = "aarch64")]
+    use neon::{Neon, NeonDot};
+    #[cfg(target_arch = "x86_64")]
+    use {avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
+    match isa {
+        // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { op.simd::<Avx512>() },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => unsafe { op.simd::<AvxVnni>() },
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { op.simd::<Avx2>() },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDot => unsafe { op.simd::<NeonDot>() },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => unsafe { op.simd::<Neon>() },
+        // SAFETY: the caller's contract.
+        _ => unsafe { op.scalar() },
+    }
+}
+
 /// What a packed format gives the product code all formats share.
-trait Packed: Sync {
+trait Packed: Sync + Sized {
     /// Activations quantized for this format.
     type Acts: Sync;
 
@@ -93,6 +204,32 @@ trait Packed: Sync {
 
     /// `x [t, k]` quantized for this format at level `isa` (which this CPU runs).
     fn quantize(&self, isa: Isa, x: &[f32]) -> Self::Acts;
+
+    /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
+    ///
+    /// # Safety
+    /// As [`Packed::dispatch`], with `L` a level this CPU runs.
+    unsafe fn row_tiles<L: Level>(
+        &self,
+        acts: &Self::Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    );
+
+    /// The same at the scalar level, the oracle.
+    ///
+    /// # Safety
+    /// As [`Packed::dispatch`].
+    unsafe fn row_tiles_generic(
+        &self,
+        acts: &Self::Acts,
+        t: usize,
+        r0: usize,
+        r1: usize,
+        out: &SharedOut,
+    );
 
     /// Row tiles `r0..r1` of `y [t, n]` at level `isa`.
     ///
@@ -107,7 +244,43 @@ trait Packed: Sync {
         r0: usize,
         r1: usize,
         out: &SharedOut,
-    );
+    ) {
+        struct Tiles<'a, P: Packed> {
+            p: &'a P,
+            acts: &'a P::Acts,
+            t: usize,
+            r0: usize,
+            r1: usize,
+            out: &'a SharedOut,
+        }
+        impl<P: Packed> AtLevel for Tiles<'_, P> {
+            type Out = ();
+            unsafe fn simd<L: Level>(self) {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    self.p
+                        .row_tiles::<L>(self.acts, self.t, self.r0, self.r1, self.out)
+                }
+            }
+            unsafe fn scalar(self) {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    self.p
+                        .row_tiles_generic(self.acts, self.t, self.r0, self.r1, self.out)
+                }
+            }
+        }
+        let op = Tiles {
+            p: self,
+            acts,
+            t,
+            r0,
+            r1,
+            out,
+        };
+        // SAFETY: the caller's contract.
+        unsafe { at_level(isa, op) }
+    }
 }
 
 /// `y [t, n] = x [t, k] · Wᵀ` at level `isa`, over row tiles in parallel; `None` where this CPU

@@ -23,7 +23,6 @@ use half::f16;
 use super::kquant::Tile;
 use super::q8_0::{lines_per_tile, ActsAt, Weights};
 use super::tasks::ROWS;
-use super::Level;
 
 /// Values per Q8_0 block.
 const QK: usize = 32;
@@ -34,76 +33,13 @@ pub(super) struct Neon;
 /// NEON with the dot-product extension.
 pub(super) struct NeonDot;
 
-macro_rules! level {
-    ($level:ident, $dot:literal, $features:literal, $q8:ident, $kq:ident) => {
-        #[target_feature(enable = $features)]
-        unsafe fn $q8<const T: usize, const BITS: u32>(
-            w: Weights,
-            nb: usize,
-            a: ActsAt,
-            res: &mut [[f32; ROWS]; 4],
-        ) {
-            // SAFETY: the caller's contract (the level's features; `w` and `a` as
-            // `Level::q8_0_tile` states).
-            unsafe { q8_0_quarters::<T, BITS, $dot>(w, nb, a, res) }
-        }
-
-        #[target_feature(enable = $features)]
-        unsafe fn $kq<const T: usize, const NG: usize>(
-            tiles: *const Tile,
-            nsb: usize,
-            aq: &[i8],
-            k: usize,
-            af: &[[f32; 2]],
-            res: &mut [[f32; ROWS]; 4],
-        ) {
-            // SAFETY: the caller's contract, as `Level::kquant_tile` states.
-            unsafe { kquant_quarters::<T, NG, $dot>(tiles, nsb, aq, k, af, res) }
-        }
-
-        impl Level for $level {
-            unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
-                w: Weights,
-                nb: usize,
-                a: ActsAt,
-                res: &mut [[f32; ROWS]; 4],
-            ) {
-                // SAFETY: the trait's contract.
-                unsafe { $q8::<T, BITS>(w, nb, a, res) }
-            }
-
-            unsafe fn kquant_tile<const T: usize, const NG: usize>(
-                tiles: *const Tile,
-                nsb: usize,
-                aq: &[i8],
-                k: usize,
-                af: &[[f32; 2]],
-                res: &mut [[f32; ROWS]; 4],
-            ) {
-                // SAFETY: the trait's contract.
-                unsafe { $kq::<T, NG>(tiles, nsb, aq, k, af, res) }
-            }
-
-            unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-                // SAFETY: the trait's contract (both levels have NEON).
-                unsafe { q8_0_block(x, q) }
-            }
-
-            unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32 {
-                // SAFETY: the trait's contract.
-                unsafe { q8_k_block(x, q) }
-            }
-        }
-    };
-}
-
-level!(Neon, false, "neon", q8_0_tile_neon, kquant_tile_neon);
-level!(
+simd_level!(Neon, "neon", q8_0_quarters, kquant_quarters, false);
+simd_level!(
     NeonDot,
-    true,
     "neon,dotprod",
-    q8_0_tile_dot,
-    kquant_tile_dot
+    q8_0_quarters,
+    kquant_quarters,
+    true
 );
 
 /// `acc + Σ_{i<4} w[r][i]·x[i]` per 32-bit lane `r` with `sdot`.

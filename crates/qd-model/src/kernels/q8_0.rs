@@ -20,9 +20,7 @@ use half::f16;
 use super::isa::Isa;
 use super::lanes::{row_sums, LANES, SPAN};
 use super::tasks::{store, SharedOut, ROWS};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-use super::Level;
-use super::Packed;
+use super::{AtLevel, Level, Packed};
 
 const QK: usize = 32;
 const BLOCK_BYTES: usize = 34;
@@ -161,59 +159,6 @@ impl PackedQ8_0 {
         unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
 
-    /// The scalar level: for each row, block by block, the integer sum of the stored codes and
-    /// the token's codes less the stored offset's share, then `acc = fma(sum, d_w·d_x, acc)` —
-    /// the AVX-512 kernel's lanes, one at a time.
-    ///
-    /// # Safety
-    /// As [`PackedQ8_0::dispatch`].
-    #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
-    unsafe fn row_tiles_generic(
-        &self,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        let nb = self.k / QK;
-        let per = lines_per_tile(self.bits);
-        let shift = 8 - self.bits as i32;
-        let mut codes = [[0i16; LANES]; 8];
-        for rt in r0..r1 {
-            let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
-            let scales = &self.scales[rt * nb..(rt + 1) * nb];
-            let rows = ROWS.min(self.n - rt * ROWS);
-            // Up to `SPAN` tokens share each decoded block; every token's sums still run over
-            // the blocks in order.
-            for s0 in (0..t).step_by(SPAN) {
-                let span = SPAN.min(t - s0);
-                let mut acc = [[0f32; ROWS]; SPAN];
-                for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
-                    match self.bits {
-                        8 => decode_block::<8>(l, &mut codes),
-                        5 => decode_block::<5>(l, &mut codes),
-                        _ => decode_block::<4>(l, &mut codes),
-                    }
-                    let dw = dw.map(|h| f16::from_bits(h).to_f32());
-                    for (j, acc) in acc[..span].iter_mut().enumerate() {
-                        let s = s0 + j;
-                        let xq = &acts.q[s * self.k + b * QK..][..QK];
-                        let isum = row_sums(&codes, xq);
-                        let corr = acts.corr[s * nb + b] >> shift;
-                        let dx = acts.d[s * nb + b];
-                        for r in 0..ROWS {
-                            acc[r] = ((isum[r] - corr) as f32).mul_add(dw[r] * dx, acc[r]);
-                        }
-                    }
-                }
-                // SAFETY: tokens `s0 .. s0 + span ≤ t` and rows `16·rt .. 16·rt + rows` lie
-                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                unsafe { store(out, &acc[..span], s0, self.n, rt, rows) };
-            }
-        }
-    }
-
     /// `y [t, n] = x [t, k] · Wᵀ` at [`Isa::active`]'s level; `None` if `x` is not whole
     /// rows of `k`.
     pub fn matmul(&self, x: &[f32]) -> Option<Vec<f32>> {
@@ -224,12 +169,27 @@ impl PackedQ8_0 {
     pub fn matmul_at(&self, isa: Isa, x: &[f32]) -> Option<Vec<f32>> {
         super::matmul_at(self, isa, x)
     }
+}
+
+impl Packed for PackedQ8_0 {
+    type Acts = Acts;
+
+    fn n(&self) -> usize {
+        self.n
+    }
+
+    fn k(&self) -> usize {
+        self.k
+    }
+
+    fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
+        Acts::quantize(isa, x, self.k)
+    }
 
     /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
     ///
     /// # Safety
     /// As [`Packed::dispatch`], with `L` a level this CPU runs.
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     unsafe fn row_tiles<L: Level>(
         &self,
         acts: &Acts,
@@ -278,54 +238,57 @@ impl PackedQ8_0 {
             }
         }
     }
-}
 
-impl Packed for PackedQ8_0 {
-    type Acts = Acts;
-
-    fn n(&self) -> usize {
-        self.n
-    }
-
-    fn k(&self) -> usize {
-        self.k
-    }
-
-    fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
-        Acts::quantize(isa, x, self.k)
-    }
-
-    unsafe fn dispatch(
+    /// The scalar level: for each row, block by block, the integer sum of the stored codes and
+    /// the token's codes less the stored offset's share, then `acc = fma(sum, d_w·d_x, acc)` —
+    /// the AVX-512 kernel's lanes, one at a time.
+    ///
+    /// # Safety
+    /// As [`Packed::dispatch`].
+    #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
+    unsafe fn row_tiles_generic(
         &self,
-        isa: Isa,
         acts: &Acts,
         t: usize,
         r0: usize,
         r1: usize,
         out: &SharedOut,
     ) {
-        #[cfg(target_arch = "aarch64")]
-        use super::neon::{Neon, NeonDot};
-        #[cfg(target_arch = "x86_64")]
-        use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
-        match isa {
-            // SAFETY: the caller's contract, which includes that this CPU runs `isa`.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { self.row_tiles::<Avx512>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::AvxVnni => unsafe { self.row_tiles::<AvxVnni>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { self.row_tiles::<Avx2>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::NeonDot => unsafe { self.row_tiles::<NeonDot>(acts, t, r0, r1, out) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { self.row_tiles::<Neon>(acts, t, r0, r1, out) },
-            // SAFETY: the caller's contract.
-            _ => unsafe { self.row_tiles_generic(acts, t, r0, r1, out) },
+        let nb = self.k / QK;
+        let per = lines_per_tile(self.bits);
+        let shift = 8 - self.bits as i32;
+        let mut codes = [[0i16; LANES]; 8];
+        for rt in r0..r1 {
+            let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
+            let scales = &self.scales[rt * nb..(rt + 1) * nb];
+            let rows = ROWS.min(self.n - rt * ROWS);
+            // Up to `SPAN` tokens share each decoded block; every token's sums still run over
+            // the blocks in order.
+            for s0 in (0..t).step_by(SPAN) {
+                let span = SPAN.min(t - s0);
+                let mut acc = [[0f32; ROWS]; SPAN];
+                for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
+                    match self.bits {
+                        8 => decode_block::<8>(l, &mut codes),
+                        5 => decode_block::<5>(l, &mut codes),
+                        _ => decode_block::<4>(l, &mut codes),
+                    }
+                    let dw = dw.map(|h| f16::from_bits(h).to_f32());
+                    for (j, acc) in acc[..span].iter_mut().enumerate() {
+                        let s = s0 + j;
+                        let xq = &acts.q[s * self.k + b * QK..][..QK];
+                        let isum = row_sums(&codes, xq);
+                        let corr = acts.corr[s * nb + b] >> shift;
+                        let dx = acts.d[s * nb + b];
+                        for r in 0..ROWS {
+                            acc[r] = ((isum[r] - corr) as f32).mul_add(dw[r] * dx, acc[r]);
+                        }
+                    }
+                }
+                // SAFETY: tokens `s0 .. s0 + span ≤ t` and rows `16·rt .. 16·rt + rows` lie
+                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                unsafe { store(out, &acc[..span], s0, self.n, rt, rows) };
+            }
         }
     }
 }
@@ -355,6 +318,22 @@ pub(crate) fn q8_0_block_generic(x: &[f32], q: &mut [i8]) -> (f32, i32) {
     (d, sum)
 }
 
+/// One block's quantization at a level.
+struct Block<'a>(&'a [f32], &'a mut [i8]);
+
+impl AtLevel for Block<'_> {
+    type Out = (f32, i32);
+
+    unsafe fn simd<L: Level>(self) -> (f32, i32) {
+        // SAFETY: the caller's contract: this CPU runs `L`; blocks are whole.
+        unsafe { L::q8_0_block(self.0, self.1) }
+    }
+
+    unsafe fn scalar(self) -> (f32, i32) {
+        q8_0_block_generic(self.0, self.1)
+    }
+}
+
 /// One token's blocks, in ggml's rule, at level `isa`.
 fn quantize_token(isa: Isa, (((q, d), corr), x): TokenParts) {
     for (((xb, qb), db), cb) in x
@@ -363,29 +342,9 @@ fn quantize_token(isa: Isa, (((q, d), corr), x): TokenParts) {
         .zip(d)
         .zip(corr)
     {
-        #[cfg(target_arch = "aarch64")]
-        use super::neon::{Neon, NeonDot};
-        #[cfg(target_arch = "x86_64")]
-        use super::{avx2::Avx2, avx2::AvxVnni, avx512::Avx512};
-        let (d, sum) = match isa {
-            // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder
-            // check it); blocks are whole.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => unsafe { Avx512::q8_0_block(xb, qb) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::AvxVnni => unsafe { AvxVnni::q8_0_block(xb, qb) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { Avx2::q8_0_block(xb, qb) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::NeonDot => unsafe { NeonDot::q8_0_block(xb, qb) },
-            // SAFETY: as above.
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => unsafe { Neon::q8_0_block(xb, qb) },
-            _ => q8_0_block_generic(xb, qb),
-        };
+        // SAFETY: callers quantize at a level this CPU runs (`matmul_at` and the decoder check
+        // it); blocks are whole.
+        let (d, sum) = unsafe { super::at_level(isa, Block(xb, qb)) };
         *db = d;
         *cb = 128 * sum;
     }
