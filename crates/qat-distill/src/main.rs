@@ -28,8 +28,8 @@ struct Cli {
     #[arg(long, short = 't', global = true, env = "QAT_DISTILL_THREADS")]
     threads: Option<usize>,
     /// Instruction-set level of the packed kernels: `scalar`, `avx2`, `avxvnni`, `avx512`, or
-    /// on Arm `neon`, `neondot` (default: the best this CPU has). Lowers it only, for comparisons; bench's JSON rows say
-    /// which ran.
+    /// on Arm `neon`, `neondot` (default: the best this CPU has). Lowers it only, for
+    /// comparisons; bench's JSON rows say which ran.
     #[arg(long, global = true, env = "QAT_DISTILL_ISA", value_name = "LEVEL", value_parser = parse_isa)]
     isa: Option<qd_model::Isa>,
     #[command(subcommand)]

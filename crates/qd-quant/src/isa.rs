@@ -74,16 +74,9 @@ impl Isa {
             .ok_or_else(|| UnknownIsa(s.to_string()))
     }
 
-    /// The best level this CPU runs (probed once).
+    /// The best level this CPU runs.
     pub fn detected() -> Isa {
-        static DETECTED: OnceLock<Isa> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            Isa::ALL
-                .into_iter()
-                .rev()
-                .find(|l| l.probe())
-                .unwrap_or(Isa::Scalar)
-        })
+        Isa::best_up_to(Isa::Avx512Vnni)
     }
 
     /// Whether the CPU has every feature this level's kernels use.

@@ -14,7 +14,8 @@
 //! they would have formed leaves the applied merges, in the same order, the best ones still.
 //! And a final token's own merge history depends only on its characters (pairs across its
 //! edges were never applied), so it is found by merging the token's text alone.
-//! [`verify`] re-tokenizes the corpus with the trimmed vocabulary and fails on any difference.
+//! [`trim`] ends by re-tokenizing the corpus with the trimmed vocabulary ([`verify`]) and fails
+//! on any difference.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -34,11 +35,7 @@ pub struct Trimmed {
 impl Trimmed {
     /// `old → new` for every kept id.
     pub fn new_ids(&self) -> HashMap<u32, u32> {
-        self.kept
-            .iter()
-            .enumerate()
-            .map(|(n, &o)| (o, n as u32))
-            .collect()
+        renumbering(&self.kept)
     }
 
     /// How many of `ids` (the untrimmed tokenizer's) fall outside the kept set.
@@ -50,7 +47,9 @@ impl Trimmed {
 }
 
 /// Trims `v` (the vocabulary `tok` was built from) to what tokenizing `corpus` uses, keeping
-/// `also` too (ids the file names elsewhere, e.g. an end-of-turn token).
+/// `also` too (ids the file names elsewhere, e.g. an end-of-turn token), and checks as
+/// [`verify`] does that the corpus tokenizes the same with the result (its untrimmed tokens
+/// computed once for both).
 pub fn trim(v: &GgufVocab, tok: &GgufTokenizer, corpus: &str, also: &[u32]) -> Result<Trimmed> {
     if corpus.trim().is_empty() {
         return Err(TokenizerError::Inconsistent(
@@ -75,22 +74,16 @@ pub fn trim(v: &GgufVocab, tok: &GgufTokenizer, corpus: &str, also: &[u32]) -> R
         }
     }
     keep.extend([v.bos, v.eos, v.unk, v.pad].into_iter().flatten());
-    for &id in also {
-        if id as usize >= n {
-            return Err(TokenizerError::Inconsistent(format!(
-                "token id {id} is outside the vocabulary of {n}"
-            )));
-        }
-        keep.insert(id);
+    let ids = tok.encode(corpus, false)?;
+    let used: BTreeSet<u32> = ids.iter().copied().collect();
+    if let Some(id) = also.iter().chain(&used).find(|&&id| id as usize >= n) {
+        return Err(TokenizerError::Inconsistent(format!(
+            "token id {id} is outside the vocabulary of {n}"
+        )));
     }
-    let used: BTreeSet<u32> = tok.encode(corpus, false)?.into_iter().collect();
+    keep.extend(also);
     let history = History::new(v)?;
     for &id in &used {
-        if id as usize >= n {
-            return Err(TokenizerError::Inconsistent(format!(
-                "token id {id} is outside the vocabulary of {n}"
-            )));
-        }
         keep.insert(id);
         if matches!(
             v.types[id as usize],
@@ -100,18 +93,24 @@ pub fn trim(v: &GgufVocab, tok: &GgufTokenizer, corpus: &str, also: &[u32]) -> R
         }
     }
     let kept: Vec<u32> = keep.into_iter().collect();
-    Ok(Trimmed {
+    let t = Trimmed {
         vocab: restrict(v, &kept),
         kept,
-    })
+    };
+    check(&t, &ids, tok, corpus)?;
+    Ok(t)
 }
 
 /// Re-tokenizes `corpus` with the trimmed vocabulary and checks it gives `original`'s ids
 /// mapped through the kept table; the error names the first difference.
 pub fn verify(t: &Trimmed, original: &GgufTokenizer, corpus: &str) -> Result<()> {
+    check(t, &original.encode(corpus, false)?, original, corpus)
+}
+
+/// [`verify`] with the corpus's untrimmed tokens `want` already at hand.
+fn check(t: &Trimmed, want: &[u32], original: &GgufTokenizer, corpus: &str) -> Result<()> {
     let trimmed = GgufTokenizer::from_vocab(t.vocab.clone())?;
     let map = t.new_ids();
-    let want = original.encode(corpus, false)?;
     let got = trimmed.encode(corpus, false)?;
     let mapped: Vec<Option<u32>> = want.iter().map(|i| map.get(i).copied()).collect();
     if let Some(pos) = (0..want.len().max(got.len()))
@@ -126,7 +125,7 @@ pub fn verify(t: &Trimmed, original: &GgufTokenizer, corpus: &str) -> Result<()>
             "the trimmed vocabulary tokenizes the corpus differently at token {pos}: {:?} \
              instead of {:?} ({} tokens against {})",
             piece(&got, &trimmed),
-            piece(&want, original),
+            piece(want, original),
             got.len(),
             want.len()
         )));
@@ -136,11 +135,7 @@ pub fn verify(t: &Trimmed, original: &GgufTokenizer, corpus: &str) -> Result<()>
 
 /// The vocabulary restricted to `kept` (ascending old ids), special ids renumbered.
 fn restrict(v: &GgufVocab, kept: &[u32]) -> GgufVocab {
-    let new: HashMap<u32, u32> = kept
-        .iter()
-        .enumerate()
-        .map(|(n, &o)| (o, n as u32))
-        .collect();
+    let new = renumbering(kept);
     let pick = |i: &u32| *i as usize;
     let tokens: Vec<String> = kept.iter().map(|i| v.tokens[pick(i)].clone()).collect();
     let present: std::collections::HashSet<&str> = tokens.iter().map(String::as_str).collect();
@@ -170,6 +165,14 @@ fn restrict(v: &GgufVocab, kept: &[u32]) -> GgufVocab {
         add_space_prefix: v.add_space_prefix,
         tokens,
     }
+}
+
+/// `old → new` for ascending old ids `kept`.
+fn renumbering(kept: &[u32]) -> HashMap<u32, u32> {
+    kept.iter()
+        .enumerate()
+        .map(|(n, &o)| (o, n as u32))
+        .collect()
 }
 
 /// How a piece is formed from its characters by the vocabulary's merges.

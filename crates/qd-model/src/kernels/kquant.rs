@@ -227,38 +227,22 @@ impl Packed for PackedKQuant {
         out: &SharedOut,
     ) {
         let nsb = self.k / self.kind.group();
-        let mut res = [[0f32; ROWS]; 4];
-        for rt in r0..r1 {
+        let tile = |rt: usize, s: usize, tt: usize, res: &mut [[f32; ROWS]; 4]| {
             let tiles = self.tiles[rt * nsb..(rt + 1) * nsb].as_ptr();
-            let rows = ROWS.min(self.n - rt * ROWS);
-            let mut s = 0;
-            while s < t {
-                let tt = if t - s >= 4 { 4 } else { 1 };
-                let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
-                // SAFETY: `tiles` starts row tile `rt`'s `nsb` tiles, and `tt` tokens of codes
-                // and factors remain from `s`; that this CPU runs `L` is the caller's contract.
-                unsafe {
-                    match (self.kind, tt) {
-                        (KQuant::Q4K, 4) => {
-                            L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                        (KQuant::Q4K, _) => {
-                            L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                        (KQuant::Q6K, 4) => {
-                            L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                        (KQuant::Q6K, _) => {
-                            L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, &mut res)
-                        }
-                    }
+            let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
+            // SAFETY: `tiles` starts row tile `rt`'s `nsb` tiles, and `tt` tokens of codes
+            // and factors remain from `s`; that this CPU runs `L` is the caller's contract.
+            unsafe {
+                match (self.kind, tt) {
+                    (KQuant::Q4K, 4) => L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, res),
+                    (KQuant::Q4K, _) => L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, res),
+                    (KQuant::Q6K, 4) => L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, res),
+                    (KQuant::Q6K, _) => L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, res),
                 }
-                // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
-                // `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
-                s += tt;
             }
-        }
+        };
+        // SAFETY: the caller's contract on `out`.
+        unsafe { super::each_tile(self.n, t, r0, r1, out, tile) }
     }
 
     /// The scalar level: per row and sub-block, the integer sum `Σ q_w·q_x` of the stored codes

@@ -94,7 +94,7 @@ mod neon;
 pub mod q8_0;
 pub(crate) mod tasks;
 
-use tasks::{for_row_tiles, SharedOut, ROWS};
+use tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 use isa::Isa;
 
@@ -280,6 +280,36 @@ trait Packed: Sync + Sized {
         };
         // SAFETY: the caller's contract.
         unsafe { at_level(isa, op) }
+    }
+}
+
+/// The SIMD levels' walk over a product: each row tile `r0..r1`, its tokens in groups of 4 (the
+/// rest one by one); `tile(rt, s, tt, res)` fills `res[..tt]` with tokens `s..s + tt` of row
+/// tile `rt`, which are then stored into `out`.
+///
+/// # Safety
+/// `out` points to `t·n` floats whose row tiles `r0..r1` no other thread writes meanwhile.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn each_tile(
+    n: usize,
+    t: usize,
+    r0: usize,
+    r1: usize,
+    out: &SharedOut,
+    mut tile: impl FnMut(usize, usize, usize, &mut [[f32; ROWS]; 4]),
+) {
+    let mut res = [[0f32; ROWS]; 4];
+    for rt in r0..r1 {
+        let rows = ROWS.min(n - rt * ROWS);
+        let mut s = 0;
+        while s < t {
+            let tt = if t - s >= 4 { 4 } else { 1 };
+            tile(rt, s, tt, &mut res);
+            // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside `out`'s
+            // `t·n` floats, and this task alone writes row tile `rt`.
+            unsafe { store(out, &res[..tt], s, n, rt, rows) };
+            s += tt;
+        }
     }
 }
 

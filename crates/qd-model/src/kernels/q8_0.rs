@@ -200,43 +200,35 @@ impl Packed for PackedQ8_0 {
     ) {
         let nb = self.k / QK;
         let per = lines_per_tile(self.bits);
-        let mut res = [[0f32; ROWS]; 4];
-        for rt in r0..r1 {
-            // Slicing checks that the tile starts inside the buffers, which hold `nb` blocks
-            // of every row tile.
+        let tile = |rt: usize, s: usize, tt: usize, res: &mut [[f32; ROWS]; 4]| {
+            // Slicing checks that the tile starts inside the buffers, which hold `nb`
+            // blocks of every row tile.
             let w = Weights {
                 lines: self.lines[rt * nb * per..].as_ptr(),
                 scales: self.scales[rt * nb..].as_ptr(),
             };
-            let rows = ROWS.min(self.n - rt * ROWS);
-            let mut s = 0;
-            while s < t {
-                let tt = if t - s >= 4 { 4 } else { 1 };
-                let a = ActsAt {
-                    q: acts.q[s * self.k..].as_ptr(),
-                    k: self.k,
-                    d: acts.d[s * nb..].as_ptr(),
-                    corr: acts.corr[s * nb..].as_ptr(),
-                };
-                // SAFETY: `w` starts a whole row tile (`nb` blocks of `per` lines and scale
-                // rows) and `a` `tt ≤ t − s` whole tokens of `acts`; that this CPU runs `L` is
-                // the caller's contract.
-                unsafe {
-                    match (tt, self.bits) {
-                        (4, 8) => L::q8_0_tile::<4, 8>(w, nb, a, &mut res),
-                        (4, 5) => L::q8_0_tile::<4, 5>(w, nb, a, &mut res),
-                        (4, _) => L::q8_0_tile::<4, 4>(w, nb, a, &mut res),
-                        (_, 8) => L::q8_0_tile::<1, 8>(w, nb, a, &mut res),
-                        (_, 5) => L::q8_0_tile::<1, 5>(w, nb, a, &mut res),
-                        _ => L::q8_0_tile::<1, 4>(w, nb, a, &mut res),
-                    }
+            let a = ActsAt {
+                q: acts.q[s * self.k..].as_ptr(),
+                k: self.k,
+                d: acts.d[s * nb..].as_ptr(),
+                corr: acts.corr[s * nb..].as_ptr(),
+            };
+            // SAFETY: `w` starts a whole row tile (`nb` blocks of `per` lines and scale
+            // rows) and `a` `tt ≤ t − s` whole tokens of `acts`; that this CPU runs `L`
+            // is the caller's contract.
+            unsafe {
+                match (tt, self.bits) {
+                    (4, 8) => L::q8_0_tile::<4, 8>(w, nb, a, res),
+                    (4, 5) => L::q8_0_tile::<4, 5>(w, nb, a, res),
+                    (4, _) => L::q8_0_tile::<4, 4>(w, nb, a, res),
+                    (_, 8) => L::q8_0_tile::<1, 8>(w, nb, a, res),
+                    (_, 5) => L::q8_0_tile::<1, 5>(w, nb, a, res),
+                    _ => L::q8_0_tile::<1, 4>(w, nb, a, res),
                 }
-                // SAFETY: tokens `s..s + tt` and rows `16·rt .. 16·rt + rows` lie inside
-                // `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                unsafe { store(out, &res[..tt], s, self.n, rt, rows) };
-                s += tt;
             }
-        }
+        };
+        // SAFETY: the caller's contract on `out`.
+        unsafe { super::each_tile(self.n, t, r0, r1, out, tile) }
     }
 
     /// The scalar level: for each row, block by block, the integer sum of the stored codes and
