@@ -58,8 +58,12 @@ pub struct Args {
     #[arg(long)]
     checkpoint_every: Option<usize>,
     /// A student preset (TOML, see models/student-6l.toml) instead of teacher blocks.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "student_file")]
     student_config: Option<PathBuf>,
+    /// A student GGUF written by `qat-distill student` (pruned, vocabulary trimmed) instead of
+    /// teacher blocks.
+    #[arg(long)]
+    student_file: Option<PathBuf>,
     /// QAT recipe: q4_0, q4_k, q5_0, q8_0, q4_k_m, qat-q4, <type>-pure (or any single GGUF
     /// block type); `none` turns off a recipe set in --config.
     #[arg(long, value_parser = parse_recipe)]
@@ -218,6 +222,9 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
                 .with_context(|| format!("{}: invalid student config", p.display()))?,
         );
     }
+    if let Some(p) = &a.student_file {
+        c.student_file = Some(p.clone());
+    }
     if let Some(v) = &a.qat {
         c.qat = (v != "none").then(|| v.clone());
     }
@@ -240,6 +247,7 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     c.teacher = expand_home(&c.teacher);
     c.out = expand_home(&c.out);
     c.data = c.data.iter().map(|p| expand_home(p)).collect();
+    c.student_file = c.student_file.as_deref().map(expand_home);
     Ok(c)
 }
 
@@ -314,8 +322,17 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             bar.set_message(msg);
         }
         Event::Eval { step, val } => say(format!(
-            "step {step}: held-out ppl {:.3}, KL to teacher {:.4}",
-            val.ppl, val.kd
+            "step {step}: held-out ppl {:.3}, KL to teacher {:.4}{}",
+            val.ppl,
+            val.kd,
+            if cfg.student_file.is_some() {
+                format!(
+                    ", teacher mass outside the student's vocabulary {:.5} per token",
+                    val.teacher_mass_dropped
+                )
+            } else {
+                String::new()
+            }
         )),
         Event::Checkpoint { path, .. } => {
             say(format!("checkpoint {}", path.display()));

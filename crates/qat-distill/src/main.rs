@@ -5,6 +5,7 @@ mod cmd_eval;
 mod cmd_export;
 mod cmd_generate;
 mod cmd_inspect;
+mod cmd_student;
 mod cmd_tokenize;
 mod cmd_train;
 mod loaded;
@@ -44,6 +45,9 @@ enum Command {
     Tokenize(cmd_tokenize::Args),
     /// Generate text from a prompt (fused prefill, then the single-token decoder).
     Generate(cmd_generate::Args),
+    /// Cut a smaller student from the teacher: blocks by influence, MLP channels and heads by
+    /// activation importance, the vocabulary trimmed to a corpus.
+    Student(cmd_student::Args),
     /// Distil the teacher into a student (knowledge distillation, resumable).
     Train(Box<cmd_train::Args>),
     /// Write a checkpoint (or requantize a GGUF) as a GGUF file of a quantization recipe.
@@ -129,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokenize(a) => cmd_tokenize::run(a),
         Command::Generate(a) => cmd_generate::run(a),
         Command::Eval(c) => cmd_eval::run(c),
+        Command::Student(a) => cmd_student::run(a),
         Command::Train(a) => cmd_train::run_cmd(*a),
         Command::ExportGguf(a) => cmd_export::run(a),
         Command::Bench(c) => cmd_bench::run(c),

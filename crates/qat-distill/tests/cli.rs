@@ -175,6 +175,144 @@ fn bad_input_is_one_clear_line() {
     assert!(!out.exists(), "nothing written");
 }
 
+/// `student`: a pruned, trimmed student is written and runs in `eval` and `bench`; bad targets
+/// and corpora are one line each and write nothing.
+#[test]
+fn student_is_written_or_refused_in_one_line() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path(), Family::Gemma3);
+    let m = m.to_str().unwrap();
+    let calib = d.path().join("calib.txt");
+    std::fs::write(&calib, "the thin hat in the inn at the heath. ".repeat(30)).unwrap();
+    let calib = calib.to_str().unwrap();
+    let out = d.path().join("student.gguf");
+    let o = out.to_str().unwrap();
+    let student = |extra: &[&str]| {
+        let mut args = vec!["student", "--model", m, "--out", o];
+        args.extend_from_slice(extra);
+        one_line_error(&args)
+    };
+    let cases: [(&[&str], &str); 9] = [
+        (&[], "nothing to make smaller"),
+        (&["--ffn", "64"], "give --calibration"),
+        (
+            &["--ffn", "64", "--calibration", "/nonexistent-calib.txt"],
+            "/nonexistent-calib.txt",
+        ),
+        (
+            &["--ffn", "100000", "--calibration", calib],
+            "choose 1 to 512",
+        ),
+        (&["--layers", "99", "--calibration", calib], "choose 1 to 7"),
+        (
+            &["--heads", "1", "--calibration", calib],
+            "every head of a KV group",
+        ),
+        (
+            &["--heads", "8", "--calibration", calib],
+            "more than the teacher's 4 heads",
+        ),
+        (&["--blocks", "0,9"], "teacher block 9 does not exist"),
+        (
+            &["--trim-vocab", "/nonexistent-corpus.txt"],
+            "/nonexistent-corpus.txt",
+        ),
+    ];
+    for (args, want) in cases {
+        let e = student(args);
+        assert!(e.contains(want), "{args:?}: {e}");
+    }
+    let empty = d.path().join("empty.txt");
+    std::fs::write(&empty, "\n  \n").unwrap();
+    let e = student(&["--ffn", "64", "--calibration", empty.to_str().unwrap()]);
+    assert!(e.contains("is empty"), "{e}");
+    assert!(!out.exists(), "nothing written");
+
+    let r = run(&[
+        "student",
+        "--model",
+        m,
+        "--out",
+        o,
+        "--calibration",
+        calib,
+        "--layers",
+        "6",
+        "--ffn",
+        "256",
+        "--heads",
+        "2",
+        "--trim-vocab",
+        calib,
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v = ok_json(&["inspect", o, "--json"]);
+    let hp = &v["hparams"];
+    assert_eq!(
+        (
+            hp["n_layer"].as_u64(),
+            hp["n_ff"].as_u64(),
+            hp["n_head"].as_u64()
+        ),
+        (Some(6), Some(256), Some(2)),
+        "{v}"
+    );
+    assert!(hp["vocab_size"].as_u64().unwrap() < 275, "{v}");
+    let v = ok_json(&[
+        "-t",
+        "1",
+        "eval",
+        "perplexity",
+        "--model",
+        o,
+        "--file",
+        calib,
+        "--ctx",
+        "32",
+        "--chunks",
+        "2",
+        "--json",
+    ]);
+    assert!(v["bpb"].as_f64().unwrap() > 0.0, "{v}");
+    let b = run(&[
+        "-t",
+        "1",
+        "bench",
+        "tokens-per-second",
+        "-m",
+        o,
+        "-p",
+        "8",
+        "-n",
+        "4",
+        "-r",
+        "1",
+    ]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let e = student(&["--layers", "2", "--calibration", calib]);
+    assert!(e.contains("already exists"), "{e}");
+
+    // train: a student file whose vocabulary is another tokenizer's is refused before training.
+    let qwen = model(d.path(), Family::Qwen2);
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        m,
+        "--student-file",
+        qwen.to_str().unwrap(),
+        "--data",
+        calib,
+        "--out",
+        d.path().join("run").to_str().unwrap(),
+        "--steps",
+        "1",
+    ]);
+    assert!(
+        e.contains("is not a trimmed vocabulary of the teacher"),
+        "{e}"
+    );
+}
+
 /// A write that runs out of room (a file-size limit stands in for a full disk: the same failed
 /// `write`, EFBIG instead of ENOSPC) is one error line and leaves neither the target nor a
 /// temporary file behind.

@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use qd_export::{assemble, Exported, Recipe, TensorSource};
 use qd_gguf::{GgufFile, Value};
 
-use crate::student::{build_student, VarStore};
+use crate::student::{build_student, student_from_file, VarStore};
 use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
 use crate::train::run::TrainError;
 use crate::train::state::RunState;
@@ -118,13 +118,33 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
     }
     let dev = Device::Cpu;
     let frozen = cfg.frozen_tensors();
-    let (student, store) = build_student(
-        &teacher,
-        &cfg.student_blocks,
-        cfg.student.as_ref(),
-        frozen,
-        &dev,
-    )?;
+    // A student that started as a file (pruned, trimmed) is rebuilt from it, and the file is
+    // the template of the export: its tokenizer and shape are the student's.
+    let sf = match &cfg.student_file {
+        Some(p) => {
+            let sha = qd_export::file_sha256(p)?;
+            if state.student_sha256.as_deref() != Some(sha.as_str()) {
+                return Err(TrainError::Config(format!(
+                    "{} is not the student file {} was trained from",
+                    p.display(),
+                    dir.display()
+                )));
+            }
+            Some(GgufFile::open(p)?)
+        }
+        None => None,
+    };
+    let (student, store) = match &sf {
+        Some(f) => student_from_file(f, frozen, &dev)?,
+        None => build_student(
+            &teacher,
+            &cfg.student_blocks,
+            cfg.student.as_ref(),
+            frozen,
+            &dev,
+        )?,
+    };
+    let template = sf.as_ref().unwrap_or(&teacher);
     store.load_weights(&Checkpoint::load_weights(&dir, &dev)?)?;
     let step = state.step as u64;
     let name = teacher
@@ -144,9 +164,12 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         ("qat_distill.data_hash".to_string(), s(&state.data_hash)),
         (
             "qat_distill.student_init".to_string(),
-            s(&match &cfg.student {
-                Some(c) => format!("config: {}", serde_json::to_string(c).unwrap_or_default()),
-                None => format!("teacher blocks {:?}", cfg.student_blocks),
+            s(&match (&cfg.student, &cfg.student_file) {
+                (Some(c), _) => {
+                    format!("config: {}", serde_json::to_string(c).unwrap_or_default())
+                }
+                (None, Some(p)) => format!("file: {}", p.display()),
+                (None, None) => format!("teacher blocks {:?}", cfg.student_blocks),
             }),
         ),
     ];
@@ -163,7 +186,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
     ] {
         extra.push((format!("{arch}.{k}"), Value::U32(v as u32)));
     }
-    if teacher
+    if template
         .get(&format!("{arch}.rope.dimension_count"))
         .is_some()
     {
@@ -173,7 +196,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         ));
     }
     let exported = assemble(
-        &teacher,
+        template,
         student.hp.n_layer,
         &StoreSource(&store),
         recipe,

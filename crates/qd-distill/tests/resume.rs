@@ -85,6 +85,7 @@ fn run(
             &[qd_distill::data::Example::plain(d[s].clone())],
             None,
             &cfg,
+            None,
         )
         .unwrap();
         clip_grad_norm(&mut g, &store.vars, 1.0).unwrap();

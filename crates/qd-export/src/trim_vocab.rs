@@ -2,7 +2,7 @@
 //! and special-token ids rewritten, and the rows of the token embedding (and of an untied LM
 //! head) gathered for the kept ids, their bytes copied as they are (rows are whole blocks).
 
-use qd_gguf::{GgufFile, Value, ValueType};
+use qd_gguf::{GgufFile, GgufWriter, Value, ValueType};
 use qd_tokenizer::{GgufTokenizer, GgufVocab, Trimmed};
 
 use crate::assemble::Exported;
@@ -36,9 +36,17 @@ pub fn trim_on(template: &GgufFile, corpus: &str) -> Result<Trimmed> {
 
 /// Rewrites `e` (assembled from a template with the untrimmed vocabulary) for `t`.
 pub fn apply(e: &mut Exported, t: &Trimmed) -> Result<()> {
+    apply_to_writer(&mut e.writer, t)?;
+    for (td, report) in e.writer.tensors.iter().zip(e.tensors.iter_mut()) {
+        report.dims = td.shape.clone();
+    }
+    Ok(())
+}
+
+/// Rewrites a file being written (metadata and tensors of the untrimmed vocabulary) for `t`.
+pub fn apply_to_writer(w: &mut GgufWriter, t: &Trimmed) -> Result<()> {
     let new = t.new_ids();
-    let n_old = e
-        .writer
+    let n_old = w
         .metadata
         .iter()
         .find(|(k, _)| k == "tokenizer.ggml.tokens")
@@ -48,13 +56,12 @@ pub fn apply(e: &mut Exported, t: &Trimmed) -> Result<()> {
         })
         .ok_or_else(|| ExportError::Invalid("the template has no tokenizer.ggml.tokens".into()))?;
     let n_new = t.kept.len();
-    let arch_vocab = e
-        .writer
+    let arch_vocab = w
         .metadata
         .iter()
         .find(|(k, _)| k == "general.architecture")
         .and_then(|(_, v)| v.as_str().map(|a| format!("{a}.vocab_size")));
-    for (k, v) in e.writer.metadata.iter_mut() {
+    for (k, v) in w.metadata.iter_mut() {
         if is_id_key(k) {
             let old = v.as_u64().unwrap_or(u64::MAX);
             let id = u32::try_from(old).ok().and_then(|o| new.get(&o));
@@ -69,35 +76,31 @@ pub fn apply(e: &mut Exported, t: &Trimmed) -> Result<()> {
         }
     }
     let vocab = &t.vocab;
-    e.writer.set(
+    w.set(
         "tokenizer.ggml.tokens",
         qd_gguf::string_array(vocab.tokens.iter().cloned()),
     );
-    e.writer.set(
+    w.set(
         "tokenizer.ggml.scores",
         Value::Array(
             ValueType::F32,
             vocab.scores.iter().map(|&s| Value::F32(s)).collect(),
         ),
     );
-    e.writer.set(
+    w.set(
         "tokenizer.ggml.token_type",
         Value::Array(
             ValueType::I32,
             vocab.types.iter().map(|t| Value::I32(t.to_i32())).collect(),
         ),
     );
-    if e.writer
-        .metadata
-        .iter()
-        .any(|(k, _)| k == "tokenizer.ggml.merges")
-    {
-        e.writer.set(
+    if w.metadata.iter().any(|(k, _)| k == "tokenizer.ggml.merges") {
+        w.set(
             "tokenizer.ggml.merges",
             qd_gguf::string_array(vocab.merges.iter().cloned()),
         );
     }
-    for (td, report) in e.writer.tensors.iter_mut().zip(e.tensors.iter_mut()) {
+    for td in w.tensors.iter_mut() {
         if !PER_TOKEN.contains(&td.name.as_str()) {
             continue;
         }
@@ -114,7 +117,6 @@ pub fn apply(e: &mut Exported, t: &Trimmed) -> Result<()> {
         }
         td.data = data;
         td.shape[0] = n_new;
-        report.dims[0] = n_new;
     }
     Ok(())
 }

@@ -81,6 +81,46 @@ impl QLinear {
 }
 
 impl QLinear {
+    /// The same layer producing only outputs `rows` (in that order): a vocabulary-restricted
+    /// LM head. Quantized rows are whole blocks, so their bytes are copied and every kept
+    /// output is computed exactly as before.
+    pub fn gather_rows(&self, rows: &[u32]) -> Result<Self> {
+        let bias = match &self.bias {
+            Some(b) => Some(b.index_select(&Tensor::new(rows, b.device())?, 0)?),
+            None => None,
+        };
+        let weight = match &self.weight {
+            QMatMul::QTensor(w) => {
+                let (n, k) = w.shape().dims2()?;
+                let data = w.data()?;
+                let row = data.len() / n;
+                let mut out = Vec::with_capacity(row * rows.len());
+                for &r in rows {
+                    let r = r as usize;
+                    if r >= n {
+                        candle_core::bail!("row {r} of a {n}-row weight");
+                    }
+                    out.extend_from_slice(&data[r * row..(r + 1) * row]);
+                }
+                let storage = candle_core::quantized::QStorage::from_data(
+                    std::borrow::Cow::Owned(out),
+                    &w.device(),
+                    w.dtype(),
+                )?;
+                Arc::new(QTensor::new(storage, (rows.len(), k))?)
+            }
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                let t = t.index_select(&Tensor::new(rows, t.device())?, 0)?;
+                Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::F32)?)
+            }
+        };
+        let mut out = Self::new(weight, bias)?;
+        out.act = self.act;
+        Ok(out)
+    }
+}
+
+impl QLinear {
     /// The weight repacked for the packed Q8_0 kernel: Q8_0 weights, and Q4_0 ones
     /// widened (exactly representable as Q8_0 with the same scale, and multiplied by ggml
     /// against the same Q8_0 activations, so the integer sums do not change), Q5_0 ones widened

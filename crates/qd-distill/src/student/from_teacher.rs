@@ -77,3 +77,14 @@ pub fn student_from_teacher_with(
     let model = Transformer::load(hp, &store, device)?;
     Ok((model, store))
 }
+
+/// A student that is a whole GGUF file (a `qat-distill student` output: pruned, trimmed), every
+/// tensor dequantized to f32 but those in `frozen`.
+pub fn student_from_file(
+    file: &GgufFile,
+    frozen: &[&str],
+    device: &Device,
+) -> qd_model::Result<(Student, VarStore)> {
+    let n = HParams::from_gguf(file)?.n_layer;
+    student_from_teacher_with(file, &(0..n).collect::<Vec<_>>(), frozen, device)
+}

@@ -3,15 +3,23 @@
 
 pub mod from_config;
 pub mod from_teacher;
+pub mod importance;
+pub mod probe;
+pub mod pruned_file;
 pub mod qat;
+pub mod selection;
 pub mod trainable;
 pub mod var_store;
+pub mod vocab_map;
 
 pub use from_config::{student_from_config, StudentConfig};
-pub use from_teacher::{student_from_teacher, student_from_teacher_with};
+pub use from_teacher::{student_from_file, student_from_teacher, student_from_teacher_with};
+pub use importance::{calibration_sequences, measure, Importance};
+pub use pruned_file::{pruned_file, PrunePlan};
 pub use qat::QatPlan;
 pub use trainable::{TrainableEmbedding, TrainableLinear};
 pub use var_store::VarStore;
+pub use vocab_map::{vocab_map, VocabMap};
 
 /// A student: the same transformer as the teacher, over trainable weights.
 pub type Student = qd_model::Transformer<TrainableLinear, TrainableEmbedding>;

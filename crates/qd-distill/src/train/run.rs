@@ -25,7 +25,10 @@ use crate::data::{
     pack, read_documents, split_and_shuffle, Augment, DataError, Example, Mixture, Packed,
 };
 use crate::loss::Divergence;
-use crate::student::{build_student, QatPlan, Student, StudentConfig, VarStore};
+use crate::student::{
+    build_student, student_from_file, vocab_map, QatPlan, Student, StudentConfig, VarStore,
+    VocabMap,
+};
 use qd_export::Recipe;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +41,10 @@ pub struct RunConfig {
     pub student_blocks: Vec<usize>,
     /// A student from a config instead (a preset in `models/`, e.g. `student-6l.toml`).
     pub student: Option<StudentConfig>,
+    /// A student that is a GGUF file (`qat-distill student`: pruned by importance, its
+    /// vocabulary trimmed); replaces `student_blocks`. A trimmed student reads the data in its
+    /// own tokenization and learns the teacher's distribution restricted to its ids.
+    pub student_file: Option<PathBuf>,
     pub seq_len: usize,
     pub batch_size: usize,
     pub grad_accum: usize,
@@ -93,6 +100,7 @@ impl Default for RunConfig {
             out: PathBuf::from("runs/student"),
             student_blocks: vec![0, 3, 6, 9, 12, 17],
             student: None,
+            student_file: None,
             seq_len: 256,
             batch_size: 1,
             grad_accum: 1,
@@ -268,6 +276,9 @@ impl RunConfig {
         if self.data.is_empty() {
             return bad("no training data given (--data)");
         }
+        if self.student.is_some() && self.student_file.is_some() {
+            return bad("give either a student config or a student file, not both");
+        }
         if !(0.0..=1.0).contains(&self.truncate_prob) {
             return bad("truncate_prob must be in [0, 1]");
         }
@@ -408,14 +419,22 @@ struct Students {
 }
 
 impl Students {
-    fn build(cfg: &RunConfig, tf: &qd_gguf::GgufFile, dev: &Device) -> Result<Self, TrainError> {
-        let (student, store) = build_student(
-            tf,
-            &cfg.student_blocks,
-            cfg.student.as_ref(),
-            cfg.frozen_tensors(),
-            dev,
-        )?;
+    fn build(
+        cfg: &RunConfig,
+        tf: &qd_gguf::GgufFile,
+        sf: Option<&qd_gguf::GgufFile>,
+        dev: &Device,
+    ) -> Result<Self, TrainError> {
+        let (student, store) = match sf {
+            Some(sf) => student_from_file(sf, cfg.frozen_tensors(), dev)?,
+            None => build_student(
+                tf,
+                &cfg.student_blocks,
+                cfg.student.as_ref(),
+                cfg.frozen_tensors(),
+                dev,
+            )?,
+        };
         let qat = match cfg.recipe()? {
             Some(recipe) => {
                 let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
@@ -470,6 +489,7 @@ fn resume_from_latest(
     data: &Data,
     store: &VarStore,
     opt: &mut AdamW,
+    student_sha256: &Option<String>,
     dev: &Device,
 ) -> Result<Start, TrainError> {
     let Some(dir) = list(&cfg.out).pop() else {
@@ -480,6 +500,7 @@ fn resume_from_latest(
     let saved = &state.config;
     if saved.student_blocks != cfg.student_blocks
         || saved.student != cfg.student
+        || saved.student_file != cfg.student_file
         || saved.seq_len != cfg.seq_len
         || saved.seed != cfg.seed
         || saved.qat != cfg.qat
@@ -487,6 +508,13 @@ fn resume_from_latest(
         return Err(TrainError::Config(format!(
             "{} was trained with another student, sequence length, seed or QAT recipe",
             dir.display()
+        )));
+    }
+    if state.student_sha256 != *student_sha256 {
+        return Err(TrainError::Config(format!(
+            "{} was trained from another student file (sha256 {})",
+            dir.display(),
+            state.student_sha256.as_deref().unwrap_or("none")
         )));
     }
     if state.data_hash != data.packed.hash {
@@ -522,6 +550,7 @@ struct Provenance<'a> {
     cfg: &'a RunConfig,
     data_hash: &'a str,
     teacher_sha256: &'a str,
+    student_sha256: Option<String>,
     architecture: String,
     n_layer: usize,
 }
@@ -547,6 +576,7 @@ fn save_checkpoint(
         data_hash: p.data_hash.to_string(),
         teacher: p.cfg.teacher.clone(),
         teacher_sha256: p.teacher_sha256.to_string(),
+        student_sha256: p.student_sha256.clone(),
         architecture: p.architecture.clone(),
         n_layer: p.n_layer,
         train_tokens: tokens,
@@ -585,14 +615,44 @@ pub fn run(
     let div = cfg.validate()?;
     let dev = Device::Cpu;
     let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
-    let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
-    let teacher = qd_model::load_quantized(&tf, &dev)?;
+    let sf = cfg
+        .student_file
+        .as_ref()
+        .map(qd_gguf::GgufFile::open)
+        .transpose()?;
+    let vmap: Option<VocabMap> = match &sf {
+        Some(sf) => vocab_map(&tf, sf)?,
+        None => None,
+    };
+    // The data in the student's tokenization (the teacher's unless it is trimmed).
+    let tok = qd_tokenizer::GgufTokenizer::from_gguf(sf.as_ref().unwrap_or(&tf))?;
+    let mut teacher = qd_model::load_quantized(&tf, &dev)?;
+    // A trimmed student's teacher: its LM head restricted to the kept ids (the renormalised
+    // distribution the student learns), the full head kept to report the mass left out.
+    let full_head = match &vmap {
+        Some(m) => {
+            let restricted = teacher.lm_head.gather_rows(&m.kept)?;
+            Some(std::mem::replace(&mut teacher.lm_head, restricted))
+        }
+        None => None,
+    };
     let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
-    let data = Data::load(cfg, &tok, &teacher_sha256)?;
-    let students = Students::build(cfg, &tf, &dev)?;
-    // Everything needed is copied out of the teacher file by now: unmapping it takes its
-    // 250 MB of file pages out of the resident set for the rest of the run.
+    let student_sha256 = cfg
+        .student_file
+        .as_deref()
+        .map(qd_export::file_sha256)
+        .transpose()?;
+    let data = Data::load(
+        cfg,
+        &tok,
+        student_sha256.as_deref().unwrap_or(&teacher_sha256),
+    )?;
+    let students = Students::build(cfg, &tf, sf.as_ref(), &dev)?;
+    // Everything needed is copied out of the model files by now: unmapping them takes their
+    // file pages out of the resident set for the rest of the run.
     drop(tf);
+    drop(sf);
+    let eval_vocab = vmap.as_ref().zip(full_head.as_ref());
     let store = &students.store;
     let mut opt = AdamW::new(
         store.vars.clone(),
@@ -606,7 +666,7 @@ pub fn run(
         err,
     })?;
     let start = if resume {
-        resume_from_latest(cfg, &data, store, &mut opt, &dev)?
+        resume_from_latest(cfg, &data, store, &mut opt, &student_sha256, &dev)?
     } else {
         Start::FRESH
     };
@@ -618,6 +678,7 @@ pub fn run(
         cfg,
         data_hash: &data.packed.hash,
         teacher_sha256: &teacher_sha256,
+        student_sha256: student_sha256.clone(),
         architecture: students.student.hp.arch.name().to_string(),
         n_layer: students.student.hp.n_layer,
     };
@@ -672,8 +733,15 @@ pub fn run(
         }
         let examples = data.batch(cfg, step, &augment, vocab);
         let model = students.at(cfg, step);
-        let (parts, mut grads) =
-            batch_loss_and_grads(model, &params, &teacher, &examples, None, &lcfg)?;
+        let (parts, mut grads) = batch_loss_and_grads(
+            model,
+            &params,
+            &teacher,
+            &examples,
+            None,
+            &lcfg,
+            vmap.as_ref(),
+        )?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
                 step: step + 1,
@@ -709,7 +777,7 @@ pub fn run(
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && !val.is_empty() {
             let ev = Event::Eval {
                 step: done,
-                val: evaluate(model, &teacher, &val, temperature, cfg.chunk)?,
+                val: evaluate(model, &teacher, &val, temperature, cfg.chunk, eval_vocab)?,
             };
             append_log(&log, &ev)?;
             on_event(&ev);
@@ -739,6 +807,7 @@ pub fn run(
             &val,
             cfg.temperature.at(1.0, 0),
             cfg.chunk,
+            eval_vocab,
         )?
     };
     let (tokens, seconds) = elapsed(tokens);

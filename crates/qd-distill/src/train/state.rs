@@ -19,6 +19,10 @@ pub struct RunState {
     pub data_hash: String,
     pub teacher: PathBuf,
     pub teacher_sha256: String,
+    /// sha256 of the student file the run started from (`student_file`), if any. Optional so
+    /// that checkpoints written before student files existed still load.
+    #[serde(default)]
+    pub student_sha256: Option<String>,
     pub architecture: String,
     pub n_layer: usize,
     /// Training tokens and seconds of the whole run so far, every resumed segment included.

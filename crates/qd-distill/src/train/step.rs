@@ -5,10 +5,13 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor};
 use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
 
+use crate::student::VocabMap;
+
 use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts};
 
 /// Loss and gradients averaged over `examples` (each at least 2 tokens; targets shifted by one,
-/// `pad` targets masked; both models read each example's `inputs`).
+/// `pad` targets masked; both models read each example's `inputs`). With a trimmed student,
+/// `vocab` maps its ids to the teacher's, and `teacher`'s LM head is restricted to the kept ids.
 pub fn batch_loss_and_grads<L, E, TL, TE>(
     student: &Transformer<L, E>,
     params: &[candle_core::Var],
@@ -16,6 +19,7 @@ pub fn batch_loss_and_grads<L, E, TL, TE>(
     examples: &[crate::data::Example],
     pad: Option<u32>,
     cfg: &LossConfig,
+    vocab: Option<&VocabMap>,
 ) -> Result<(LossParts, GradStore)>
 where
     L: Linear,
@@ -40,8 +44,12 @@ where
             candle_core::bail!("an example's inputs must be its tokens but the last");
         }
         let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
+        let tx = match vocab {
+            Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
+            None => x.clone(),
+        };
         let t_normed = teacher
-            .forward(&x, None, &opts)
+            .forward(&tx, None, &opts)
             .map_err(candle_core::Error::wrap)?
             .normed
             .squeeze(0)?;
