@@ -6,6 +6,7 @@ mod cmd_export;
 mod cmd_generate;
 mod cmd_inspect;
 mod cmd_student;
+mod cmd_synth;
 mod cmd_tokenize;
 mod cmd_train;
 mod loaded;
@@ -52,6 +53,9 @@ enum Command {
     Train(Box<cmd_train::Args>),
     /// Write a checkpoint (or requantize a GGUF) as a GGUF file of a quantization recipe.
     ExportGguf(cmd_export::Args),
+    /// A model of another's exact shape with random weights (or its skeleton), for measuring
+    /// speed where the real weights cannot go.
+    Synth(cmd_synth::Args),
     /// Benchmarks: tokens/s as llama-bench measures them.
     #[command(subcommand)]
     Bench(cmd_bench::BenchCommand),
@@ -137,5 +141,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => cmd_train::run_cmd(*a),
         Command::ExportGguf(a) => cmd_export::run(a),
         Command::Bench(c) => cmd_bench::run(c),
+        Command::Synth(a) => cmd_synth::run(a),
     }
 }

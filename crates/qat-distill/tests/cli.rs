@@ -313,6 +313,85 @@ fn student_is_written_or_refused_in_one_line() {
     );
 }
 
+/// `synth`: a skeleton (metadata and tensor list only) and a random model made from it have the
+/// original's tensor names, block types and shapes, and the model runs.
+#[test]
+fn synth_copies_the_shape() {
+    let d = tempfile::tempdir().unwrap();
+    for fam in [Family::Gemma3, Family::Qwen2] {
+        let m = write_tiny(
+            d.path(),
+            &format!("{fam:?}-k.gguf"),
+            &TinySpec::new(fam, GgmlType::Q4K),
+        );
+        let skel = d.path().join(format!("{fam:?}-skel.gguf"));
+        let syn = d.path().join(format!("{fam:?}-syn.gguf"));
+        let ok = |args: &[&str]| {
+            let o = run(args);
+            assert!(
+                o.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(&[
+            "synth",
+            "--like",
+            m.to_str().unwrap(),
+            "--skeleton",
+            "--out",
+            skel.to_str().unwrap(),
+        ]);
+        ok(&[
+            "synth",
+            "--like",
+            skel.to_str().unwrap(),
+            "--seed",
+            "3",
+            "--out",
+            syn.to_str().unwrap(),
+        ]);
+        let (a, b) = (
+            qd_gguf::GgufFile::open(&m).unwrap(),
+            qd_gguf::GgufFile::open(&syn).unwrap(),
+        );
+        assert!(qd_gguf::GgufFile::open(&skel).unwrap().tensors().is_empty());
+        let shapes = |f: &qd_gguf::GgufFile| {
+            f.tensors()
+                .iter()
+                .map(|t| (t.name.clone(), t.dtype, t.shape()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shapes(&a), shapes(&b));
+        let bytes = |f: &qd_gguf::GgufFile| f.tensors().iter().map(|t| t.n_bytes()).sum::<u64>();
+        assert_eq!(bytes(&a), bytes(&b));
+        assert_ne!(
+            a.tensor_bytes("blk.0.ffn_up.weight").unwrap(),
+            b.tensor_bytes("blk.0.ffn_up.weight").unwrap()
+        );
+        for (k, v) in a.metadata() {
+            if k != "general.name" {
+                assert_eq!(Some(v), b.get(k), "{k}");
+            }
+        }
+        let o = run(&[
+            "-t",
+            "1",
+            "bench",
+            "tokens-per-second",
+            "-m",
+            syn.to_str().unwrap(),
+            "-p",
+            "8",
+            "-n",
+            "4",
+            "-r",
+            "1",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
 /// A write that runs out of room (a file-size limit stands in for a full disk: the same failed
 /// `write`, EFBIG instead of ENOSPC) is one error line and leaves neither the target nor a
 /// temporary file behind.

@@ -7,6 +7,7 @@ pub mod assemble;
 pub mod error;
 pub mod recipe;
 pub mod requantize;
+pub mod synthetic;
 pub mod trim_vocab;
 
 pub use assemble::{assemble, file_sha256, write_new, Exported, TensorReport, TensorSource};
