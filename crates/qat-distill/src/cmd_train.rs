@@ -293,11 +293,17 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             val_sequences,
             student_params,
             qat_fallbacks,
+            trimmed_vocab,
             ..
         } => {
             bar.set_position(*step as u64);
             for line in qat_fallbacks {
                 say(format!("qat: {line}"));
+            }
+            if let Some([s, t]) = trimmed_vocab {
+                say(format!(
+                    "student vocabulary {s} of the teacher's {t} tokens: the teacher's distribution is restricted to them"
+                ));
             }
             say(format!(
                 "student {:.1} M params; {train_sequences} training and {val_sequences} validation sequences of {} tokens",

@@ -186,6 +186,8 @@ pub enum Event {
         student_params: usize,
         /// Tensors whose QAT type fell back to llama.cpp's replacement (one line each).
         qat_fallbacks: Vec<String>,
+        /// A trimmed student's vocabulary and the teacher's: `[student, teacher]` tokens.
+        trimmed_vocab: Option<[usize; 2]>,
     },
     Step {
         step: usize,
@@ -627,6 +629,7 @@ pub fn run(
     // The data in the student's tokenization (the teacher's unless it is trimmed).
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(sf.as_ref().unwrap_or(&tf))?;
     let mut teacher = qd_model::load_quantized(&tf, &dev)?;
+    let teacher_vocab = teacher.hp.vocab_size;
     // A trimmed student's teacher: its LM head restricted to the kept ids (the renormalised
     // distribution the student learns), the full head kept to report the mass left out.
     let full_head = match &vmap {
@@ -700,6 +703,7 @@ pub fn run(
             .plan()
             .map(|p| p.fallbacks.clone())
             .unwrap_or_default(),
+        trimmed_vocab: vmap.as_ref().map(|m| [m.kept.len(), teacher_vocab]),
     });
     let per_step = cfg.batch_size * cfg.grad_accum;
     let params = store.all_vars();
