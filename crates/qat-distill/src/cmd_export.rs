@@ -43,11 +43,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     // Refuse early, before minutes of quantization.
-    anyhow::ensure!(
-        a.force || !a.out.exists(),
-        "{} already exists; pass --force to overwrite it",
-        a.out.display()
-    );
+    crate::ensure_new(&a.out, a.force)?;
     let recipe = a.recipe.as_deref().map(Recipe::parse).transpose()?;
     anyhow::ensure!(
         a.trim_vocab.is_none() || a.model.is_some(),

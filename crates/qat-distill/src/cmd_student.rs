@@ -94,11 +94,7 @@ fn check_targets(a: &Args, hp: &HParams) -> anyhow::Result<()> {
     if let Some(h) = a.heads {
         heads_by_importance(&vec![0.0; hp.n_head], hp.n_head_kv, h)?;
     }
-    anyhow::ensure!(
-        a.force || !a.out.exists(),
-        "{} already exists; pass --force to overwrite it",
-        a.out.display()
-    );
+    crate::ensure_new(&a.out, a.force)?;
     Ok(())
 }
 

@@ -28,11 +28,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        a.force || !a.out.exists(),
-        "{} already exists; pass --force to overwrite it",
-        a.out.display()
-    );
+    crate::ensure_new(&a.out, a.force)?;
     let f = GgufFile::open(&a.like)?;
     let w = if a.skeleton {
         skeleton(&f)?

@@ -106,6 +106,16 @@ fn usage_error(e: clap::Error) -> ! {
     std::process::exit(2);
 }
 
+/// Commands that write a file refuse an existing one unless `--force`, before any work.
+fn ensure_new(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        force || !out.exists(),
+        "{} already exists; pass --force to overwrite it",
+        out.display()
+    );
+    Ok(())
+}
+
 fn parse_isa(s: &str) -> Result<qd_model::Isa, String> {
     qd_model::Isa::parse(s).map_err(|e| e.to_string())
 }

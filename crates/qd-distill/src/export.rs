@@ -8,6 +8,7 @@ use candle_core::{Device, Tensor};
 use qd_export::{assemble, Exported, Recipe, TensorSource};
 use qd_gguf::{GgufFile, Value};
 
+use crate::student::pruned_file::layout_key;
 use crate::student::{build_student, student_from_file, VarStore};
 use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
 use crate::train::run::TrainError;
@@ -49,19 +50,9 @@ pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf, TrainError> {
 
 struct StoreSource<'a>(&'a VarStore);
 
-/// `token_embd` first, then blocks in numeric order, then the rest: llama.cpp's layout.
-fn order_key(name: &str) -> (usize, usize, String) {
-    if name.starts_with("token_embd") {
-        return (0, 0, name.into());
-    }
-    match name
-        .strip_prefix("blk.")
-        .and_then(|r| r.split_once('.'))
-        .and_then(|(i, rest)| i.parse::<usize>().ok().map(|i| (i, rest)))
-    {
-        Some((i, rest)) => (1, i, rest.into()),
-        None => (2, 0, name.into()),
-    }
+/// llama.cpp's layout ([`layout_key`]), each block's tensors by name.
+fn order_key(name: &str) -> ((usize, usize), String) {
+    (layout_key(name), name.to_string())
 }
 
 impl TensorSource for StoreSource<'_> {

@@ -69,6 +69,14 @@ pub fn tensor_shapes(f: &GgufFile) -> Result<Vec<TensorShape>> {
         .collect()
 }
 
+/// One draw of N(0, std²) (Box–Muller from two uniforms): random weights here and in
+/// `qd-distill`'s configured students.
+pub fn normal(rng: &mut impl Rng, std: f64) -> f32 {
+    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+    let u2: f64 = rng.random();
+    (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+}
+
 /// `f`'s metadata and tensor list, without tensor data.
 pub fn skeleton(f: &GgufFile) -> Result<GgufWriter> {
     let shapes = tensor_shapes(f)?;
@@ -113,14 +121,7 @@ pub fn synthetic(f: &GgufFile, seed: u64) -> Result<GgufWriter> {
             vec![1.0; n]
         } else {
             let std = 1.0 / (row as f64).sqrt();
-            (0..n)
-                .map(|_| {
-                    // Box–Muller: N(0, std²) from two uniforms.
-                    let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-                    let u2: f64 = rng.random();
-                    (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-                })
-                .collect()
+            (0..n).map(|_| normal(&mut rng, std)).collect()
         };
         let data = match t.dtype {
             GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use qd_gguf::GgufFile;
 use qd_model::{HParams, ModelError, Transformer};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::var_store::VarStore;
@@ -67,12 +67,7 @@ pub fn student_from_config(
     let hp = cfg.hparams(&thp)?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let std = cfg.init_std;
-    // Box–Muller: N(0, std²) from two uniforms.
-    let mut normal = move || {
-        let u1: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
-        let u2: f64 = rng.random();
-        (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-    };
+    let mut normal = move || qd_export::synthetic::normal(&mut rng, std);
     let mut store = VarStore::default();
     let mut random = |store: &mut VarStore, name: String, rows: usize, cols: usize| {
         let v: Vec<f32> = (0..rows * cols).map(|_| normal()).collect();

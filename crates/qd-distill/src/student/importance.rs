@@ -8,6 +8,7 @@ use qd_gguf::GgufFile;
 use qd_model::{ForwardOpts, GgufWeights, HParams, Logits, ModelError, Transformer};
 
 use super::probe::ProbeWeights;
+use super::pruned_file::split_block;
 
 /// Importance of every teacher block, MLP channel and attention head.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -46,11 +47,6 @@ pub fn calibration_sequences(
         ));
     }
     Ok(seqs)
-}
-
-/// `blk.{l}.{suffix}` → `l`.
-fn block_of(name: &str) -> Option<usize> {
-    name.strip_prefix("blk.")?.split_once('.')?.0.parse().ok()
 }
 
 /// Runs the quantized teacher over `seqs` (its own token ids) and measures importance;
@@ -106,7 +102,10 @@ pub fn measure(
     let mut ffn = vec![Vec::new(); hp.n_layer];
     let mut heads = vec![Vec::new(); hp.n_layer];
     for (name, s) in stats {
-        let Some(l) = block_of(&name).filter(|&l| l < hp.n_layer) else {
+        let Some(l) = split_block(&name)
+            .map(|(l, _)| l)
+            .filter(|&l| l < hp.n_layer)
+        else {
             continue;
         };
         if name.ends_with(".ffn_down.weight") {

@@ -157,21 +157,24 @@ pub fn pruned_file(teacher: &GgufFile, plan: &PrunePlan) -> qd_model::Result<Ggu
         td.name = rename;
         w.add_tensor(td);
     }
-    // llama.cpp's layout: token_embd first, blocks in numeric order, then the rest.
-    w.tensors.sort_by_key(|t| order_key(&t.name));
+    // Stable: within a block, the teacher's order.
+    w.tensors.sort_by_key(|t| layout_key(&t.name));
     Ok(w)
 }
 
-fn order_key(name: &str) -> (usize, usize) {
+/// `blk.{i}.{suffix}` → `(i, suffix)`.
+pub(crate) fn split_block(name: &str) -> Option<(usize, &str)> {
+    let (i, suffix) = name.strip_prefix("blk.")?.split_once('.')?;
+    Some((i.parse().ok()?, suffix))
+}
+
+/// `token_embd` first, then blocks in numeric order, then the rest: llama.cpp's layout.
+pub(crate) fn layout_key(name: &str) -> (usize, usize) {
     if name.starts_with("token_embd") {
         return (0, 0);
     }
-    match name
-        .strip_prefix("blk.")
-        .and_then(|r| r.split_once('.'))
-        .and_then(|(i, _)| i.parse::<usize>().ok())
-    {
-        Some(i) => (1, i),
+    match split_block(name) {
+        Some((i, _)) => (1, i),
         None => (2, 0),
     }
 }
