@@ -21,7 +21,7 @@
 use half::f16;
 
 use super::isa::Isa;
-use super::lanes::{row_sums, LANES, SPAN};
+use super::lanes::{row_sums, split_nibbles, widen, LANES, SPAN};
 use super::tasks::{store, SharedOut, ROWS};
 use super::{AtLevel, Level, Packed};
 
@@ -247,11 +247,11 @@ impl Packed for PackedKQuant {
 
     /// The scalar level: per row and sub-block, the integer sum `Σ q_w·q_x` of the stored codes
     /// and the token's, then `acc = fma(a·d_x, sum, acc)` and `acc = fma(−b, d_x·Σq_x, acc)` —
-    /// the AVX-512 kernel's lanes, one at a time.
+    /// the AVX-512 kernel's lanes, one at a time ([`PackedKQuant::tile_generic`]), `SPAN`
+    /// tokens a decoded sub-block, the rest one by one.
     ///
     /// # Safety
     /// As [`Packed::dispatch`].
-    #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
     unsafe fn row_tiles_generic(
         &self,
         acts: &Acts,
@@ -260,46 +260,76 @@ impl Packed for PackedKQuant {
         r1: usize,
         out: &SharedOut,
     ) {
-        let g = self.kind.group();
-        let nsb = self.k / g;
-        let ng = g / 4;
-        let mut codes = [[0i16; LANES]; 8];
         for rt in r0..r1 {
-            let tiles = &self.tiles[rt * nsb..(rt + 1) * nsb];
             let rows = ROWS.min(self.n - rt * ROWS);
-            // Up to `SPAN` tokens share each decoded sub-block; every token's sums still run
-            // over the sub-blocks in order.
-            for s0 in (0..t).step_by(SPAN) {
-                let span = SPAN.min(t - s0);
-                let mut acc = [[0f32; ROWS]; SPAN];
-                for (j, tile) in tiles.iter().enumerate() {
-                    // Group `grp` (values 4·grp .. 4·grp + 4 of each row) in lane order.
-                    for (grp, cg) in codes[..ng].iter_mut().enumerate() {
-                        for (lane, c) in cg.iter_mut().enumerate() {
-                            *c = match self.kind {
-                                KQuant::Q4K => {
-                                    (tile.q[(grp / 2) * 64 + lane] >> (4 * (grp % 2))) & 15
-                                }
-                                KQuant::Q6K => tile.q[grp * 64 + lane],
-                            } as i16;
-                        }
-                    }
-                    for (jt, acc) in acc[..span].iter_mut().enumerate() {
-                        let s = s0 + jt;
-                        let xq = &acts.q[s * self.k + j * g..][..g];
-                        let isum = row_sums(&codes[..ng], xq);
-                        let [dx, dxs] = acts.f[s * nsb + j];
-                        for r in 0..ROWS {
-                            acc[r] = (tile.a[r] * dx).mul_add(isum[r] as f32, acc[r]);
-                            acc[r] = (-tile.b[r]).mul_add(dxs, acc[r]);
-                        }
-                    }
-                }
-                // SAFETY: tokens `s0 .. s0 + span ≤ t` and rows `16·rt .. 16·rt + rows` lie
+            let mut s = 0;
+            while s < t {
+                // Both stores: tokens `s .. s + T ≤ t` and rows `16·rt .. 16·rt + rows` lie
                 // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                unsafe { store(out, &acc[..span], s0, self.n, rt, rows) };
+                if t - s >= SPAN {
+                    let res = match self.kind {
+                        KQuant::Q4K => self.tile_generic::<SPAN, 8>(acts, rt, s),
+                        KQuant::Q6K => self.tile_generic::<SPAN, 4>(acts, rt, s),
+                    };
+                    // SAFETY: as said above.
+                    unsafe { store(out, &res, s, self.n, rt, rows) };
+                    s += SPAN;
+                } else {
+                    let res = match self.kind {
+                        KQuant::Q4K => self.tile_generic::<1, 8>(acts, rt, s),
+                        KQuant::Q6K => self.tile_generic::<1, 4>(acts, rt, s),
+                    };
+                    // SAFETY: as said above.
+                    unsafe { store(out, &res, s, self.n, rt, rows) };
+                    s += 1;
+                }
             }
         }
+    }
+}
+
+impl PackedKQuant {
+    /// Row tile `rt` × tokens `s .. s + T` at the scalar level, sub-blocks of `NG` groups of 4
+    /// (8: Q4_K, 4: Q6_K): each sub-block decoded once for the `T` tokens, each token's sums
+    /// over the sub-blocks in order.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // rows read best as indexed loops
+    fn tile_generic<const T: usize, const NG: usize>(
+        &self,
+        acts: &Acts,
+        rt: usize,
+        s: usize,
+    ) -> [[f32; ROWS]; T] {
+        let g = 4 * NG;
+        let nsb = self.k / g;
+        let tiles = &self.tiles[rt * nsb..(rt + 1) * nsb];
+        let mut nibbles = [[0u8; LANES]; 8];
+        let mut acc = [[0f32; ROWS]; T];
+        for (j, tile) in tiles.iter().enumerate() {
+            let (lines, _) = tile.q.as_chunks::<LANES>();
+            // Group `grp` (values 4·grp .. 4·grp + 4 of each row) in lane order: Q4_K's groups
+            // 2p and 2p + 1 are line p's nibbles, Q6_K's a line each.
+            let codes: &[[u8; LANES]; NG] = if NG == 8 {
+                for (pair, line) in nibbles.chunks_exact_mut(2).zip(lines) {
+                    let [even, odd] = pair else { unreachable!() };
+                    split_nibbles(line, even, odd);
+                }
+                nibbles[..NG].try_into().unwrap()
+            } else {
+                lines[..NG].try_into().unwrap()
+            };
+            for (jt, acc) in acc.iter_mut().enumerate() {
+                let tok = s + jt;
+                let xq = &acts.wide[tok * self.k + j * g..][..g];
+                let isum = row_sums(codes, xq);
+                let [dx, dxs] = acts.f[tok * nsb + j];
+                for r in 0..ROWS {
+                    acc[r] = (tile.a[r] * dx).mul_add(isum[r] as f32, acc[r]);
+                    acc[r] = (-tile.b[r]).mul_add(dxs, acc[r]);
+                }
+            }
+        }
+        acc
     }
 }
 
@@ -312,6 +342,8 @@ type BlockParts<'a> = ((&'a mut [i8], &'a mut [[f32; 2]]), &'a [f32]);
 pub(crate) struct Acts {
     q: Vec<i8>,
     f: Vec<[f32; 2]>,
+    /// `q` widened to 16 bits at the scalar level ([`widen`]); empty at the others.
+    wide: Vec<i16>,
 }
 
 /// The Q8_K codes of one 256-value block (`quantize_row_q8_K_ref`'s rule) into `q[..256]`;
@@ -380,7 +412,11 @@ impl Acts {
                 .zip(x.chunks(QK_K))
                 .for_each(|p| quantize_block(isa, p, group));
         }
-        Self { q, f }
+        let mut wide = Vec::new();
+        if isa == Isa::Scalar {
+            widen(&q, &mut wide);
+        }
+        Self { q, f, wide }
     }
 
     /// One token for weights of `kind`, into buffers kept between calls (no allocation once
@@ -395,6 +431,9 @@ impl Acts {
             .zip(self.f.chunks_mut(QK_K / group))
             .zip(x.chunks(QK_K))
             .for_each(|p| quantize_block(isa, p, group));
+        if isa == Isa::Scalar {
+            widen(&self.q, &mut self.wide);
+        }
     }
 }
 

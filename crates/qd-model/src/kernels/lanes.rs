@@ -13,48 +13,113 @@ pub(crate) const LANES: usize = 64;
 /// shared, and each token's sums still run over the blocks in order.
 pub(crate) const SPAN: usize = 8;
 
+/// The most a code may be for [`row_sums`] over a (sub-)block of `groups` groups to stay
+/// exact: every lane's sum `Σ_g u·x` with `|x| ≤ 128` must fit in 16 bits.
+pub(crate) const fn max_code(groups: usize) -> i32 {
+    (i16::MAX as i32) / (128 * groups as i32)
+}
+
 /// `Σ_g u[g][j]·x[4g + j % 4]` per lane `j`, then each row's four lanes added: row `r`'s sum
-/// over the `4·u.len()` values of this (sub-)block. Codes are `i16` and each product a 16-bit
-/// multiply (`pmullw`, 32 lanes a register), widened before the sum: 1.3–1.5× the teacher's
-/// tokens/s of 32-bit multiplies (`pmulld`, which bound this loop). Adding adjacent products in
-/// 32 bits, `pmaddwd`'s shape, was slower: the compiler did not find `pmaddwd`.
-#[inline]
-pub(crate) fn row_sums(u: &[[i16; LANES]], xq: &[i8]) -> [i32; ROWS] {
-    let mut acc = [0i32; LANES];
-    for (ug, x) in u.iter().zip(xq.chunks_exact(4)) {
-        let x4 = [x[0] as i16, x[1] as i16, x[2] as i16, x[3] as i16];
-        let xp = [x4; ROWS];
+/// over the `4·NG` values of this (sub-)block, for the token's codes `xw` widened to 16 bits
+/// ([`widen`]).
+///
+/// Each lane's products and sum stay in 16 bits (`pmullw`, `paddw`), widened once per
+/// (sub-)block: exact while every code is at most `max_code(NG)` — Q4_K (≤ 15, 8 groups), Q6_K
+/// (≤ 63, 4 groups), 5- and 4-bit Q8_0 tiles (≤ 31, 8 groups); 8-bit tiles are split into
+/// nibbles first ([`split_nibbles`]). Widening every product to 32 bits, as before, bound
+/// this loop at half the speed; adding adjacent products in 32 bits, `pmaddwd`'s shape, was
+/// slower still (the compiler did not find `pmaddwd`). A function of its own: inlined into
+/// the tile walks, the compiler kept the 16-bit sums on the stack and read them back wider
+/// than it wrote them, a stall every (sub-)block (Q6_K tiles 1.5–2× slower).
+#[inline(never)]
+pub(crate) fn row_sums<const NG: usize>(u: &[[u8; LANES]; NG], xw: &[i16]) -> [i32; ROWS] {
+    debug_assert!(u.iter().flatten().all(|&c| c as i32 <= max_code(NG)));
+    // A whole number of groups, so the compiler unrolls them; the token's codes already
+    // 16-bit, so each group's four are one broadcast load (widening them here took a dozen
+    // scalar instructions a group: 1.75× slower).
+    let (x4s, _) = xw[..4 * NG].as_chunks::<4>();
+    let mut acc = [0i16; LANES];
+    for (ug, x4) in u.iter().zip(x4s) {
+        let xp = [*x4; ROWS];
         for ((a, &w), &x) in acc.iter_mut().zip(ug).zip(xp.as_flattened()) {
-            // Exact in 16 bits (|255 · 128| < 2¹⁵): a 16-bit multiply, then widened.
-            *a += w.wrapping_mul(x) as i32;
+            // Exact: the bound above keeps every partial sum within 16 bits.
+            *a = a.wrapping_add(i16::from(w).wrapping_mul(x));
         }
     }
-    std::array::from_fn(|r| acc[4 * r] + acc[4 * r + 1] + acc[4 * r + 2] + acc[4 * r + 3])
+    let mut sums = [0i32; ROWS];
+    for (s, a) in sums.iter_mut().zip(acc.as_chunks::<4>().0) {
+        *s = i32::from(a[0]) + i32::from(a[1]) + i32::from(a[2]) + i32::from(a[3]);
+    }
+    sums
+}
+
+/// A token's activation codes as [`row_sums`] reads them, 16-bit: kept beside the 8-bit ones
+/// at the scalar level only (`wide` in each format's activations), refilled in place.
+pub(crate) fn widen(q: &[i8], wide: &mut Vec<i16>) {
+    wide.clear();
+    wide.extend(q.iter().map(|&x| i16::from(x)));
+}
+
+/// A line of two nibbles a byte as two lines of codes (`lo`, `hi`): a 4-bit tile's two groups,
+/// or an 8-bit line's `u = 16·hi + lo`, whose row sums `16·Σhi·x + Σlo·x` each stay within
+/// [`row_sums`]'s bound. Written as whole-array maps: the same loop over zipped lanes was left
+/// scalar by the compiler (3× slower Q6_K and Q4_K tiles).
+#[inline(always)]
+pub(crate) fn split_nibbles(line: &[u8; LANES], lo: &mut [u8; LANES], hi: &mut [u8; LANES]) {
+    *lo = line.map(|u| u & 15);
+    *hi = line.map(|u| u >> 4);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Every row's dot product, exactly, at the extremes of the bound: all codes at the
+    /// largest allowed and every activation −128 (and 127), for 4 and 8 groups.
     #[test]
     fn row_sums_are_each_rows_dot_product() {
-        let mut u = [[0i16; LANES]; 8];
-        for (g, ug) in u.iter_mut().enumerate() {
-            for (j, w) in ug.iter_mut().enumerate() {
-                *w = ((g * 31 + j * 7) % 256) as i16;
+        fn sums(u: &[[u8; LANES]], xq: &[i8]) -> [i32; ROWS] {
+            let mut xw = Vec::new();
+            widen(xq, &mut xw);
+            match u.len() {
+                4 => row_sums::<4>(u.try_into().unwrap(), &xw),
+                _ => row_sums::<8>(u.try_into().unwrap(), &xw),
             }
         }
-        // The extremes too: 255 × −128 and 255 × 127.
-        u[0][0] = 255;
-        u[1][0] = 255;
-        let mut xq: Vec<i8> = (0..32).map(|i| (i * 37 % 255) as i8).collect();
-        (xq[0], xq[4]) = (-128, 127);
-        let got = row_sums(&u, &xq);
-        for (r, &s) in got.iter().enumerate() {
-            let want: i32 = (0..32)
-                .map(|v| u[v / 4][4 * r + v % 4] as i32 * xq[v] as i32)
-                .sum();
-            assert_eq!(s, want, "row {r}");
+        for groups in [4usize, 8] {
+            let top = max_code(groups) as u8;
+            let patterns: [fn(usize, usize, u8) -> u8; 2] = [
+                |g, j, top| ((g * 31 + j * 7) % (top as usize + 1)) as u8,
+                |_, _, top| top,
+            ];
+            for pattern in patterns {
+                let mut u = vec![[0u8; LANES]; groups];
+                for (g, ug) in u.iter_mut().enumerate() {
+                    for (j, w) in ug.iter_mut().enumerate() {
+                        *w = pattern(g, j, top);
+                    }
+                }
+                let ramp: Vec<i8> = (0..4 * groups).map(|i| (i * 37 % 255) as i8).collect();
+                for xq in [ramp, vec![-128i8; 4 * groups], vec![127i8; 4 * groups]] {
+                    let got = sums(&u, &xq);
+                    for (r, &s) in got.iter().enumerate() {
+                        let want: i32 = (0..4 * groups)
+                            .map(|v| u[v / 4][4 * r + v % 4] as i32 * xq[v] as i32)
+                            .sum();
+                        assert_eq!(s, want, "groups {groups}, row {r}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn nibbles_rebuild_the_byte() {
+        let line: [u8; LANES] = std::array::from_fn(|j| (j * 53 % 256) as u8);
+        let (mut lo, mut hi) = ([0u8; LANES], [0u8; LANES]);
+        split_nibbles(&line, &mut lo, &mut hi);
+        for j in 0..LANES {
+            assert_eq!(16 * hi[j] + lo[j], line[j]);
         }
     }
 }

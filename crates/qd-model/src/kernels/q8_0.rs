@@ -18,7 +18,7 @@
 use half::f16;
 
 use super::isa::Isa;
-use super::lanes::{row_sums, LANES, SPAN};
+use super::lanes::{row_sums, split_nibbles, widen, LANES, SPAN};
 use super::tasks::{store, SharedOut, ROWS};
 use super::{AtLevel, Level, Packed};
 
@@ -233,11 +233,11 @@ impl Packed for PackedQ8_0 {
 
     /// The scalar level: for each row, block by block, the integer sum of the stored codes and
     /// the token's codes less the stored offset's share, then `acc = fma(sum, d_w·d_x, acc)` —
-    /// the AVX-512 kernel's lanes, one at a time.
+    /// the AVX-512 kernel's lanes, one at a time ([`PackedQ8_0::tile_generic`]), `SPAN`
+    /// tokens a decoded block, the rest one by one.
     ///
     /// # Safety
     /// As [`Packed::dispatch`].
-    #[allow(clippy::needless_range_loop)] // rows and lanes read best as indexed loops
     unsafe fn row_tiles_generic(
         &self,
         acts: &Acts,
@@ -246,42 +246,76 @@ impl Packed for PackedQ8_0 {
         r1: usize,
         out: &SharedOut,
     ) {
+        for rt in r0..r1 {
+            let rows = ROWS.min(self.n - rt * ROWS);
+            let mut s = 0;
+            while s < t {
+                // Both stores: tokens `s .. s + T ≤ t` and rows `16·rt .. 16·rt + rows` lie
+                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                if t - s >= SPAN {
+                    let res = self.tile_generic::<SPAN>(acts, rt, s);
+                    // SAFETY: as said above.
+                    unsafe { store(out, &res, s, self.n, rt, rows) };
+                    s += SPAN;
+                } else {
+                    let res = self.tile_generic::<1>(acts, rt, s);
+                    // SAFETY: as said above.
+                    unsafe { store(out, &res, s, self.n, rt, rows) };
+                    s += 1;
+                }
+            }
+        }
+    }
+}
+
+impl PackedQ8_0 {
+    /// Row tile `rt` × tokens `s .. s + T` at the scalar level: each block decoded once for the
+    /// `T` tokens (an 8-bit block as its two nibbles, [`split_nibbles`], so every sum stays
+    /// within [`row_sums`]'s 16-bit bound), each token's sums over the blocks in order.
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // rows read best as indexed loops
+    fn tile_generic<const T: usize>(&self, acts: &Acts, rt: usize, s: usize) -> [[f32; ROWS]; T] {
         let nb = self.k / QK;
         let per = lines_per_tile(self.bits);
         let shift = 8 - self.bits as i32;
-        let mut codes = [[0i16; LANES]; 8];
-        for rt in r0..r1 {
-            let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
-            let scales = &self.scales[rt * nb..(rt + 1) * nb];
-            let rows = ROWS.min(self.n - rt * ROWS);
-            // Up to `SPAN` tokens share each decoded block; every token's sums still run over
-            // the blocks in order.
-            for s0 in (0..t).step_by(SPAN) {
-                let span = SPAN.min(t - s0);
-                let mut acc = [[0f32; ROWS]; SPAN];
-                for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
-                    match self.bits {
-                        8 => decode_block::<8>(l, &mut codes),
-                        5 => decode_block::<5>(l, &mut codes),
-                        _ => decode_block::<4>(l, &mut codes),
-                    }
-                    let dw = dw.map(|h| f16::from_bits(h).to_f32());
-                    for (j, acc) in acc[..span].iter_mut().enumerate() {
-                        let s = s0 + j;
-                        let xq = &acts.q[s * self.k + b * QK..][..QK];
-                        let isum = row_sums(&codes, xq);
-                        let corr = acts.corr[s * nb + b] >> shift;
-                        let dx = acts.d[s * nb + b];
-                        for r in 0..ROWS {
-                            acc[r] = ((isum[r] - corr) as f32).mul_add(dw[r] * dx, acc[r]);
-                        }
+        let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
+        let scales = &self.scales[rt * nb..(rt + 1) * nb];
+        // `codes[..8]` holds the codes, or an 8-bit block's low nibbles and `codes[8..]` its
+        // high ones: decoded once for the `T` tokens.
+        let mut codes = [[0u8; LANES]; 16];
+        let mut acc = [[0f32; ROWS]; T];
+        for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
+            let (lo, hi) = codes.split_at_mut(8);
+            let lo: &mut [[u8; LANES]; 8] = lo.try_into().unwrap();
+            match self.bits {
+                8 => {
+                    for ((line, lo), hi) in l.iter().zip(lo).zip(hi) {
+                        split_nibbles(&line.0, lo, hi);
                     }
                 }
-                // SAFETY: tokens `s0 .. s0 + span ≤ t` and rows `16·rt .. 16·rt + rows` lie
-                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                unsafe { store(out, &acc[..span], s0, self.n, rt, rows) };
+                5 => decode_block::<5>(l, lo),
+                _ => decode_block::<4>(l, lo),
+            }
+            let dw = dw.map(|h| f16::from_bits(h).to_f32());
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let tok = s + j;
+                let xq = &acts.wide[tok * self.k + b * QK..][..QK];
+                let (lo, hi) = codes.split_at(8);
+                let mut isum = row_sums::<8>(lo.try_into().unwrap(), xq);
+                if self.bits == 8 {
+                    let high = row_sums::<8>(hi.try_into().unwrap(), xq);
+                    for (s, h) in isum.iter_mut().zip(high) {
+                        *s += 16 * h;
+                    }
+                }
+                let corr = acts.corr[tok * nb + b] >> shift;
+                let dx = acts.d[tok * nb + b];
+                for r in 0..ROWS {
+                    acc[r] = ((isum[r] - corr) as f32).mul_add(dw[r] * dx, acc[r]);
+                }
             }
         }
+        acc
     }
 }
 
@@ -295,6 +329,8 @@ pub(crate) struct Acts {
     q: Vec<i8>,
     d: Vec<f32>,
     corr: Vec<i32>,
+    /// `q` widened to 16 bits at the scalar level ([`widen`]); empty at the others.
+    wide: Vec<i16>,
 }
 
 /// The codes of one 32-value block (ggml's x86 rule: `round_half_even(x·127/amax)`) into
@@ -361,7 +397,11 @@ impl Acts {
             // One token (generation): not worth a hand-off.
             quantize_token(isa, (((&mut q, &mut d), &mut corr), x));
         }
-        Self { q, d, corr }
+        let mut wide = Vec::new();
+        if isa == Isa::Scalar {
+            widen(&q, &mut wide);
+        }
+        Self { q, d, corr, wide }
     }
 
     /// One token, into buffers kept between calls (no allocation once they have grown).
@@ -372,32 +412,27 @@ impl Acts {
         self.d.resize(nb, 0.0);
         self.corr.resize(nb, 0);
         quantize_token(isa, (((&mut self.q, &mut self.d), &mut self.corr), x));
+        if isa == Isa::Scalar {
+            widen(&self.q, &mut self.wide);
+        }
     }
 }
 
 /// Block `l`'s stored unsigned codes in the tile's lane order (`codes[g][4r + i]`: row `r`'s
-/// value `4g + i`), decoded from a tile of `BITS` bits as `tile` reads them.
-#[inline]
-fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[i16; LANES]; 8]) {
-    for (g, cg) in codes.iter_mut().enumerate() {
-        if BITS == 8 {
-            for (c, &u) in cg.iter_mut().zip(&l[g].0) {
-                *c = u as i16;
-            }
-            continue;
-        }
-        let shift = 4 * (g % 2);
-        for (c, &u) in cg.iter_mut().zip(&l[g / 2].0) {
-            *c = ((u >> shift) & 15) as i16;
-        }
-        if BITS == 5 {
+/// value `4g + i`), decoded from a 4- or 5-bit tile as `tile` reads them; whole lines at a
+/// time, so the compiler vectorises it.
+#[inline(always)]
+fn decode_block<const BITS: u32>(l: &[Line], codes: &mut [[u8; LANES]; 8]) {
+    for (pair, line) in codes.chunks_exact_mut(2).zip(l) {
+        let [even, odd] = pair else { unreachable!() };
+        split_nibbles(&line.0, even, odd);
+    }
+    if BITS == 5 {
+        for (g, cg) in codes.iter_mut().enumerate() {
             // Group g's high bits: one bit per lane, 8 lanes a byte.
-            let masks = &l[4].0[g * 8..g * 8 + 8];
-            const BIT: [u8; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
-            for (c8, &m) in cg.chunks_exact_mut(8).zip(masks) {
-                for (c, b) in c8.iter_mut().zip(BIT) {
-                    *c |= i16::from(m & b != 0) << 4;
-                }
+            let m = u64::from_le_bytes(l[4].0[g * 8..g * 8 + 8].try_into().unwrap());
+            for (j, c) in cg.iter_mut().enumerate() {
+                *c |= (((m >> j) & 1) as u8) << 4;
             }
         }
     }
