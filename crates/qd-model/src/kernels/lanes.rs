@@ -53,6 +53,36 @@ pub(crate) fn row_sums<const NG: usize>(u: &[[u8; LANES]; NG], xw: &[i16]) -> [i
     sums
 }
 
+/// Row sums of an 8-bit block straight from its lines, less the stored offset: the signed
+/// codes `q = u − 128` against the token's, `Σ q·x`. Q8_0 activations are at most 127 in
+/// magnitude (ggml's rule rounds `x·127/amax`), so two products fit in 16 bits: groups are
+/// summed in pairs in 16 bits, then widened — a third fewer instructions than two nibble
+/// halves, and the block is never written out decoded.
+#[inline(never)]
+pub(crate) fn row_sums_8bit(lines: [&[u8; LANES]; 8], xw: &[i16]) -> [i32; ROWS] {
+    debug_assert!(xw[..32].iter().all(|x| x.abs() <= 127));
+    let (x4s, _) = xw[..32].as_chunks::<4>();
+    let mut wide = [0i32; LANES];
+    for (pair, x8) in lines.chunks_exact(2).zip(x4s.chunks_exact(2)) {
+        let mut acc = [0i16; LANES];
+        for (line, x4) in pair.iter().zip(x8) {
+            let xp = [*x4; ROWS];
+            for ((a, &u), &x) in acc.iter_mut().zip(line.iter()).zip(xp.as_flattened()) {
+                // Exact: |q·x| ≤ 128·127, and two such sums fit in 16 bits.
+                *a = a.wrapping_add(i16::from((u ^ 0x80) as i8).wrapping_mul(x));
+            }
+        }
+        for (w, &a) in wide.iter_mut().zip(&acc) {
+            *w += i32::from(a);
+        }
+    }
+    let mut sums = [0i32; ROWS];
+    for (s, w) in sums.iter_mut().zip(wide.as_chunks::<4>().0) {
+        *s = w[0] + w[1] + w[2] + w[3];
+    }
+    sums
+}
+
 /// A token's activation codes as [`row_sums`] reads them, 16-bit: kept beside the 8-bit ones
 /// at the scalar level only (`wide` in each format's activations), refilled in place.
 pub(crate) fn widen(q: &[i8], wide: &mut Vec<i16>) {

@@ -18,7 +18,7 @@
 use half::f16;
 
 use super::isa::Isa;
-use super::lanes::{row_sums, split_nibbles, widen, LANES, SPAN};
+use super::lanes::{row_sums, row_sums_8bit, split_nibbles, widen, LANES, SPAN};
 use super::tasks::{store, SharedOut, ROWS};
 use super::{AtLevel, Level, Packed};
 
@@ -280,35 +280,26 @@ impl PackedQ8_0 {
         let shift = 8 - self.bits as i32;
         let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
         let scales = &self.scales[rt * nb..(rt + 1) * nb];
-        // `codes[..8]` holds the codes, or an 8-bit block's low nibbles and `codes[8..]` its
-        // high ones: decoded once for the `T` tokens.
-        let mut codes = [[0u8; LANES]; 16];
+        // A 4- or 5-bit block's codes, decoded once for the `T` tokens; an 8-bit block's sums
+        // are formed from its lines as stored.
+        let mut codes = [[0u8; LANES]; 8];
         let mut acc = [[0f32; ROWS]; T];
         for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
-            let (lo, hi) = codes.split_at_mut(8);
-            let lo: &mut [[u8; LANES]; 8] = lo.try_into().unwrap();
             match self.bits {
-                8 => {
-                    for ((line, lo), hi) in l.iter().zip(lo).zip(hi) {
-                        split_nibbles(&line.0, lo, hi);
-                    }
-                }
-                5 => decode_block::<5>(l, lo),
-                _ => decode_block::<4>(l, lo),
+                8 => {}
+                5 => decode_block::<5>(l, &mut codes),
+                _ => decode_block::<4>(l, &mut codes),
             }
             let dw = dw.map(|h| f16::from_bits(h).to_f32());
             for (j, acc) in acc.iter_mut().enumerate() {
                 let tok = s + j;
                 let xq = &acts.wide[tok * self.k + b * QK..][..QK];
-                let (lo, hi) = codes.split_at(8);
-                let mut isum = row_sums::<8>(lo.try_into().unwrap(), xq);
-                if self.bits == 8 {
-                    let high = row_sums::<8>(hi.try_into().unwrap(), xq);
-                    for (s, h) in isum.iter_mut().zip(high) {
-                        *s += 16 * h;
-                    }
-                }
-                let corr = acts.corr[tok * nb + b] >> shift;
+                // Both `Σ u·x − corr`: the 8-bit sums come without the offset's share.
+                let (isum, corr) = if self.bits == 8 {
+                    (row_sums_8bit(std::array::from_fn(|g| &l[g].0), xq), 0)
+                } else {
+                    (row_sums(&codes, xq), acts.corr[tok * nb + b] >> shift)
+                };
                 let dx = acts.d[tok * nb + b];
                 for r in 0..ROWS {
                     acc[r] = ((isum[r] - corr) as f32).mul_add(dw[r] * dx, acc[r]);
