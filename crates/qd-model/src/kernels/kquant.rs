@@ -483,7 +483,13 @@ mod tests {
     #[test]
     fn equals_the_f64_product_of_the_quantized_operands() {
         for kind in [KQuant::Q4K, KQuant::Q6K] {
-            for (n, k, t) in [(37, 256, 1), (16, 1024, 5), (9, 2048, 4), (130, 1024, 13)] {
+            for (n, k, t) in [
+                (37, 256, 1),
+                (16, 1024, 5),
+                (9, 2048, 4),
+                (130, 1024, 13),
+                (33, 512, 21),
+            ] {
                 let (w, dense) = weights(kind, n, k, (n * k + t) as u32);
                 let x: Vec<f32> = (0..t * k)
                     .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)

@@ -11,7 +11,7 @@ pub(crate) const LANES: usize = 64;
 
 /// Tokens the scalar level multiplies by one decoded (sub-)block before the next: decoding is
 /// shared, and each token's sums still run over the blocks in order.
-pub(crate) const SPAN: usize = 8;
+pub(crate) const SPAN: usize = 16;
 
 /// The most a code may be for [`row_sums`] over a (sub-)block of `groups` groups to stay
 /// exact: every lane's sum `Σ_g u·x` with `|x| ≤ 128` must fit in 16 bits.

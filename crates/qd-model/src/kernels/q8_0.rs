@@ -494,6 +494,10 @@ mod tests {
             (64, 96, 5, -128..128, 8),
             (9, 2048, 4, -128..128, 8),
             (130, 640, 13, -128..128, 8),
+            // A span of tokens sharing each decoded block at the scalar level, and the rest.
+            (33, 640, 21, -128..128, 8),
+            (33, 640, 21, -16..16, 5),
+            (33, 96, 21, -8..8, 4),
             // Widened Q5_0 and Q4_0 codes, stored in 5 and 4 bits.
             (37, 640, 1, -16..16, 5),
             (130, 640, 13, -16..16, 5),
