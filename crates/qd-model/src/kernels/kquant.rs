@@ -321,7 +321,12 @@ impl PackedKQuant {
             for (jt, acc) in acc.iter_mut().enumerate() {
                 let tok = s + jt;
                 let xq = &acts.wide[tok * self.k + j * g..][..g];
-                let isum = row_sums(codes, xq);
+                let codes_q = &acts.q[tok * self.k + j * g..][..g];
+                let isum = if NG == 8 {
+                    row_sums::<NG, 8>(codes, codes_q, xq)
+                } else {
+                    row_sums::<NG, 2>(codes, codes_q, xq)
+                };
                 let [dx, dxs] = acts.f[tok * nsb + j];
                 for r in 0..ROWS {
                     acc[r] = (tile.a[r] * dx).mul_add(isum[r] as f32, acc[r]);

@@ -13,27 +13,92 @@ pub(crate) const LANES: usize = 64;
 /// shared, and each token's sums still run over the blocks in order.
 pub(crate) const SPAN: usize = 16;
 
-/// The most a code may be for [`row_sums`] over a (sub-)block of `groups` groups to stay
-/// exact: every lane's sum `Σ_g u·x` with `|x| ≤ 128` must fit in 16 bits.
-pub(crate) const fn max_code(groups: usize) -> i32 {
-    (i16::MAX as i32) / (128 * groups as i32)
+/// The most a code may be for [`row_sums`] over a (sub-)block of `NG` groups, summed `W`
+/// groups at a time in 16 bits, to stay exact with `|x| ≤ 128`: both formulations' 16-bit
+/// sums must fit — the lanes' `NG` products, `NG·c·128 < 2¹⁵`, and the pairs' `2·W` products,
+/// `2·W·c·128 < 2¹⁵`.
+pub(crate) const fn max_code(ng: usize, w: usize) -> i32 {
+    let lanes = (i16::MAX as i32) / (128 * ng as i32);
+    let pairs = (i16::MAX as i32) / (256 * w as i32);
+    if lanes < pairs {
+        lanes
+    } else {
+        pairs
+    }
 }
 
-/// `Σ_g u[g][j]·x[4g + j % 4]` per lane `j`, then each row's four lanes added: row `r`'s sum
-/// over the `4·NG` values of this (sub-)block, for the token's codes `xw` widened to 16 bits
-/// ([`widen`]).
+/// Row `r`'s sum `Σ_v u·x` over the `4·NG` values of a (sub-)block: codes `u` in the tile's
+/// lane order, the token's codes `xq` (and `xw`, the same widened to 16 bits, [`widen`]).
+/// Exact while every code is at most [`max_code`]`(NG, W)`: Q4_K (15; 8 groups, W = 8),
+/// Q6_K (63; 4 groups, W = 2), 4- and 5-bit Q8_0 tiles (31; 8 groups, W = 4). 8-bit tiles
+/// have their own, [`row_sums_8bit`].
 ///
-/// Each lane's products and sum stay in 16 bits (`pmullw`, `paddw`), widened once per
-/// (sub-)block: exact while every code is at most `max_code(NG)` — Q4_K (≤ 15, 8 groups), Q6_K
-/// (≤ 63, 4 groups), 5- and 4-bit Q8_0 tiles (≤ 31, 8 groups); 8-bit tiles are split into
-/// nibbles first ([`split_nibbles`]). Widening every product to 32 bits, as before, bound
-/// this loop at half the speed; adding adjacent products in 32 bits, `pmaddwd`'s shape, was
-/// slower still (the compiler did not find `pmaddwd`). A function of its own: inlined into
-/// the tile walks, the compiler kept the 16-bit sums on the stack and read them back wider
-/// than it wrote them, a stall every (sub-)block (Q6_K tiles 1.5–2× slower).
+/// Two formulations of the same sums, chosen by what the build's target has, as the compiler
+/// vectorises each well only there: with SSSE3 (every x86-64 built for a CPU of the last 15
+/// years), [`pair_sums`], which the compiler turns into `pmaddubsw`; else [`lane_sums`].
+#[inline(always)]
+pub(crate) fn row_sums<const NG: usize, const W: usize>(
+    u: &[[u8; LANES]; NG],
+    xq: &[i8],
+    xw: &[i16],
+) -> [i32; ROWS] {
+    debug_assert!(u.iter().flatten().all(|&c| c as i32 <= max_code(NG, W)));
+    if cfg!(all(target_arch = "x86_64", target_feature = "ssse3")) {
+        pair_sums::<NG, W>(u, xq)
+    } else {
+        lane_sums::<NG>(u, xw)
+    }
+}
+
+/// [`row_sums`] as `pmaddubsw` forms them: adjacent lanes' products (a row's values 4g, 4g + 1
+/// and 4g + 2, 4g + 3) added in 32 bits and saturated to 16 — written out, the clamp is what
+/// lets the compiler emit the instruction, and it never acts under the bound — then `W` groups
+/// added in 16 bits, widened, and each row's two lanes added. 2.5–3.7× [`lane_sums`] where the
+/// instruction exists; without SSSE3 (a portable x86-64 build) the same code is 8× slower.
 #[inline(never)]
-pub(crate) fn row_sums<const NG: usize>(u: &[[u8; LANES]; NG], xw: &[i16]) -> [i32; ROWS] {
-    debug_assert!(u.iter().flatten().all(|&c| c as i32 <= max_code(NG)));
+pub(crate) fn pair_sums<const NG: usize, const W: usize>(
+    u: &[[u8; LANES]; NG],
+    xq: &[i8],
+) -> [i32; ROWS] {
+    let (x4s, _) = xq[..4 * NG].as_chunks::<4>();
+    let mut wide = [0i32; LANES / 2];
+    for (uw, xw) in u.chunks_exact(W).zip(x4s.chunks_exact(W)) {
+        let mut acc = [0i16; LANES / 2];
+        for (ug, x4) in uw.iter().zip(xw) {
+            let xp = [*x4; ROWS];
+            let xp = xp.as_flattened();
+            let mut pair = [0i16; LANES / 2];
+            for (i, p) in pair.iter_mut().enumerate() {
+                let s = i32::from(ug[2 * i]) * i32::from(xp[2 * i])
+                    + i32::from(ug[2 * i + 1]) * i32::from(xp[2 * i + 1]);
+                *p = s.clamp(i16::MIN.into(), i16::MAX.into()) as i16;
+            }
+            for (a, p) in acc.iter_mut().zip(pair) {
+                // Exact: the bound keeps `W` groups' pair sums within 16 bits.
+                *a = a.wrapping_add(p);
+            }
+        }
+        for (w, a) in wide.iter_mut().zip(acc) {
+            *w += i32::from(a);
+        }
+    }
+    let mut sums = [0i32; ROWS];
+    for (s, w) in sums.iter_mut().zip(wide.as_chunks::<2>().0) {
+        *s = w[0] + w[1];
+    }
+    sums
+}
+
+/// [`row_sums`] lane by lane: `Σ_g u[g][j]·x[4g + j % 4]` per lane `j` in 16 bits (`pmullw`,
+/// `paddw`), widened once, then each row's four lanes added.
+///
+/// Widening every product to 32 bits, as before, bound this loop at half the speed; adding
+/// adjacent products in 32 bits without the clamp ([`pair_sums`]' shape but `pmaddwd`'s) was
+/// slower still. A function of its own: inlined into the tile walks, the compiler kept the
+/// 16-bit sums on the stack and read them back wider than it wrote them, a stall every
+/// (sub-)block (Q6_K tiles 1.5–2× slower).
+#[inline(never)]
+pub(crate) fn lane_sums<const NG: usize>(u: &[[u8; LANES]; NG], xw: &[i16]) -> [i32; ROWS] {
     // A whole number of groups, so the compiler unrolls them; the token's codes already
     // 16-bit, so each group's four are one broadcast load (widening them here took a dozen
     // scalar instructions a group: 1.75× slower).
@@ -42,7 +107,7 @@ pub(crate) fn row_sums<const NG: usize>(u: &[[u8; LANES]; NG], xw: &[i16]) -> [i
     for (ug, x4) in u.iter().zip(x4s) {
         let xp = [*x4; ROWS];
         for ((a, &w), &x) in acc.iter_mut().zip(ug).zip(xp.as_flattened()) {
-            // Exact: the bound above keeps every partial sum within 16 bits.
+            // Exact: the bound keeps every partial sum within 16 bits.
             *a = a.wrapping_add(i16::from(w).wrapping_mul(x));
         }
     }
@@ -104,20 +169,24 @@ pub(crate) fn split_nibbles(line: &[u8; LANES], lo: &mut [u8; LANES], hi: &mut [
 mod tests {
     use super::*;
 
-    /// Every row's dot product, exactly, at the extremes of the bound: all codes at the
-    /// largest allowed and every activation −128 (and 127), for 4 and 8 groups.
+    /// Every row's dot product, exactly, from both formulations (whichever the build picks),
+    /// at the extremes of the bound: all codes at the largest allowed and every activation
+    /// −128 (and 127), for each (groups, groups summed in 16 bits) the kernels use.
     #[test]
     fn row_sums_are_each_rows_dot_product() {
-        fn sums(u: &[[u8; LANES]], xq: &[i8]) -> [i32; ROWS] {
+        fn both<const NG: usize, const W: usize>(u: &[[u8; LANES]], xq: &[i8]) -> [[i32; ROWS]; 2] {
             let mut xw = Vec::new();
             widen(xq, &mut xw);
-            match u.len() {
-                4 => row_sums::<4>(u.try_into().unwrap(), &xw),
-                _ => row_sums::<8>(u.try_into().unwrap(), &xw),
-            }
+            let u: &[[u8; LANES]; NG] = u.try_into().unwrap();
+            [pair_sums::<NG, W>(u, xq), lane_sums::<NG>(u, &xw)]
         }
-        for groups in [4usize, 8] {
-            let top = max_code(groups) as u8;
+        let shapes: [(usize, usize, fn(&[[u8; LANES]], &[i8]) -> [[i32; ROWS]; 2]); 3] = [
+            (8, 8, both::<8, 8>),
+            (8, 4, both::<8, 4>),
+            (4, 2, both::<4, 2>),
+        ];
+        for (groups, w, sums) in shapes {
+            let top = max_code(groups, w) as u8;
             let patterns: [fn(usize, usize, u8) -> u8; 2] = [
                 |g, j, top| ((g * 31 + j * 7) % (top as usize + 1)) as u8,
                 |_, _, top| top,
@@ -131,13 +200,40 @@ mod tests {
                 }
                 let ramp: Vec<i8> = (0..4 * groups).map(|i| (i * 37 % 255) as i8).collect();
                 for xq in [ramp, vec![-128i8; 4 * groups], vec![127i8; 4 * groups]] {
-                    let got = sums(&u, &xq);
-                    for (r, &s) in got.iter().enumerate() {
-                        let want: i32 = (0..4 * groups)
-                            .map(|v| u[v / 4][4 * r + v % 4] as i32 * xq[v] as i32)
-                            .sum();
-                        assert_eq!(s, want, "groups {groups}, row {r}");
+                    for (f, got) in sums(&u, &xq).iter().enumerate() {
+                        for (r, &s) in got.iter().enumerate() {
+                            let want: i32 = (0..4 * groups)
+                                .map(|v| u[v / 4][4 * r + v % 4] as i32 * xq[v] as i32)
+                                .sum();
+                            assert_eq!(s, want, "formulation {f}, groups {groups}/{w}, row {r}");
+                        }
                     }
+                }
+            }
+        }
+    }
+
+    /// The 8-bit sums against the signed codes' dot product, at the extremes: codes −128 and
+    /// 127 (stored 0 and 255) against activations ±127.
+    #[test]
+    fn eight_bit_sums_are_the_signed_dot_product() {
+        for (lo, hi) in [(0u8, 255u8), (255, 0), (0, 0), (255, 255)] {
+            let lines: [[u8; LANES]; 8] = std::array::from_fn(|g| {
+                std::array::from_fn(|j| if (g + j) % 3 == 0 { lo } else { hi })
+            });
+            for xq in [
+                vec![127i8; 32],
+                vec![-127i8; 32],
+                (0..32).map(|i| (i * 37 % 255) as i8 / 2).collect(),
+            ] {
+                let mut xw = Vec::new();
+                widen(&xq, &mut xw);
+                let got = row_sums_8bit(std::array::from_fn(|g| &lines[g]), &xw);
+                for (r, &s) in got.iter().enumerate() {
+                    let want: i32 = (0..32)
+                        .map(|v| (lines[v / 4][4 * r + v % 4] as i32 - 128) * xq[v] as i32)
+                        .sum();
+                    assert_eq!(s, want, "row {r}");
                 }
             }
         }

@@ -294,11 +294,12 @@ impl PackedQ8_0 {
             for (j, acc) in acc.iter_mut().enumerate() {
                 let tok = s + j;
                 let xq = &acts.wide[tok * self.k + b * QK..][..QK];
-                // Both `Σ u·x − corr`: the 8-bit sums come without the offset's share.
-                let (isum, corr) = if self.bits == 8 {
-                    (row_sums_8bit(std::array::from_fn(|g| &l[g].0), xq), 0)
-                } else {
-                    (row_sums(&codes, xq), acts.corr[tok * nb + b] >> shift)
+                let q = &acts.q[tok * self.k + b * QK..][..QK];
+                let corr = acts.corr[tok * nb + b] >> shift;
+                // Both `Σ u·x − corr`; the signed 8-bit sums come without the offset's share.
+                let (isum, corr) = match self.bits {
+                    8 => (row_sums_8bit(std::array::from_fn(|g| &l[g].0), xq), 0),
+                    _ => (row_sums::<8, 4>(&codes, q, xq), corr),
                 };
                 let dx = acts.d[tok * nb + b];
                 for r in 0..ROWS {
