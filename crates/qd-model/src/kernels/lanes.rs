@@ -180,7 +180,8 @@ mod tests {
             let u: &[[u8; LANES]; NG] = u.try_into().unwrap();
             [pair_sums::<NG, W>(u, xq), lane_sums::<NG>(u, &xw)]
         }
-        let shapes: [(usize, usize, fn(&[[u8; LANES]], &[i8]) -> [[i32; ROWS]; 2]); 3] = [
+        type Both = fn(&[[u8; LANES]], &[i8]) -> [[i32; ROWS]; 2];
+        let shapes: [(usize, usize, Both); 3] = [
             (8, 8, both::<8, 8>),
             (8, 4, both::<8, 4>),
             (4, 2, both::<4, 2>),
