@@ -146,9 +146,10 @@ fn opt_vec(t: &Option<candle_core::Tensor>) -> Result<Option<Vec<f32>>> {
 impl<'m> Decoder<'m> {
     /// A decoder for up to `capacity` positions at [`Isa::active`]'s level, or `None` where it
     /// does not apply (weights not quantized in a type the kernels cover, not on the CPU, or a
-    /// CPU whose best level is the scalar one: there candle's graph, with its own SIMD kernels,
-    /// is faster — unless the scalar level was asked for). Weights are repacked on the first
-    /// call for a model and kept in it. Runs on the current rayon pool.
+    /// CPU whose best level is the scalar one — unless the scalar level was asked for: there
+    /// candle's graph is 1.9× faster in a portable build, while a build for the CPU puts the
+    /// scalar level 1.3× / 1.04× ahead on this machine; docs/performance.md). Weights are
+    /// repacked on the first call for a model and kept in it. Runs on the current rayon pool.
     pub fn new<L: Linear, E: Embedding>(
         m: &'m Transformer<L, E>,
         capacity: usize,
