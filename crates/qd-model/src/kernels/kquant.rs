@@ -21,8 +21,8 @@
 use half::f16;
 
 use super::isa::Isa;
-use super::lanes::{row_sums, split_nibbles, widen, LANES, SPAN};
-use super::tasks::{store, SharedOut, ROWS};
+use super::lanes::{row_sums, split_nibbles, widen, LANES};
+use super::tasks::{SharedOut, ROWS};
 use super::{AtLevel, Level, Packed};
 
 const QK_K: usize = 256;
@@ -247,54 +247,21 @@ impl Packed for PackedKQuant {
 
     /// The scalar level: per row and sub-block, the integer sum `Σ q_w·q_x` of the stored codes
     /// and the token's, then `acc = fma(a·d_x, sum, acc)` and `acc = fma(−b, d_x·Σq_x, acc)` —
-    /// the AVX-512 kernel's lanes, one at a time ([`PackedKQuant::tile_generic`]), `SPAN`
-    /// tokens a decoded sub-block, the rest one by one.
-    ///
-    /// # Safety
-    /// As [`Packed::dispatch`].
-    unsafe fn row_tiles_generic(
-        &self,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        for rt in r0..r1 {
-            let rows = ROWS.min(self.n - rt * ROWS);
-            let mut s = 0;
-            while s < t {
-                // Both stores: tokens `s .. s + T ≤ t` and rows `16·rt .. 16·rt + rows` lie
-                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                if t - s >= SPAN {
-                    let res = match self.kind {
-                        KQuant::Q4K => self.tile_generic::<SPAN, 8>(acts, rt, s),
-                        KQuant::Q6K => self.tile_generic::<SPAN, 4>(acts, rt, s),
-                    };
-                    // SAFETY: as said above.
-                    unsafe { store(out, &res, s, self.n, rt, rows) };
-                    s += SPAN;
-                } else {
-                    let res = match self.kind {
-                        KQuant::Q4K => self.tile_generic::<1, 8>(acts, rt, s),
-                        KQuant::Q6K => self.tile_generic::<1, 4>(acts, rt, s),
-                    };
-                    // SAFETY: as said above.
-                    unsafe { store(out, &res, s, self.n, rt, rows) };
-                    s += 1;
-                }
-            }
+    /// the AVX-512 kernel's lanes, one at a time ([`PackedKQuant::sub_blocks`]).
+    fn tile_generic<const T: usize>(&self, acts: &Acts, rt: usize, s: usize) -> [[f32; ROWS]; T] {
+        match self.kind {
+            KQuant::Q4K => self.sub_blocks::<T, 8>(acts, rt, s),
+            KQuant::Q6K => self.sub_blocks::<T, 4>(acts, rt, s),
         }
     }
 }
 
 impl PackedKQuant {
-    /// Row tile `rt` × tokens `s .. s + T` at the scalar level, sub-blocks of `NG` groups of 4
-    /// (8: Q4_K, 4: Q6_K): each sub-block decoded once for the `T` tokens, each token's sums
-    /// over the sub-blocks in order.
+    /// [`Packed::tile_generic`] for sub-blocks of `NG` groups of 4 (8: Q4_K, 4: Q6_K): each
+    /// sub-block decoded once for the `T` tokens, each token's sums over them in order.
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // rows read best as indexed loops
-    fn tile_generic<const T: usize, const NG: usize>(
+    fn sub_blocks<const T: usize, const NG: usize>(
         &self,
         acts: &Acts,
         rt: usize,
@@ -320,12 +287,12 @@ impl PackedKQuant {
             };
             for (jt, acc) in acc.iter_mut().enumerate() {
                 let tok = s + jt;
-                let xq = &acts.wide[tok * self.k + j * g..][..g];
-                let codes_q = &acts.q[tok * self.k + j * g..][..g];
+                let at = tok * self.k + j * g;
+                let (xq, xw) = (&acts.q[at..at + g], &acts.wide[at..at + g]);
                 let isum = if NG == 8 {
-                    row_sums::<NG, 8>(codes, codes_q, xq)
+                    row_sums::<NG, 8>(codes, xq, xw)
                 } else {
-                    row_sums::<NG, 2>(codes, codes_q, xq)
+                    row_sums::<NG, 2>(codes, xq, xw)
                 };
                 let [dx, dxs] = acts.f[tok * nsb + j];
                 for r in 0..ROWS {

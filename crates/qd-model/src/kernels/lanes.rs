@@ -155,10 +155,9 @@ pub(crate) fn widen(q: &[i8], wide: &mut Vec<i16>) {
     wide.extend(q.iter().map(|&x| i16::from(x)));
 }
 
-/// A line of two nibbles a byte as two lines of codes (`lo`, `hi`): a 4-bit tile's two groups,
-/// or an 8-bit line's `u = 16·hi + lo`, whose row sums `16·Σhi·x + Σlo·x` each stay within
-/// [`row_sums`]'s bound. Written as whole-array maps: the same loop over zipped lanes was left
-/// scalar by the compiler (3× slower Q6_K and Q4_K tiles).
+/// A line of two nibbles a byte as two lines of codes (`lo`, `hi`): the two groups a 4- or
+/// 5-bit Q8_0 tile or a Q4_K tile keeps in one line. Written as whole-array maps: the same
+/// loop over zipped lanes was left scalar by the compiler (3× slower Q6_K and Q4_K tiles).
 #[inline(always)]
 pub(crate) fn split_nibbles(line: &[u8; LANES], lo: &mut [u8; LANES], hi: &mut [u8; LANES]) {
     *lo = line.map(|u| u & 15);

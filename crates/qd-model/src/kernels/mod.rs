@@ -94,6 +94,7 @@ mod neon;
 pub mod q8_0;
 pub(crate) mod tasks;
 
+use lanes::SPAN;
 use tasks::{for_row_tiles, store, SharedOut, ROWS};
 
 use isa::Isa;
@@ -218,7 +219,17 @@ trait Packed: Sync + Sized {
         out: &SharedOut,
     );
 
-    /// The same at the scalar level, the oracle.
+    /// Row tile `rt` × tokens `s .. s + T` of `acts` at the scalar level, the oracle: each
+    /// (sub-)block decoded once for the `T` tokens, each token's sums over them in order.
+    fn tile_generic<const T: usize>(
+        &self,
+        acts: &Self::Acts,
+        rt: usize,
+        s: usize,
+    ) -> [[f32; ROWS]; T];
+
+    /// Row tiles `r0..r1` at the scalar level: [`Packed::tile_generic`] for `SPAN` tokens at
+    /// a time (decoding shared), the rest one by one.
     ///
     /// # Safety
     /// As [`Packed::dispatch`].
@@ -229,7 +240,27 @@ trait Packed: Sync + Sized {
         r0: usize,
         r1: usize,
         out: &SharedOut,
-    );
+    ) {
+        for rt in r0..r1 {
+            let rows = ROWS.min(self.n() - rt * ROWS);
+            let mut s = 0;
+            while s < t {
+                // Both stores: tokens `s .. s + T ≤ t` and rows `16·rt .. 16·rt + rows` lie
+                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
+                if t - s >= SPAN {
+                    let res = self.tile_generic::<SPAN>(acts, rt, s);
+                    // SAFETY: as said above.
+                    unsafe { store(out, &res, s, self.n(), rt, rows) };
+                    s += SPAN;
+                } else {
+                    let res = self.tile_generic::<1>(acts, rt, s);
+                    // SAFETY: as said above.
+                    unsafe { store(out, &res, s, self.n(), rt, rows) };
+                    s += 1;
+                }
+            }
+        }
+    }
 
     /// Row tiles `r0..r1` of `y [t, n]` at level `isa`.
     ///

@@ -18,8 +18,8 @@
 use half::f16;
 
 use super::isa::Isa;
-use super::lanes::{row_sums, row_sums_8bit, split_nibbles, widen, LANES, SPAN};
-use super::tasks::{store, SharedOut, ROWS};
+use super::lanes::{row_sums, row_sums_8bit, split_nibbles, widen, LANES};
+use super::tasks::{SharedOut, ROWS};
 use super::{AtLevel, Level, Packed};
 
 const QK: usize = 32;
@@ -233,45 +233,9 @@ impl Packed for PackedQ8_0 {
 
     /// The scalar level: for each row, block by block, the integer sum of the stored codes and
     /// the token's codes less the stored offset's share, then `acc = fma(sum, d_w·d_x, acc)` —
-    /// the AVX-512 kernel's lanes, one at a time ([`PackedQ8_0::tile_generic`]), `SPAN`
-    /// tokens a decoded block, the rest one by one.
-    ///
-    /// # Safety
-    /// As [`Packed::dispatch`].
-    unsafe fn row_tiles_generic(
-        &self,
-        acts: &Acts,
-        t: usize,
-        r0: usize,
-        r1: usize,
-        out: &SharedOut,
-    ) {
-        for rt in r0..r1 {
-            let rows = ROWS.min(self.n - rt * ROWS);
-            let mut s = 0;
-            while s < t {
-                // Both stores: tokens `s .. s + T ≤ t` and rows `16·rt .. 16·rt + rows` lie
-                // inside `out`'s `t·n` floats, and this task alone writes row tile `rt`.
-                if t - s >= SPAN {
-                    let res = self.tile_generic::<SPAN>(acts, rt, s);
-                    // SAFETY: as said above.
-                    unsafe { store(out, &res, s, self.n, rt, rows) };
-                    s += SPAN;
-                } else {
-                    let res = self.tile_generic::<1>(acts, rt, s);
-                    // SAFETY: as said above.
-                    unsafe { store(out, &res, s, self.n, rt, rows) };
-                    s += 1;
-                }
-            }
-        }
-    }
-}
-
-impl PackedQ8_0 {
-    /// Row tile `rt` × tokens `s .. s + T` at the scalar level: each block decoded once for the
-    /// `T` tokens (an 8-bit block as its two nibbles, [`split_nibbles`], so every sum stays
-    /// within [`row_sums`]'s 16-bit bound), each token's sums over the blocks in order.
+    /// the AVX-512 kernel's lanes, one at a time. A 4- or 5-bit block is decoded once for the
+    /// `T` tokens; an 8-bit block's sums are formed from its lines as stored
+    /// ([`row_sums_8bit`], signed codes, so without the offset's share).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // rows read best as indexed loops
     fn tile_generic<const T: usize>(&self, acts: &Acts, rt: usize, s: usize) -> [[f32; ROWS]; T] {
@@ -280,8 +244,6 @@ impl PackedQ8_0 {
         let shift = 8 - self.bits as i32;
         let lines = &self.lines[rt * nb * per..(rt + 1) * nb * per];
         let scales = &self.scales[rt * nb..(rt + 1) * nb];
-        // A 4- or 5-bit block's codes, decoded once for the `T` tokens; an 8-bit block's sums
-        // are formed from its lines as stored.
         let mut codes = [[0u8; LANES]; 8];
         let mut acc = [[0f32; ROWS]; T];
         for (b, (l, dw)) in lines.chunks_exact(per).zip(scales).enumerate() {
@@ -293,13 +255,15 @@ impl PackedQ8_0 {
             let dw = dw.map(|h| f16::from_bits(h).to_f32());
             for (j, acc) in acc.iter_mut().enumerate() {
                 let tok = s + j;
-                let xq = &acts.wide[tok * self.k + b * QK..][..QK];
-                let q = &acts.q[tok * self.k + b * QK..][..QK];
-                let corr = acts.corr[tok * nb + b] >> shift;
-                // Both `Σ u·x − corr`; the signed 8-bit sums come without the offset's share.
+                let at = tok * self.k + b * QK;
+                let xw = &acts.wide[at..at + QK];
+                // Both `Σ u·x − corr`.
                 let (isum, corr) = match self.bits {
-                    8 => (row_sums_8bit(std::array::from_fn(|g| &l[g].0), xq), 0),
-                    _ => (row_sums::<8, 4>(&codes, q, xq), corr),
+                    8 => (row_sums_8bit(std::array::from_fn(|g| &l[g].0), xw), 0),
+                    _ => (
+                        row_sums::<8, 4>(&codes, &acts.q[at..at + QK], xw),
+                        acts.corr[tok * nb + b] >> shift,
+                    ),
                 };
                 let dx = acts.d[tok * nb + b];
                 for r in 0..ROWS {
