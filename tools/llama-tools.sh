@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench, llama-perplexity and llama-quantize from the llama.cpp source
+# Builds llama.cpp's llama-bench, llama-perplexity, llama-quantize and llama-imatrix from the llama.cpp source
 # that the PyPI sdist of llama-cpp-python 0.3.36 ships (vendor/llama.cpp), with cmake and ninja
 # from pip, once per machine (cached under ${QAT_DISTILL_CACHE:-~/.cache/qat-distill}); prints
 # the directory that holds them. Build flags from tools/llama-cpu-flags.sh: the x86 extensions
@@ -29,14 +29,14 @@ if ! "$TOOLS/bin/python" -c "import numpy, yaml" 2>/dev/null || [ ! -x "$TOOLS/b
     "$TOOLS/bin/pip" install --quiet --disable-pip-version-check cmake ninja numpy pyyaml >&2
 fi
 if [ ! -x "$BUILD/bin/llama-bench" ] || [ ! -x "$BUILD/bin/llama-perplexity" ] \
-    || [ ! -x "$BUILD/bin/llama-quantize" ]; then
+    || [ ! -x "$BUILD/bin/llama-quantize" ] || [ ! -x "$BUILD/bin/llama-imatrix" ]; then
     echo "building llama.cpp's tools (a few minutes, once per machine)..." >&2
     "$TOOLS/bin/cmake" -S "$SRC/vendor/llama.cpp" -B "$BUILD" -G Ninja \
         -DCMAKE_MAKE_PROGRAM="$TOOLS/bin/ninja" -DCMAKE_BUILD_TYPE=Release \
         $CPU_FLAGS -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
         -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DLLAMA_BUILD_SERVER=OFF >&2
-    "$TOOLS/bin/cmake" --build "$BUILD" --target llama-bench llama-perplexity llama-quantize \
+    "$TOOLS/bin/cmake" --build "$BUILD" --target llama-bench llama-perplexity llama-quantize llama-imatrix \
         -j "$(nproc)" >&2
 fi
 echo "$BUILD/bin"

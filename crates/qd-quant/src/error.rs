@@ -18,6 +18,8 @@ pub enum QuantError {
         len: usize,
         bytes: usize,
     },
+    #[error("importance weights: {0}")]
+    Weights(String),
     #[error("{0} is not a quantized block type this crate implements")]
     Unsupported(&'static str),
 }

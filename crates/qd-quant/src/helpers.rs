@@ -40,8 +40,9 @@ pub fn min_max(x: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
-/// `make_qx_quants` with `rmse_type = 1` and no importance weights (all Q6_K uses).
-pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
+/// `make_qx_quants` with `rmse_type = 1`: weights `qw` where an importance matrix gives them
+/// (Q4_0/Q5_0/Q3_K/Q6_K with `--imatrix`), else `x²` (Q6_K's reference path).
+pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let n = x.len();
     let (amax, max) = signed_abs_max(x);
     if amax < GROUP_MAX_EPS {
@@ -54,7 +55,7 @@ pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     for i in 0..n {
         let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
         l_out[i] = (l + nmax) as i8;
-        let w = x[i] * x[i];
+        let w = qw.map_or(x[i] * x[i], |q| q[i]);
         sumlx += w * x[i] * l as f32;
         suml2 += w * l as f32 * l as f32;
     }
@@ -67,9 +68,9 @@ pub fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
         iscale = -(nmax as f32 + 0.1 * is as f32) / max;
         sumlx = 0.0;
         suml2 = 0.0;
-        for &xi in x {
+        for (i, &xi) in x.iter().enumerate() {
             let l = nearest_int(iscale * xi).clamp(-nmax, nmax - 1);
-            let w = xi * xi;
+            let w = qw.map_or(xi * xi, |q| q[i]);
             sumlx += w * xi * l as f32;
             suml2 += w * l as f32 * l as f32;
         }

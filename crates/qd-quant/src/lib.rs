@@ -3,7 +3,8 @@
 //! exactly the weights it trained against.
 //!
 //! Each quantizer is a port of llama.cpp's `quantize_row_*_ref` (what `ggml_quantize_chunk`
-//! runs without an importance matrix), operation for operation in plain f32 so the bytes match.
+//! runs without an importance matrix), operation for operation in plain f32 so the bytes match;
+//! `weighted.rs` ports the `quantize_row_*_impl` that run with one (`llama-quantize --imatrix`).
 
 mod avx512;
 #[cfg(feature = "cuda")]
@@ -30,8 +31,11 @@ mod q5_k;
 mod q6_k;
 mod q8_0;
 pub mod rows;
+mod weighted;
+mod weighted_search;
 
 pub use error::{QuantError, Result};
 pub use fake_quant::FakeQuant;
 pub use format::QuantType;
 pub use rows::{dequantize, fake_quantize, quantize};
+pub use weighted::{fake_quantize_weighted, quantize_weighted};

@@ -5,11 +5,18 @@ use crate::fp16::{read_f16, write_f16};
 use crate::helpers::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
 
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
+    quantize_block_weighted(x, None, out)
+}
+
+/// `quantize_row_q6_K_impl` for one super-block: the group searches weighted by the importance
+/// matrix's `qw` as they are (Q6_K alone does not mix in `sigma2`), or by `x²` without one.
+pub fn quantize_block_weighted(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; 256];
     let mut scales = [0f32; 16];
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
     for ib in 0..16 {
-        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16]);
+        let qw = qw.map(|q| &q[16 * ib..16 * ib + 16]);
+        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16], qw);
         scales[ib] = s;
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();

@@ -8,7 +8,7 @@ use crate::format::QuantType;
 /// Rows per parallel task: enough work to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 4;
 
-fn check_rows(ty: QuantType, len: usize, n: usize) -> Result<usize> {
+pub(crate) fn check_rows(ty: QuantType, len: usize, n: usize) -> Result<usize> {
     if n == 0 {
         return if len == 0 {
             Ok(0)
