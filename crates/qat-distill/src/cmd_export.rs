@@ -17,11 +17,16 @@ pub struct Args {
     /// Requantize this GGUF file instead (like llama-quantize).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// f32, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k … q6_k, q4_k_m, qat-q4, or <type>-pure (every
-    /// 2-D tensor that type, as llama-quantize --pure). Default for a checkpoint: the recipe it
-    /// trained with.
+    /// A llama-quantize file type (q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q2_k_s, q3_k_s/m/l,
+    /// q4_k_s/m, q5_k_s/m, q6_k; q3_k and q5_k are q3_k_s and q5_k_s), f32, qat-q4, or
+    /// <type>-pure (every 2-D tensor that type, as llama-quantize --pure). Default for a
+    /// checkpoint: the recipe it trained with.
     #[arg(long)]
     recipe: Option<String>,
+    /// An importance matrix (`qat-distill imatrix` or `llama-imatrix`): ggml's weighted
+    /// quantizers and llama.cpp's imatrix rules, byte for byte as `llama-quantize --imatrix`.
+    #[arg(long, value_name = "FILE")]
+    imatrix: Option<PathBuf>,
     /// Quantize a checkpoint with a recipe it did not train against (post-training
     /// quantization, the baseline QAT must beat).
     #[arg(long)]
@@ -57,6 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 recipe,
                 from_f32: a.from_f32,
                 teacher: a.teacher.clone(),
+                imatrix: a.imatrix.clone(),
             };
             let e = export_checkpoint(dir, &opts)
                 .with_context(|| format!("exporting {}", dir.display()))?;
@@ -84,7 +90,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let mut e = requantize(&src, recipe, vec![])
+            let imatrix = a.imatrix.as_deref().map(qd_export::Imatrix::open).transpose()?;
+            let with = imatrix
+                .as_ref()
+                .zip(a.imatrix.as_deref())
+                .map(|(imatrix, path)| qd_export::WithImatrix { imatrix, path });
+            let mut e = requantize(&src, recipe, with, vec![])
                 .with_context(|| format!("requantizing {}", model.display()))?;
             let mut what = model.display().to_string();
             if let Some(t) = &trimmed {

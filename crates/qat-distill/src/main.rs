@@ -4,6 +4,7 @@ mod cmd_bench;
 mod cmd_eval;
 mod cmd_export;
 mod cmd_generate;
+mod cmd_imatrix;
 mod cmd_inspect;
 mod cmd_student;
 mod cmd_synth;
@@ -51,6 +52,9 @@ enum Command {
     Student(cmd_student::Args),
     /// Distil the teacher into a student (knowledge distillation, resumable).
     Train(Box<cmd_train::Args>),
+    /// The importance matrix llama-imatrix computes (squared activations per input column of
+    /// every weight matrix), in its GGUF format, for `export-gguf --imatrix`.
+    Imatrix(cmd_imatrix::Args),
     /// Write a checkpoint (or requantize a GGUF) as a GGUF file of a quantization recipe.
     ExportGguf(cmd_export::Args),
     /// A model of another's exact shape with random weights (or its skeleton), for measuring
@@ -150,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Student(a) => cmd_student::run(a),
         Command::Train(a) => cmd_train::run_cmd(*a),
         Command::ExportGguf(a) => cmd_export::run(a),
+        Command::Imatrix(a) => cmd_imatrix::run(a),
         Command::Bench(c) => cmd_bench::run(c),
         Command::Synth(a) => cmd_synth::run(a),
     }

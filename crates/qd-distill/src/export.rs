@@ -22,6 +22,9 @@ pub struct ExportOptions {
     pub from_f32: bool,
     /// The teacher file, when it has moved since training.
     pub teacher: Option<PathBuf>,
+    /// An importance matrix (llama.cpp's imatrix GGUF) for ggml's weighted quantizers. Only
+    /// with `from_f32`: QAT trained against the unweighted grid.
+    pub imatrix: Option<PathBuf>,
 }
 
 /// What was exported, for the report and the provenance keys.
@@ -96,6 +99,18 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
             recipe.name()
         )));
     }
+    let imatrix = match &opts.imatrix {
+        Some(p) if !opts.from_f32 && recipe != Recipe::F32 => {
+            return Err(TrainError::Config(format!(
+                "{} trained without the importance matrix {}; pass --from-f32 to quantize it \
+                 after training with it",
+                dir.display(),
+                p.display()
+            )))
+        }
+        Some(p) => Some((qd_export::Imatrix::open(p)?, p.clone())),
+        None => None,
+    };
     let teacher_path = opts.teacher.clone().unwrap_or_else(|| cfg.teacher.clone());
     let teacher = GgufFile::open(&teacher_path)?;
     let sha = qd_export::file_sha256(&teacher_path)?;
@@ -191,6 +206,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         student.hp.n_layer,
         &StoreSource(&store),
         recipe,
+        imatrix.as_ref().map(|(imatrix, path)| qd_export::WithImatrix { imatrix, path }),
         extra,
     )?;
     Ok(StudentExport {

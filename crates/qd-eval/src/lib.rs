@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod error;
 pub mod generate;
+pub mod imatrix;
 pub mod kl;
 pub mod nll;
 pub mod perplexity;
@@ -12,6 +13,7 @@ pub mod topk;
 pub use bench::{bench, BenchResult};
 pub use error::{EvalError, Result};
 pub use generate::generate;
+pub use imatrix::{collect_imatrix, Collected};
 pub use kl::{kl_divergence, KlReport};
 pub use perplexity::{
     bits_per_byte, chunk_bos, perplexity, scored_targets, NllAccumulator, PerplexityParams,

@@ -9,7 +9,8 @@ use qd_gguf::{GgmlType, GgufFile, GgufWriter, TensorData, Value};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ExportError, Result};
-use crate::recipe::{Choice, Recipe, TensorKind};
+use crate::imatrix::Imatrix;
+use crate::recipe::{Choice, ModelInfo, Recipe, TensorKind};
 
 /// What happened to one tensor.
 #[derive(Debug, Clone)]
@@ -67,13 +68,24 @@ pub trait TensorSource {
     }
 }
 
+/// An importance matrix for an export, with the path it came from (for errors and the
+/// `quantize.imatrix.*` keys llama-quantize writes).
+#[derive(Clone, Copy)]
+pub struct WithImatrix<'a> {
+    pub imatrix: &'a Imatrix,
+    pub path: &'a Path,
+}
+
 /// Builds the file in memory. `template` supplies every metadata key (architecture, tokenizer,
-/// `general.*`); `n_layer` replaces its block count; `extra` adds provenance keys.
+/// `general.*`); `n_layer` replaces its block count; `extra` adds provenance keys. With an
+/// importance matrix, every tensor it has an entry for is quantized by ggml's weighted
+/// quantizer and the file type's imatrix rules apply, as `llama-quantize --imatrix` does.
 pub fn assemble(
     template: &GgufFile,
     n_layer: usize,
     source: &dyn TensorSource,
     recipe: Recipe,
+    imatrix: Option<WithImatrix<'_>>,
     extra: Vec<(String, Value)>,
 ) -> Result<Exported> {
     let arch = template.architecture()?.to_string();
@@ -90,12 +102,28 @@ pub fn assemble(
     }
     let list = source.tensors();
     let has_output = list.iter().any(|(n, _)| n == "output.weight");
+    if let Some(im) = imatrix {
+        check_imatrix(recipe, im, &list)?;
+        for (k, v) in imatrix_keys(im) {
+            w.set(&k, v);
+        }
+    } else if let Recipe::Llama(f) = recipe {
+        if f.requires_imatrix() {
+            return Err(ExportError::Invalid(format!(
+                "recipe {} needs an importance matrix (--imatrix), as llama-quantize does",
+                recipe.name()
+            )));
+        }
+    }
+    let model = ModelInfo::of(template, n_layer, imatrix.is_some());
     let mut reports = Vec::with_capacity(list.len());
     for (name, dims) in list {
         let kind = TensorKind::of(&name, &dims, has_output);
         let row = dims.last().copied().unwrap_or(0);
-        let choice = recipe.choose(kind, row, n_layer);
+        let choice = recipe.choose(kind, row, &model);
+        let weights = imatrix.and_then(|im| im.imatrix.weights(&name));
         let ggml = choice.used.map(|t| t.ggml()).unwrap_or(GgmlType::F32);
+        // llama-quantize keeps a tensor's bytes when it already has the type, imatrix or not.
         let (data, copied) = match source.raw(&name, ggml) {
             Some(bytes) => (bytes, true),
             None => {
@@ -109,12 +137,14 @@ pub fn assemble(
                     })?;
                 let bytes = match choice.used {
                     None => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    Some(ty) => {
-                        qd_quant::quantize(ty, &values, row).map_err(|err| ExportError::Quant {
-                            name: name.clone(),
-                            err,
-                        })?
+                    Some(ty) => match &weights {
+                        Some(w) => qd_quant::quantize_weighted(ty, &values, row, w),
+                        None => qd_quant::quantize(ty, &values, row),
                     }
+                    .map_err(|err| ExportError::Quant {
+                        name: name.clone(),
+                        err,
+                    })?,
                 };
                 (bytes, false)
             }
@@ -136,6 +166,39 @@ pub fn assemble(
         writer: w,
         tensors: reports,
     })
+}
+
+/// An imatrix fits a recipe that uses one and the model's tensors (names and widths).
+fn check_imatrix(recipe: Recipe, im: WithImatrix<'_>, list: &[(String, Vec<usize>)]) -> Result<()> {
+    if !recipe.uses_imatrix() {
+        return Err(ExportError::Invalid(format!(
+            "recipe {} does not use an importance matrix (llama-quantize ignores it too); drop --imatrix",
+            recipe.name()
+        )));
+    }
+    im.imatrix.check_model(im.path, list)
+}
+
+/// The provenance keys `llama-quantize --imatrix` adds.
+fn imatrix_keys(im: WithImatrix<'_>) -> Vec<(String, Value)> {
+    let mut keys = vec![(
+        "quantize.imatrix.file".to_string(),
+        Value::String(im.path.display().to_string()),
+    )];
+    if let Some(d) = im.imatrix.datasets.first() {
+        keys.push(("quantize.imatrix.dataset".into(), Value::String(d.clone())));
+    }
+    keys.push((
+        "quantize.imatrix.entries_count".into(),
+        Value::I32(im.imatrix.entries.len() as i32),
+    ));
+    if im.imatrix.chunk_count > 0 {
+        keys.push((
+            "quantize.imatrix.chunks_count".into(),
+            Value::I32(im.imatrix.chunk_count as i32),
+        ));
+    }
+    keys
 }
 
 /// Writes `exported` to `path` atomically; an existing file is kept unless `force`.

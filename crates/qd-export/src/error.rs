@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("unknown recipe {0:?} (known: f32, q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, q4_k_m, qat-q4, <type>-pure)")]
+    #[error("unknown recipe {0:?} (known: {names})", names = crate::recipe::Recipe::NAMES)]
     UnknownRecipe(String),
     #[error("{path} already exists; pass --force to overwrite it")]
     Exists { path: PathBuf },
@@ -22,6 +22,8 @@ pub enum ExportError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("imatrix {0}")]
+    Imatrix(String),
 }
 
 pub type Result<T> = std::result::Result<T, ExportError>;

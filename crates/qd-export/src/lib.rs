@@ -5,12 +5,16 @@
 
 pub mod assemble;
 pub mod error;
+pub mod imatrix;
 pub mod recipe;
 pub mod requantize;
 pub mod synthetic;
 pub mod trim_vocab;
 
-pub use assemble::{assemble, file_sha256, write_new, Exported, TensorReport, TensorSource};
+pub use assemble::{
+    assemble, file_sha256, write_new, Exported, TensorReport, TensorSource, WithImatrix,
+};
 pub use error::{ExportError, Result};
-pub use recipe::{Choice, Recipe, TensorKind};
+pub use imatrix::Imatrix;
+pub use recipe::{Choice, Ftype, ModelInfo, Recipe, TensorKind};
 pub use requantize::requantize;

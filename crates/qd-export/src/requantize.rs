@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use qd_gguf::{GgmlType, GgufFile, Value};
 
-use crate::assemble::{assemble, Exported, TensorSource};
+use crate::assemble::{assemble, Exported, TensorSource, WithImatrix};
 use crate::error::Result;
 use crate::recipe::Recipe;
 
@@ -31,10 +31,15 @@ impl TensorSource for FileSource<'_> {
     }
 }
 
-pub fn requantize(src: &GgufFile, recipe: Recipe, extra: Vec<(String, Value)>) -> Result<Exported> {
+pub fn requantize(
+    src: &GgufFile,
+    recipe: Recipe,
+    imatrix: Option<WithImatrix<'_>>,
+    extra: Vec<(String, Value)>,
+) -> Result<Exported> {
     let arch = src.architecture()?.to_string();
     let n_layer = src.get_usize(&format!("{arch}.block_count"))?;
     let mut extra = extra;
     extra.push(("qat_distill.recipe".into(), Value::String(recipe.name())));
-    assemble(src, n_layer, &FileSource(src), recipe, extra)
+    assemble(src, n_layer, &FileSource(src), recipe, imatrix, extra)
 }

@@ -12,7 +12,7 @@ use qd_quant::QuantType;
 #[test]
 fn q4_k_m_reproduces_the_teachers_layout() {
     let teacher = GgufFile::open(qd_fixtures::teacher_path()).unwrap();
-    let out = requantize(&teacher, Recipe::Q4KM, vec![]).unwrap();
+    let out = requantize(&teacher, Recipe::Llama(qd_export::Ftype::Q4KM), None, vec![]).unwrap();
     assert_eq!(out.tensors.len(), 236);
     for (t, info) in out.tensors.iter().zip(teacher.tensors()) {
         assert_eq!(t.name, info.name);
@@ -33,7 +33,7 @@ fn requantized(spec: &TinySpec, recipe: Recipe) -> (GgufFile, GgufFile) {
     let dir = tempfile::tempdir().unwrap();
     let src_path = write_tiny(dir.path(), "src.gguf", spec);
     let src = GgufFile::open(&src_path).unwrap();
-    let out = requantize(&src, recipe, vec![]).unwrap();
+    let out = requantize(&src, recipe, None, vec![]).unwrap();
     let path = dir.path().join("out.gguf");
     write_new(&out, &path, false).unwrap();
     let bytes = std::fs::read(&path).unwrap();
@@ -138,7 +138,7 @@ fn existing_output_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let spec = TinySpec::new(Family::Llama, GgmlType::Q8_0);
     let src = GgufFile::open(write_tiny(dir.path(), "src.gguf", &spec)).unwrap();
-    let out = requantize(&src, Recipe::Uniform(QuantType::Q4_0), vec![]).unwrap();
+    let out = requantize(&src, Recipe::Llama(qd_export::Ftype::Q4_0), None, vec![]).unwrap();
     let target = dir.path().join("exists.gguf");
     std::fs::write(&target, b"keep me").unwrap();
     assert!(matches!(

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use qd_export::{Recipe, TensorKind};
+use qd_export::{ModelInfo, Recipe, TensorKind};
 use qd_quant::{FakeQuant, QuantType};
 
 use super::var_store::VarStore;
@@ -22,7 +22,7 @@ pub struct QatPlan {
 impl QatPlan {
     /// Every 2-D weight of `store` gets its recipe type; the embedding and a tied or separate LM
     /// head only when `embeddings`.
-    pub fn new(recipe: Recipe, store: &VarStore, n_layer: usize, embeddings: bool) -> Self {
+    pub fn new(recipe: Recipe, store: &VarStore, model: &ModelInfo, embeddings: bool) -> Self {
         let names = store.shapes();
         let has_output = names.iter().any(|(n, _)| n == "output.weight");
         let mut types = BTreeMap::new();
@@ -33,7 +33,7 @@ impl QatPlan {
                 continue;
             }
             let row = dims.last().copied().unwrap_or(0);
-            let choice = recipe.choose(kind, row, n_layer);
+            let choice = recipe.choose(kind, row, model);
             if choice.fell_back() {
                 let name_of = |t: Option<QuantType>| t.map_or("F32", |t| t.name());
                 fallbacks.push(format!(

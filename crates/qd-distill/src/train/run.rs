@@ -439,7 +439,12 @@ impl Students {
         };
         let qat = match cfg.recipe()? {
             Some(recipe) => {
-                let plan = QatPlan::new(recipe, &store, student.hp.n_layer, cfg.qat_embeddings);
+                let model = qd_export::ModelInfo {
+                    n_layer: student.hp.n_layer,
+                    n_gqa: student.hp.n_head / student.hp.n_head_kv.max(1),
+                    imatrix: false,
+                };
+                let plan = QatPlan::new(recipe, &store, &model, cfg.qat_embeddings);
                 let q = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store)?, dev)?;
                 Some((q, plan))
             }

@@ -18,6 +18,7 @@ mod attention;
 mod matvec;
 mod ops;
 mod prefill;
+pub use prefill::MatmulInput;
 mod team;
 
 use std::cell::UnsafeCell;

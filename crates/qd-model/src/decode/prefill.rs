@@ -41,6 +41,31 @@ fn residual(
     );
 }
 
+/// Which weight matrices of a block multiply an input (several share one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulInput {
+    /// The attention-normed stream: `attn_q`, `attn_k`, `attn_v`.
+    Attention,
+    /// The heads' concatenated outputs: `attn_output`.
+    AttnOutput,
+    /// The FFN-normed stream: `ffn_gate`, `ffn_up`.
+    Ffn,
+    /// The gated activation: `ffn_down`.
+    FfnDown,
+}
+
+impl MatmulInput {
+    /// The GGUF names (without `blk.N.` and `.weight`) of the matrices this input feeds.
+    pub fn tensors(self) -> &'static [&'static str] {
+        match self {
+            Self::Attention => &["attn_q", "attn_k", "attn_v"],
+            Self::AttnOutput => &["attn_output"],
+            Self::Ffn => &["ffn_gate", "ffn_up"],
+            Self::FfnDown => &["ffn_down"],
+        }
+    }
+}
+
 impl Decoder<'_> {
     /// Runs `tokens` from an empty context in one batch and returns the logits of the positions
     /// in `rows` (`[rows.len(), vocab]`; the last alone for generation); the decoder then
@@ -59,7 +84,7 @@ impl Decoder<'_> {
                 tokens.len()
             )));
         }
-        let x = self.run_batch(tokens)?;
+        let x = self.run_batch(tokens, None)?;
         let d = self.hp.n_embd;
         let mut normed = vec![0f32; rows.len() * d];
         norm_rows(
@@ -71,8 +96,23 @@ impl Decoder<'_> {
         Ok(normed)
     }
 
+    /// Runs `tokens` as [`Decoder::prefill`] does and shows `observe` the input `[t, width]` of
+    /// every weight matrix of every block, as it is multiplied (what `llama-imatrix` collects).
+    /// The LM head's input is not shown: llama-imatrix skips it too.
+    pub fn prefill_observed(
+        &mut self,
+        tokens: &[u32],
+        observe: &mut dyn FnMut(usize, MatmulInput, &[f32]),
+    ) -> Result<()> {
+        self.run_batch(tokens, Some(observe)).map(|_| ())
+    }
+
     /// The residual stream `[t, n_embd]` after the last block.
-    fn run_batch(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+    fn run_batch(
+        &mut self,
+        tokens: &[u32],
+        mut observe: Option<&mut dyn FnMut(usize, MatmulInput, &[f32])>,
+    ) -> Result<Vec<f32>> {
         let t = tokens.len();
         if t == 0 || t > self.capacity {
             return Err(ModelError::Config(format!(
@@ -125,6 +165,9 @@ impl Decoder<'_> {
         let kv = &mut self.state.0.get_mut().kv;
         for (il, l) in self.layers.iter().enumerate() {
             norm_rows(&x, &l.attn_norm, eps, &mut h);
+            if let Some(f) = observe.as_mut() {
+                f(il, MatmulInput::Attention, &h);
+            }
             let (mut q, mut k, mut v) = (
                 l.q.matmul(self.isa, &h),
                 l.k.matmul(self.isa, &h),
@@ -178,13 +221,22 @@ impl Decoder<'_> {
                     &v[p * nkv * vd..(p + 1) * nkv * vd],
                 );
             }
+            if let Some(f) = observe.as_mut() {
+                f(il, MatmulInput::AttnOutput, &att);
+            }
             let mut o = l.o.matmul(self.isa, &att);
             residual(&mut x, &mut o, d, &l.bo, &l.post_attn_norm, eps);
             norm_rows(&x, &l.ffn_norm, eps, &mut h);
+            if let Some(f) = observe.as_mut() {
+                f(il, MatmulInput::Ffn, &h);
+            }
             let (mut gate, up) = (l.gate.matmul(self.isa, &h), l.up.matmul(self.isa, &h));
             gate.par_chunks_mut(ff)
                 .zip(up.par_chunks(ff))
                 .for_each(|(g, u)| ops::gated(g, u, self.act, ggml));
+            if let Some(f) = observe.as_mut() {
+                f(il, MatmulInput::FfnDown, &gate);
+            }
             let mut down = l.down.matmul(self.isa, &gate);
             residual(&mut x, &mut down, d, &None, &l.post_ffn_norm, eps);
         }
