@@ -90,7 +90,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let imatrix = a.imatrix.as_deref().map(qd_export::Imatrix::open).transpose()?;
+            let imatrix = a
+                .imatrix
+                .as_deref()
+                .map(qd_export::Imatrix::open)
+                .transpose()?;
             let with = imatrix
                 .as_ref()
                 .zip(a.imatrix.as_deref())

@@ -206,7 +206,9 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         student.hp.n_layer,
         &StoreSource(&store),
         recipe,
-        imatrix.as_ref().map(|(imatrix, path)| qd_export::WithImatrix { imatrix, path }),
+        imatrix
+            .as_ref()
+            .map(|(imatrix, path)| qd_export::WithImatrix { imatrix, path }),
         extra,
     )?;
     Ok(StudentExport {

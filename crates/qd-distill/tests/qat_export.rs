@@ -77,7 +77,16 @@ fn check_recipe(recipe: &str, embeddings: bool) {
     store
         .load_weights(&Checkpoint::load_weights(&ck, &DEV).unwrap())
         .unwrap();
-    let plan = QatPlan::new(Recipe::parse(recipe).unwrap(), &store, &qd_export::ModelInfo { n_layer: 2, n_gqa: 1, imatrix: false }, embeddings);
+    let plan = QatPlan::new(
+        Recipe::parse(recipe).unwrap(),
+        &store,
+        &qd_export::ModelInfo {
+            n_layer: 2,
+            n_gqa: 1,
+            imatrix: false,
+        },
+        embeddings,
+    );
     let qstore = plan.apply(&store).unwrap();
     let mut checked = 0;
     for info in out.tensors() {

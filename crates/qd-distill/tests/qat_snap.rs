@@ -53,7 +53,16 @@ fn snapped_weights_survive_a_tiny_first_step_unchanged() {
     let tf = GgufFile::open(&teacher).unwrap();
     let frozen = ["token_embd.weight", "output.weight"];
     let (_, store) = student_from_teacher_with(&tf, &[0, 1], &frozen, &DEV).unwrap();
-    let plan = QatPlan::new(Recipe::parse("q4_0").unwrap(), &store, &qd_export::ModelInfo { n_layer: 2, n_gqa: 1, imatrix: false }, false);
+    let plan = QatPlan::new(
+        Recipe::parse("q4_0").unwrap(),
+        &store,
+        &qd_export::ModelInfo {
+            n_layer: 2,
+            n_gqa: 1,
+            imatrix: false,
+        },
+        false,
+    );
     let name = "blk.0.ffn_up.weight";
     let op = FakeQuant::new(plan.types[name]);
     let latent = store.vars[name].as_tensor().copy().unwrap();

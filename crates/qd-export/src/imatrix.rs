@@ -41,6 +41,9 @@ pub struct Imatrix {
     pub chunk_size: u32,
 }
 
+/// A name's `in_sum2` and `counts` as they are found.
+type HalfPair = (Option<Vec<f32>>, Option<Vec<f32>>);
+
 const SUMS: &str = ".in_sum2";
 const COUNTS: &str = ".counts";
 
@@ -65,13 +68,19 @@ impl Imatrix {
     fn from_file(file: &GgufFile, path: &Path) -> Result<Self> {
         if let Some(t) = file.get("general.type").and_then(Value::as_str) {
             if t != "imatrix" {
-                return Err(bad(path, format!("general.type is {t:?}, not an imatrix file")));
+                return Err(bad(
+                    path,
+                    format!("general.type is {t:?}, not an imatrix file"),
+                ));
             }
         }
         let key = |k: &str| {
-            file.get(k)
-                .and_then(Value::as_u64)
-                .ok_or_else(|| bad(path, format!("missing imatrix metadata {k} (not an imatrix file?)")))
+            file.get(k).and_then(Value::as_u64).ok_or_else(|| {
+                bad(
+                    path,
+                    format!("missing imatrix metadata {k} (not an imatrix file?)"),
+                )
+            })
         };
         let chunk_count = key("imatrix.chunk_count")? as u32;
         let chunk_size = key("imatrix.chunk_size")? as u32;
@@ -82,7 +91,7 @@ impl Imatrix {
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
-        let mut pairs: BTreeMap<String, (Option<Vec<f32>>, Option<Vec<f32>>)> = BTreeMap::new();
+        let mut pairs: BTreeMap<String, HalfPair> = BTreeMap::new();
         for t in file.tensors() {
             let (base, is_sum) = match (t.name.strip_suffix(SUMS), t.name.strip_suffix(COUNTS)) {
                 (Some(b), _) => (b, true),
@@ -90,7 +99,10 @@ impl Imatrix {
                 _ => continue,
             };
             if t.dtype != GgmlType::F32 {
-                return Err(bad(path, format!("{} is {}, not F32", t.name, t.dtype.name())));
+                return Err(bad(
+                    path,
+                    format!("{} is {}, not F32", t.name, t.dtype.name()),
+                ));
             }
             let values = f32s(file.tensor_bytes(&t.name)?);
             let slot = pairs.entry(base.to_string()).or_default();
@@ -101,15 +113,23 @@ impl Imatrix {
             }
         }
         if pairs.is_empty() {
-            return Err(bad(path, "no <tensor>.in_sum2 / .counts pairs: not an imatrix file"));
+            return Err(bad(
+                path,
+                "no <tensor>.in_sum2 / .counts pairs: not an imatrix file",
+            ));
         }
         let mut entries = BTreeMap::new();
         for (name, pair) in pairs {
             let (Some(sums), Some(counts)) = pair else {
-                return Err(bad(path, format!("{name}: in_sum2 without counts or the other way round")));
+                return Err(bad(
+                    path,
+                    format!("{name}: in_sum2 without counts or the other way round"),
+                ));
             };
             let entry = Entry { sums, counts };
-            entry.validate().map_err(|e| bad(path, format!("{name}: {e}")))?;
+            entry
+                .validate()
+                .map_err(|e| bad(path, format!("{name}: {e}")))?;
             entries.insert(name, entry);
         }
         Ok(Self {
@@ -139,7 +159,10 @@ impl Imatrix {
     pub fn check_model(&self, path: &Path, tensors: &[(String, Vec<usize>)]) -> Result<()> {
         for (name, e) in &self.entries {
             let Some((_, dims)) = tensors.iter().find(|(n, _)| n == name) else {
-                return Err(bad(path, format!("{name} is not a tensor of this model (an imatrix of another model?)")));
+                return Err(bad(
+                    path,
+                    format!("{name} is not a tensor of this model (an imatrix of another model?)"),
+                ));
             };
             let row = dims.last().copied().unwrap_or(0);
             if dims.len() < 2 || e.width() != row || e.counts.len() != 1 {
@@ -172,16 +195,22 @@ impl Imatrix {
         w.set("imatrix.chunk_size", Value::U32(self.chunk_size));
         let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for (name, e) in &self.entries {
+            // One matrix: 1-D, as ggml writes a [width, 1] tensor (trailing 1s dropped).
             let nmat = e.counts.len();
+            let (sums_shape, counts_shape) = if nmat == 1 {
+                (vec![e.width()], vec![1])
+            } else {
+                (vec![nmat, e.width()], vec![nmat, 1])
+            };
             w.add_tensor(TensorData {
                 name: format!("{name}{SUMS}"),
-                shape: vec![nmat, e.width()],
+                shape: sums_shape,
                 dtype: GgmlType::F32,
                 data: bytes(&e.sums),
             });
             w.add_tensor(TensorData {
                 name: format!("{name}{COUNTS}"),
-                shape: vec![nmat, 1],
+                shape: counts_shape,
                 dtype: GgmlType::F32,
                 data: bytes(&e.counts),
             });
@@ -210,7 +239,10 @@ impl Entry {
             ));
         }
         if let Some(i) = self.sums.iter().position(|v| !v.is_finite() || *v < 0.0) {
-            return Err(format!("sum {} at column {i} is not finite and non-negative", self.sums[i]));
+            return Err(format!(
+                "sum {} at column {i} is not finite and non-negative",
+                self.sums[i]
+            ));
         }
         if let Some(c) = self.counts.iter().find(|c| !(c.is_finite() && **c >= 1.0)) {
             return Err(format!(

@@ -425,7 +425,11 @@ mod tests {
     #[test]
     fn fallbacks_follow_llama_cpp() {
         let r = Recipe::Llama(Ftype::Q4KM);
-        let m = ModelInfo { n_layer: 18, n_gqa: 4, imatrix: false };
+        let m = ModelInfo {
+            n_layer: 18,
+            n_gqa: 4,
+            imatrix: false,
+        };
         let c = r.choose(TensorKind::Block, 640, &m);
         assert_eq!(
             (c.wanted, c.used),
@@ -439,7 +443,7 @@ mod tests {
         assert_eq!(c.used, Some(QuantType::Q6K));
         let pure = Recipe::parse("q4_0-pure").unwrap();
         assert_eq!(
-            pure.choose(TensorKind::Output, 640, 18).used,
+            pure.choose(TensorKind::Output, 640, &m).used,
             Some(QuantType::Q4_0)
         );
         let c = Recipe::Llama(Ftype::Q2K).choose(TensorKind::Block, 640, &m);
@@ -466,8 +470,13 @@ mod ftype_tests {
     /// type's per-tensor rules as llama.cpp's `llama_tensor_get_type_impl` reads.
     #[test]
     fn file_type_rules_follow_llama_cpp() {
-        let m = ModelInfo { n_layer: 18, n_gqa: 4, imatrix: false };
-        let ty = |f: Ftype, k: TensorKind, m: &ModelInfo| Recipe::Llama(f).choose(k, 2048, m).wanted;
+        let m = ModelInfo {
+            n_layer: 18,
+            n_gqa: 4,
+            imatrix: false,
+        };
+        let ty =
+            |f: Ftype, k: TensorKind, m: &ModelInfo| Recipe::Llama(f).choose(k, 2048, m).wanted;
         use QuantType as Q;
         use TensorKind as K;
         assert_eq!(ty(Ftype::Q2K, K::AttnV { layer: 5 }, &m), Some(Q::Q4K));

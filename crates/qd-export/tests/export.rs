@@ -12,7 +12,13 @@ use qd_quant::QuantType;
 #[test]
 fn q4_k_m_reproduces_the_teachers_layout() {
     let teacher = GgufFile::open(qd_fixtures::teacher_path()).unwrap();
-    let out = requantize(&teacher, Recipe::Llama(qd_export::Ftype::Q4KM), None, vec![]).unwrap();
+    let out = requantize(
+        &teacher,
+        Recipe::Llama(qd_export::Ftype::Q4KM),
+        None,
+        vec![],
+    )
+    .unwrap();
     assert_eq!(out.tensors.len(), 236);
     for (t, info) in out.tensors.iter().zip(teacher.tensors()) {
         assert_eq!(t.name, info.name);

@@ -110,6 +110,10 @@ impl GgufWriter {
             out.resize(base + off, 0);
             out.extend_from_slice(&t.data);
         }
+        // ggml's reader expects the data blob padded to the alignment after the last tensor too
+        // (gguf_write pads every tensor): without it, a file ending in a 4-byte tensor (an
+        // imatrix's counts) is "failed to read tensor data binary blob" to llama.cpp.
+        out.resize(base + offset, 0);
         out
     }
 

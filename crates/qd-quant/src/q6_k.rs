@@ -16,7 +16,12 @@ pub fn quantize_block_weighted(x: &[f32], qw: Option<&[f32]>, out: &mut [u8]) {
     let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
     for ib in 0..16 {
         let qw = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let s = make_qx_quants(&x[16 * ib..16 * ib + 16], 32, &mut l[16 * ib..16 * ib + 16], qw);
+        let s = make_qx_quants(
+            &x[16 * ib..16 * ib + 16],
+            32,
+            &mut l[16 * ib..16 * ib + 16],
+            qw,
+        );
         scales[ib] = s;
         if s.abs() > max_abs_scale {
             max_abs_scale = s.abs();

@@ -210,7 +210,12 @@ fn q3_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
     let (mut scales, mut sw) = ([0f32; 16], [0f32; 16]);
     let mut weight = [0f32; 16];
     for j in 0..16 {
-        mix(&x[16 * j..16 * j + 16], &qw[16 * j..16 * j + 16], sigma2, &mut weight);
+        mix(
+            &x[16 * j..16 * j + 16],
+            &qw[16 * j..16 * j + 16],
+            sigma2,
+            &mut weight,
+        );
         let mut sumw = 0f32;
         for w in &weight {
             sumw += w;

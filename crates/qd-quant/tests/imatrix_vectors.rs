@@ -26,8 +26,8 @@ fn every_weighted_reference_output_is_reproduced_byte_for_byte() {
         assert_eq!(w.len(), n);
         for (ty_name, out) in case["outputs"].as_object().unwrap() {
             let ty = QuantType::parse(ty_name).unwrap();
-            let want = std::fs::read(dir.join("imatrix").join(out["file"].as_str().unwrap()))
-                .unwrap();
+            let want =
+                std::fs::read(dir.join("imatrix").join(out["file"].as_str().unwrap())).unwrap();
             let hex: String = Sha256::digest(&want)
                 .iter()
                 .map(|b| format!("{b:02x}"))

@@ -41,6 +41,9 @@ fn residual(
     );
 }
 
+/// What [`Decoder::prefill_observed`] calls: block index, which input, `[t, width]` values.
+pub type Observer<'a> = dyn FnMut(usize, MatmulInput, &[f32]) + 'a;
+
 /// Which weight matrices of a block multiply an input (several share one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatmulInput {
@@ -99,11 +102,7 @@ impl Decoder<'_> {
     /// Runs `tokens` as [`Decoder::prefill`] does and shows `observe` the input `[t, width]` of
     /// every weight matrix of every block, as it is multiplied (what `llama-imatrix` collects).
     /// The LM head's input is not shown: llama-imatrix skips it too.
-    pub fn prefill_observed(
-        &mut self,
-        tokens: &[u32],
-        observe: &mut dyn FnMut(usize, MatmulInput, &[f32]),
-    ) -> Result<()> {
+    pub fn prefill_observed(&mut self, tokens: &[u32], observe: &mut Observer<'_>) -> Result<()> {
         self.run_batch(tokens, Some(observe)).map(|_| ())
     }
 
@@ -111,7 +110,7 @@ impl Decoder<'_> {
     fn run_batch(
         &mut self,
         tokens: &[u32],
-        mut observe: Option<&mut dyn FnMut(usize, MatmulInput, &[f32])>,
+        mut observe: Option<&mut Observer<'_>>,
     ) -> Result<Vec<f32>> {
         let t = tokens.len();
         if t == 0 || t > self.capacity {
