@@ -82,7 +82,7 @@ fn check_recipe(recipe: &str, embeddings: bool) {
         &store,
         &qd_export::ModelInfo {
             n_layer: 2,
-            n_gqa: 1,
+            n_gqa: student.hp.n_head / student.hp.n_head_kv,
             imatrix: false,
         },
         embeddings,
@@ -146,7 +146,9 @@ fn check_recipe(recipe: &str, embeddings: bool) {
 
 #[test]
 fn exported_tensors_are_the_weights_qat_trained_with() {
-    for r in ["q4_0", "q4_k", "q5_0", "q8_0", "q4_k_m", "qat-q4", "q2_k"] {
+    for r in [
+        "q4_0", "q4_k_s", "q5_0", "q8_0", "q4_k_m", "qat-q4", "q2_k", "q3_k_m",
+    ] {
         check_recipe(r, true);
     }
     check_recipe("q4_0", false);

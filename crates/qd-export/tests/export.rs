@@ -51,8 +51,8 @@ fn every_recipe_writes_the_fake_quant_of_its_source() {
     let dev = Device::Cpu;
     let spec = TinySpec::new(Family::Gemma3, GgmlType::F32);
     let recipes = [
-        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q4_k_m",
-        "qat-q4", "f32",
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s",
+        "q4_k_m", "q5_k_s", "q5_k_m", "q6_k", "qat-q4", "f32",
     ];
     for r in recipes {
         let recipe = Recipe::parse(r).unwrap();
