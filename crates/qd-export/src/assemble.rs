@@ -121,7 +121,6 @@ pub fn assemble(
         let kind = TensorKind::of(&name, &dims, has_output);
         let row = dims.last().copied().unwrap_or(0);
         let choice = recipe.choose(kind, row, &model);
-        let weights = imatrix.and_then(|im| im.imatrix.weights(&name));
         let ggml = choice.used.map(|t| t.ggml()).unwrap_or(GgmlType::F32);
         // llama-quantize keeps a tensor's bytes when it already has the type, imatrix or not.
         let (data, copied) = match source.raw(&name, ggml) {
@@ -137,8 +136,8 @@ pub fn assemble(
                     })?;
                 let bytes = match choice.used {
                     None => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                    Some(ty) => match &weights {
-                        Some(w) => qd_quant::quantize_weighted(ty, &values, row, w),
+                    Some(ty) => match imatrix.and_then(|im| im.imatrix.weights(&name)) {
+                        Some(w) => qd_quant::quantize_weighted(ty, &values, row, &w),
                         None => qd_quant::quantize(ty, &values, row),
                     }
                     .map_err(|err| ExportError::Quant {

@@ -15,6 +15,15 @@ pub fn read_json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&s).unwrap()
 }
 
+/// A little-endian f32 file (the quantizer reference inputs), panicking with its path.
+pub fn read_f32(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// Path of the real teacher, as `tools/fetch-teacher.sh` caches it (or `QAT_DISTILL_TEACHER`).
 /// Panics with the command to run when it is missing: these tests must not pass vacuously.
 pub fn teacher_path() -> PathBuf {

@@ -78,6 +78,12 @@ pub fn pack_affine(
     nmax: i32,
 ) {
     pack_head(scales, mins, head);
+    codes_on_grid(x, head, l, nmax);
+}
+
+/// The codes of `x` against the grid a written `head` (`d, dmin, scales[12]`) stores; codes of
+/// sub-blocks whose stored scale is 0 are left as they are.
+pub fn codes_on_grid(x: &[f32], head: &[u8], l: &mut [u8; 256], nmax: i32) {
     let d_all = read_f16(head, 0);
     let dmin = read_f16(head, 2);
     for j in 0..8 {
@@ -89,6 +95,22 @@ pub fn pack_affine(
         let dm = dmin * m as f32;
         for ii in 0..32 {
             l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+/// Packs the 8 sub-blocks' 6-bit scale codes `ls` and min codes `lm` into `scales[12]`.
+pub fn pack_scale_codes(ls: &[u8; 8], lm: &[u8; 8], sc: &mut [u8]) {
+    sc.iter_mut().for_each(|b| *b = 0);
+    for j in 0..8 {
+        let (ls, lm) = (ls[j], lm[j]);
+        if j < 4 {
+            sc[j] = ls;
+            sc[j + 4] = lm;
+        } else {
+            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+            sc[j - 4] |= (ls >> 4) << 6;
+            sc[j] |= (lm >> 4) << 6;
         }
     }
 }
@@ -111,20 +133,12 @@ pub fn pack_head(scales: &[f32], mins: &[f32], head: &mut [u8]) {
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let sc = &mut head[4..16];
-    sc.iter_mut().for_each(|b| *b = 0);
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
-        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
-        if j < 4 {
-            sc[j] = ls;
-            sc[j + 4] = lm;
-        } else {
-            sc[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
-            sc[j - 4] |= (ls >> 4) << 6;
-            sc[j] |= (lm >> 4) << 6;
-        }
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
     }
+    pack_scale_codes(&ls, &lm, &mut head[4..16]);
     write_f16(head, 0, max_scale / 63.0);
     write_f16(head, 2, max_min / 63.0);
 }

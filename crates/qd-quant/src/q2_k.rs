@@ -57,6 +57,13 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     } else {
         write_f16(rest, 66, 0.0);
     }
+    codes_and_pack(x, &mut l, out);
+}
+
+/// With `scales[16]`, `d` and `dmin` written: the codes against that grid (the fits' codes
+/// `l` kept where a group's scale is 0, as the reference does), packed into `qs[64]`.
+pub(crate) fn codes_and_pack(x: &[f32], l: &mut [u8; 256], out: &mut [u8]) {
+    let (sc, rest) = out.split_at_mut(16);
     let d_all = read_f16(rest, 64);
     let dmin = read_f16(rest, 66);
     for j in 0..16 {

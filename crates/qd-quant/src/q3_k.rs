@@ -17,26 +17,41 @@ pub fn quantize_block(x: &[f32], out: &mut [u8]) {
         }
     }
     out.iter_mut().for_each(|b| *b = 0);
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        let mut codes = [0i32; 16];
+        for (c, s) in codes.iter_mut().zip(&scales) {
+            *c = ((nearest_int(iscale * s) as i8).clamp(-32, 31) + 32) as i32;
+        }
+        pack_scale_codes(&codes, &mut out[96..108]);
+        write_f16(out, 108, 1.0 / iscale);
+    } else {
+        write_f16(out, 108, 0.0);
+    }
+    codes_and_pack(x, &mut l, out);
+}
+
+/// ORs the sixteen 6-bit group scale codes (0..=63) into a zeroed `scales[12]`: low nibbles
+/// in bytes 0–7, the high two bits in 8–11.
+pub(crate) fn pack_scale_codes(codes: &[i32; 16], sc: &mut [u8]) {
+    for (j, &code) in codes.iter().enumerate() {
+        let mut v = code;
+        if j < 8 {
+            sc[j] = (v & 0xF) as u8;
+        } else {
+            sc[j - 8] |= ((v & 0xF) << 4) as u8;
+        }
+        v >>= 4;
+        sc[j % 4 + 8] |= (v << (2 * (j / 4))) as u8;
+    }
+}
+
+/// With `scales[12]` and `d` written and `hmask` zero: the codes against that grid (the fits'
+/// codes `l` kept where a group's scale is 0), packed into `hmask[32]` and `qs[64]`.
+pub(crate) fn codes_and_pack(x: &[f32], l: &mut [i8; 256], out: &mut [u8]) {
     let (hmask, rest) = out.split_at_mut(32);
     let (qs, rest) = rest.split_at_mut(64);
     let (sc, dbytes) = rest.split_at_mut(12);
-    if max_scale != 0.0 {
-        let iscale = -32.0 / max_scale;
-        for j in 0..16 {
-            let mut v = nearest_int(iscale * scales[j]) as i8;
-            v = v.clamp(-32, 31) + 32;
-            if j < 8 {
-                sc[j] = (v & 0xF) as u8;
-            } else {
-                sc[j - 8] |= ((v & 0xF) << 4) as u8;
-            }
-            v >>= 4;
-            sc[j % 4 + 8] |= (v << (2 * (j / 4))) as u8;
-        }
-        write_f16(dbytes, 0, 1.0 / iscale);
-    } else {
-        write_f16(dbytes, 0, 0.0);
-    }
     let d_all = read_f16(dbytes, 0);
     for j in 0..16 {
         let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 } as i8;

@@ -6,6 +6,11 @@ use crate::kscales::{quantize_affine, sub_scales, Q4_K_SEARCH};
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; 256];
     quantize_affine(x, &mut out[..16], &mut l, Q4_K_SEARCH);
+    pack_codes(&l, out);
+}
+
+/// Writes the 4-bit codes `l` into a block's `qs[128]` (after its 16-byte head).
+pub(crate) fn pack_codes(l: &[u8; 256], out: &mut [u8]) {
     let qs = &mut out[16..144];
     for (c, j) in (0..256).step_by(64).enumerate() {
         for k in 0..32 {

@@ -6,6 +6,11 @@ use crate::kscales::{quantize_affine, sub_scales, Q5_K_SEARCH};
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut l = [0u8; 256];
     quantize_affine(x, &mut out[..16], &mut l, Q5_K_SEARCH);
+    pack_codes(&l, out);
+}
+
+/// Writes the 5-bit codes `l` into a block's `qh[32]` and `qs[128]` (after its 16-byte head).
+pub(crate) fn pack_codes(l: &[u8; 256], out: &mut [u8]) {
     let (qh, ql) = out[16..176].split_at_mut(32);
     qh.iter_mut().for_each(|b| *b = 0);
     let (mut m1, mut m2) = (1u8, 2u8);

@@ -11,8 +11,9 @@ use rayon::prelude::*;
 
 use crate::error::{QuantError, Result};
 use crate::format::QuantType;
-use crate::fp16::{read_f16, write_f16};
-use crate::helpers::{get_scale_min_k4, make_qx_quants, nearest_int};
+use crate::fp16::write_f16;
+use crate::helpers::make_qx_quants;
+use crate::kscales::{codes_on_grid, pack_scale_codes};
 use crate::weighted_search::{make_qkx3_quants, make_qp_quants, QKX3_SEARCH};
 
 /// Quantizes `data` (rows of `n_per_row`) to `ty` with importance `weights` (one per column), as
@@ -177,30 +178,12 @@ fn q2_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
     let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
     let dm = make_qp_quants(&scales, 15, &mut ls, &sw);
     let mm = make_qp_quants(&mins, 15, &mut lm, &sw);
-    let (sc, rest) = out.split_at_mut(16);
-    write_f16(rest, 64, dm);
-    write_f16(rest, 66, mm);
-    let (dm, mm) = (read_f16(rest, 64), read_f16(rest, 66));
     for j in 0..16 {
-        sc[j] = ls[j] | (lm[j] << 4);
+        out[j] = ls[j] | (lm[j] << 4);
     }
-    for j in 0..16 {
-        let d = dm * (sc[j] & 0xF) as f32;
-        if d == 0.0 {
-            continue;
-        }
-        let m = mm * (sc[j] >> 4) as f32;
-        for ii in 0..16 {
-            l[16 * j + ii] = nearest_int((x[16 * j + ii] + m) / d).clamp(0, 3) as u8;
-        }
-    }
-    let qs = &mut rest[..64];
-    for j in (0..256).step_by(128) {
-        for k in 0..32 {
-            qs[j / 4 + k] =
-                l[j + k] | (l[j + k + 32] << 2) | (l[j + k + 64] << 4) | (l[j + k + 96] << 6);
-        }
-    }
+    write_f16(out, 80, dm);
+    write_f16(out, 82, mm);
+    crate::q2_k::codes_and_pack(x, &mut l, out);
 }
 
 /// `quantize_row_q3_K_impl` for one super-block. Layout: hmask[32], qs[64], scales[12], d.
@@ -225,54 +208,11 @@ fn q3_k(x: &[f32], qw: &[f32], out: &mut [u8]) {
         scales[j] = make_qx_quants(xs, 4, &mut l[16 * j..16 * j + 16], Some(&weight));
     }
     out.iter_mut().for_each(|b| *b = 0);
-    let (hmask, rest) = out.split_at_mut(32);
-    let (qs, rest) = rest.split_at_mut(64);
-    let (sc, dbytes) = rest.split_at_mut(12);
     let mut ls = [0i8; 16];
     let d_block = make_qx_quants(&scales, 32, &mut ls, Some(&sw));
-    for j in 0..16 {
-        let mut v = ls[j] as i32;
-        if j < 8 {
-            sc[j] = (v & 0xF) as u8;
-        } else {
-            sc[j - 8] |= ((v & 0xF) << 4) as u8;
-        }
-        v >>= 4;
-        sc[j % 4 + 8] |= (v << (2 * (j / 4))) as u8;
-    }
-    write_f16(dbytes, 0, d_block);
-    let d_all = read_f16(dbytes, 0);
-    for j in 0..16 {
-        let low = if j < 8 { sc[j] & 0xF } else { sc[j - 8] >> 4 } as i8;
-        let s = (low | ((((sc[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) as i8)) - 32;
-        let d = d_all * s as f32;
-        if d == 0.0 {
-            continue;
-        }
-        for ii in 0..16 {
-            let q = nearest_int(x[16 * j + ii] / d).clamp(-4, 3);
-            l[16 * j + ii] = (q + 4) as i8;
-        }
-    }
-    let (mut m, mut hm) = (0usize, 1u8);
-    for v in l.iter_mut() {
-        if *v > 3 {
-            hmask[m] |= hm;
-            *v -= 4;
-        }
-        m += 1;
-        if m == 32 {
-            m = 0;
-            hm <<= 1;
-        }
-    }
-    for j in (0..256).step_by(128) {
-        for k in 0..32 {
-            qs[j / 4 + k] =
-                (l[j + k] | (l[j + k + 32] << 2) | (l[j + k + 64] << 4) | (l[j + k + 96] << 6))
-                    as u8;
-        }
-    }
+    crate::q3_k::pack_scale_codes(&ls.map(i32::from), &mut out[96..108]);
+    write_f16(out, 108, d_block);
+    crate::q3_k::codes_and_pack(x, &mut l, out);
 }
 
 /// `quantize_row_q4_K_impl` (`nmax` 15) and `quantize_row_q5_K_impl` (31) for one super-block:
@@ -298,65 +238,18 @@ fn q45_k(x: &[f32], qw: &[f32], nmax: i32, out: &mut [u8]) {
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     let d_block = make_qp_quants(&scales, 63, &mut ls, &sw);
     let m_block = make_qp_quants(&mins, 63, &mut lm, &sw);
-    let sc = &mut out[4..16];
-    sc.iter_mut().for_each(|b| *b = 0);
-    for j in 0..8 {
-        let (mut lsj, mut lmj) = (ls[j], lm[j]);
-        if nmax == 31 {
-            // Q5_K clamps the codes; Q4_K stores them as they come.
-            lsj = lsj.min(63);
-            lmj = lmj.min(63);
-        }
-        if j < 4 {
-            sc[j] = lsj;
-            sc[j + 4] = lmj;
-        } else {
-            sc[j + 4] = (lsj & 0xF) | ((lmj & 0xF) << 4);
-            sc[j - 4] |= (lsj >> 4) << 6;
-            sc[j] |= (lmj >> 4) << 6;
-        }
+    if nmax == 31 {
+        // Q5_K clamps the codes; Q4_K stores them as they come.
+        ls = ls.map(|v| v.min(63));
+        lm = lm.map(|v| v.min(63));
     }
+    pack_scale_codes(&ls, &lm, &mut out[4..16]);
     write_f16(out, 0, d_block);
     write_f16(out, 2, m_block);
-    let (d_all, dmin) = (read_f16(out, 0), read_f16(out, 2));
-    for j in 0..8 {
-        let (s, m) = get_scale_min_k4(j, &out[4..16]);
-        let d = d_all * s as f32;
-        if d == 0.0 {
-            continue;
-        }
-        let dm = dmin * m as f32;
-        for ii in 0..32 {
-            l[32 * j + ii] = nearest_int((x[32 * j + ii] + dm) / d).clamp(0, nmax) as u8;
-        }
-    }
+    codes_on_grid(x, out, &mut l, nmax);
     if nmax == 15 {
-        let qs = &mut out[16..144];
-        for (c, j) in (0..256).step_by(64).enumerate() {
-            for k in 0..32 {
-                qs[32 * c + k] = l[j + k] | (l[j + k + 32] << 4);
-            }
-        }
-        return;
-    }
-    let (qh, ql) = out[16..176].split_at_mut(32);
-    qh.iter_mut().for_each(|b| *b = 0);
-    let (mut m1, mut m2) = (1u8, 2u8);
-    for (c, n) in (0..256).step_by(64).enumerate() {
-        for j in 0..32 {
-            let mut l1 = l[n + j];
-            if l1 > 15 {
-                l1 -= 16;
-                qh[j] |= m1;
-            }
-            let mut l2 = l[n + j + 32];
-            if l2 > 15 {
-                l2 -= 16;
-                qh[j] |= m2;
-            }
-            ql[32 * c + j] = l1 | (l2 << 4);
-        }
-        m1 <<= 2;
-        m2 <<= 2;
+        crate::q4_k::pack_codes(&l, out);
+    } else {
+        crate::q5_k::pack_codes(&l, out);
     }
 }

@@ -2,16 +2,9 @@
 //! (what `llama-quantize --imatrix` runs), byte for byte, on the 12 reference inputs with one
 //! seeded importance vector each (tests/data/quant/imatrix, made by tools/imatrix-vectors.sh).
 
+use qd_fixtures::read_f32;
 use qd_quant::{dequantize, fake_quantize_weighted, quantize_weighted, QuantError, QuantType};
 use sha2::{Digest, Sha256};
-
-fn read_f32(path: &std::path::Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 #[test]
 fn every_weighted_reference_output_is_reproduced_byte_for_byte() {

@@ -7,15 +7,8 @@ use std::borrow::Cow;
 
 use candle_core::quantized::{QStorage, QTensor};
 use candle_core::Device;
+use qd_fixtures::read_f32;
 use sha2::{Digest, Sha256};
-
-fn read_f32(path: &std::path::Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 #[test]
 fn every_reference_output_is_reproduced_byte_for_byte() {
