@@ -16,7 +16,18 @@ VENV=$CACHE/llama-venv-$VERSION$TAG
 WHEELS=$CACHE/wheels$TAG
 PY=$VENV/bin/python
 
-if [ -x "$PY" ] && "$PY" -c "import llama_cpp, numpy" 2>/dev/null; then
+ready() { [ -x "$PY" ] && "$PY" -c "import llama_cpp, numpy" 2>/dev/null; }
+if ready; then
+    echo "$PY"
+    exit 0
+fi
+
+# Tests run in parallel and several ask for llama.cpp on a cold cache: one builds, the others
+# wait for it (each used to remove the other's half-made virtualenv and build again).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/llama-venv-$VERSION$TAG.lock"
+flock 9
+if ready; then
     echo "$PY"
     exit 0
 fi
