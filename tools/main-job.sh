@@ -36,9 +36,9 @@ if [[ ! -f "$IMX" ]]; then
     "$BIN" export-gguf --model "$TEACHER" --recipe q4_0 --imatrix "$OUT/imatrix.gguf" --out "$IMX"
 fi
 
-echo "main-job: whole-model QAT to Q4_0 (models/qat-q4.toml)" >&2
+echo "main-job: whole-model QAT to Q4_0 on the imatrix's grid (models/qat-q4.toml)" >&2
 "$BIN" train --config models/qat-q4.toml --teacher "$TEACHER" --out "$OUT/run" \
-    ${STEPS:+--steps "$STEPS"} --resume
+    --imatrix "$OUT/imatrix.gguf" ${STEPS:+--steps "$STEPS"} --resume
 "$BIN" export-gguf --checkpoint "$OUT/run" --out "$QAT" --force
 
 echo "main-job: bench, perplexity and KL against the teacher" >&2

@@ -25,6 +25,8 @@ pub struct Args {
     recipe: Option<String>,
     /// An importance matrix (`qat-distill imatrix` or `llama-imatrix`): ggml's weighted
     /// quantizers and llama.cpp's imatrix rules, byte for byte as `llama-quantize --imatrix`.
+    /// A checkpoint that trained against one exports with it by itself (this names it if it
+    /// moved); any other needs --from-f32.
     #[arg(long, value_name = "FILE")]
     imatrix: Option<PathBuf>,
     /// Quantize a checkpoint with a recipe it did not train against (post-training

@@ -68,6 +68,10 @@ pub struct Args {
     /// block type); `none` turns off a recipe set in --config.
     #[arg(long, value_parser = parse_recipe)]
     qat: Option<String>,
+    /// QAT against this importance matrix's weighted grid (`qat-distill imatrix`,
+    /// `llama-imatrix`): the grid `export-gguf` and `llama-quantize --imatrix` write with it.
+    #[arg(long)]
+    imatrix: Option<PathBuf>,
     /// Step at which QAT switches on (delayed QAT).
     #[arg(long)]
     qat_start: Option<usize>,
@@ -225,6 +229,9 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     if let Some(p) = &a.student_file {
         c.student_file = Some(p.clone());
     }
+    if let Some(p) = &a.imatrix {
+        c.imatrix = Some(p.clone());
+    }
     if let Some(v) = &a.qat {
         c.qat = (v != "none").then(|| v.clone());
     }
@@ -248,6 +255,7 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     c.out = expand_home(&c.out);
     c.data = c.data.iter().map(|p| expand_home(p)).collect();
     c.student_file = c.student_file.as_deref().map(expand_home);
+    c.imatrix = c.imatrix.as_deref().map(expand_home);
     Ok(c)
 }
 

@@ -22,8 +22,9 @@ pub struct ExportOptions {
     pub from_f32: bool,
     /// The teacher file, when it has moved since training.
     pub teacher: Option<PathBuf>,
-    /// An importance matrix (llama.cpp's imatrix GGUF) for ggml's weighted quantizers. Only
-    /// with `from_f32`: QAT trained against the unweighted grid.
+    /// An importance matrix (llama.cpp's imatrix GGUF) for ggml's weighted quantizers: the one
+    /// QAT trained against (when it has moved since training; its sha256 must match), or any
+    /// one with `from_f32` (post-training quantization of the trained weights).
     pub imatrix: Option<PathBuf>,
 }
 
@@ -99,8 +100,29 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
             recipe.name()
         )));
     }
-    let imatrix = match &opts.imatrix {
-        Some(p) if !opts.from_f32 && recipe != Recipe::F32 => {
+    let imatrix = match (&opts.imatrix, state.imatrix_sha256.as_deref()) {
+        // QAT trained on an imatrix's weighted grid: export writes that grid, with that file.
+        (given, Some(want)) if matches_training => {
+            let p = given
+                .clone()
+                .or_else(|| cfg.imatrix.clone())
+                .ok_or_else(|| {
+                    TrainError::Config(format!(
+                        "{} trained against an importance matrix (sha256 {want}) but names none",
+                        dir.display()
+                    ))
+                })?;
+            if qd_export::file_sha256(&p)? != want {
+                return Err(TrainError::Config(format!(
+                    "{} is not the importance matrix {} trained against (sha256 {want}); pass \
+                     that file with --imatrix",
+                    p.display(),
+                    dir.display()
+                )));
+            }
+            Some((qd_export::Imatrix::open(&p)?, p))
+        }
+        (Some(p), _) if !opts.from_f32 && recipe != Recipe::F32 => {
             return Err(TrainError::Config(format!(
                 "{} trained without the importance matrix {}; pass --from-f32 to quantize it \
                  after training with it",
@@ -108,8 +130,8 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
                 p.display()
             )))
         }
-        Some(p) => Some((qd_export::Imatrix::open(p)?, p.clone())),
-        None => None,
+        (Some(p), _) => Some((qd_export::Imatrix::open(p)?, p.clone())),
+        (None, _) => None,
     };
     let teacher_path = opts.teacher.clone().unwrap_or_else(|| cfg.teacher.clone());
     let teacher = GgufFile::open(&teacher_path)?;

@@ -1,7 +1,7 @@
 //! QAT → export: the exported file holds exactly the weights the QAT forward pass used, and our
 //! loader's logits on it match the QAT student's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
@@ -9,6 +9,7 @@ use qd_distill::export::{export_checkpoint, ExportOptions};
 use qd_distill::student::{student_from_teacher_with, QatPlan};
 use qd_distill::train::checkpoint::{list, Checkpoint};
 use qd_distill::train::run::{run, RunConfig, TrainError};
+use qd_export::imatrix::{Entry, Imatrix};
 use qd_export::Recipe;
 use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
@@ -56,9 +57,51 @@ fn logits(m: &Transformer<impl qd_model::Linear, impl qd_model::Embedding>) -> T
         .unwrap()
 }
 
+/// An importance matrix for every 2-D weight of the student of `cfg` (seeded, spread over two
+/// decades so that the weighted grid differs from the reference one), written beside it.
+fn write_imatrix(cfg: &RunConfig, dir: &Path) -> (PathBuf, Imatrix) {
+    let tf = GgufFile::open(&cfg.teacher).unwrap();
+    let (_, store) = student_from_teacher_with(&tf, &cfg.student_blocks, &[], &DEV).unwrap();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let mut im = Imatrix {
+        chunk_count: 1,
+        chunk_size: 16,
+        ..Default::default()
+    };
+    for (name, dims) in store.shapes() {
+        if dims.len() == 2 && name.starts_with("blk.") {
+            let sums = (0..dims[1])
+                .map(|_| 10f32.powf(2.0 * next()) * 16.0)
+                .collect();
+            im.entries.insert(
+                name,
+                Entry {
+                    sums,
+                    counts: vec![16.0],
+                },
+            );
+        }
+    }
+    let path = dir.join("tiny.imatrix.gguf");
+    im.write(&path).unwrap();
+    (path, im)
+}
+
 fn check_recipe(recipe: &str, embeddings: bool) {
+    check(recipe, embeddings, false)
+}
+
+fn check(recipe: &str, embeddings: bool, with_imatrix: bool) {
     let d = tempfile::tempdir().unwrap();
-    let cfg = config(d.path(), Some(recipe), embeddings);
+    let mut cfg = config(d.path(), Some(recipe), embeddings);
+    let imatrix = with_imatrix.then(|| write_imatrix(&cfg, d.path()));
+    cfg.imatrix = imatrix.as_ref().map(|(p, _)| p.clone());
     train(&cfg);
     let e = export_checkpoint(&cfg.out, &ExportOptions::default()).unwrap();
     assert!(e.matches_training);
@@ -68,6 +111,11 @@ fn check_recipe(recipe: &str, embeddings: bool) {
     assert_eq!(out.get_u64("gemma3.block_count").unwrap(), 2);
     assert_eq!(out.get_str("qat_distill.recipe").unwrap(), recipe);
     assert_eq!(out.get_u64("qat_distill.steps").unwrap(), 2);
+    assert_eq!(
+        out.get("quantize.imatrix.entries_count").is_some(),
+        with_imatrix,
+        "{recipe}: the imatrix keys"
+    );
 
     // The QAT student exactly as training built it, from the checkpoint.
     let tf = GgufFile::open(&cfg.teacher).unwrap();
@@ -83,12 +131,17 @@ fn check_recipe(recipe: &str, embeddings: bool) {
         &qd_export::ModelInfo {
             n_layer: 2,
             n_gqa: student.hp.n_head / student.hp.n_head_kv,
-            imatrix: false,
+            imatrix: with_imatrix,
         },
         embeddings,
     );
+    let plan = match &imatrix {
+        Some((_, im)) => plan.with_imatrix(im),
+        None => plan,
+    };
     let qstore = plan.apply(&store).unwrap();
     let mut checked = 0;
+    let mut weighted_differs = 0;
     for info in out.tensors() {
         let n = &info.name;
         let seen = match qstore.fake_quant.get(n) {
@@ -116,6 +169,20 @@ fn check_recipe(recipe: &str, embeddings: bool) {
         if planned {
             assert_eq!(info.dtype, plan.types[n].ggml(), "{recipe}: {n}");
         }
+        // The test must be able to tell the weighted grid from the reference one.
+        if let Some(op) = qstore.fake_quant.get(n).filter(|op| op.weights.is_some()) {
+            let plain = qd_quant::FakeQuant::new(op.ty)
+                .apply(&qstore.tensor(n).unwrap())
+                .unwrap();
+            let p: Vec<f32> = plain.flatten_all().unwrap().to_vec1().unwrap();
+            weighted_differs += usize::from(p != a);
+        }
+    }
+    if with_imatrix {
+        assert!(
+            weighted_differs > 0,
+            "{recipe}: no tensor's weighted grid differs from the reference one"
+        );
     }
     assert_eq!(
         checked,
@@ -152,6 +219,73 @@ fn exported_tensors_are_the_weights_qat_trained_with() {
         check_recipe(r, true);
     }
     check_recipe("q4_0", false);
+}
+
+#[test]
+fn qat_on_an_imatrix_grid_exports_that_grid() {
+    for r in ["q4_0", "q4_k_m", "q3_k_m"] {
+        check(r, true, true);
+    }
+}
+
+#[test]
+fn an_imatrix_run_exports_only_with_its_own_imatrix() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), Some("q4_0"), true);
+    let (path, mut im) = write_imatrix(&cfg, d.path());
+    cfg.imatrix = Some(path.clone());
+    train(&cfg);
+    let msg = |r: Result<_, TrainError>| match r {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("should fail"),
+    };
+    // Another imatrix (one value changed) is refused, naming the file.
+    im.entries.values_mut().next().unwrap().sums[0] *= 2.0;
+    let other = d.path().join("other.imatrix.gguf");
+    im.write(&other).unwrap();
+    let with_other = ExportOptions {
+        imatrix: Some(other.clone()),
+        ..Default::default()
+    };
+    let m = msg(export_checkpoint(&cfg.out, &with_other));
+    assert!(m.contains("is not the importance matrix"), "{m}");
+    // Moved: the same bytes elsewhere are accepted.
+    let moved = d.path().join("moved.imatrix.gguf");
+    std::fs::rename(&path, &moved).unwrap();
+    let m = msg(export_checkpoint(&cfg.out, &ExportOptions::default()));
+    assert!(m.contains("tiny.imatrix.gguf"), "{m}");
+    let found = ExportOptions {
+        imatrix: Some(moved),
+        ..Default::default()
+    };
+    export_checkpoint(&cfg.out, &found).unwrap();
+    // Post-training quantization of the trained weights may use any imatrix.
+    let ptq = ExportOptions {
+        imatrix: Some(other),
+        from_f32: true,
+        recipe: Some(Recipe::parse("q4_k_m").unwrap()),
+        ..Default::default()
+    };
+    assert!(!export_checkpoint(&cfg.out, &ptq).unwrap().matches_training);
+    // Resuming with another imatrix is refused; an imatrix without a recipe too.
+    let mut resumed = cfg.clone();
+    resumed.imatrix = ptq.imatrix.clone();
+    resumed.steps = 3;
+    let run_err =
+        |c: &RunConfig, resume: bool| match run(c, resume, &AtomicBool::new(false), |_| {}) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("should fail"),
+        };
+    let m = run_err(&resumed, true);
+    assert!(m.contains("another importance matrix"), "{m}");
+    let mut no_recipe = cfg.clone();
+    no_recipe.qat = None;
+    let m = run_err(&no_recipe, false);
+    assert!(m.contains("give a recipe too"), "{m}");
+    let mut q8 = cfg.clone();
+    q8.qat = Some("q8_0".into());
+    let m = run_err(&q8, false);
+    assert!(m.contains("drop --imatrix"), "{m}");
 }
 
 #[test]

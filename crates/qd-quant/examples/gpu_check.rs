@@ -127,7 +127,11 @@ fn edge_checks(dev: &Device, types: &[QuantType]) -> Result<bool> {
         }
         // Backward: the straight-through gradient, with and without the clipping mask.
         for clip_mask in [false, true] {
-            let op = FakeQuant { ty, clip_mask };
+            let op = FakeQuant {
+                ty,
+                clip_mask,
+                weights: None,
+            };
             let gw: Vec<f32> = (0..rows * cols).map(|i| (i % 13) as f32 - 6.0).collect();
             let grad_on = |d: &Device| -> Result<Vec<f32>> {
                 let w = Var::from_tensor(&cpu.to_device(d)?)?;

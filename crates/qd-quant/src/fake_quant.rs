@@ -1,5 +1,9 @@
 //! The fake-quant op: forward `dequantize(quantize(w))` row-wise in the GGUF block type the
-//! tensor will be exported as, backward the straight-through estimator.
+//! tensor will be exported as, backward the straight-through estimator. With importance
+//! weights (an imatrix) the forward pass is ggml's weighted quantizer's grid, the one
+//! `export-gguf --imatrix` (and `llama-quantize --imatrix`) writes.
+
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
@@ -7,12 +11,15 @@ use crate::format::QuantType;
 use crate::fp16::read_f16;
 use crate::rows::{check_finite, fake_quantize_into};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FakeQuant {
     pub ty: QuantType,
     /// Zero the gradient of values outside their block's representable range (the types whose
     /// grid is one range per 32 values: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). Identity otherwise.
     pub clip_mask: bool,
+    /// Importance weights, one per column of a row (an imatrix's mean squared activations):
+    /// the grid is then [`crate::quantize_weighted`]'s. Shared, since every step applies the op.
+    pub weights: Option<Arc<[f32]>>,
 }
 
 impl FakeQuant {
@@ -20,12 +27,45 @@ impl FakeQuant {
         Self {
             ty,
             clip_mask: false,
+            weights: None,
+        }
+    }
+
+    /// The op on the importance-weighted grid of `weights` (one per column).
+    pub fn weighted(ty: QuantType, weights: Arc<[f32]>) -> Self {
+        Self {
+            ty,
+            clip_mask: false,
+            weights: Some(weights),
         }
     }
 
     /// Applies the op with its gradient; the last dimension is the GGUF row.
     pub fn apply(&self, w: &Tensor) -> Result<Tensor> {
-        w.apply_op1(*self)
+        w.apply_op1(self.clone())
+    }
+
+    /// The grid's values of `x` (rows of `n`): the reference or the weighted quantizer's.
+    fn values(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let msg = |e: crate::QuantError| candle_core::Error::Msg(e.to_string());
+        match &self.weights {
+            Some(w) => crate::weighted::fake_quantize_weighted(self.ty, x, n, w).map_err(msg),
+            None => {
+                check_finite(x, n).map_err(msg)?;
+                let mut y = vec![0f32; x.len()];
+                fake_quantize_into(self.ty, x, &mut y);
+                Ok(y)
+            }
+        }
+    }
+
+    /// The blocks' bytes of `x` (rows of `n`) on this op's grid.
+    fn bytes(&self, x: &[f32], n: usize) -> Result<Vec<u8>> {
+        let r = match &self.weights {
+            Some(w) => crate::weighted::quantize_weighted(self.ty, x, n, w),
+            None => crate::rows::quantize(self.ty, x, n),
+        };
+        r.map_err(|e| candle_core::Error::Msg(e.to_string()))
     }
 
     fn check(&self, l: &Layout) -> Result<(usize, usize)> {
@@ -49,6 +89,20 @@ type RangeFn = fn(&[u8]) -> (f32, f32);
 
 /// 1 where `x` lies inside the grid range of its 32-value block after quantization, else 0.
 pub fn clip_mask(ty: QuantType, x: &[f32]) -> Vec<f32> {
+    let (q, _) = ty.kernels();
+    let bb = ty.block_bytes();
+    let mut bytes = Vec::new();
+    if ty.block_size() == 32 {
+        bytes = vec![0u8; x.len() / 32 * bb];
+        for (xb, b) in x.chunks_exact(32).zip(bytes.chunks_exact_mut(bb)) {
+            q(xb, b);
+        }
+    }
+    clip_mask_of(ty, x, &bytes)
+}
+
+/// [`clip_mask`] from the blocks' bytes of `x` (whichever quantizer made them).
+pub fn clip_mask_of(ty: QuantType, x: &[f32], bytes: &[u8]) -> Vec<f32> {
     let range: Option<RangeFn> = match ty {
         QuantType::Q4_0 => Some(|b| span(read_f16(b, 0), -8.0, 7.0, 0.0)),
         QuantType::Q5_0 => Some(|b| span(read_f16(b, 0), -16.0, 15.0, 0.0)),
@@ -60,12 +114,9 @@ pub fn clip_mask(ty: QuantType, x: &[f32]) -> Vec<f32> {
     let Some(range) = range else {
         return vec![1.0; x.len()];
     };
-    let (q, _) = ty.kernels();
-    let mut block = [0u8; 34];
     let mut out = Vec::with_capacity(x.len());
-    for xb in x.chunks_exact(32) {
-        q(xb, &mut block[..ty.block_bytes()]);
-        let (lo, hi) = range(&block);
+    for (xb, block) in x.chunks_exact(32).zip(bytes.chunks_exact(ty.block_bytes())) {
+        let (lo, hi) = range(block);
         out.extend(
             xb.iter()
                 .map(|&v| if v >= lo && v <= hi { 1.0 } else { 0.0 }),
@@ -91,9 +142,7 @@ impl CustomOp1 for FakeQuant {
             _ => candle_core::bail!("fake-quant: f32 weights only"),
         };
         let n = l.shape().dims().last().copied().unwrap_or(0);
-        check_finite(x, n).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let mut y = vec![0f32; x.len()];
-        fake_quantize_into(self.ty, x, &mut y);
+        let y = self.values(x, n)?;
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -105,6 +154,12 @@ impl CustomOp1 for FakeQuant {
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (o1, o2) = self.check(l)?;
         let n = l.shape().dims().last().copied().unwrap_or(0);
+        if self.weights.is_some() {
+            candle_core::bail!(
+                "fake-quant {}: the importance-weighted grid has no CUDA body yet",
+                self.ty
+            );
+        }
         crate::cuda::fake_quant_fwd(self.ty, s, o1, o2, n).map(|st| (st, l.shape().clone()))
     }
 
@@ -116,12 +171,13 @@ impl CustomOp1 for FakeQuant {
             .flatten_all()?
             .to_device(&candle_core::Device::Cpu)?
             .to_vec1::<f32>()?;
-        let mask = Tensor::from_vec(
-            clip_mask(self.ty, &x),
-            arg.shape(),
-            &candle_core::Device::Cpu,
-        )?
-        .to_device(arg.device())?;
+        let n = arg.dims().last().copied().unwrap_or(0);
+        let mask = match &self.weights {
+            None => clip_mask(self.ty, &x),
+            Some(_) => clip_mask_of(self.ty, &x, &self.bytes(&x, n)?),
+        };
+        let mask = Tensor::from_vec(mask, arg.shape(), &candle_core::Device::Cpu)?
+            .to_device(arg.device())?;
         Ok(Some(grad_res.mul(&mask)?))
     }
 }

@@ -114,6 +114,7 @@ fn clip_mask_zeroes_gradient_outside_the_block_range() {
     let op = FakeQuant {
         ty: QuantType::Q4_0,
         clip_mask: true,
+        weights: None,
     };
     let loss = op.apply(v.as_tensor()).unwrap().sum_all().unwrap();
     let g = loss

@@ -3,8 +3,9 @@
 //! shipped one cannot drift apart.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use qd_export::{ModelInfo, Recipe, TensorKind};
+use qd_export::{Imatrix, ModelInfo, Recipe, TensorKind};
 use qd_quant::{FakeQuant, QuantType};
 
 use super::var_store::VarStore;
@@ -17,6 +18,9 @@ pub struct QatPlan {
     /// One line per tensor whose rows the recipe's type cannot tile, naming llama.cpp's
     /// fallback it trains (and will be exported) with instead.
     pub fallbacks: Vec<String>,
+    /// Tensor name → its importance weights (one per column) when the run trains against an
+    /// imatrix's weighted grid — the grid `export-gguf` then writes with the same imatrix.
+    pub weights: BTreeMap<String, Arc<[f32]>>,
 }
 
 impl QatPlan {
@@ -50,6 +54,28 @@ impl QatPlan {
             recipe,
             types,
             fallbacks,
+            weights: BTreeMap::new(),
+        }
+    }
+
+    /// The plan on `imatrix`'s weighted grid: every planned tensor the imatrix has an entry for
+    /// is seen through ggml's importance-weighted quantizer, as export with that imatrix writes
+    /// it (the rest stay on the reference grid, as llama-quantize leaves them). `model` must
+    /// have been made with `imatrix: true`, so that the recipe's imatrix rules apply.
+    pub fn with_imatrix(mut self, imatrix: &Imatrix) -> Self {
+        self.weights = self
+            .types
+            .keys()
+            .filter_map(|n| Some((n.clone(), Arc::from(imatrix.weights(n)?))))
+            .collect();
+        self
+    }
+
+    /// The op `name` (of block type `ty`) is seen through.
+    pub fn op(&self, name: &str, ty: QuantType) -> FakeQuant {
+        match self.weights.get(name) {
+            Some(w) => FakeQuant::weighted(ty, w.clone()),
+            None => FakeQuant::new(ty),
         }
     }
 
@@ -59,7 +85,7 @@ impl QatPlan {
         let mut out = store.clone();
         out.fake_quant.clear();
         for (name, &ty) in &self.types {
-            let op = FakeQuant::new(ty);
+            let op = self.op(name, ty);
             if let Some(t) = out.frozen.get_mut(name) {
                 *t = op.apply(t)?;
             } else if let Some(m) = out.frozen_q8.remove(name) {
@@ -87,7 +113,7 @@ impl QatPlan {
         let mut n = 0;
         for (name, &ty) in &self.types {
             if let Some(v) = store.vars.get(name) {
-                v.set(&FakeQuant::new(ty).apply(v.as_tensor())?.detach())?;
+                v.set(&self.op(name, ty).apply(v.as_tensor())?.detach())?;
                 n += 1;
             }
         }

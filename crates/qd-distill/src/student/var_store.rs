@@ -138,7 +138,7 @@ impl WeightSource for VarStore {
             Some(b) if self.has(b) => Some(self.tensor(b)?),
             _ => None,
         };
-        let fake_quant = self.fake_quant.get(weight).copied();
+        let fake_quant = self.fake_quant.get(weight).cloned();
         match self.frozen_q8.get(weight) {
             Some(m) if bias.is_none() && fake_quant.is_none() => {
                 Ok(TrainableLinear::frozen_q8_0(m.clone()))
@@ -148,7 +148,7 @@ impl WeightSource for VarStore {
     }
 
     fn embedding(&self, name: &str) -> qd_model::Result<TrainableEmbedding> {
-        let fake_quant = self.fake_quant.get(name).copied();
+        let fake_quant = self.fake_quant.get(name).cloned();
         match self.frozen_q8.get(name) {
             Some(m) if fake_quant.is_none() => Ok(TrainableEmbedding::FrozenQ8(m.clone())),
             _ => Ok(TrainableEmbedding::Dense {

@@ -75,6 +75,11 @@ pub struct RunConfig {
     pub qat_start: usize,
     /// Also fake-quantize the token embedding and LM head.
     pub qat_embeddings: bool,
+    /// QAT against the importance-weighted grid of this imatrix (llama.cpp's imatrix GGUF, as
+    /// `qat-distill imatrix` or `llama-imatrix` writes it): the grid `export-gguf` (and
+    /// `llama-quantize --imatrix`) writes with the same file. Its sha256 goes into every
+    /// checkpoint; export takes the file from here (or `--imatrix` if it moved).
+    pub imatrix: Option<PathBuf>,
     /// When QAT switches on, move the trained weights onto their fake-quant values (the PTQ
     /// model) so that no weight sits on a rounding boundary (`QatPlan::snap`).
     pub snap_to_grid: bool,
@@ -126,6 +131,7 @@ impl Default for RunConfig {
             qat: None,
             qat_start: 0,
             qat_embeddings: false,
+            imatrix: None,
             snap_to_grid: true,
             token_cache: true,
             truncate_prob: 0.0,
@@ -297,6 +303,24 @@ impl RunConfig {
                 self.data.len()
             )));
         }
+        if let Some(p) = &self.imatrix {
+            match self.recipe()? {
+                None => {
+                    return Err(TrainError::Config(format!(
+                        "an importance matrix ({}) shapes a QAT grid: give a recipe too (--qat)",
+                        p.display()
+                    )))
+                }
+                Some(r) if !r.uses_imatrix() => {
+                    return Err(TrainError::Config(format!(
+                        "recipe {} does not use an importance matrix (llama-quantize ignores it \
+                         too); drop --imatrix",
+                        r.name()
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
         if let Some(r @ Recipe::Pure(_)) = self.recipe()? {
             if !self.qat_embeddings {
                 return Err(TrainError::Config(format!(
@@ -425,6 +449,7 @@ impl Students {
         cfg: &RunConfig,
         tf: &qd_gguf::GgufFile,
         sf: Option<&qd_gguf::GgufFile>,
+        imatrix: Option<&qd_export::Imatrix>,
         dev: &Device,
     ) -> Result<Self, TrainError> {
         let (student, store) = match sf {
@@ -442,9 +467,13 @@ impl Students {
                 let model = qd_export::ModelInfo {
                     n_layer: student.hp.n_layer,
                     n_gqa: student.hp.n_head / student.hp.n_head_kv.max(1),
-                    imatrix: false,
+                    imatrix: imatrix.is_some(),
                 };
-                let plan = QatPlan::new(recipe, &store, &model, cfg.qat_embeddings);
+                let mut plan = QatPlan::new(recipe, &store, &model, cfg.qat_embeddings);
+                if let (Some(im), Some(path)) = (imatrix, &cfg.imatrix) {
+                    im.check_model(path, &store.shapes())?;
+                    plan = plan.with_imatrix(im);
+                }
                 let q = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store)?, dev)?;
                 Some((q, plan))
             }
@@ -497,6 +526,7 @@ fn resume_from_latest(
     store: &VarStore,
     opt: &mut AdamW,
     student_sha256: &Option<String>,
+    imatrix_sha256: &Option<String>,
     dev: &Device,
 ) -> Result<Start, TrainError> {
     let Some(dir) = list(&cfg.out).pop() else {
@@ -522,6 +552,13 @@ fn resume_from_latest(
             "{} was trained from another student file (sha256 {})",
             dir.display(),
             state.student_sha256.as_deref().unwrap_or("none")
+        )));
+    }
+    if state.imatrix_sha256 != *imatrix_sha256 {
+        return Err(TrainError::Config(format!(
+            "{} was trained against another importance matrix (sha256 {})",
+            dir.display(),
+            state.imatrix_sha256.as_deref().unwrap_or("none")
         )));
     }
     if state.data_hash != data.packed.hash {
@@ -558,6 +595,7 @@ struct Provenance<'a> {
     data_hash: &'a str,
     teacher_sha256: &'a str,
     student_sha256: Option<String>,
+    imatrix_sha256: Option<String>,
     architecture: String,
     n_layer: usize,
 }
@@ -584,6 +622,7 @@ fn save_checkpoint(
         teacher: p.cfg.teacher.clone(),
         teacher_sha256: p.teacher_sha256.to_string(),
         student_sha256: p.student_sha256.clone(),
+        imatrix_sha256: p.imatrix_sha256.clone(),
         architecture: p.architecture.clone(),
         n_layer: p.n_layer,
         train_tokens: tokens,
@@ -655,7 +694,19 @@ pub fn run(
         &tok,
         student_sha256.as_deref().unwrap_or(&teacher_sha256),
     )?;
-    let students = Students::build(cfg, &tf, sf.as_ref(), &dev)?;
+    let imatrix = match &cfg.imatrix {
+        Some(p) => Some((qd_export::Imatrix::open(p)?, qd_export::file_sha256(p)?)),
+        None => None,
+    };
+    let imatrix_sha256 = imatrix.as_ref().map(|(_, sha)| sha.clone());
+    let students = Students::build(
+        cfg,
+        &tf,
+        sf.as_ref(),
+        imatrix.as_ref().map(|(m, _)| m),
+        &dev,
+    )?;
+    drop(imatrix);
     // Everything needed is copied out of the model files by now: unmapping them takes their
     // file pages out of the resident set for the rest of the run.
     drop(tf);
@@ -674,7 +725,15 @@ pub fn run(
         err,
     })?;
     let start = if resume {
-        resume_from_latest(cfg, &data, store, &mut opt, &student_sha256, &dev)?
+        resume_from_latest(
+            cfg,
+            &data,
+            store,
+            &mut opt,
+            &student_sha256,
+            &imatrix_sha256,
+            &dev,
+        )?
     } else {
         Start::FRESH
     };
@@ -687,6 +746,7 @@ pub fn run(
         data_hash: &data.packed.hash,
         teacher_sha256: &teacher_sha256,
         student_sha256: student_sha256.clone(),
+        imatrix_sha256,
         architecture: students.student.hp.arch.name().to_string(),
         n_layer: students.student.hp.n_layer,
     };

@@ -23,6 +23,10 @@ pub struct RunState {
     /// that checkpoints written before student files existed still load.
     #[serde(default)]
     pub student_sha256: Option<String>,
+    /// sha256 of the importance matrix QAT trained against (`imatrix`), if any: export must
+    /// write the same weighted grid.
+    #[serde(default)]
+    pub imatrix_sha256: Option<String>,
     pub architecture: String,
     pub n_layer: usize,
     /// Training tokens and seconds of the whole run so far, every resumed segment included.
