@@ -14,6 +14,8 @@ use qd_export::Recipe;
 use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
 use qd_model::{ForwardOpts, Transformer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 const DEV: Device = Device::Cpu;
 
@@ -62,13 +64,7 @@ fn logits(m: &Transformer<impl qd_model::Linear, impl qd_model::Embedding>) -> T
 fn write_imatrix(cfg: &RunConfig, dir: &Path) -> (PathBuf, Imatrix) {
     let tf = GgufFile::open(&cfg.teacher).unwrap();
     let (_, store) = student_from_teacher_with(&tf, &cfg.student_blocks, &[], &DEV).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = StdRng::seed_from_u64(11);
     let mut im = Imatrix {
         chunk_count: 1,
         chunk_size: 16,
@@ -77,7 +73,7 @@ fn write_imatrix(cfg: &RunConfig, dir: &Path) -> (PathBuf, Imatrix) {
     for (name, dims) in store.shapes() {
         if dims.len() == 2 && name.starts_with("blk.") {
             let sums = (0..dims[1])
-                .map(|_| 10f32.powf(2.0 * next()) * 16.0)
+                .map(|_| 10f32.powf(rng.random_range(0.0..2.0)) * 16.0)
                 .collect();
             im.entries.insert(
                 name,

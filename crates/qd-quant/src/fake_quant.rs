@@ -9,7 +9,6 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 use crate::format::QuantType;
 use crate::fp16::read_f16;
-use crate::rows::{check_finite, fake_quantize_into};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeQuant {
@@ -49,14 +48,10 @@ impl FakeQuant {
     fn values(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
         let msg = |e: crate::QuantError| candle_core::Error::Msg(e.to_string());
         match &self.weights {
-            Some(w) => crate::weighted::fake_quantize_weighted(self.ty, x, n, w).map_err(msg),
-            None => {
-                check_finite(x, n).map_err(msg)?;
-                let mut y = vec![0f32; x.len()];
-                fake_quantize_into(self.ty, x, &mut y);
-                Ok(y)
-            }
+            Some(w) => crate::weighted::fake_quantize_weighted(self.ty, x, n, w),
+            None => crate::rows::fake_quantize(self.ty, x, n),
         }
+        .map_err(msg)
     }
 
     /// The blocks' bytes of `x` (rows of `n`) on this op's grid.

@@ -449,7 +449,7 @@ impl Students {
         cfg: &RunConfig,
         tf: &qd_gguf::GgufFile,
         sf: Option<&qd_gguf::GgufFile>,
-        imatrix: Option<&qd_export::Imatrix>,
+        imatrix: Option<(&qd_export::Imatrix, &Path)>,
         dev: &Device,
     ) -> Result<Self, TrainError> {
         let (student, store) = match sf {
@@ -470,7 +470,7 @@ impl Students {
                     imatrix: imatrix.is_some(),
                 };
                 let mut plan = QatPlan::new(recipe, &store, &model, cfg.qat_embeddings);
-                if let (Some(im), Some(path)) = (imatrix, &cfg.imatrix) {
+                if let Some((im, path)) = imatrix {
                     im.check_model(path, &store.shapes())?;
                     plan = plan.with_imatrix(im);
                 }
@@ -695,15 +695,19 @@ pub fn run(
         student_sha256.as_deref().unwrap_or(&teacher_sha256),
     )?;
     let imatrix = match &cfg.imatrix {
-        Some(p) => Some((qd_export::Imatrix::open(p)?, qd_export::file_sha256(p)?)),
+        Some(p) => Some((qd_export::Imatrix::open(p)?, p.as_path())),
         None => None,
     };
-    let imatrix_sha256 = imatrix.as_ref().map(|(_, sha)| sha.clone());
+    let imatrix_sha256 = cfg
+        .imatrix
+        .as_deref()
+        .map(qd_export::file_sha256)
+        .transpose()?;
     let students = Students::build(
         cfg,
         &tf,
         sf.as_ref(),
-        imatrix.as_ref().map(|(m, _)| m),
+        imatrix.as_ref().map(|(m, p)| (m, *p)),
         &dev,
     )?;
     drop(imatrix);
