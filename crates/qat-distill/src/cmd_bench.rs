@@ -137,6 +137,8 @@ fn device(b: Backend) -> anyhow::Result<Device> {
 fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
     let dev = device(a.device)?;
     let f = loaded::open(path)?;
+    // A damaged or overflowed file stops here in one line, not in a NaN perplexity.
+    f.check_tensors()?;
     let t0 = std::time::Instant::now();
     let model = qd_model::load_quantized(&f, &dev)
         .with_context(|| format!("{}: loading the model", path.display()))?;

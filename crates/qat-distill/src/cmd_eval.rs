@@ -109,6 +109,13 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
         line.push_str(&format!("[{i}]{:.4},", acc.ppl()));
     })?;
     bar.finish_and_clear();
+    // Finite weights can still overflow in the activations: a NaN is an error, never a result.
+    anyhow::ensure!(
+        report.ppl.is_finite(),
+        "{}: the perplexity is {} (the model's activations overflowed); no result",
+        model_path.display(),
+        report.ppl
+    );
     let bytes = tok.text_bytes(&qd_eval::scored_targets(&tokens, &params)?);
     let bpb = qd_eval::bits_per_byte(report.ppl, report.n_scored, bytes);
     if a.json {
@@ -186,6 +193,12 @@ fn kl(args: KlArgs) -> anyhow::Result<()> {
         bar.set_message(format!("{kl:.6}"));
     })?;
     bar.finish_and_clear();
+    anyhow::ensure!(
+        r.mean_kl.is_finite() && r.ppl_model.is_finite(),
+        "{}: the KL to the reference is {} (the model's activations overflowed); no result",
+        args.model.display(),
+        r.mean_kl
+    );
     let bytes = tok.text_bytes(&qd_eval::scored_targets(&tokens, &params)?);
     let bpb = |ppl| qd_eval::bits_per_byte(ppl, r.n_scored, bytes);
     if a.json {

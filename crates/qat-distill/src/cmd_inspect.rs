@@ -12,10 +12,17 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Validate every tensor's data first, as llama.cpp's --check-tensors: finite values and
+    /// block scales; the first bad tensor, row and block fail the command.
+    #[arg(long)]
+    check: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let f = loaded::open(&a.model)?;
+    if a.check {
+        f.check_tensors()?;
+    }
     let hp = HParams::from_gguf(&f)?;
     let tok = loaded::tokenizer(&f)?;
     let mut per_type: BTreeMap<&str, (usize, u64)> = BTreeMap::new();
@@ -44,6 +51,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "tensor_bytes": bytes,
         "file_bytes": f.file_size(),
         "tensors": f.tensors().len(),
+        "data_checked": a.check,
         "tensors_per_type": per_type.iter().map(|(k, (n, b))| (k.to_string(), json!({"count": n, "bytes": b}))).collect::<serde_json::Map<_, _>>(),
         "tokenizer": {
             "model": tok.model, "vocab_size": tok.vocab_size, "bos": tok.bos, "eos": tok.eos,
@@ -82,6 +90,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         f.file_size() as f64 / (1 << 20) as f64,
         bytes as f64 * 8.0 / params as f64
     );
+    if a.check {
+        println!("  tensor data checked: every value and block scale finite");
+    }
     for (k, (n, b)) in &per_type {
         println!(
             "  {k:>5}: {n:>4} tensors, {:.2} MiB",

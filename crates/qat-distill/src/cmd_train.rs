@@ -302,9 +302,17 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             student_params,
             qat_fallbacks,
             trimmed_vocab,
+            skipped_checkpoints,
+            resumed_from,
             ..
         } => {
             bar.set_position(*step as u64);
+            for line in skipped_checkpoints {
+                say(format!(
+                    "warning: {line}; resuming from {} instead",
+                    resumed_from.as_deref().unwrap_or("the start")
+                ));
+            }
             for line in qat_fallbacks {
                 say(format!("qat: {line}"));
             }

@@ -17,7 +17,10 @@ pub fn tokenizer(f: &GgufFile) -> anyhow::Result<GgufTokenizer> {
         .with_context(|| format!("{}: building the tokenizer", f.path().display()))
 }
 
+/// The model, after checking every tensor's values and block scales (a damaged or overflowed
+/// file stops here in one line instead of computing NaN).
 pub fn model(f: &GgufFile) -> anyhow::Result<QModel> {
+    f.check_tensors()?;
     qd_model::load_quantized(f, &Device::Cpu)
         .with_context(|| format!("{}: loading the model", f.path().display()))
 }

@@ -129,5 +129,15 @@ fn token_cache_serves_reruns_and_survives_corruption() {
         std::fs::write(&p, &b[..b.len() - 1]).unwrap();
     }
     assert_eq!(run(&docs), (want.clone(), Source::Tokenized));
+    assert_eq!(run(&docs), (want.clone(), Source::Cache));
+    // A flipped bit in an id (length intact) is caught by the ids' sha256, not trained on.
+    for e in std::fs::read_dir(d.path()).unwrap() {
+        let p = e.unwrap().path();
+        let mut b = std::fs::read(&p).unwrap();
+        let last = b.len() - 2;
+        b[last] ^= 0x01;
+        std::fs::write(&p, &b).unwrap();
+    }
+    assert_eq!(run(&docs), (want.clone(), Source::Tokenized));
     assert_eq!(run(&docs), (want, Source::Cache));
 }

@@ -399,7 +399,8 @@ fn config_students_train_export_and_reload() {
 }
 
 /// A checkpoint whose run state lost a key (here `step`, renamed) is refused by resume and by
-/// export with the file named — not silently resumed from step 0.
+/// export with the file named — not silently resumed from step 0: by its checksum, and by the
+/// typed state where the checksum was rewritten to match.
 #[test]
 fn damaged_run_state_fails_loudly() {
     let d = tempfile::tempdir().unwrap();
@@ -409,9 +410,23 @@ fn damaged_run_state_fails_loudly() {
     let path = ck.join("state.json");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("\"step\":"));
-    std::fs::write(&path, text.replace("\"step\":", "\"steps_done\":")).unwrap();
+    let renamed = text.replace("\"step\":", "\"steps_done\":");
+    std::fs::write(&path, &renamed).unwrap();
     let mut more = cfg.clone();
     more.steps = 3;
+    // The checkpoint's SHA256SUMS sees the edit first.
+    let err = run(&more, true, &AtomicBool::new(false), |_| {})
+        .expect_err("resume from a damaged state must fail");
+    assert!(err.to_string().contains("state.json: damaged"), "{err}");
+    // A state whose sum matches but whose key is gone (a writer's bug, not the disk's) is
+    // refused by the typed state.
+    use sha2::{Digest, Sha256};
+    let sums_path = ck.join("SHA256SUMS");
+    let sums = std::fs::read_to_string(&sums_path).unwrap();
+    let old_sum = format!("{:x}", Sha256::digest(text.as_bytes()));
+    let new_sum = format!("{:x}", Sha256::digest(renamed.as_bytes()));
+    assert!(sums.contains(&old_sum));
+    std::fs::write(&sums_path, sums.replace(&old_sum, &new_sum)).unwrap();
     let err = run(&more, true, &AtomicBool::new(false), |_| {})
         .expect_err("resume from a damaged state must fail");
     let msg = err.to_string();

@@ -148,6 +148,14 @@ pub fn assemble(
                 (bytes, false)
             }
         };
+        // What llama.cpp would decode to ±inf/NaN never leaves: an fp16 scale that overflowed
+        // (a finite but huge weight, e.g. damaged checkpoint data) or a copied block that was
+        // already bad.
+        qd_gguf::check_data(ggml, &data, row).map_err(|bad| ExportError::NotFinite {
+            name: name.clone(),
+            ty: ggml.name(),
+            bad,
+        })?;
         w.add_tensor(TensorData {
             name: name.clone(),
             shape: dims.clone(),

@@ -20,6 +20,12 @@ pub enum ExportError {
         name: String,
         err: candle_core::Error,
     },
+    #[error("tensor {name} as {ty}: {bad} — a weight too large for {ty} or not finite (damaged input?); nothing written")]
+    NotFinite {
+        name: String,
+        ty: &'static str,
+        bad: qd_gguf::BadValue,
+    },
     #[error("{0}")]
     Invalid(String),
     #[error("imatrix {0}")]

@@ -53,6 +53,13 @@ pub enum GgufErrorKind {
     },
     #[error("missing tensor {0:?}")]
     MissingTensor(String),
+    #[error(
+        "tensor {tensor:?} {bad}: not finite (damaged or overflowed data, which computes NaN)"
+    )]
+    NonFinite {
+        tensor: String,
+        bad: crate::validate::BadValue,
+    },
     #[error("tensor {0:?} cannot be converted: {1}")]
     Candle(String, String),
 }

@@ -179,6 +179,27 @@ impl GgufFile {
         Ok(&self.bytes.as_slice()[start..start + t.n_bytes() as usize])
     }
 
+    /// Checks one tensor's data as llama.cpp's `--check-tensors` does: finite values and block
+    /// scales (see [`crate::validate`]); the error names the tensor, row and block.
+    pub fn check_tensor(&self, name: &str) -> Result<()> {
+        let t = self.tensor_info(name)?;
+        let row = t.dims.first().copied().unwrap_or(0) as usize;
+        crate::validate::check_data(t.dtype, self.tensor_bytes(name)?, row).map_err(|bad| {
+            self.error(E::NonFinite {
+                tensor: name.into(),
+                bad,
+            })
+        })
+    }
+
+    /// [`Self::check_tensor`] for every tensor, in file order; the first bad one fails.
+    pub fn check_tensors(&self) -> Result<()> {
+        self.header
+            .tensors
+            .iter()
+            .try_for_each(|t| self.check_tensor(&t.name))
+    }
+
     pub fn qtensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let t = self.tensor_info(name)?;
         let data = self.tensor_bytes(name)?;

@@ -8,6 +8,7 @@ pub mod dtype;
 pub mod error;
 pub mod file;
 pub mod reader;
+pub mod validate;
 pub mod value;
 pub mod writer;
 
@@ -15,5 +16,6 @@ pub use dtype::GgmlType;
 pub use error::{GgufError, GgufErrorKind, Result};
 pub use file::GgufFile;
 pub use reader::{Header, TensorInfo};
+pub use validate::{check_data, BadValue};
 pub use value::{Value, ValueType};
-pub use writer::{string_array, write_atomic, GgufWriter, TensorData};
+pub use writer::{remove_stale_temps, string_array, write_atomic, GgufWriter, TensorData};

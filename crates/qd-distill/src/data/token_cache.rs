@@ -1,7 +1,9 @@
 //! Tokenized corpora cached on disk, so a rerun (or a resume) does not tokenize again. The key
 //! is a hash of the tokenizer's identity and every document's text; the file holds a magic
-//! header, the token count and the ids, and is written atomically. A missing, unreadable or
-//! corrupt entry just means tokenizing again.
+//! header, the token count, the sha256 of the ids and the ids, and is written atomically. A
+//! missing, unreadable, truncated or damaged entry (its ids no longer match their sha256: a
+//! flipped id would otherwise train on the wrong token without a word) just means tokenizing
+//! again.
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +13,9 @@ use sha2::{Digest, Sha256};
 use super::corpus::DataError;
 use super::pack::token_stream;
 
-const MAGIC: &[u8; 8] = b"QDTOKS01";
+const MAGIC: &[u8; 8] = b"QDTOKS02";
+/// Magic, token count, sha256 of the ids.
+const HEADER: usize = 8 + 8 + 32;
 
 /// `$QAT_DISTILL_CACHE/tokens`, else `$XDG_CACHE_HOME` or `~/.cache`, then `qat-distill/tokens`.
 pub fn default_cache_dir() -> Option<PathBuf> {
@@ -38,12 +42,12 @@ pub fn key(tokenizer_id: &str, docs: &[String]) -> String {
 
 fn read(path: &Path) -> Option<Vec<u32>> {
     let b = std::fs::read(path).ok()?;
-    let (head, rest) = b.split_at_checked(16)?;
+    let (head, rest) = b.split_at_checked(HEADER)?;
     if &head[..8] != MAGIC {
         return None;
     }
     let n = u64::from_le_bytes(head[8..16].try_into().ok()?) as usize;
-    if rest.len() != n.checked_mul(4)? {
+    if rest.len() != n.checked_mul(4)? || Sha256::digest(rest).as_slice() != &head[16..] {
         return None;
     }
     Some(
@@ -57,12 +61,12 @@ fn write(path: &Path, ids: &[u32]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut b = Vec::with_capacity(16 + ids.len() * 4);
+    let payload: Vec<u8> = ids.iter().flat_map(|id| id.to_le_bytes()).collect();
+    let mut b = Vec::with_capacity(HEADER + payload.len());
     b.extend_from_slice(MAGIC);
     b.extend_from_slice(&(ids.len() as u64).to_le_bytes());
-    for id in ids {
-        b.extend_from_slice(&id.to_le_bytes());
-    }
+    b.extend_from_slice(&Sha256::digest(&payload));
+    b.extend_from_slice(&payload);
     qd_gguf::write_atomic(path, &b)
 }
 

@@ -164,8 +164,10 @@ pub enum TrainError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("invalid configuration: {0}")]
     Config(String),
-    #[error("the loss became {value} at step {step}; stopped (last good checkpoint: {last})")]
+    #[error("the {what} became {value} at step {step}; stopped without writing a checkpoint of it (last good checkpoint: {last})")]
     NonFinite {
+        /// "loss" or "gradient norm".
+        what: &'static str,
         step: usize,
         value: f64,
         last: String,
@@ -194,6 +196,9 @@ pub enum Event {
         qat_fallbacks: Vec<String>,
         /// A trimmed student's vocabulary and the teacher's: `[student, teacher]` tokens.
         trimmed_vocab: Option<[usize; 2]>,
+        /// Damaged checkpoints that resuming passed over (one line each) and the one it used.
+        skipped_checkpoints: Vec<String>,
+        resumed_from: Option<String>,
     },
     Step {
         step: usize,
@@ -505,6 +510,8 @@ struct Start {
     step: usize,
     /// The checkpoint resumed from, as the non-finite-loss error names it.
     checkpoint: Option<String>,
+    /// Newer checkpoints passed over because they are damaged, each with why.
+    skipped: Vec<String>,
     tokens: f64,
     seconds: f64,
 }
@@ -513,6 +520,7 @@ impl Start {
     const FRESH: Start = Start {
         step: 0,
         checkpoint: None,
+        skipped: Vec::new(),
         tokens: 0.0,
         seconds: 0.0,
     };
@@ -529,11 +537,24 @@ fn resume_from_latest(
     imatrix_sha256: &Option<String>,
     dev: &Device,
 ) -> Result<Start, TrainError> {
-    let Some(dir) = list(&cfg.out).pop() else {
-        return Ok(Start::FRESH);
+    // The newest checkpoint whose files are intact: a damaged one (its sha256, its state, a
+    // file missing) is passed over for the one before it while `keep` left one, and named.
+    let mut dirs = list(&cfg.out);
+    let mut skipped = Vec::new();
+    let (dir, ck, state) = loop {
+        let Some(dir) = dirs.pop() else {
+            return Ok(Start::FRESH);
+        };
+        let loaded = Checkpoint::load(&dir, dev).and_then(|mut ck| {
+            let state = RunState::from_json(std::mem::take(&mut ck.state), &dir)?;
+            Ok((ck, state))
+        });
+        match loaded {
+            Ok((ck, state)) => break (dir, ck, state),
+            Err(e) if !dirs.is_empty() => skipped.push(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
     };
-    let ck = Checkpoint::load(&dir, dev)?;
-    let state = RunState::from_json(ck.state, &dir)?;
     let saved = &state.config;
     if saved.student_blocks != cfg.student_blocks
         || saved.student != cfg.student
@@ -584,6 +605,7 @@ fn resume_from_latest(
     Ok(Start {
         step: state.step,
         checkpoint: Some(dir.display().to_string()),
+        skipped,
         tokens: state.train_tokens,
         seconds: state.train_seconds,
     })
@@ -773,6 +795,8 @@ pub fn run(
             .map(|p| p.fallbacks.clone())
             .unwrap_or_default(),
         trimmed_vocab: vmap.as_ref().map(|m| [m.kept.len(), teacher_vocab]),
+        skipped_checkpoints: start.skipped.clone(),
+        resumed_from: start.checkpoint.clone(),
     });
     let per_step = cfg.batch_size * cfg.grad_accum;
     let params = store.all_vars();
@@ -817,12 +841,23 @@ pub fn run(
         )?;
         if !parts.total.is_finite() {
             return Err(TrainError::NonFinite {
+                what: "loss",
                 step: step + 1,
                 value: parts.total,
                 last: last_ckpt,
             });
         }
         let grad_norm = clip_grad_norm(&mut grads, &store.vars, cfg.clip)?;
+        if !grad_norm.is_finite() {
+            // A finite loss with a non-finite gradient (an overflow in backward): the update
+            // would carry it into every weight.
+            return Err(TrainError::NonFinite {
+                what: "gradient norm",
+                step: step + 1,
+                value: grad_norm,
+                last: last_ckpt,
+            });
+        }
         let lr = learning_rate(
             step,
             cfg.steps,

@@ -1,5 +1,6 @@
 //! A checkpoint's run state, typed: what a resumed run and export read back. Every field is
-//! required, so a damaged or renamed key fails loudly instead of silently restarting at step 0.
+//! required except the few added later (`#[serde(default)]`, so older checkpoints still load),
+//! so a damaged or renamed key fails loudly instead of silently restarting at step 0.
 
 use std::path::{Path, PathBuf};
 
