@@ -1,9 +1,9 @@
 //! How much the checkpoints' sha256 costs: writes a checkpoint of the main job's size (100.3 M
 //! trained parameters: 401 MB of weights, 803 MB of AdamW moments) `REPS` times into `DIR`
-//! (default runs/checkpoint-timing; a real disk, not tmpfs), and hashes its files the way
-//! `Checkpoint::save` does (the two big files on two threads, the state after). Prints the save
-//! time (hashing included) and the hashing alone, so "writing without hashing" is the
-//! difference. `cargo run --release --example checkpoint_timing -p qd-distill [DIR] [REPS]`.
+//! (default runs/checkpoint-timing; a real disk, not tmpfs), alternating the way checkpoints
+//! were written before checksums (candle's writer, synced) with `Checkpoint::save` (hashed as
+//! written, synced, renamed into place), and prints both and the median difference.
+//! `cargo run --release --example checkpoint_timing -p qd-distill [DIR] [REPS]`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,25 +35,53 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         optimizer,
         state: serde_json::json!({ "step": 1 }),
     };
-    let target = dir.join("step-00000001");
+    let (mut with, mut without) = (Vec::new(), Vec::new());
     for rep in 0..reps {
+        // Each into a new directory (as training does), removed outside the timing.
+        let plain = dir.join(format!("plain-{rep}"));
+        let target = dir.join(format!("step-{rep:08}"));
+        std::fs::create_dir_all(&plain)?;
+        // Without checksums, as checkpoints were written before them: candle's writer for
+        // both tensor files, the state, each synced.
+        let t = Instant::now();
+        let to_hash = |m: &BTreeMap<String, Tensor>| -> std::collections::HashMap<String, Tensor> {
+            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        candle_core::safetensors::save(&to_hash(&ck.weights), plain.join("model.safetensors"))?;
+        candle_core::safetensors::save(
+            &to_hash(&ck.optimizer),
+            plain.join("optimizer.safetensors"),
+        )?;
+        std::fs::write(
+            plain.join("state.json"),
+            serde_json::to_vec_pretty(&ck.state)?,
+        )?;
+        for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+            std::fs::File::open(plain.join(f))?.sync_all()?;
+        }
+        let a = t.elapsed().as_secs_f64();
+        // With them: `Checkpoint::save`, which hashes as it writes.
         let t = Instant::now();
         ck.save(&target)?;
-        let save = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        std::thread::scope(|s| {
-            let a = s.spawn(|| qd_export::file_sha256(&target.join("model.safetensors")));
-            let b = s.spawn(|| qd_export::file_sha256(&target.join("optimizer.safetensors")));
-            let (a, b) = (a.join(), b.join());
-            a.expect("thread").and(b.expect("thread"))
-        })?;
-        qd_export::file_sha256(&target.join("state.json"))?;
-        let hash = t.elapsed().as_secs_f64();
+        let b = t.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&plain)?;
+        std::fs::remove_dir_all(&target)?;
         println!(
-            "rep {rep}: save {save:.3} s (sha256 included), sha256 alone {hash:.3} s: {:.1} % of the save",
-            100.0 * hash / save
+            "rep {rep}: without checksums {a:.3} s, with (Checkpoint::save) {b:.3} s: {:+.1} %",
+            100.0 * (b / a - 1.0)
         );
+        without.push(a);
+        with.push(b);
     }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (med(&mut without), med(&mut with));
+    println!(
+        "median of {reps}: without {a:.3} s, with {b:.3} s: {:+.1} %",
+        100.0 * (b / a - 1.0)
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

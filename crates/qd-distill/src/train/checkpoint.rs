@@ -9,8 +9,8 @@
 //! reads before it parses a byte of them, so damage in a file's data (a bad copy, a disk error,
 //! a partial overwrite), which safetensors' own header checks cannot see, is refused naming the
 //! file instead of being trained on or exported. sha256 because the workspace already has it
-//! and both CPUs seen here hash it in hardware (SHA-NI, ~1.6 GB/s a core): the two tensor files
-//! are hashed on two threads, read back from the page cache.
+//! and both CPUs seen here hash it in hardware (SHA-NI, ~1.6 GB/s a core); the tensor files are
+//! hashed as they are written (`tensor_file`), the readers hash them on two threads.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -189,6 +189,19 @@ fn save_tensors(map: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), Check
     })
 }
 
+/// Writes a tensor file and returns its sha256: hashed as it is written where every tensor is
+/// f32 (see `tensor_file`), else written by candle and read back.
+fn save_hashed(map: &BTreeMap<String, Tensor>, path: &Path) -> Result<String, CheckpointError> {
+    if super::tensor_file::streamable(map) {
+        return super::tensor_file::write_hashed(map, path).map_err(|e| CheckpointError::Invalid {
+            path: path.into(),
+            problem: e.to_string(),
+        });
+    }
+    save_tensors(map, path)?;
+    sha256_of(path)
+}
+
 fn load_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
     if !path.is_file() {
         return Err(CheckpointError::Invalid {
@@ -224,8 +237,13 @@ impl Checkpoint {
         let _ = std::fs::remove_dir_all(&tmp);
         let result = (|| {
             std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-            save_tensors(&self.weights, &tmp.join(WEIGHTS))?;
-            save_tensors(&self.optimizer, &tmp.join(OPTIMIZER))?;
+            // Both tensor files at once: each is paced by its hasher, one core each.
+            let (w, o) = std::thread::scope(|s| {
+                let w = s.spawn(|| save_hashed(&self.weights, &tmp.join(WEIGHTS)));
+                let o = save_hashed(&self.optimizer, &tmp.join(OPTIMIZER));
+                (w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)), o)
+            });
+            let (w, o) = (w?, o?);
             let mut state = self.state.clone();
             if let Some(obj) = state.as_object_mut() {
                 obj.insert(SUMS_KEY.into(), SUMS.into());
@@ -233,7 +251,7 @@ impl Checkpoint {
             let state = serde_json::to_vec_pretty(&state).expect("JSON values serialise");
             std::fs::write(tmp.join(STATE), state).map_err(io(&tmp))?;
             let names = [WEIGHTS, OPTIMIZER, STATE];
-            let hashes = sha256_all(&names.map(|n| tmp.join(n)))?;
+            let hashes = [w, o, sha256_of(&tmp.join(STATE))?];
             let sums: String = names
                 .iter()
                 .zip(&hashes)

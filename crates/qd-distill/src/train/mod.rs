@@ -8,3 +8,4 @@ pub mod run;
 pub mod schedule;
 pub mod state;
 pub mod step;
+pub mod tensor_file;
