@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+mod common;
+
+use common::log_steps;
 use qd_gguf::{GgmlType, GgufFile};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -73,25 +75,12 @@ impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
-        let t = write_tiny(
-            &root,
-            "teacher.gguf",
-            &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
-        );
-        let data = root.join("corpus");
-        std::fs::create_dir(&data).unwrap();
-        for i in 0..6 {
-            std::fs::write(
-                data.join(format!("{i}.txt")),
-                "the thin heath in the inn at ".repeat(8 + i),
-            )
-            .unwrap();
-        }
+        let (teacher, data) = common::setup(&root);
         Self {
             _dir: dir,
             root,
-            teacher: t.to_string_lossy().into_owned(),
-            data: data.to_string_lossy().into_owned(),
+            teacher,
+            data,
         }
     }
 
@@ -166,16 +155,6 @@ fn names(dir: &Path) -> Vec<String> {
 fn safetensors_data(bytes: &[u8]) -> std::ops::Range<usize> {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     8 + n..bytes.len()
-}
-
-fn log_steps(out: &Path) -> Vec<u64> {
-    std::fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == "step")
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect()
 }
 
 /// A finished 4-step run with checkpoints at steps 2 and 4, and its good export.

@@ -4,41 +4,7 @@
 use std::path::Path;
 mod common;
 
-use common::{one_line_error, run};
-
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
-use qd_gguf::GgmlType;
-
-fn setup(dir: &Path) -> (String, String) {
-    let t = write_tiny(
-        dir,
-        "teacher.gguf",
-        &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
-    );
-    let data = dir.join("corpus");
-    std::fs::create_dir(&data).unwrap();
-    for i in 0..6 {
-        std::fs::write(
-            data.join(format!("{i}.txt")),
-            "the thin heath in the inn at ".repeat(8 + i),
-        )
-        .unwrap();
-    }
-    (
-        t.to_string_lossy().into_owned(),
-        data.to_string_lossy().into_owned(),
-    )
-}
-
-fn log_steps(out: &Path) -> Vec<u64> {
-    std::fs::read_to_string(out.join("log.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|v| v["event"] == "step")
-        .map(|v| v["step"].as_u64().unwrap())
-        .collect()
-}
+use common::{log_steps, one_line_error, run, setup};
 
 #[test]
 fn train_checkpoint_resume() {

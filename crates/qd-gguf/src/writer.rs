@@ -147,10 +147,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
-/// Removes what writers killed mid-write (kill -9, power loss) left in `dir`: entries named
-/// `<prefix><pid>` (files or directories) whose process no longer runs. Only where `/proc`
-/// shows processes (Linux); elsewhere, and for a live or unknown pid, nothing is touched.
-/// Failures are ignored: a stale temporary costs disk space, never correctness.
+/// Removes what writers killed mid-write (kill -9, power loss) left in `dir`: entries whose
+/// name starts with `prefix` and ends in `.tmp.<pid>` (files or directories) and whose process
+/// no longer runs. Only where `/proc` shows processes (Linux); elsewhere, and for a live or
+/// unknown pid, nothing is touched. Failures are ignored: a stale temporary costs disk space,
+/// never correctness.
 pub fn remove_stale_temps(dir: &Path, prefix: &str) {
     if !Path::new("/proc/self").exists() {
         return;
@@ -162,8 +163,9 @@ pub fn remove_stale_temps(dir: &Path, prefix: &str) {
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
-            .and_then(|n| n.strip_prefix(prefix))
-            .and_then(|p| p.parse::<u32>().ok())
+            .filter(|n| n.starts_with(prefix))
+            .and_then(|n| n.rsplit_once(".tmp."))
+            .and_then(|(_, p)| p.parse::<u32>().ok())
         else {
             continue;
         };

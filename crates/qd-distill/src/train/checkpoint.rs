@@ -52,21 +52,15 @@ const STATE: &str = "state.json";
 const SUMS: &str = "SHA256SUMS";
 const SUMS_KEY: &str = "checksums";
 
-/// sha256 of a file, hex.
+/// sha256 of a file, hex (the one the run records for its teacher and student files).
 fn sha256_of(path: &Path) -> Result<String, CheckpointError> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(io(path))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
+    qd_export::file_sha256(path).map_err(|e| match e {
+        qd_export::ExportError::Io { path, err } => CheckpointError::Io { path, err },
+        other => CheckpointError::Invalid {
+            path: path.into(),
+            problem: other.to_string(),
+        },
+    })
 }
 
 /// sha256 of several files, one thread each.
@@ -163,18 +157,19 @@ fn state_and_sums(
             err,
         },
     })?;
-    let sums = if dir.join(SUMS).exists()
-        || text
-            .windows(SUMS_KEY.len())
-            .any(|w| w == SUMS_KEY.as_bytes())
-    {
+    let parsed = serde_json::from_slice::<serde_json::Value>(&text);
+    // With a sums file, the state is checked before its parse can fail on damage; without
+    // one, only a checkpoint from before checksums (no `checksums` key) is read as it is.
+    let has_sums =
+        dir.join(SUMS).exists() || parsed.as_ref().is_ok_and(|v| v.get(SUMS_KEY).is_some());
+    let sums = if has_sums {
         let sums = read_sums(dir)?;
         verify(dir, &sums, &[STATE])?;
         Some(sums)
     } else {
         None
     };
-    let state = serde_json::from_slice(&text).map_err(|e| CheckpointError::Invalid {
+    let state = parsed.map_err(|e| CheckpointError::Invalid {
         path: state_path,
         problem: e.to_string(),
     })?;
@@ -230,9 +225,7 @@ impl Checkpoint {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         // A checkpoint a killed run was writing (any step) is removed here.
-        for stale in list_prefixes(parent) {
-            qd_gguf::remove_stale_temps(parent, &stale);
-        }
+        qd_gguf::remove_stale_temps(parent, ".step-");
         let tmp = parent.join(format!(".{name}.tmp.{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         let result = (|| {
@@ -303,23 +296,6 @@ impl Checkpoint {
         }
         load_tensors(&dir.join(WEIGHTS), device)
     }
-}
-
-/// The `.step-N.tmp.` prefixes of the temporaries under `root`.
-fn list_prefixes(root: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_str()?.to_string();
-            let at = n.find(".tmp.")?;
-            n.starts_with(".step-").then(|| n[..at + 5].to_string())
-        })
-        .collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 /// `root/step-00000042`: sorts by step.
