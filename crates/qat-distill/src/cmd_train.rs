@@ -75,6 +75,13 @@ pub struct Args {
     /// Step at which QAT switches on (delayed QAT).
     #[arg(long)]
     qat_start: Option<usize>,
+    /// Learn the block scales (LSQ) of the Q4_0/Q5_0/Q8_0 weights QAT trains; export writes the
+    /// learned scales (plain blocks llama.cpp decodes unchanged).
+    #[arg(long)]
+    learned_steps: bool,
+    /// Peak relative learning rate of the learned scales (default 2e-3).
+    #[arg(long)]
+    step_lr: Option<f64>,
     /// Also fake-quantize the token embedding and LM head under QAT.
     #[arg(long, conflicts_with = "no_qat_embeddings")]
     qat_embeddings: bool,
@@ -208,6 +215,12 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     }
     if a.no_snap_to_grid {
         c.snap_to_grid = false;
+    }
+    if a.learned_steps {
+        c.learned_steps = true;
+    }
+    if let Some(v) = a.step_lr {
+        c.step_lr = v;
     }
     if a.no_token_cache {
         c.token_cache = false;

@@ -9,6 +9,7 @@ use qd_export::{assemble, Exported, Recipe, TensorSource};
 use qd_gguf::{GgufFile, Value};
 
 use crate::student::pruned_file::layout_key;
+use crate::student::var_store::{step_name, STEP_SUFFIX};
 use crate::student::{build_student, student_from_file, VarStore};
 use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
 use crate::train::run::TrainError;
@@ -52,7 +53,12 @@ pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf, TrainError> {
     })
 }
 
-struct StoreSource<'a>(&'a VarStore);
+/// The student's tensors; with `learned` (a QAT run with learned step sizes, exported with the
+/// recipe it trained), a weight with learned steps is written with them.
+struct StoreSource<'a> {
+    store: &'a VarStore,
+    learned: bool,
+}
 
 /// llama.cpp's layout ([`layout_key`]), each block's tensors by name.
 fn order_key(name: &str) -> ((usize, usize), String) {
@@ -61,15 +67,53 @@ fn order_key(name: &str) -> ((usize, usize), String) {
 
 impl TensorSource for StoreSource<'_> {
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        let mut v = self.0.shapes();
+        let mut v = self.store.shapes();
         v.sort_by_key(|(n, _)| order_key(n));
         v
     }
 
     fn f32(&self, name: &str) -> qd_export::Result<Tensor> {
-        self.0
+        self.store
             .tensor(name)
             .map_err(|e| qd_export::ExportError::Invalid(e.to_string()))
+    }
+
+    fn own_blocks(
+        &self,
+        name: &str,
+        ty: qd_quant::QuantType,
+    ) -> Option<qd_export::Result<Vec<u8>>> {
+        let steps = self
+            .store
+            .vars
+            .get(&step_name(name))
+            .filter(|_| self.learned)?;
+        let candle = |err| qd_export::ExportError::Candle {
+            name: name.to_string(),
+            err,
+        };
+        Some((|| {
+            let w = self
+                .store
+                .tensor(name)
+                .map_err(|e| qd_export::ExportError::Invalid(e.to_string()))?;
+            let n = w.dims().last().copied().unwrap_or(0);
+            let w = w
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(candle)?;
+            let d = steps
+                .as_tensor()
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(candle)?;
+            qd_quant::quantize_with_steps(ty, &w, n, &d).map_err(|err| {
+                qd_export::ExportError::Quant {
+                    name: name.to_string(),
+                    err,
+                }
+            })
+        })())
     }
 }
 
@@ -173,7 +217,20 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         )?,
     };
     let template = sf.as_ref().unwrap_or(&teacher);
-    store.load_weights(&Checkpoint::load_weights(&dir, &dev)?)?;
+    let weights = Checkpoint::load_weights(&dir, &dev)?;
+    let mut store = store;
+    if cfg.learned_steps {
+        // The learned steps are variables of the run, not of the rebuilt student: each joins
+        // its weight here (the checkpoint's check below still refuses a stray one).
+        for (k, t) in &weights {
+            if let Some(base) = k.strip_suffix(STEP_SUFFIX) {
+                if store.vars.contains_key(base) {
+                    store.insert(k.clone(), t)?;
+                }
+            }
+        }
+    }
+    store.load_weights(&weights)?;
     let step = state.step as u64;
     let name = teacher
         .opt("general.name", GgufFile::get_str)?
@@ -226,7 +283,10 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
     let exported = assemble(
         template,
         student.hp.n_layer,
-        &StoreSource(&store),
+        &StoreSource {
+            store: &store,
+            learned: matches_training,
+        },
         recipe,
         imatrix
             .as_ref()

@@ -451,3 +451,155 @@ fn pure_recipe_needs_qat_embeddings() {
     assert!(err.to_string().contains("--qat-embeddings"), "{err}");
     check_recipe("q4_0-pure", true);
 }
+
+/// Learned step sizes: every exported block is the learned fp16 step and the codes it implies,
+/// so the file decodes to exactly the weights the QAT forward pass used; the steps did move
+/// off the quantizer's own grid; the file's logits are the QAT student's. With and without an
+/// imatrix (whose weighted grid is then the start).
+#[test]
+fn learned_steps_export_exactly_the_trained_grid() {
+    for with_imatrix in [false, true] {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = config(d.path(), Some("q4_0"), true);
+        let imatrix = with_imatrix.then(|| write_imatrix(&cfg, d.path()));
+        cfg.imatrix = imatrix.as_ref().map(|(p, _)| p.clone());
+        cfg.learned_steps = true;
+        cfg.step_lr = 0.05;
+        cfg.steps = 3;
+        train(&cfg);
+        let e = export_checkpoint(&cfg.out, &ExportOptions::default()).unwrap();
+        let path = d.path().join("student.gguf");
+        qd_export::write_new(&e.exported, &path, false).unwrap();
+        let out = GgufFile::open(&path).unwrap();
+
+        let tf = GgufFile::open(&cfg.teacher).unwrap();
+        let frozen = ["token_embd.weight", "output.weight"];
+        let (student, mut store) = student_from_teacher_with(&tf, &[0, 1], &frozen, &DEV).unwrap();
+        let weights = Checkpoint::load_weights(&list(&cfg.out).pop().unwrap(), &DEV).unwrap();
+        let mut n_steps = 0;
+        for (k, t) in &weights {
+            if k.ends_with(qd_distill::student::STEP_SUFFIX) {
+                store.insert(k.clone(), t).unwrap();
+                n_steps += 1;
+            }
+        }
+        store.load_weights(&weights).unwrap();
+        let plan = QatPlan::new(
+            Recipe::parse("q4_0").unwrap(),
+            &store,
+            &qd_export::ModelInfo {
+                n_layer: 2,
+                n_gqa: student.hp.n_head / student.hp.n_head_kv,
+                imatrix: with_imatrix,
+            },
+            true,
+        );
+        let plan = match &imatrix {
+            Some((_, im)) => plan.with_imatrix(im),
+            None => plan,
+        };
+        assert_eq!(n_steps, plan.learnable_steps(&store).count());
+        assert!(n_steps > 0);
+        let (mut checked, mut moved, mut blocks) = (0, 0, 0);
+        for (name, ty) in plan.learnable_steps(&store) {
+            let w = store.tensor(name).unwrap();
+            let steps = store.vars[&qd_distill::student::step_name(name)].as_tensor();
+            let seen = qd_quant::LearnedStep { ty }.apply(&w, steps).unwrap();
+            let got = out.dequantize(name, &DEV).unwrap();
+            let a: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+            let b: Vec<f32> = seen.flatten_all().unwrap().to_vec1().unwrap();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name} differs from the weight QAT trained with"
+            );
+            assert_eq!(out.tensor_info(name).unwrap().dtype, GgmlType::Q4_0);
+            checked += 1;
+            // The file's steps against the grid's own for the same weights.
+            let values: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+            let n = w.dims()[1];
+            let own = match plan.weights.get(name) {
+                Some(iw) => qd_quant::quantize_weighted(ty, &values, n, iw),
+                None => qd_quant::quantize(ty, &values, n),
+            }
+            .unwrap();
+            let own = qd_quant::learned_step::steps_of(ty, &own).unwrap();
+            let file =
+                qd_quant::learned_step::steps_of(ty, out.tensor_bytes(name).unwrap()).unwrap();
+            moved += own.iter().zip(&file).filter(|(a, b)| a != b).count();
+            blocks += own.len();
+        }
+        assert_eq!(checked, n_steps);
+        assert!(
+            moved * 4 > blocks,
+            "only {moved} of {blocks} block steps moved off the grid"
+        );
+        // The file's logits are the QAT student's (f32 loader, activations unquantized).
+        let qstore = plan.apply(&store).unwrap();
+        let qat_student = Transformer::load(student.hp.clone(), &qstore, &DEV).unwrap();
+        let want = logits(&qat_student);
+        let scale = qd_fixtures::max_abs(&want);
+        let dense = logits(&qd_model::load_dequantized(&out, &DEV).unwrap());
+        let dq = qd_fixtures::max_abs(&(&dense - &want).unwrap());
+        assert!(dq <= 1e-5 * scale, "logits differ by {dq} (scale {scale})");
+    }
+}
+
+/// A learned-step run refuses a recipe with no single step per block, and resuming it without
+/// the setting (or the other way round) is refused in one line.
+#[test]
+fn learned_steps_refuse_what_they_cannot_do() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), Some("q4_k_s"), false);
+    cfg.learned_steps = true;
+    let err = run(&cfg, false, &AtomicBool::new(false), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no step to learn"), "{err}");
+    cfg.qat = None;
+    let err = run(&cfg, false, &AtomicBool::new(false), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("give a recipe"), "{err}");
+    cfg.qat = Some("q4_0".into());
+    cfg.steps = 1;
+    train(&cfg);
+    cfg.learned_steps = false;
+    cfg.steps = 2;
+    let err = run(&cfg, true, &AtomicBool::new(false), |_| {})
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("step-size"), "{err}");
+}
+
+/// A learned-step run stopped and resumed ends bit-identical to the uninterrupted one: the
+/// steps and their moments travel in the checkpoint like the weights.
+#[test]
+fn learned_steps_resume_bit_identically() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), Some("q4_0"), false);
+    cfg.learned_steps = true;
+    cfg.step_lr = 0.05;
+    cfg.steps = 4;
+    cfg.checkpoint_every = 2;
+    train(&cfg);
+    let whole = Checkpoint::load_weights(&list(&cfg.out).pop().unwrap(), &DEV).unwrap();
+    let mut halves = cfg.clone();
+    halves.out = d.path().join("halves");
+    halves.steps = 2;
+    train(&halves);
+    halves.steps = 4;
+    run(&halves, true, &AtomicBool::new(false), |_| {}).unwrap();
+    let resumed = Checkpoint::load_weights(&list(&halves.out).pop().unwrap(), &DEV).unwrap();
+    assert!(whole
+        .keys()
+        .any(|k| k.ends_with(qd_distill::student::STEP_SUFFIX)));
+    assert_eq!(whole.len(), resumed.len());
+    for (k, a) in &whole {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = resumed[k].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{k}"
+        );
+    }
+}

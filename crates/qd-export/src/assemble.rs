@@ -66,6 +66,11 @@ pub trait TensorSource {
     fn raw(&self, _name: &str, _ty: GgmlType) -> Option<Vec<u8>> {
         None
     }
+    /// `name`'s blocks of `ty` when the source decides them itself rather than the recipe's
+    /// quantizer (QAT with learned step sizes: the steps are trained, the codes follow).
+    fn own_blocks(&self, _name: &str, _ty: qd_quant::QuantType) -> Option<Result<Vec<u8>>> {
+        None
+    }
 }
 
 /// An importance matrix for an export, with the path it came from (for errors and the
@@ -123,9 +128,11 @@ pub fn assemble(
         let choice = recipe.choose(kind, row, &model);
         let ggml = choice.used.map(|t| t.ggml()).unwrap_or(GgmlType::F32);
         // llama-quantize keeps a tensor's bytes when it already has the type, imatrix or not.
-        let (data, copied) = match source.raw(&name, ggml) {
-            Some(bytes) => (bytes, true),
-            None => {
+        let own = choice.used.and_then(|ty| source.own_blocks(&name, ty));
+        let (data, copied) = match (source.raw(&name, ggml), own) {
+            (Some(bytes), _) => (bytes, true),
+            (None, Some(bytes)) => (bytes?, false),
+            (None, None) => {
                 let t = source.f32(&name)?;
                 let values = t
                     .flatten_all()

@@ -20,6 +20,7 @@ mod klanes;
 #[cfg(target_arch = "x86_64")]
 mod klanes_avx512;
 mod kscales;
+pub mod learned_step;
 mod q2_k;
 mod q3_k;
 mod q4_0;
@@ -37,5 +38,6 @@ mod weighted_search;
 pub use error::{QuantError, Result};
 pub use fake_quant::FakeQuant;
 pub use format::QuantType;
+pub use learned_step::{quantize_with_steps, LearnedStep};
 pub use rows::{dequantize, fake_quantize, quantize};
 pub use weighted::{fake_quantize_weighted, quantize_weighted};

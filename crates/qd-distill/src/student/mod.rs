@@ -18,7 +18,7 @@ pub use importance::{calibration_sequences, measure, Importance};
 pub use pruned_file::{pruned_file, PrunePlan};
 pub use qat::QatPlan;
 pub use trainable::{TrainableEmbedding, TrainableLinear};
-pub use var_store::VarStore;
+pub use var_store::{step_name, VarStore, STEP_SUFFIX};
 pub use vocab_map::{vocab_map, VocabMap};
 
 /// A student: the same transformer as the teacher, over trainable weights.

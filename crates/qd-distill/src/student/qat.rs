@@ -8,7 +8,7 @@ use std::sync::Arc;
 use qd_export::{Imatrix, ModelInfo, Recipe, TensorKind};
 use qd_quant::{FakeQuant, QuantType};
 
-use super::var_store::VarStore;
+use super::var_store::{step_name, VarStore};
 
 #[derive(Debug, Clone)]
 pub struct QatPlan {
@@ -71,6 +71,69 @@ impl QatPlan {
         self
     }
 
+    /// The blocks of `w` (rows of `n`) on the grid of `name`'s op: the weighted quantizer's
+    /// with an imatrix entry, the reference one otherwise.
+    fn grid_bytes(
+        &self,
+        name: &str,
+        ty: QuantType,
+        w: &[f32],
+        n: usize,
+    ) -> qd_quant::Result<Vec<u8>> {
+        match self.weights.get(name) {
+            Some(iw) => qd_quant::quantize_weighted(ty, w, n, iw),
+            None => qd_quant::quantize(ty, w, n),
+        }
+    }
+
+    /// The trained weights whose block step can be learned: 2-D, of a symmetric type (Q4_0,
+    /// Q5_0, Q8_0), and reached through a linear layer (not the embedding table or the LM
+    /// head, which keep the quantizer's own grid).
+    pub fn learnable_steps<'a>(
+        &'a self,
+        store: &'a VarStore,
+    ) -> impl Iterator<Item = (&'a str, QuantType)> + 'a {
+        self.types.iter().filter_map(move |(name, &ty)| {
+            let v = store.vars.get(name)?;
+            let embedding = matches!(name.as_str(), "token_embd.weight" | "output.weight");
+            (v.rank() == 2 && !embedding && qd_quant::LearnedStep::supports(ty))
+                .then_some((name.as_str(), ty))
+        })
+    }
+
+    /// Adds a learned-step variable (`<weight>.qstep`) for every weight of
+    /// [`Self::learnable_steps`], holding the steps of the grid [`Self::snap`] puts the weight
+    /// on. Returns how many; 0 means the recipe has no type with a single step to learn.
+    pub fn add_learned_steps(&self, store: &mut VarStore) -> candle_core::Result<usize> {
+        let names: Vec<(String, QuantType)> = self
+            .learnable_steps(store)
+            .map(|(n, t)| (n.to_string(), t))
+            .collect();
+        for (name, ty) in &names {
+            let steps = self.steps_of(store, name, *ty)?;
+            store
+                .vars
+                .insert(step_name(name), candle_core::Var::from_tensor(&steps)?);
+        }
+        Ok(names.len())
+    }
+
+    /// The steps of the grid `name`'s current weight quantizes to, `[rows, cols/32]`.
+    fn steps_of(
+        &self,
+        store: &VarStore,
+        name: &str,
+        ty: QuantType,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let msg = |e: qd_quant::QuantError| candle_core::Error::Msg(format!("{name}: {e}"));
+        let w = store.vars[name].as_tensor();
+        let (rows, n) = w.dims2()?;
+        let values = w.flatten_all()?.to_vec1::<f32>()?;
+        let bytes = self.grid_bytes(name, ty, &values, n).map_err(msg)?;
+        let steps = qd_quant::learned_step::steps_of(ty, &bytes).map_err(msg)?;
+        candle_core::Tensor::from_vec(steps, (rows, n / qd_quant::learned_step::BLOCK), w.device())
+    }
+
     /// The op `name` (of block type `ty`) is seen through.
     pub fn op(&self, name: &str, ty: QuantType) -> FakeQuant {
         match self.weights.get(name) {
@@ -109,9 +172,14 @@ impl QatPlan {
     /// 0.91 → 5.25 nats after one step at any learning rate). At the grid values, a step
     /// smaller than half a grid cell changes no code. The block scales are unchanged too: the
     /// block's largest magnitude is its own grid value, which re-derives the same scale.
+    ///
+    /// Learned steps, where the run has them, restart from the grid's own steps here.
     pub fn snap(&self, store: &VarStore) -> candle_core::Result<usize> {
         let mut n = 0;
         for (name, &ty) in &self.types {
+            if let Some(s) = store.vars.get(&step_name(name)) {
+                s.set(&self.steps_of(store, name, ty)?)?;
+            }
             if let Some(v) = store.vars.get(name) {
                 v.set(&self.op(name, ty).apply(v.as_tensor())?.detach())?;
                 n += 1;

@@ -15,6 +15,9 @@ pub enum TrainableLinear {
         weight: Tensor,
         bias: Option<Tensor>,
         fake_quant: Option<FakeQuant>,
+        /// The learned block steps the fake-quant grid uses instead of the quantizer's own
+        /// (`[out, in/32]`, the tensor of a `Var`; see `qd_quant::learned_step`).
+        step: Option<Tensor>,
     },
     /// A frozen plain product kept in the teacher's Q8_0 blocks (the 262k-row tied LM head
     /// would be 671 MB as f32).
@@ -28,7 +31,21 @@ impl TrainableLinear {
             weight,
             bias,
             fake_quant,
+            step: None,
         }
+    }
+
+    /// The layer with learned block steps (only with a fake-quant op; ignored otherwise).
+    pub fn with_step(mut self, learned: Option<Tensor>) -> Self {
+        if let Self::Dense {
+            step,
+            fake_quant: Some(_),
+            ..
+        } = &mut self
+        {
+            *step = learned;
+        }
+        self
     }
 
     /// A frozen plain product through the teacher's Q8_0 matrix.
@@ -40,6 +57,12 @@ impl TrainableLinear {
     pub fn effective_weight(&self) -> Result<Tensor> {
         match self {
             Self::FrozenQ8(m) => m.qtensor().dequantize(&candle_core::Device::Cpu),
+            Self::Dense {
+                weight,
+                fake_quant: Some(op),
+                step: Some(step),
+                ..
+            } => qd_quant::LearnedStep { ty: op.ty }.apply(weight, step),
             Self::Dense {
                 weight,
                 fake_quant: Some(op),
@@ -77,6 +100,7 @@ impl Linear for TrainableLinear {
                 weight,
                 bias: None,
                 fake_quant: None,
+                ..
             } if !weight.track_op() => Some(weight.clone()),
             _ => None,
         }

@@ -9,6 +9,16 @@ use qd_quant::FakeQuant;
 use super::trainable::{TrainableEmbedding, TrainableLinear};
 use qd_model::q8_0_f32::Q8_0Matrix;
 
+/// The name suffix of a weight's learned block steps (`blk.0.attn_q.weight.qstep`, one per 32
+/// values of each row): trained and checkpointed like the weights, but not a tensor of the
+/// model (no GGUF file holds them; export writes them into the weight's blocks).
+pub const STEP_SUFFIX: &str = ".qstep";
+
+/// The learned-step variable name of weight `name`.
+pub fn step_name(name: &str) -> String {
+    format!("{name}{STEP_SUFFIX}")
+}
+
 #[derive(Clone, Default)]
 pub struct VarStore {
     /// Trained tensors.
@@ -52,11 +62,13 @@ impl VarStore {
         }
     }
 
-    /// Every tensor's name and shape: trained, frozen, frozen in Q8_0.
+    /// Every tensor's name and shape: trained, frozen, frozen in Q8_0 (not the learned steps,
+    /// which belong to their weights).
     pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
         let vars = self
             .vars
             .iter()
+            .filter(|(k, _)| !k.ends_with(STEP_SUFFIX))
             .map(|(k, v)| (k.clone(), v.dims().to_vec()));
         let frozen = self
             .frozen
@@ -120,7 +132,7 @@ impl WeightSource for VarStore {
     type Embedding = TrainableEmbedding;
 
     fn has(&self, name: &str) -> bool {
-        self.vars.contains_key(name)
+        (self.vars.contains_key(name) && !name.ends_with(STEP_SUFFIX))
             || self.frozen.contains_key(name)
             || self.frozen_q8.contains_key(name)
     }
@@ -143,7 +155,13 @@ impl WeightSource for VarStore {
             Some(m) if bias.is_none() && fake_quant.is_none() => {
                 Ok(TrainableLinear::frozen_q8_0(m.clone()))
             }
-            _ => Ok(TrainableLinear::new(self.tensor(weight)?, bias, fake_quant)),
+            _ => {
+                let step = fake_quant
+                    .as_ref()
+                    .and(self.vars.get(&step_name(weight)))
+                    .map(|v| v.as_tensor().clone());
+                Ok(TrainableLinear::new(self.tensor(weight)?, bias, fake_quant).with_step(step))
+            }
         }
     }
 

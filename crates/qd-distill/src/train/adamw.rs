@@ -32,6 +32,10 @@ pub struct AdamW {
     pub m: BTreeMap<String, Tensor>,
     pub v: BTreeMap<String, Tensor>,
     pub step: u64,
+    /// Parameters updated relative to their own magnitude, with this multiple of the learning
+    /// rate: `p ← p − lr·k·|p|·m̂/(√v̂ + ε)`, no weight decay (learned quantization steps,
+    /// whose sizes differ by orders of magnitude between tensors).
+    pub relative: BTreeMap<String, f64>,
 }
 
 impl AdamW {
@@ -48,11 +52,12 @@ impl AdamW {
             m,
             v,
             step: 0,
+            relative: BTreeMap::new(),
         })
     }
 
     pub fn decays(&self, name: &str) -> bool {
-        self.params.get(name).is_some_and(|p| p.rank() >= 2)
+        self.params.get(name).is_some_and(|p| p.rank() >= 2) && !self.relative.contains_key(name)
     }
 
     /// One update with learning rate `lr` from `grads` (parameters without a gradient are
@@ -71,12 +76,20 @@ impl AdamW {
             let m_hat = m.affine(1.0 / bc1, 0.0)?;
             let v_hat = v.affine(1.0 / bc2, 0.0)?;
             let update = (m_hat / (v_hat.sqrt()? + self.cfg.eps)?)?;
-            let decay = if p.rank() >= 2 {
-                self.cfg.weight_decay
-            } else {
-                0.0
+            let next = match self.relative.get(name) {
+                Some(&k) => {
+                    let update = (update * p.as_tensor().abs()?)?;
+                    (p.as_tensor() - update.affine(lr * k, 0.0)?)?
+                }
+                None => {
+                    let decay = if self.decays(name) {
+                        self.cfg.weight_decay
+                    } else {
+                        0.0
+                    };
+                    (p.as_tensor().affine(1.0 - lr * decay, 0.0)? - update.affine(lr, 0.0)?)?
+                }
             };
-            let next = (p.as_tensor().affine(1.0 - lr * decay, 0.0)? - update.affine(lr, 0.0)?)?;
             p.set(&next)?;
             self.m.insert(name.clone(), m);
             self.v.insert(name.clone(), v);

@@ -27,7 +27,7 @@ use crate::data::{
 use crate::loss::Divergence;
 use crate::student::{
     build_student, student_from_file, vocab_map, QatPlan, Student, StudentConfig, VarStore,
-    VocabMap,
+    VocabMap, STEP_SUFFIX,
 };
 use qd_export::Recipe;
 
@@ -83,6 +83,13 @@ pub struct RunConfig {
     /// When QAT switches on, move the trained weights onto their fake-quant values (the PTQ
     /// model) so that no weight sits on a rounding boundary (`QatPlan::snap`).
     pub snap_to_grid: bool,
+    /// Learned step sizes (LSQ): the block scale of every QAT weight of a symmetric type
+    /// (Q4_0, Q5_0, Q8_0) is a trained variable, started from the grid the weights are snapped
+    /// onto; export writes the learned fp16 scales and the codes they imply.
+    pub learned_steps: bool,
+    /// The steps' learning rate at the schedule's peak, relative: each update moves a step by
+    /// at most about this fraction of its value (the weights' `lr` is absolute).
+    pub step_lr: f64,
     /// Keep the tokenized corpus in the user cache (`~/.cache/qat-distill/tokens`).
     pub token_cache: bool,
     /// Random truncation: the probability that a training sequence is cut to a length drawn
@@ -133,6 +140,8 @@ impl Default for RunConfig {
             qat_embeddings: false,
             imatrix: None,
             snap_to_grid: true,
+            learned_steps: false,
+            step_lr: 2e-3,
             token_cache: true,
             truncate_prob: 0.0,
             truncate_min: 16,
@@ -308,6 +317,14 @@ impl RunConfig {
                 self.data.len()
             )));
         }
+        if self.learned_steps && self.qat.is_none() {
+            return bad("learned step sizes are QAT's block scales: give a recipe too (--qat)");
+        }
+        if !(self.step_lr >= 0.0 && self.step_lr < 1.0) {
+            return bad(
+                "step_lr must be in [0, 1): the largest relative change of a step per update",
+            );
+        }
         if let Some(p) = &self.imatrix {
             match self.recipe()? {
                 None => {
@@ -457,7 +474,7 @@ impl Students {
         imatrix: Option<(&qd_export::Imatrix, &Path)>,
         dev: &Device,
     ) -> Result<Self, TrainError> {
-        let (student, store) = match sf {
+        let (student, mut store) = match sf {
             Some(sf) => student_from_file(sf, cfg.frozen_tensors(), dev)?,
             None => build_student(
                 tf,
@@ -478,6 +495,13 @@ impl Students {
                 if let Some((im, path)) = imatrix {
                     im.check_model(path, &store.shapes())?;
                     plan = plan.with_imatrix(im);
+                }
+                if cfg.learned_steps && plan.add_learned_steps(&mut store)? == 0 {
+                    return Err(TrainError::Config(format!(
+                        "recipe {} trains no weight of a type with one step per block (Q4_0, \
+                         Q5_0, Q8_0): there is no step to learn; drop --learned-steps",
+                        recipe.name()
+                    )));
                 }
                 let q = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store)?, dev)?;
                 Some((q, plan))
@@ -562,9 +586,11 @@ fn resume_from_latest(
         || saved.seq_len != cfg.seq_len
         || saved.seed != cfg.seed
         || saved.qat != cfg.qat
+        || saved.learned_steps != cfg.learned_steps
     {
         return Err(TrainError::Config(format!(
-            "{} was trained with another student, sequence length, seed or QAT recipe",
+            "{} was trained with another student, sequence length, seed, QAT recipe or step-size \
+             setting",
             dir.display()
         )));
     }
@@ -746,6 +772,14 @@ pub fn run(
             ..Default::default()
         },
     )?;
+    // Learned steps move relative to their size (a step is 1e-4…1e-1 depending on the
+    // tensor), at `step_lr` at the schedule's peak.
+    opt.relative = store
+        .vars
+        .keys()
+        .filter(|k| k.ends_with(STEP_SUFFIX))
+        .map(|k| (k.clone(), cfg.step_lr / cfg.lr.max(f64::MIN_POSITIVE)))
+        .collect();
     std::fs::create_dir_all(&cfg.out).map_err(|err| TrainError::Io {
         path: cfg.out.clone(),
         err,
