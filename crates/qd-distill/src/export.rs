@@ -9,7 +9,7 @@ use qd_export::{assemble, Exported, Recipe, TensorSource};
 use qd_gguf::{GgufFile, Value};
 
 use crate::student::pruned_file::layout_key;
-use crate::student::var_store::{step_name, STEP_SUFFIX};
+use crate::student::var_store::step_name;
 use crate::student::{build_student, student_from_file, VarStore};
 use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
 use crate::train::run::TrainError;
@@ -220,15 +220,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
     let weights = Checkpoint::load_weights(&dir, &dev)?;
     let mut store = store;
     if cfg.learned_steps {
-        // The learned steps are variables of the run, not of the rebuilt student: each joins
-        // its weight here (the checkpoint's check below still refuses a stray one).
-        for (k, t) in &weights {
-            if let Some(base) = k.strip_suffix(STEP_SUFFIX) {
-                if store.vars.contains_key(base) {
-                    store.insert(k.clone(), t)?;
-                }
-            }
-        }
+        store.adopt_learned_steps(&weights)?;
     }
     store.load_weights(&weights)?;
     let step = state.step as u64;

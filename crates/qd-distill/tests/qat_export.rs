@@ -89,6 +89,31 @@ fn write_imatrix(cfg: &RunConfig, dir: &Path) -> (PathBuf, Imatrix) {
     (path, im)
 }
 
+/// The QAT plan of a 2-block tiny student for `recipe`, on `imatrix`'s grid when given — as
+/// training built it.
+fn plan_of(
+    student: &qd_distill::student::Student,
+    store: &qd_distill::student::VarStore,
+    recipe: &str,
+    embeddings: bool,
+    imatrix: Option<&Imatrix>,
+) -> QatPlan {
+    let plan = QatPlan::new(
+        Recipe::parse(recipe).unwrap(),
+        store,
+        &qd_export::ModelInfo {
+            n_layer: 2,
+            n_gqa: student.hp.n_head / student.hp.n_head_kv,
+            imatrix: imatrix.is_some(),
+        },
+        embeddings,
+    );
+    match imatrix {
+        Some(im) => plan.with_imatrix(im),
+        None => plan,
+    }
+}
+
 fn check_recipe(recipe: &str, embeddings: bool) {
     check(recipe, embeddings, false)
 }
@@ -121,20 +146,13 @@ fn check(recipe: &str, embeddings: bool, with_imatrix: bool) {
     store
         .load_weights(&Checkpoint::load_weights(&ck, &DEV).unwrap())
         .unwrap();
-    let plan = QatPlan::new(
-        Recipe::parse(recipe).unwrap(),
+    let plan = plan_of(
+        &student,
         &store,
-        &qd_export::ModelInfo {
-            n_layer: 2,
-            n_gqa: student.hp.n_head / student.hp.n_head_kv,
-            imatrix: with_imatrix,
-        },
+        recipe,
         embeddings,
+        imatrix.as_ref().map(|(_, im)| im),
     );
-    let plan = match &imatrix {
-        Some((_, im)) => plan.with_imatrix(im),
-        None => plan,
-    };
     let qstore = plan.apply(&store).unwrap();
     let mut checked = 0;
     let mut weighted_differs = 0;
@@ -476,28 +494,15 @@ fn learned_steps_export_exactly_the_trained_grid() {
         let frozen = ["token_embd.weight", "output.weight"];
         let (student, mut store) = student_from_teacher_with(&tf, &[0, 1], &frozen, &DEV).unwrap();
         let weights = Checkpoint::load_weights(&list(&cfg.out).pop().unwrap(), &DEV).unwrap();
-        let mut n_steps = 0;
-        for (k, t) in &weights {
-            if k.ends_with(qd_distill::student::STEP_SUFFIX) {
-                store.insert(k.clone(), t).unwrap();
-                n_steps += 1;
-            }
-        }
+        let n_steps = store.adopt_learned_steps(&weights).unwrap();
         store.load_weights(&weights).unwrap();
-        let plan = QatPlan::new(
-            Recipe::parse("q4_0").unwrap(),
+        let plan = plan_of(
+            &student,
             &store,
-            &qd_export::ModelInfo {
-                n_layer: 2,
-                n_gqa: student.hp.n_head / student.hp.n_head_kv,
-                imatrix: with_imatrix,
-            },
+            "q4_0",
             true,
+            imatrix.as_ref().map(|(_, im)| im),
         );
-        let plan = match &imatrix {
-            Some((_, im)) => plan.with_imatrix(im),
-            None => plan,
-        };
         assert_eq!(n_steps, plan.learnable_steps(&store).count());
         assert!(n_steps > 0);
         let (mut checked, mut moved, mut blocks) = (0, 0, 0);

@@ -103,6 +103,25 @@ impl VarStore {
         Ok(())
     }
 
+    /// Adds the learned steps of `weights` (a checkpoint's tensors) whose weight this store
+    /// trains, as variables: they belong to the run, not to the student rebuilt from its
+    /// teacher. Returns how many. `load_weights` then still refuses any stray tensor.
+    pub fn adopt_learned_steps(
+        &mut self,
+        weights: &BTreeMap<String, Tensor>,
+    ) -> candle_core::Result<usize> {
+        let mut n = 0;
+        for (k, t) in weights {
+            if k.strip_suffix(STEP_SUFFIX)
+                .is_some_and(|base| self.vars.contains_key(base))
+            {
+                self.insert(k.clone(), t)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Moves a trained tensor to the frozen set.
     pub fn freeze(&mut self, name: &str) {
         if let Some(v) = self.vars.remove(name) {
