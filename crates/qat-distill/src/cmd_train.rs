@@ -147,6 +147,17 @@ pub struct Args {
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Where to compute: cpu (the fused CPU kernels), cpu-generic (the path a GPU runs, on the
+    /// CPU) or cuda[:N] (a build with --features cuda). A checkpoint resumes on any device.
+    #[arg(long, value_parser = parse_device)]
+    device: Option<String>,
+}
+
+/// A `--device` value `qd_model::DeviceSpec` knows.
+pub fn parse_device(s: &str) -> Result<String, String> {
+    s.parse::<qd_model::DeviceSpec>()
+        .map(|d| d.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -197,7 +208,8 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
          truncate_prob => truncate_prob, truncate_min => truncate_min, token_noise => token_noise,
          data_weights => data_weights, warmup => warmup, min_lr_ratio => min_lr_ratio,
          weight_decay => weight_decay, clip => clip, jsd_beta => jsd_beta, chunk => chunk,
-         val_fraction => val_fraction, eval_sequences => eval_sequences, keep => keep);
+         val_fraction => val_fraction, eval_sequences => eval_sequences, keep => keep,
+         device => device);
     if let Some(v) = &a.lr_decay {
         c.lr_decay =
             serde_json::from_value(serde_json::Value::String(v.clone())).map_err(|_| {

@@ -75,6 +75,7 @@ fn run(
         temperature: 4.0,
         divergence: Divergence::Forward,
         chunk: 4,
+        fused: true,
     };
     let d = data();
     for s in steps {

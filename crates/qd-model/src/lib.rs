@@ -5,6 +5,7 @@
 pub mod block;
 pub mod cache;
 pub mod decode;
+pub mod device;
 pub mod error;
 mod gemm_f32;
 pub mod ggml_numerics;
@@ -20,6 +21,7 @@ pub mod widen;
 
 pub use cache::KvCache;
 pub use decode::Decoder;
+pub use device::{DeviceError, DeviceSpec};
 pub use error::{ModelError, Result};
 pub use hparams::{Arch, HParams, RopeStyle};
 pub use kernels::isa::{self, Isa};

@@ -147,13 +147,19 @@ impl CustomOp1 for FakeQuant {
         s: &candle_core::CudaStorage,
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
+        use candle_core::backend::BackendStorage;
         let (o1, o2) = self.check(l)?;
         let n = l.shape().dims().last().copied().unwrap_or(0);
-        if self.weights.is_some() {
-            candle_core::bail!(
-                "fake-quant {}: the importance-weighted grid has no CUDA body yet",
-                self.ty
-            );
+        if self.weights.is_some() || !crate::cuda::has_kernel(self.ty) {
+            // No kernel for this grid yet (the importance-weighted search, the other K-quants):
+            // the CPU op's values, through the host — bit-identical, at the cost of two copies.
+            let (y, shape) = self.cpu_fwd(&s.to_cpu_storage()?, l)?;
+            let CpuStorage::F32(v) = y else {
+                candle_core::bail!("fake-quant: f32 weights only")
+            };
+            let dev = s.device().clone();
+            let slice = dev.clone_htod(&v)?;
+            return Ok((candle_core::CudaStorage::wrap_cuda_slice(slice, dev), shape));
         }
         crate::cuda::fake_quant_fwd(self.ty, s, o1, o2, n).map(|st| (st, l.shape().clone()))
     }

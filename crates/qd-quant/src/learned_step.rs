@@ -194,6 +194,58 @@ impl LearnedStep {
     pub fn apply(&self, w: &Tensor, d: &Tensor) -> Result<Tensor> {
         w.contiguous()?.apply_op2(&d.contiguous()?, *self)
     }
+
+    /// The same forward values and LSQ gradients from candle's ops alone, so the op runs on
+    /// every backend (the device-generic training path; the CPU op above has no CUDA body).
+    /// Forward: equal to [`Self::apply`] as f32 values (a zero may carry the other sign: the
+    /// zero-valued gradient terms below add `+0`). Gradients: the same formulas, the step's
+    /// summed over its block in f32 by candle (the CPU op sums in f64).
+    ///
+    /// How the gradients come out of plain ops: with `c` the clamped code and `u` the in-range
+    /// mask (both constants), `ŵ = d̄·c + u·(w − w̄) + (c − u·w/d)‾·(d − d̄)` where `x̄` is `x`
+    /// detached. The last two terms are exactly zero, and their derivatives are LSQ's:
+    /// `∂ŵ/∂w = u`, `∂ŵ/∂d = c − u·w/d` (one factor, as the CPU op computes it).
+    pub fn apply_portable(&self, w: &Tensor, d: &Tensor) -> Result<Tensor> {
+        use candle_core::DType;
+        let (lo, hi) = range_of(self.ty).map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let dims = w.dims().to_vec();
+        let n = dims.last().copied().unwrap_or(0);
+        if n == 0 || !n.is_multiple_of(BLOCK) || d.elem_count() * BLOCK != w.elem_count() {
+            candle_core::bail!(
+                "learned step: {} steps for a {:?} weight (one per {BLOCK} values of each row)",
+                d.elem_count(),
+                dims
+            );
+        }
+        let blocks = w.elem_count() / BLOCK;
+        let w3 = w.reshape((blocks, BLOCK))?;
+        // The stored step: the fp16 rounding, its gradient passed straight through in f32 (a
+        // gradient through `to_dtype` would be rounded to f16 too). `d + (r − d)` is exactly `r`:
+        // `r − d` is exact (within a factor of two of each other), and so is the sum.
+        let d2 = d.reshape((blocks, 1))?;
+        let r = d2.detach().to_dtype(DType::F16)?.to_dtype(DType::F32)?;
+        let ds = (&d2 + (r - d2.detach())?)?;
+        let ds_c = ds.detach();
+        let nonzero = ds_c.ne(0f32)?.to_dtype(DType::F32)?;
+        // A zero step gives code 0 (the CPU op's rule); divide by 1 there instead.
+        let safe = (&ds_c + (1.0 - &nonzero)?)?;
+        let v = w3.detach().broadcast_div(&safe)?;
+        let code = v
+            .affine(1.0, 0.5)?
+            .floor()?
+            .clamp(lo, hi)?
+            .broadcast_mul(&nonzero)?;
+        let inside = v
+            .ge(lo)?
+            .to_dtype(DType::F32)?
+            .mul(&v.le(hi)?.to_dtype(DType::F32)?)?
+            .broadcast_mul(&nonzero)?;
+        let value = code.broadcast_mul(&ds_c)?;
+        let dw = inside.mul(&(&w3 - w3.detach())?)?;
+        let slope = (&code - inside.mul(&v)?)?;
+        let dd = slope.broadcast_mul(&(&ds - &ds_c)?)?;
+        ((value + dw)? + dd)?.reshape(dims)
+    }
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -404,6 +456,53 @@ mod tests {
         let fq = fake_quantize_with_steps(ty, &w, n, &d).unwrap();
         let direct: f64 = fq.iter().zip(&g).map(|(&a, &b)| a as f64 * b as f64).sum();
         assert!((total - direct).abs() <= 1e-5 * direct.abs().max(1e-3));
+    }
+
+    /// The device-generic formulation (candle ops only) gives the op's forward values and its
+    /// gradients, for every type, with clipping, negative and zero steps.
+    #[test]
+    fn portable_form_equals_the_op() {
+        let dev = Device::Cpu;
+        for ty in [QuantType::Q4_0, QuantType::Q5_0, QuantType::Q8_0] {
+            let (rows, n) = (3, 96);
+            let w = weights(rows * n, 13);
+            let mut d = steps_of(ty, &crate::quantize(ty, &w, n).unwrap()).unwrap();
+            for (i, s) in d.iter_mut().enumerate() {
+                *s *= [0.61, 1.0, 1.37, -0.9, 0.5, 1.1, 0.0, 0.8, 1.0][i % 9];
+            }
+            let g = weights(rows * n, 29);
+            let gt = Tensor::from_vec(g, (rows, n), &dev).unwrap();
+            let run = |portable: bool| {
+                let wv = Var::from_vec(w.clone(), (rows, n), &dev).unwrap();
+                let dv = Var::from_vec(d.clone(), (rows, n / BLOCK), &dev).unwrap();
+                let op = LearnedStep { ty };
+                let y = if portable {
+                    op.apply_portable(wv.as_tensor(), dv.as_tensor())
+                } else {
+                    op.apply(wv.as_tensor(), dv.as_tensor())
+                }
+                .unwrap();
+                let grads = (&y * &gt).unwrap().sum_all().unwrap().backward().unwrap();
+                let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                (
+                    flat(&y),
+                    flat(grads.get(wv.as_tensor()).unwrap()),
+                    flat(grads.get(dv.as_tensor()).unwrap()),
+                )
+            };
+            let (y0, gw0, gd0) = run(false);
+            let (y1, gw1, gd1) = run(true);
+            // Equal as values (a zero may differ in sign only).
+            assert_eq!(y0, y1, "{ty}: forward");
+            assert_eq!(gw0, gw1, "{ty}: weight gradient");
+            for (b, (a, p)) in gd0.iter().zip(&gd1).enumerate() {
+                assert!(
+                    (a - p).abs() <= 1e-5 * a.abs().max(1e-4),
+                    "{ty}: step gradient of block {b}: {a} vs {p}"
+                );
+            }
+            assert!(gd0.iter().any(|&v| v != 0.0));
+        }
     }
 
     #[test]

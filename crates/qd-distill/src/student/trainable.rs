@@ -18,6 +18,8 @@ pub enum TrainableLinear {
         /// The learned block steps the fake-quant grid uses instead of the quantizer's own
         /// (`[out, in/32]`, the tensor of a `Var`; see `qd_quant::learned_step`).
         step: Option<Tensor>,
+        /// Learned steps through candle's ops (the device-generic path) instead of the CPU op.
+        portable: bool,
     },
     /// A frozen plain product kept in the teacher's Q8_0 blocks (the 262k-row tied LM head
     /// would be 671 MB as f32).
@@ -32,18 +34,22 @@ impl TrainableLinear {
             bias,
             fake_quant,
             step: None,
+            portable: false,
         }
     }
 
-    /// The layer with learned block steps (only with a fake-quant op; ignored otherwise).
-    pub fn with_step(mut self, learned: Option<Tensor>) -> Self {
+    /// The layer with learned block steps (only with a fake-quant op; ignored otherwise),
+    /// applied through candle's ops when `portable`.
+    pub fn with_step(mut self, learned: Option<Tensor>, portable: bool) -> Self {
         if let Self::Dense {
             step,
             fake_quant: Some(_),
+            portable: p,
             ..
         } = &mut self
         {
             *step = learned;
+            *p = portable;
         }
         self
     }
@@ -56,13 +62,21 @@ impl TrainableLinear {
     /// The weight the forward pass multiplies by.
     pub fn effective_weight(&self) -> Result<Tensor> {
         match self {
-            Self::FrozenQ8(m) => m.qtensor().dequantize(&candle_core::Device::Cpu),
+            Self::FrozenQ8(m) => m.qtensor().dequantize(&m.qtensor().device()),
             Self::Dense {
                 weight,
                 fake_quant: Some(op),
                 step: Some(step),
+                portable,
                 ..
-            } => qd_quant::LearnedStep { ty: op.ty }.apply(weight, step),
+            } => {
+                let op = qd_quant::LearnedStep { ty: op.ty };
+                if *portable {
+                    op.apply_portable(weight, step)
+                } else {
+                    op.apply(weight, step)
+                }
+            }
             Self::Dense {
                 weight,
                 fake_quant: Some(op),

@@ -31,6 +31,9 @@ pub struct VarStore {
     pub frozen_q8: BTreeMap<String, Q8_0Matrix>,
     /// The fake-quant op each trained weight is seen through (QAT); empty otherwise.
     pub fake_quant: BTreeMap<String, FakeQuant>,
+    /// Layers built from this store take the device-generic path (`--device cpu-generic` or
+    /// `cuda`): learned steps through candle's ops instead of the CPU op.
+    pub portable: bool,
 }
 
 impl VarStore {
@@ -122,6 +125,18 @@ impl VarStore {
         Ok(n)
     }
 
+    /// The device-generic form of this store: frozen Q8_0 tensors dequantized (the panel
+    /// products of `Q8_0Matrix` are CPU code; the f32 values are the same) and learned steps
+    /// through candle's ops.
+    pub fn make_portable(&mut self) -> qd_model::Result<()> {
+        let dev = self.device();
+        for (name, m) in std::mem::take(&mut self.frozen_q8) {
+            self.frozen.insert(name, m.qtensor().dequantize(&dev)?);
+        }
+        self.portable = true;
+        Ok(())
+    }
+
     /// Moves a trained tensor to the frozen set.
     pub fn freeze(&mut self, name: &str) {
         if let Some(v) = self.vars.remove(name) {
@@ -179,7 +194,8 @@ impl WeightSource for VarStore {
                     .as_ref()
                     .and(self.vars.get(&step_name(weight)))
                     .map(|v| v.as_tensor().clone());
-                Ok(TrainableLinear::new(self.tensor(weight)?, bias, fake_quant).with_step(step))
+                Ok(TrainableLinear::new(self.tensor(weight)?, bias, fake_quant)
+                    .with_step(step, self.portable))
             }
         }
     }

@@ -16,6 +16,9 @@ pub struct LossConfig {
     pub divergence: Divergence,
     /// Positions per chunk.
     pub chunk: usize,
+    /// The fused CPU loss (`loss::fused`) where it applies; off on the device-generic path,
+    /// which composes the same loss from candle's ops and differentiates it by autograd.
+    pub fused: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -100,7 +103,7 @@ where
         } else {
             None
         };
-        let loss = if fused::supports(cfg.divergence) {
+        let loss = if cfg.fused && fused::supports(cfg.divergence) {
             let f = fused::fused_loss(
                 &s_logits.detach(),
                 &t_logits,

@@ -102,6 +102,10 @@ pub struct RunConfig {
     /// Weighted mixing: one weight per `data` entry, each packed and split alone and drawn with
     /// these probabilities (empty = all entries as one corpus).
     pub data_weights: Vec<f64>,
+    /// Where the run computes: `cpu` (the fused CPU kernels), `cpu-generic` (the path a GPU
+    /// runs, on the CPU) or `cuda[:N]`. Checkpoints are the same on every device: a run may
+    /// resume on another.
+    pub device: String,
 }
 
 impl Default for RunConfig {
@@ -147,6 +151,7 @@ impl Default for RunConfig {
             truncate_min: 16,
             token_noise: 0.0,
             data_weights: Vec::new(),
+            device: "cpu".into(),
         }
     }
 }
@@ -284,7 +289,15 @@ impl RunConfig {
         }
     }
 
+    /// The device the run computes on.
+    pub fn device_spec(&self) -> Result<qd_model::DeviceSpec, TrainError> {
+        self.device
+            .parse()
+            .map_err(|e: qd_model::DeviceError| TrainError::Config(e.to_string()))
+    }
+
     pub fn validate(&self) -> Result<Divergence, TrainError> {
+        self.device_spec()?;
         let bad = |m: &str| Err(TrainError::Config(m.into()));
         if self.seq_len < 2 {
             return bad("seq_len must be at least 2");
@@ -473,8 +486,9 @@ impl Students {
         sf: Option<&qd_gguf::GgufFile>,
         imatrix: Option<(&qd_export::Imatrix, &Path)>,
         dev: &Device,
+        portable: bool,
     ) -> Result<Self, TrainError> {
-        let (student, mut store) = match sf {
+        let (mut student, mut store) = match sf {
             Some(sf) => student_from_file(sf, cfg.frozen_tensors(), dev)?,
             None => build_student(
                 tf,
@@ -484,6 +498,11 @@ impl Students {
                 dev,
             )?,
         };
+        if portable {
+            // The device-generic path: no CPU-only layer (the frozen Q8_0 panels) in the student.
+            store.make_portable()?;
+            student = qd_model::Transformer::load(student.hp.clone(), &store, dev)?;
+        }
         let qat = match cfg.recipe()? {
             Some(recipe) => {
                 let model = qd_export::ModelInfo {
@@ -707,7 +726,13 @@ pub fn run(
     mut on_event: impl FnMut(&Event),
 ) -> Result<RunSummary, TrainError> {
     let div = cfg.validate()?;
-    let dev = Device::Cpu;
+    let spec = cfg.device_spec()?;
+    let dev = spec.open().map_err(|e| TrainError::Config(e.to_string()))?;
+    // Freed device memory stays in the pool between steps instead of being mapped afresh.
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = &dev {
+        qd_quant::cuda::keep_freed_memory(d)?;
+    }
     let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
     let sf = cfg
         .student_file
@@ -757,6 +782,7 @@ pub fn run(
         sf.as_ref(),
         imatrix.as_ref().map(|(m, p)| (m, *p)),
         &dev,
+        spec.generic(),
     )?;
     drop(imatrix);
     // Everything needed is copied out of the model files by now: unmapping them takes their
@@ -854,6 +880,7 @@ pub fn run(
             temperature,
             divergence: div,
             chunk: cfg.chunk,
+            fused: !spec.generic(),
         };
         if step == cfg.qat_start && cfg.snap_to_grid {
             // QAT switches on now: the trained weights start at their grid values (see
