@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: fetches the real teacher (cached), checks formatting, clippy
 # (-D warnings) and the minimum Rust version (tools/msrv.sh), runs every test in release mode,
-# then the aarch64 kernels under qemu (tools/arm-check.sh) and the `cuda` feature's compile and
+# the GPU check's script on the CPU's device-generic path (tools/gpu-check.sh), then the aarch64
+# kernels under qemu (tools/arm-check.sh) and the `cuda` feature's compile and
 # lints (tools/cuda-check.sh: CUDA toolchain from PyPI wheels, no GPU). Needs cargo (with clippy
 # and rustfmt), python3 with pip, and network access to crates.io, PyPI and Debian's apt (the
 # cross compiler and qemu, installed once).
@@ -28,5 +29,8 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked --release -- -D warnings
 reachable_check "minimum Rust version" tools/msrv.sh
 cargo test --release --workspace --locked
+# The GPU check's own script on the CPU's device-generic path (tiny models, ~10 s), so that the
+# script a lent GPU runs is exercised by every test run.
+DEVICE=cpu-generic OUT=target/gpu-check tools/gpu-check.sh
 reachable_check "aarch64 kernels" tools/arm-check.sh
 reachable_check "the cuda feature" tools/cuda-check.sh

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::Context;
-use candle_core::Device;
 use qd_eval::{BenchResult, PerplexityParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -27,12 +26,6 @@ enum Output {
     Csv,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Backend {
-    Cpu,
-    Cuda,
-}
-
 #[derive(clap::Args)]
 pub struct Args {
     /// GGUF models (repeatable); the first is the baseline of the speed-up column.
@@ -47,9 +40,10 @@ pub struct Args {
     /// Timed repetitions per test (after one warm-up run).
     #[arg(long = "repetitions", short = 'r', default_value_t = 5)]
     reps: usize,
-    /// Where the model runs (cuda needs a build with `--features cuda`).
-    #[arg(long, value_enum, default_value = "cpu")]
-    device: Backend,
+    /// Where the model runs: cpu (the fused prefill and decoder), cpu-generic (candle's graph,
+    /// the path a GPU runs) or cuda[:N] (a build with `--features cuda`).
+    #[arg(long, value_parser = crate::device::parse, default_value = "cpu")]
+    device: qd_model::DeviceSpec,
     /// Output format: md (a table), json, csv or jsonl, with llama-bench's field names.
     #[arg(long, short = 'o', value_enum, default_value = "md")]
     output: Output,
@@ -87,6 +81,12 @@ struct ModelRecord {
     load_seconds: f64,
     results: Vec<BenchResult>,
     perplexity: Option<serde_json::Value>,
+    /// The GPU's name, as llama-bench's `gpu_info` (empty off a GPU).
+    #[serde(default)]
+    gpu_info: String,
+    /// Device memory in use after the tests (the pool's high-water mark; 0 off a GPU).
+    #[serde(default)]
+    gpu_mem_bytes: u64,
 }
 
 pub fn run(c: BenchCommand) -> anyhow::Result<()> {
@@ -117,25 +117,10 @@ fn ftype_name(ft: u64) -> String {
     }
 }
 
-fn device(b: Backend) -> anyhow::Result<Device> {
-    match b {
-        Backend::Cpu => Ok(Device::Cpu),
-        #[cfg(feature = "cuda")]
-        Backend::Cuda => {
-            let d = Device::new_cuda(0).context("opening CUDA device 0")?;
-            qd_quant::cuda::keep_freed_memory(d.as_cuda_device()?)
-                .context("configuring the CUDA memory pool")?;
-            Ok(d)
-        }
-        #[cfg(not(feature = "cuda"))]
-        Backend::Cuda => {
-            anyhow::bail!("this binary was built without CUDA; rebuild with --features cuda")
-        }
-    }
-}
-
 fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
-    let dev = device(a.device)?;
+    let dev = crate::device::open(a.device)?;
+    // The graph is the device-generic path (and the only one on a GPU).
+    let graph = a.graph || a.device.generic();
     let f = loaded::open(path)?;
     // A damaged or overflowed file stops here in one line, not in a NaN perplexity.
     f.check_tensors()?;
@@ -146,15 +131,12 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
     let tok = loaded::tokenizer(&f)?;
     // llama-bench's prompts start with BOS only where the tokenizer adds one.
     let bos = if tok.add_bos { tok.bos } else { None };
-    let results = qd_eval::bench(&model, a.n_prompt, a.n_gen, a.reps, bos, a.seed, a.graph)?;
+    let results = qd_eval::bench(&model, a.n_prompt, a.n_gen, a.reps, bos, a.seed, graph)?;
     let perplexity = match &a.ppl_file {
         None => None,
         Some(p) => {
             let (tokens, params) = loaded::chunked_text(&tok, p, a.ppl_ctx, a.ppl_chunks, "model")?;
-            let params = PerplexityParams {
-                graph: a.graph,
-                ..params
-            };
+            let params = PerplexityParams { graph, ..params };
             let r = qd_eval::perplexity(&model, &tokens, &params, |_, _, _| {})?;
             let bytes = tok.text_bytes(&qd_eval::scored_targets(&tokens, &params)?);
             let bpb = qd_eval::bits_per_byte(r.ppl, r.n_scored, bytes);
@@ -163,6 +145,7 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
             )
         }
     };
+    let gpu = crate::device::gpu_info(&dev)?;
     let n_params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
     let size: u64 = f.tensors().iter().map(|t| t.n_bytes()).sum();
     let ft = f.opt("general.file_type", qd_gguf::GgufFile::get_u64)?;
@@ -176,15 +159,14 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
         ),
         model_size: size,
         model_n_params: n_params,
-        backend: match a.device {
-            Backend::Cpu => "CPU".into(),
-            Backend::Cuda => "CUDA".into(),
-        },
+        backend: crate::device::backend(a.device).into(),
         n_threads: rayon::current_num_threads(),
         peak_rss_bytes: qd_distill::train::run::peak_rss_bytes(),
         load_seconds,
         results,
         perplexity,
+        gpu_info: gpu.as_ref().map(|g| g.0.clone()).unwrap_or_default(),
+        gpu_mem_bytes: gpu.map_or(0, |g| g.1),
     })
 }
 
@@ -199,14 +181,7 @@ fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
         .args(["-p", &a.n_prompt.to_string(), "-n", &a.n_gen.to_string()])
         .args(["-r", &a.reps.to_string(), "--seed", &a.seed.to_string()])
         .args(["--ppl-ctx", &a.ppl_ctx.to_string()])
-        .args([
-            "--device",
-            if a.device == Backend::Cpu {
-                "cpu"
-            } else {
-                "cuda"
-            },
-        ]);
+        .args(["--device", &a.device.to_string()]);
     if let Some(p) = &a.ppl_file {
         cmd.arg("--ppl-file").arg(p);
     }
@@ -257,6 +232,7 @@ fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
                 "avg_ts": t.avg_ts(), "stddev_ts": t.stddev_ts(),
                 "samples_ns": t.samples_ns, "samples_ts": t.samples_ts(),
                 "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup, "path": t.path, "isa": t.isa,
+                "gpu_info": r.gpu_info, "gpu_mem_bytes": r.gpu_mem_bytes,
                 "ppl": r.perplexity.as_ref().map(|p| p["ppl"].clone()),
                 "bpb": r.perplexity.as_ref().map(|p| p["bpb"].clone()),
             }));
@@ -285,13 +261,23 @@ fn markdown(records: &[ModelRecord]) -> String {
             file,
             mib(row["model_size"].as_u64().unwrap_or(0)),
             row["model_n_params"].as_u64().unwrap_or(0) as f64 / 1e6,
-            row["backend"].as_str().unwrap_or(""),
+            match row["gpu_info"].as_str().unwrap_or("") {
+                "" => row["backend"].as_str().unwrap_or("").to_string(),
+                gpu => format!("{} ({gpu})", row["backend"].as_str().unwrap_or("")),
+            },
             row["n_threads"],
             row["test"].as_str().unwrap_or(""),
             row["avg_ts"].as_f64().unwrap_or(0.0),
             row["stddev_ts"].as_f64().unwrap_or(0.0),
             row["model_size"],
-            mib(row["peak_rss_bytes"].as_u64().unwrap_or(0)),
+            match row["gpu_mem_bytes"].as_u64().unwrap_or(0) {
+                0 => mib(row["peak_rss_bytes"].as_u64().unwrap_or(0)),
+                g => format!(
+                    "{} + {} GPU",
+                    mib(row["peak_rss_bytes"].as_u64().unwrap_or(0)),
+                    mib(g)
+                ),
+            },
             row["speedup"]
                 .as_f64()
                 .map_or("".into(), |v| format!("{v:.2}×")),

@@ -33,6 +33,9 @@ pub struct ChunkArgs {
     /// Through candle's graph instead of the fused prefill.
     #[arg(long)]
     graph: bool,
+    /// Where to compute: cpu, cpu-generic (the graph path a GPU runs) or cuda[:N].
+    #[arg(long, value_parser = crate::device::parse, default_value = "cpu")]
+    device: qd_model::DeviceSpec,
 }
 
 #[derive(clap::Args)]
@@ -70,6 +73,9 @@ pub struct TopKArgs {
     /// Print one JSON object with the tokens and every position's candidates.
     #[arg(long)]
     json: bool,
+    /// Where to compute: cpu, cpu-generic or cuda[:N].
+    #[arg(long, value_parser = crate::device::parse, default_value = "cpu")]
+    device: qd_model::DeviceSpec,
 }
 
 pub fn run(c: EvalCommand) -> anyhow::Result<()> {
@@ -82,11 +88,12 @@ pub fn run(c: EvalCommand) -> anyhow::Result<()> {
 
 fn perplexity(a: PplArgs) -> anyhow::Result<()> {
     let (a, model_path) = (a.chunking, a.model);
+    let dev = crate::device::open(a.device)?;
     let f = loaded::open(&model_path)?;
     let tok = loaded::tokenizer(&f)?;
-    let model = loaded::model(&f)?;
+    let model = loaded::model_on(&f, &dev)?;
     let (tokens, mut params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "model")?;
-    params.graph = a.graph;
+    params.graph = a.graph || a.device.generic();
     let n_chunks = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     if !a.json {
         println!(
@@ -140,9 +147,10 @@ fn perplexity(a: PplArgs) -> anyhow::Result<()> {
 
 fn top_k(a: TopKArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.k > 0, "--k must be at least 1");
+    let dev = crate::device::open(a.device)?;
     let f = loaded::open(&a.model)?;
     let tok = loaded::tokenizer(&f)?;
-    let model = loaded::model(&f)?;
+    let model = loaded::model_on(&f, &dev)?;
     let tokens = tok.encode(&a.text, true)?;
     anyhow::ensure!(!tokens.is_empty(), "the text gives no tokens");
     let positions = qd_eval::top_k(&model, &tokens, a.k)?;
@@ -177,11 +185,12 @@ fn kl(args: KlArgs) -> anyhow::Result<()> {
         args.reference.display()
     );
     let a = args.chunking;
+    let dev = crate::device::open(a.device)?;
     let tok = loaded::tokenizer(&rf)?;
-    let reference = loaded::model(&rf)?;
-    let model = loaded::model(&mf)?;
+    let reference = loaded::model_on(&rf, &dev)?;
+    let model = loaded::model_on(&mf, &dev)?;
     let (tokens, mut params) = loaded::chunked_text(&tok, &a.file, a.ctx, a.chunks, "reference")?;
-    params.graph = a.graph;
+    params.graph = a.graph || a.device.generic();
     let n = qd_eval::perplexity::plan_chunks(tokens.len(), &params)?;
     let bar = ProgressBar::new(n as u64);
     bar.set_style(

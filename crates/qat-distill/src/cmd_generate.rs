@@ -29,14 +29,19 @@ pub struct Args {
     /// Sampling seed.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Where to compute: cpu (the fused decoder), cpu-generic (the graph and its KV cache, the
+    /// path a GPU runs) or cuda[:N]. Sampling runs on the host.
+    #[arg(long, value_parser = crate::device::parse, default_value = "cpu")]
+    device: qd_model::DeviceSpec,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     anyhow::ensure!(a.temp >= 0.0, "--temp must be ≥ 0");
     anyhow::ensure!(a.top_p > 0.0 && a.top_p <= 1.0, "--top-p must be in (0, 1]");
+    let dev = crate::device::open(a.device)?;
     let f = loaded::open(&a.model)?;
     let tok = loaded::tokenizer(&f)?;
-    let model = loaded::model(&f)?;
+    let model = loaded::model_on(&f, &dev)?;
     let prompt = tok.encode(&a.prompt, true)?;
     let mut sampler = Sampler::new(SamplerParams {
         temperature: a.temp,
@@ -49,23 +54,34 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let stop: Vec<u32> = tok.eos.into_iter().collect();
     // Repack the weights for the fused decoder now (kept in the model), so that the timings
     // below are the prompt's and the tokens', as llama.cpp reports them.
-    qd_model::Decoder::new(&model, 1)?;
+    let graph = a.device.generic();
+    if !graph {
+        qd_model::Decoder::new(&model, 1)?;
+    }
     let start = Instant::now();
     let mut first: Option<Instant> = None;
     let mut produced: Vec<u32> = Vec::new();
     let mut printed = 0usize;
-    let out = qd_eval::generate(&model, &prompt, a.n_predict, &mut sampler, &stop, |id| {
-        first.get_or_insert_with(Instant::now);
-        // Decode the whole continuation so multi-byte characters split over tokens print whole.
-        produced.push(id);
-        if let Ok(s) = tok.decode(&produced, true) {
-            if s.len() > printed && s.is_char_boundary(printed) {
-                print!("{}", &s[printed..]);
-                printed = s.len();
-                let _ = std::io::stdout().flush();
+    let out = qd_eval::generate_on(
+        &model,
+        &prompt,
+        a.n_predict,
+        &mut sampler,
+        &stop,
+        graph,
+        |id| {
+            first.get_or_insert_with(Instant::now);
+            // Decode the whole continuation so multi-byte characters split over tokens print whole.
+            produced.push(id);
+            if let Ok(s) = tok.decode(&produced, true) {
+                if s.len() > printed && s.is_char_boundary(printed) {
+                    print!("{}", &s[printed..]);
+                    printed = s.len();
+                    let _ = std::io::stdout().flush();
+                }
             }
-        }
-    })?;
+        },
+    )?;
     let end = Instant::now();
     println!();
     // The first token comes out of the prompt's pass; each later one out of a decoding step.

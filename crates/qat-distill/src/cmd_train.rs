@@ -153,11 +153,9 @@ pub struct Args {
     device: Option<String>,
 }
 
-/// A `--device` value `qd_model::DeviceSpec` knows.
-pub fn parse_device(s: &str) -> Result<String, String> {
-    s.parse::<qd_model::DeviceSpec>()
-        .map(|d| d.to_string())
-        .map_err(|e| e.to_string())
+/// A `--device` value `qd_model::DeviceSpec` knows, in the config's spelling.
+fn parse_device(s: &str) -> Result<String, String> {
+    crate::device::parse(s).map(|d| d.to_string())
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -20,8 +20,13 @@ pub fn tokenizer(f: &GgufFile) -> anyhow::Result<GgufTokenizer> {
 /// The model, after checking every tensor's values and block scales (a damaged or overflowed
 /// file stops here in one line instead of computing NaN).
 pub fn model(f: &GgufFile) -> anyhow::Result<QModel> {
+    model_on(f, &Device::Cpu)
+}
+
+/// As [`model`], its weights on `dev`.
+pub fn model_on(f: &GgufFile, dev: &Device) -> anyhow::Result<QModel> {
     f.check_tensors()?;
-    qd_model::load_quantized(f, &Device::Cpu)
+    qd_model::load_quantized(f, dev)
         .with_context(|| format!("{}: loading the model", f.path().display()))
 }
 

@@ -1,6 +1,7 @@
 //! The `qat-distill` command: a thin layer over the library crates.
 
 mod cmd_bench;
+mod cmd_device_check;
 mod cmd_eval;
 mod cmd_export;
 mod cmd_generate;
@@ -10,6 +11,7 @@ mod cmd_student;
 mod cmd_synth;
 mod cmd_tokenize;
 mod cmd_train;
+mod device;
 mod loaded;
 mod plot;
 
@@ -66,6 +68,9 @@ enum Command {
     /// Evaluate a model: perplexity and bits per byte, KL against a reference, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
+    /// Check a device against the CPU (ops bit for bit, training parity, speed, memory, bench)
+    /// and write one JSON report: tools/gpu-check.sh runs it on a GPU.
+    DeviceCheck(cmd_device_check::Args),
 }
 
 /// mimalloc's `mi_option_purge_delay`: -1 keeps freed pages instead of returning them to the OS,
@@ -157,5 +162,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Imatrix(a) => cmd_imatrix::run(a),
         Command::Bench(c) => cmd_bench::run(c),
         Command::Synth(a) => cmd_synth::run(a),
+        Command::DeviceCheck(a) => cmd_device_check::run_cmd(a),
     }
 }

@@ -467,3 +467,97 @@ fn wrapped_candle_errors_print_once() {
         assert_eq!(r.matches("boom-7f3").count(), 1, "{r}");
     }
 }
+
+/// Every command that computes takes `--device`: `cpu-generic` runs the path a GPU runs (greedy
+/// generation gives the fused decoder's tokens, perplexity and bench go through the graph), and
+/// `cuda` on a build without it (or a machine without a GPU) fails in one line naming the fix.
+#[test]
+fn every_command_takes_a_device() {
+    let d = tempfile::tempdir().unwrap();
+    let m = model(d.path(), Family::Qwen2);
+    let m = m.to_str().unwrap();
+    let greedy = |device: &str| {
+        let o = run(&[
+            "generate", "--model", m, "--prompt", "the hat", "-n", "8", "--device", device,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(greedy("cpu"), greedy("cpu-generic"));
+    let v = ok_json(&[
+        "bench",
+        "tokens-per-second",
+        "-m",
+        m,
+        "-p",
+        "16",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-o",
+        "json",
+        "--device",
+        "cpu-generic",
+    ]);
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in rows {
+        assert_eq!(r["path"], "graph");
+        assert_eq!(r["backend"], "CPU (generic)");
+        assert_eq!(r["gpu_info"], "");
+        assert_eq!(r["gpu_mem_bytes"], 0);
+    }
+    let corpus = d.path().join("c.txt");
+    std::fs::write(&corpus, "the thin hat in the inn at the heath. ".repeat(20)).unwrap();
+    let c = corpus.to_str().unwrap();
+    let ppl = |device: &str| {
+        ok_json(&[
+            "eval",
+            "perplexity",
+            "-m",
+            m,
+            "-f",
+            c,
+            "-c",
+            "32",
+            "--chunks",
+            "2",
+            "--json",
+            "--device",
+            device,
+        ])["ppl"]
+            .as_f64()
+            .unwrap()
+    };
+    let (a, b) = (ppl("cpu").ln(), ppl("cpu-generic").ln());
+    assert!((a - b).abs() <= 1e-4 * a.abs(), "mean NLL {a} vs {b}");
+    if !candle_core::utils::cuda_is_available() {
+        for args in [
+            &["eval", "perplexity", "-m", m, "-f", c, "--device", "cuda"][..],
+            &[
+                "eval",
+                "kl",
+                "-m",
+                m,
+                "--reference",
+                m,
+                "-f",
+                c,
+                "--device",
+                "cuda:1",
+            ],
+            &[
+                "eval", "top-k", "-m", m, "--text", "the", "--device", "cuda",
+            ],
+            &["generate", "-m", m, "-p", "the", "--device", "cuda"],
+            &["bench", "tokens-per-second", "-m", m, "--device", "cuda"],
+            &["train", "--teacher", m, "--data", c, "--device", "cuda"],
+        ] {
+            let e = one_line_error(args);
+            assert!(e.contains("--features cuda"), "{args:?}: {e}");
+        }
+    }
+    let e = one_line_error(&["generate", "-m", m, "-p", "the", "--device", "tpu"]);
+    assert!(e.contains("cpu-generic"), "{e}");
+}

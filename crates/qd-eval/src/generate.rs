@@ -13,6 +13,21 @@ pub fn generate<L: Linear, E: Embedding>(
     n: usize,
     sampler: &mut Sampler,
     stop: &[u32],
+    on_token: impl FnMut(u32),
+) -> Result<Vec<u32>> {
+    generate_on(model, prompt, n, sampler, stop, false, on_token)
+}
+
+/// As [`generate`]; with `graph`, through candle's graph and its KV cache even where the fused
+/// decoder applies (the device-generic path; on a GPU the graph is the only path). The logits
+/// of each step come to the host, where the sampler runs.
+pub fn generate_on<L: Linear, E: Embedding>(
+    model: &Transformer<L, E>,
+    prompt: &[u32],
+    n: usize,
+    sampler: &mut Sampler,
+    stop: &[u32],
+    graph: bool,
     mut on_token: impl FnMut(u32),
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
@@ -32,7 +47,11 @@ pub fn generate<L: Linear, E: Embedding>(
     };
     // The prompt in one batch, then one token at a time: through the fused decoder where it
     // applies, else through the graph and its cache.
-    let mut decoder = Decoder::new(model, prompt.len() + n)?;
+    let mut decoder = if graph {
+        None
+    } else {
+        Decoder::new(model, prompt.len() + n)?
+    };
     let mut row = match decoder.as_mut() {
         Some(d) => d.prefill(prompt, prompt.len() - 1..prompt.len())?,
         None => {

@@ -12,7 +12,7 @@ pub mod topk;
 
 pub use bench::{bench, BenchResult};
 pub use error::{EvalError, Result};
-pub use generate::generate;
+pub use generate::{generate, generate_on};
 pub use imatrix::{collect_imatrix, Collected};
 pub use kl::{kl_divergence, KlReport};
 pub use perplexity::{

@@ -74,7 +74,10 @@ impl<L: Linear> Block<L> {
         let h = rms_norm(&x, &self.ffn_norm, hp.rms_eps)?;
         let gate = self.gate.forward(&h)?;
         let gate = match ctx.act {
-            Activation::GeluTanh if ctx.ggml => crate::ggml_numerics::gelu(&gate)?,
+            // ggml-cpu's f16 table is a host loop: on a GPU, candle's tanh GELU instead.
+            Activation::GeluTanh if ctx.ggml && gate.device().is_cpu() => {
+                crate::ggml_numerics::gelu(&gate)?
+            }
             Activation::GeluTanh => gate.gelu()?,
             Activation::Silu => candle_nn::ops::silu(&gate)?,
         };

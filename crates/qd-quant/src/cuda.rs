@@ -152,3 +152,12 @@ pub fn keep_freed_memory(dev: &CudaDevice) -> Result<()> {
     }
     Ok(())
 }
+
+/// The device's name (llama-bench's `gpu_info`) and its `(free, total)` memory in bytes.
+pub fn device_info(dev: &CudaDevice) -> Result<(String, usize, usize)> {
+    let stream = dev.cuda_stream();
+    let ctx = stream.context();
+    let name = ctx.name().w()?;
+    let (free, total) = ctx.mem_get_info().w()?;
+    Ok((name, free, total))
+}
