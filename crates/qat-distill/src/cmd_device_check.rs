@@ -79,7 +79,8 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
         }
     };
     let dev = crate::device::open(a.device)?;
-    let work = tempfile_dir(&a.out)?;
+    let work = WorkDir(tempfile_dir(&a.out)?);
+    let work = &work.0;
     let t0 = Instant::now();
     let gpu = crate::device::gpu_info(&dev)?;
     let mut report = json!({
@@ -98,10 +99,10 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
         "device-check: parity ({} QAT steps per family, device and CPU)",
         sizes.steps
     );
-    report["parity"] = parity(a.device, &dev, &a.data, &work, sizes.steps)?;
-    let teacher = teacher_file(a.teacher.as_deref(), &work)?;
+    report["parity"] = parity(a.device, &dev, &a.data, work, sizes.steps)?;
+    let teacher = teacher_file(a.teacher.as_deref(), work)?;
     eprintln!("device-check: speed ({})", teacher.display());
-    report["speed"] = speed(a.device, &dev, &teacher, &a.data, &work, &sizes)?;
+    report["speed"] = speed(a.device, &dev, &teacher, &a.data, work, &sizes)?;
     eprintln!("device-check: bench");
     report["bench"] = bench(&dev, a.device, &teacher, &sizes)?;
     report["pass"] = json!(passes(&report));
@@ -109,7 +110,6 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     qd_gguf::write_atomic(&a.out, text.as_bytes())
         .with_context(|| format!("writing {}", a.out.display()))?;
-    let _ = std::fs::remove_dir_all(&work);
     println!("{text}");
     anyhow::ensure!(
         report["pass"] == true,
@@ -126,6 +126,15 @@ fn write_tiny(dir: &Path, name: &str, spec: &TinySpec) -> anyhow::Result<PathBuf
     qd_gguf::write_atomic(&path, &tiny_gguf(spec))
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(path)
+}
+
+/// The working folder, removed however the check ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A fresh working folder beside the report.
@@ -228,8 +237,17 @@ fn ops(dev: &Device, n: usize) -> anyhow::Result<Value> {
 fn loss_parity(dev: &Device) -> anyhow::Result<Value> {
     use qd_distill::loss::{cross_entropy, divergence, fused::fused_loss, Divergence};
     let (n, v) = (16, 8192);
-    let s = Tensor::randn(0f32, 3.0, (n, v), &Device::Cpu)?;
-    let t = Tensor::randn(0f32, 4.0, (n, v), &Device::Cpu)?;
+    // Deterministic logits (the test values, scaled), so that every run checks the same case.
+    let vals = test_values(2 * n * v);
+    let logits = |part: &[f32], scale: f32| {
+        let x: Vec<f32> = part
+            .iter()
+            .map(|x| (x * 40.0).clamp(-1.0, 1.0) * scale)
+            .collect();
+        Tensor::from_vec(x, (n, v), &Device::Cpu)
+    };
+    let s = logits(&vals[..n * v], 6.0)?;
+    let t = logits(&vals[n * v..], 8.0)?;
     let targets: Vec<u32> = (0..n as u32).map(|i| (i * 331 + 17) % v as u32).collect();
     let mask = vec![1f32; n];
     let (mut worst_loss, mut worst_grad) = (0f64, 0f64);
@@ -481,8 +499,9 @@ fn bench(dev: &Device, device: DeviceSpec, teacher: &Path, s: &Sizes) -> anyhow:
 }
 
 /// Whether every parity figure is within its tolerance: ops bit-exact (learned steps equal as
-/// values), the loss within 1e-5, each training step within 1e-3, the export's perplexity on the
-/// device within 1e-3 of the CPU's.
+/// values), the loss and its logit gradient within 1e-4 (the CPU's composed loss is within 1e-5
+/// of the fused one; a GPU sums in another order), each training step within 1e-3, the export's
+/// perplexity on the device within 1e-3 of the CPU's.
 fn passes(r: &Value) -> bool {
     let ops = &r["ops"];
     let fq_ok = ops["fake_quant_bit_mismatches"]
@@ -491,10 +510,10 @@ fn passes(r: &Value) -> bool {
     let ls_ok = ops["learned_step_mismatches"] == 0;
     let loss_ok = ops["loss"]["max_rel_loss"]
         .as_f64()
-        .is_some_and(|v| v <= 1e-5)
+        .is_some_and(|v| v <= 1e-4)
         && ops["loss"]["max_rel_logit_grad"]
             .as_f64()
-            .is_some_and(|v| v <= 1e-5);
+            .is_some_and(|v| v <= 1e-4);
     let parity_ok = r["parity"].as_array().is_some_and(|rows| {
         rows.iter().all(|p| {
             p["max_rel_loss"].as_f64().is_some_and(|v| v <= 1e-3)

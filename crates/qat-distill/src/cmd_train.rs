@@ -151,6 +151,13 @@ pub struct Args {
     /// CPU) or cuda[:N] (a build with --features cuda). A checkpoint resumes on any device.
     #[arg(long, value_parser = parse_device)]
     device: Option<String>,
+    /// Distil from a stored teacher (`qat-distill teacher-cache`): the KD term over its top-k
+    /// ids and tail; the teacher is not loaded.
+    #[arg(long)]
+    teacher_cache: Option<PathBuf>,
+    /// The online KD term over the teacher's top K ids and the tail (a cache of that k's loss).
+    #[arg(long)]
+    kd_top_k: Option<usize>,
 }
 
 /// A `--device` value `qd_model::DeviceSpec` knows, in the config's spelling.
@@ -258,6 +265,12 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     if let Some(v) = &a.qat {
         c.qat = (v != "none").then(|| v.clone());
     }
+    if let Some(p) = &a.teacher_cache {
+        c.teacher_cache = Some(p.clone());
+    }
+    if let Some(k) = a.kd_top_k {
+        c.kd_top_k = Some(k);
+    }
     if let Some(v) = a.qat_start {
         c.qat_start = v;
     }
@@ -279,11 +292,12 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     c.data = c.data.iter().map(|p| expand_home(p)).collect();
     c.student_file = c.student_file.as_deref().map(expand_home);
     c.imatrix = c.imatrix.as_deref().map(expand_home);
+    c.teacher_cache = c.teacher_cache.as_deref().map(expand_home);
     Ok(c)
 }
 
 /// `~/x` as the shell would expand it (config files are not seen by a shell).
-fn expand_home(p: &std::path::Path) -> PathBuf {
+pub fn expand_home(p: &std::path::Path) -> PathBuf {
     match (p.strip_prefix("~"), std::env::var_os("HOME")) {
         (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => p.to_path_buf(),

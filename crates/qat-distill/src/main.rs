@@ -9,6 +9,7 @@ mod cmd_imatrix;
 mod cmd_inspect;
 mod cmd_student;
 mod cmd_synth;
+mod cmd_teacher_cache;
 mod cmd_tokenize;
 mod cmd_train;
 mod device;
@@ -68,6 +69,9 @@ enum Command {
     /// Evaluate a model: perplexity and bits per byte, KL against a reference, per-position top-k.
     #[command(subcommand)]
     Eval(cmd_eval::EvalCommand),
+    /// Store the teacher's top-k distribution over a run's data once, for `train
+    /// --teacher-cache` (no teacher in memory) and `eval kl --teacher-cache`.
+    TeacherCache(cmd_teacher_cache::Args),
     /// Check a device against the CPU (ops bit for bit, training parity, speed, memory, bench)
     /// and write one JSON report: tools/gpu-check.sh runs it on a GPU.
     DeviceCheck(cmd_device_check::Args),
@@ -163,5 +167,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(c) => cmd_bench::run(c),
         Command::Synth(a) => cmd_synth::run(a),
         Command::DeviceCheck(a) => cmd_device_check::run_cmd(a),
+        Command::TeacherCache(a) => cmd_teacher_cache::run(a),
     }
 }

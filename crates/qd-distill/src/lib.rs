@@ -5,4 +5,5 @@ pub mod data;
 pub mod export;
 pub mod loss;
 pub mod student;
+pub mod teacher_cache;
 pub mod train;

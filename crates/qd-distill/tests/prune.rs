@@ -267,7 +267,10 @@ fn a_trimmed_student_trains_against_the_restricted_teacher() {
     let (student, _) = student_from_file(&s, &[], &DEV).unwrap();
     let rep = qd_distill::train::eval::evaluate(
         &student,
-        &rt,
+        &qd_distill::train::step::TeacherSource::Model {
+            model: &rt,
+            top_k: None,
+        },
         std::slice::from_ref(&seq),
         1.0,
         4,

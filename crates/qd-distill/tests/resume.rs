@@ -82,8 +82,12 @@ fn run(
         let (_, mut g) = batch_loss_and_grads(
             student,
             &store.all_vars(),
-            teacher,
+            &qd_distill::train::step::TeacherSource::Model {
+                model: teacher,
+                top_k: None,
+            },
             &[qd_distill::data::Example::plain(d[s].clone())],
+            &[],
             None,
             &cfg,
             None,

@@ -66,6 +66,19 @@ impl Mixture {
 
     /// The sequence for training slot `slot` of a run seeded with `seed`.
     pub fn pick(&self, seed: u64, slot: u64) -> &[u32] {
+        let (d, i) = self.draw(seed, slot);
+        &self.sets[d][i]
+    }
+
+    /// The index of [`Mixture::pick`]'s sequence in the union's training sequences (the
+    /// parts' in order), by which a teacher cache finds it.
+    pub fn pick_index(&self, seed: u64, slot: u64) -> usize {
+        let (d, i) = self.draw(seed, slot);
+        self.sets[..d].iter().map(Vec::len).sum::<usize>() + i
+    }
+
+    /// (set, sequence in the set) for a slot.
+    fn draw(&self, seed: u64, slot: u64) -> (usize, usize) {
         let mut rng = StdRng::seed_from_u64(
             (seed ^ 0x6D1F_A3B5_27C4_E809)
                 ^ slot.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
@@ -77,8 +90,7 @@ impl Mixture {
             .position(|&c| u < c)
             .unwrap_or(self.sets.len() - 1);
         // A set of weight 0 is never chosen: its cumulative sum equals the previous one's.
-        let set = &self.sets[d];
-        &set[rng.random_range(0..set.len())]
+        (d, rng.random_range(0..self.sets[d].len()))
     }
 }
 
@@ -109,6 +121,9 @@ mod tests {
         assert!((share - 0.75).abs() < 0.02, "dataset 1 drawn {share}");
         assert_eq!(counts[3], 0, "weight 0 is never drawn");
         assert_eq!(m.pick(7, 123), m.pick(7, 123));
+        for s in 0..200 {
+            assert_eq!(m.pick(7, s), union.train[m.pick_index(7, s)].as_slice());
+        }
         // Within a set, sequences are drawn across the whole set.
         let seen: std::collections::HashSet<u32> = (0..8000)
             .map(|s| m.pick(7, s))

@@ -14,6 +14,9 @@ pub struct TeacherTopK {
     pub ids: Tensor,
     /// `[n, k]` log-probabilities of those ids at temperature T (over the full vocabulary).
     pub logprobs: Tensor,
+    /// `[n, 1]` log of the mass left to the other ids, where it was stored (a cache keeps it in
+    /// f32 from the exact log-probabilities); else computed from `logprobs`.
+    pub log_tail: Option<Tensor>,
 }
 
 impl TeacherTopK {
@@ -25,7 +28,11 @@ impl TeacherTopK {
             .narrow(D::Minus1, 0, k)?
             .contiguous()?;
         let logprobs = lp.gather(&ids, D::Minus1)?;
-        Ok(Self { ids, logprobs })
+        Ok(Self {
+            ids,
+            logprobs,
+            log_tail: None,
+        })
     }
 }
 
@@ -48,6 +55,10 @@ pub fn divergence_topk(
     let lp_s = lp_s_full.gather(&teacher.ids.to_dtype(DType::U32)?, D::Minus1)?;
     let lp_t = teacher.logprobs.to_dtype(lp_s.dtype())?;
     let s = Tensor::cat(&[&lp_s, &log_tail(&lp_s)?], D::Minus1)?;
-    let t_ = Tensor::cat(&[&lp_t, &log_tail(&lp_t)?], D::Minus1)?;
+    let tail_t = match &teacher.log_tail {
+        Some(t) => t.to_dtype(lp_s.dtype())?,
+        None => log_tail(&lp_t)?,
+    };
+    let t_ = Tensor::cat(&[&lp_t, &tail_t], D::Minus1)?;
     masked_sum(&rowwise(&t_, &s, div)?, mask)
 }

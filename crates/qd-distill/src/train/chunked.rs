@@ -7,7 +7,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
 use qd_model::{Embedding, Linear, Transformer};
 
-use crate::loss::{cross_entropy, divergence, fused, Divergence};
+use crate::loss::{cross_entropy, divergence, divergence_topk, fused, Divergence, TeacherTopK};
+use crate::teacher_cache::CachedRows;
 
 #[derive(Debug, Clone, Copy)]
 pub struct LossConfig {
@@ -43,16 +44,66 @@ fn only_params(g: &GradStore, params: &[Var]) -> GradStore {
     out
 }
 
-/// `student_normed [n, d]` is the student's final hidden state *with its graph*;
-/// `teacher_normed [n, dt]` the teacher's; row `i` predicts `targets[i]` where `mask[i]` is 1.
+/// The teacher's side of the loss for one sequence.
+pub enum TeacherRows<'a, TL, TE> {
+    /// The teacher's final hidden states `[n, dt]`; its LM head runs chunk by chunk, and the
+    /// loss sees the full vocabulary, or the top `top_k` ids and the tail when given.
+    Model {
+        model: &'a Transformer<TL, TE>,
+        normed: &'a Tensor,
+        top_k: Option<usize>,
+    },
+    /// A stored teacher (`teacher_cache`): its top-k ids, log-probabilities and tail.
+    Cached(&'a CachedRows),
+}
+
+impl<TL: Linear, TE: Embedding> TeacherRows<'_, TL, TE> {
+    /// Rows `start..start + len` on `dev`: full logits, or the top-k signal.
+    fn chunk(
+        &self,
+        start: usize,
+        len: usize,
+        temperature: f64,
+        dev: &candle_core::Device,
+    ) -> Result<Signal> {
+        match self {
+            Self::Model {
+                model,
+                normed,
+                top_k,
+            } => {
+                let logits = model
+                    .lm_head(&normed.narrow(0, start, len)?.unsqueeze(0)?)?
+                    .squeeze(0)?;
+                match top_k {
+                    None => Ok(Signal::Logits(logits)),
+                    Some(k) => Ok(Signal::TopK(TeacherTopK::from_logits(
+                        &logits,
+                        *k,
+                        temperature,
+                    )?)),
+                }
+            }
+            Self::Cached(rows) => Ok(Signal::TopK(rows.chunk(start, len, dev)?)),
+        }
+    }
+}
+
+/// One chunk of the teacher's signal.
+enum Signal {
+    Logits(Tensor),
+    TopK(TeacherTopK),
+}
+
+/// `student_normed [n, d]` is the student's final hidden state *with its graph*; the teacher's
+/// side is `teacher`'s; row `i` predicts `targets[i]` where `mask[i]` is 1.
 /// Returns the loss and the gradients of `params` (the student's trained tensors).
 #[allow(clippy::too_many_arguments)]
 pub fn chunked_loss_and_grads<L, E, TL, TE>(
     student: &Transformer<L, E>,
     params: &[Var],
     student_normed: &Tensor,
-    teacher: &Transformer<TL, TE>,
-    teacher_normed: &Tensor,
+    teacher: &TeacherRows<'_, TL, TE>,
     targets: &Tensor,
     mask: &Tensor,
     cfg: &LossConfig,
@@ -91,9 +142,7 @@ where
         let s_logits = student
             .lm_head(&h_in.narrow(0, start, len)?.unsqueeze(0)?)?
             .squeeze(0)?;
-        let t_logits = teacher
-            .lm_head(&teacher_normed.narrow(0, start, len)?.unsqueeze(0)?)?
-            .squeeze(0)?;
+        let signal = teacher.chunk(start, len, cfg.temperature, h.device())?;
         let m = mask.narrow(0, start, len)?;
         let tg = targets.narrow(0, start, len)?;
         let (w_kd, w_ce) = (cfg.alpha * t2 * norm, (1.0 - cfg.alpha) * norm);
@@ -103,10 +152,12 @@ where
         } else {
             None
         };
-        let loss = if cfg.fused && fused::supports(cfg.divergence) {
+        let loss = if let (Signal::Logits(t_logits), true) =
+            (&signal, cfg.fused && fused::supports(cfg.divergence))
+        {
             let f = fused::fused_loss(
                 &s_logits.detach(),
-                &t_logits,
+                t_logits,
                 &tg.to_dtype(DType::U32)?.to_vec1::<u32>()?,
                 &m.to_dtype(DType::F32)?.to_vec1::<f32>()?,
                 cfg.temperature,
@@ -130,7 +181,12 @@ where
                 Some(v) => v.as_tensor().clone(),
                 None => s_logits,
             };
-            let kd = divergence(&s_logits, &t_logits, &m, cfg.temperature, cfg.divergence)?;
+            let kd = match &signal {
+                Signal::Logits(t) => divergence(&s_logits, t, &m, cfg.temperature, cfg.divergence)?,
+                Signal::TopK(t) => {
+                    divergence_topk(&s_logits, t, &m, cfg.temperature, cfg.divergence)?
+                }
+            };
             let ce = cross_entropy(&s_logits, &tg, &m)?;
             let loss = (kd.sum.affine(w_kd, 0.0)? + ce.sum.affine(w_ce, 0.0)?)?;
             parts.kd += kd.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;

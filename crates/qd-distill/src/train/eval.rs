@@ -4,8 +4,10 @@
 use candle_core::{Result, Tensor};
 use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
 
-use crate::loss::{cross_entropy, divergence, Divergence};
+use super::step::TeacherSource;
+use crate::loss::{cross_entropy, divergence, divergence_topk, Divergence};
 use crate::student::VocabMap;
+use crate::teacher_cache::{CachedRows, SeqRef, Split};
 
 /// `log Σ exp` of each row of `[n, v]` logits.
 fn logsumexp_rows(x: &Tensor) -> Result<Tensor> {
@@ -24,9 +26,12 @@ pub struct EvalReport {
     pub teacher_mass_dropped: f64,
 }
 
+/// The student's held-out figures on `seqs` (the run's first held-out sequences, in order):
+/// against the teacher's full distribution, or against a cache's top-k + tail (then `kd` is
+/// that divergence).
 pub fn evaluate<L, E, TL, TE>(
     student: &Transformer<L, E>,
-    teacher: &Transformer<TL, TE>,
+    source: &TeacherSource<'_, TL, TE>,
     seqs: &[Vec<u32>],
     temperature: f64,
     chunk: usize,
@@ -44,7 +49,11 @@ where
         hidden_states: false,
     };
     let (mut ce, mut kd, mut n, mut dropped) = (0f64, 0f64, 0f64, 0f64);
-    for seq in seqs {
+    let teacher = match source {
+        TeacherSource::Model { model, .. } => Some(*model),
+        TeacherSource::Cache(_) => None,
+    };
+    for (i, seq) in seqs.iter().enumerate() {
         let (targets, mask) = crate::loss::shift::next_token_targets(seq, None, &dev)?;
         let x = Tensor::new(&seq[..seq.len() - 1], &dev)?.unsqueeze(0)?;
         let s = student
@@ -53,6 +62,45 @@ where
             .normed
             .squeeze(0)?
             .detach();
+        let len = s.dim(0)?;
+        if let TeacherSource::Cache(cache) = source {
+            let r = SeqRef {
+                split: Split::Val,
+                index: i,
+            };
+            let rows = CachedRows::of(
+                &cache
+                    .get(r)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+                &seq[..seq.len() - 1],
+                cache.k(),
+            )
+            .map_err(candle_core::Error::Msg)?;
+            let mut start = 0;
+            while start < len {
+                let l = chunk.max(1).min(len - start);
+                let sl = student
+                    .lm_head(&s.narrow(0, start, l)?.unsqueeze(0)?)?
+                    .squeeze(0)?
+                    .detach();
+                let m = mask.narrow(0, start, l)?;
+                let c = cross_entropy(&sl, &targets.narrow(0, start, l)?, &m)?;
+                let t = rows.chunk(start, l, &dev)?;
+                let k = divergence_topk(&sl, &t, &m, temperature, Divergence::Forward)?;
+                ce += c
+                    .sum
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                kd += k
+                    .sum
+                    .to_dtype(candle_core::DType::F64)?
+                    .to_scalar::<f64>()?;
+                n += c.count;
+                start += l;
+            }
+            continue;
+        }
+        let teacher = teacher.expect("a model source when not cached");
         let tx = match vocab {
             Some((m, _)) => Tensor::new(m.to_teacher(&seq[..seq.len() - 1]), &dev)?.unsqueeze(0)?,
             None => x.clone(),
@@ -62,7 +110,6 @@ where
             .map_err(candle_core::Error::wrap)?
             .normed
             .squeeze(0)?;
-        let len = s.dim(0)?;
         let mut start = 0;
         while start < len {
             let l = chunk.max(1).min(len - start);

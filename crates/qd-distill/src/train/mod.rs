@@ -1,6 +1,7 @@
 //! Training pieces: the memory-bounded loss (`chunked`), the optimizer and checkpoints.
 
 pub mod adamw;
+pub mod batches;
 pub mod checkpoint;
 pub mod chunked;
 pub mod eval;

@@ -9,26 +9,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::Device;
-use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use super::batches::Data;
 use super::checkpoint::{checkpoint_dir, list, prune, Checkpoint, CheckpointError};
 use super::chunked::LossConfig;
 use super::eval::{evaluate, EvalReport};
 use super::schedule::{learning_rate, Schedule, Shape};
 use super::state::RunState;
-use super::step::batch_loss_and_grads;
-use crate::data::{
-    pack, read_documents, split_and_shuffle, Augment, DataError, Example, Mixture, Packed,
-};
+use super::step::{batch_loss_and_grads, TeacherSource};
+use crate::data::{Augment, DataError};
 use crate::loss::Divergence;
 use crate::student::{
     build_student, student_from_file, vocab_map, QatPlan, Student, StudentConfig, VarStore,
     VocabMap, STEP_SUFFIX,
 };
+use crate::teacher_cache::{SeqRef, Split};
 use qd_export::Recipe;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +99,12 @@ pub struct RunConfig {
     /// Weighted mixing: one weight per `data` entry, each packed and split alone and drawn with
     /// these probabilities (empty = all entries as one corpus).
     pub data_weights: Vec<f64>,
+    /// Distil from a stored teacher (`qat-distill teacher-cache`): the KD term over its top-k
+    /// ids and tail, no teacher forward pass and no teacher in memory.
+    pub teacher_cache: Option<PathBuf>,
+    /// The online KD term over the teacher's top `kd_top_k` ids and the tail (what a cache of
+    /// that k stores); `None`: the full vocabulary.
+    pub kd_top_k: Option<usize>,
     /// Where the run computes: `cpu` (the fused CPU kernels), `cpu-generic` (the path a GPU
     /// runs, on the CPU) or `cuda[:N]`. Checkpoints are the same on every device: a run may
     /// resume on another.
@@ -152,6 +155,8 @@ impl Default for RunConfig {
             token_noise: 0.0,
             data_weights: Vec::new(),
             device: "cpu".into(),
+            teacher_cache: None,
+            kd_top_k: None,
         }
     }
 }
@@ -170,6 +175,8 @@ pub enum TrainError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Export(#[from] qd_export::ExportError),
+    #[error(transparent)]
+    Cache(#[from] crate::teacher_cache::CacheError),
     /// The candle error is shown, not chained as a source: a one-line report (`{:#}`) would
     /// print its message twice.
     #[error("computation failed: {0}")]
@@ -330,6 +337,15 @@ impl RunConfig {
                 self.data.len()
             )));
         }
+        if self.kd_top_k == Some(0) {
+            return bad("kd_top_k must be at least 1");
+        }
+        if self.teacher_cache.is_some() && self.token_noise > 0.0 {
+            return bad(
+                "token noise changes what the teacher reads, and a teacher cache holds its \
+                 output on the clean text: drop token_noise or the cache",
+            );
+        }
         if self.learned_steps && self.qat.is_none() {
             return bad("learned step sizes are QAT's block scales: give a recipe too (--qat)");
         }
@@ -389,86 +405,6 @@ fn append_log(path: &Path, v: &impl Serialize) -> Result<(), TrainError> {
         .open(path)
         .map_err(io)?;
     writeln!(f, "{}", serde_json::to_string(v).expect("serialisable")).map_err(io)
-}
-
-/// Sequence indices for `step`: consecutive slots of per-epoch seeded permutations.
-fn batch_indices(step: usize, per_step: usize, n: usize, seed: u64) -> Vec<usize> {
-    (0..per_step)
-        .map(|j| {
-            let slot = step * per_step + j;
-            let epoch = slot / n;
-            let mut perm: Vec<usize> = (0..n).collect();
-            perm.shuffle(&mut StdRng::seed_from_u64(seed.wrapping_add(epoch as u64)));
-            perm[slot % n]
-        })
-        .collect()
-}
-
-/// The training sequences: packed and split into train/val, and (with `data_weights`) the
-/// mixture that picks each step's sequences from the per-entry datasets.
-struct Data {
-    packed: Packed,
-    mixture: Option<Mixture>,
-}
-
-impl Data {
-    /// One dataset of everything under `cfg.data`, or one per entry, mixed.
-    fn load(
-        cfg: &RunConfig,
-        tok: &qd_tokenizer::GgufTokenizer,
-        teacher_sha256: &str,
-    ) -> Result<Self, TrainError> {
-        let cache_dir = if cfg.token_cache {
-            crate::data::default_cache_dir()
-        } else {
-            None
-        };
-        let packs = |paths: &[PathBuf]| -> Result<Packed, TrainError> {
-            let docs = read_documents(paths)?;
-            let (stream, _) =
-                crate::data::cached_token_stream(tok, teacher_sha256, &docs, cache_dir.as_deref())?;
-            Ok(split_and_shuffle(
-                pack(&stream, cfg.seq_len)?,
-                cfg.val_fraction,
-                cfg.seed,
-            ))
-        };
-        let (packed, mixture) = if cfg.data_weights.is_empty() {
-            (packs(&cfg.data)?, None)
-        } else {
-            let parts = cfg
-                .data
-                .iter()
-                .map(|p| packs(std::slice::from_ref(p)))
-                .collect::<Result<Vec<_>, _>>()?;
-            let (m, union) = Mixture::new(parts, &cfg.data_weights).map_err(TrainError::Config)?;
-            (union, Some(m))
-        };
-        if packed.train.is_empty() {
-            return Err(TrainError::Data(DataError::TooShort {
-                tokens: packed.val.len() * cfg.seq_len,
-                needed: cfg.seq_len,
-            }));
-        }
-        Ok(Self { packed, mixture })
-    }
-
-    /// Step `step`'s examples: the (seed, step)-determined sequences, augmented.
-    fn batch(&self, cfg: &RunConfig, step: usize, augment: &Augment, vocab: u32) -> Vec<Example> {
-        let per_step = cfg.batch_size * cfg.grad_accum;
-        batch_indices(step, per_step, self.packed.train.len(), cfg.seed)
-            .iter()
-            .enumerate()
-            .map(|(j, &i)| {
-                let slot = (step * per_step + j) as u64;
-                let seq = match &self.mixture {
-                    Some(m) => m.pick(cfg.seed, slot),
-                    None => &self.packed.train[i],
-                };
-                augment.apply(seq, vocab, cfg.seed, slot)
-            })
-            .collect()
-    }
 }
 
 /// The trained student, and for QAT runs its fake-quant twin (same variables) and the plan
@@ -606,10 +542,12 @@ fn resume_from_latest(
         || saved.seed != cfg.seed
         || saved.qat != cfg.qat
         || saved.learned_steps != cfg.learned_steps
+        || saved.kd_top_k != cfg.kd_top_k
+        || saved.teacher_cache.is_some() != cfg.teacher_cache.is_some()
     {
         return Err(TrainError::Config(format!(
-            "{} was trained with another student, sequence length, seed, QAT recipe or step-size \
-             setting",
+            "{} was trained with another student, sequence length, seed, QAT recipe, step-size \
+             setting or teacher signal (full, top-k, cached)",
             dir.display()
         )));
     }
@@ -745,16 +683,42 @@ pub fn run(
     };
     // The data in the student's tokenization (the teacher's unless it is trimmed).
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(sf.as_ref().unwrap_or(&tf))?;
-    let mut teacher = qd_model::load_quantized(&tf, &dev)?;
-    let teacher_vocab = teacher.hp.vocab_size;
+    let cache = cfg
+        .teacher_cache
+        .as_deref()
+        .map(crate::teacher_cache::TeacherCache::open)
+        .transpose()?;
+    if let (Some(c), Some(k)) = (&cache, cfg.kd_top_k) {
+        if k != c.k() {
+            return Err(TrainError::Config(format!(
+                "kd_top_k {k} but the teacher cache {} holds k = {}",
+                c.dir.display(),
+                c.k()
+            )));
+        }
+    }
+    if cache.is_some() && vmap.is_some() {
+        return Err(TrainError::Config(
+            "a trimmed student's vocabulary cannot read a teacher cache yet (its ids are the \
+             teacher's); train it online"
+                .into(),
+        ));
+    }
+    // With a cache the teacher is never loaded: its file gives the student's weights and the
+    // tokenizer only.
+    let mut teacher = match &cache {
+        Some(_) => None,
+        None => Some(qd_model::load_quantized(&tf, &dev)?),
+    };
+    let teacher_vocab = qd_model::HParams::from_gguf(&tf)?.vocab_size;
     // A trimmed student's teacher: its LM head restricted to the kept ids (the renormalised
     // distribution the student learns), the full head kept to report the mass left out.
-    let full_head = match &vmap {
-        Some(m) => {
+    let full_head = match (&vmap, teacher.as_mut()) {
+        (Some(m), Some(teacher)) => {
             let restricted = teacher.lm_head.gather_rows(&m.kept)?;
             Some(std::mem::replace(&mut teacher.lm_head, restricted))
         }
-        None => None,
+        _ => None,
     };
     let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
     let student_sha256 = cfg
@@ -767,6 +731,22 @@ pub fn run(
         &tok,
         student_sha256.as_deref().unwrap_or(&teacher_sha256),
     )?;
+    if let Some(c) = &cache {
+        let temperature =
+            crate::teacher_cache::build::run_temperature(cfg).map_err(TrainError::Config)?;
+        c.check(&crate::teacher_cache::Identity {
+            teacher_sha256: teacher_sha256.clone(),
+            tokenizer_sha256: crate::teacher_cache::build::tokenizer_sha256(&tf),
+            data_hash: data.packed.hash.clone(),
+            seq_len: cfg.seq_len,
+            seed: cfg.seed,
+            val_fraction: cfg.val_fraction,
+            k: c.k(),
+            temperature,
+            vocab_size: teacher_vocab,
+            path: c.manifest.identity.path.clone(),
+        })?;
+    }
     let imatrix = match &cfg.imatrix {
         Some(p) => Some((qd_export::Imatrix::open(p)?, p.as_path())),
         None => None,
@@ -790,6 +770,14 @@ pub fn run(
     drop(tf);
     drop(sf);
     let eval_vocab = vmap.as_ref().zip(full_head.as_ref());
+    let source = match (&teacher, &cache) {
+        (Some(model), _) => TeacherSource::Model {
+            model,
+            top_k: cfg.kd_top_k,
+        },
+        (None, Some(c)) => TeacherSource::Cache(c),
+        (None, None) => unreachable!("a teacher is loaded whenever no cache is given"),
+    };
     let store = &students.store;
     let mut opt = AdamW::new(
         store.vars.clone(),
@@ -891,11 +879,20 @@ pub fn run(
         }
         let examples = data.batch(cfg, step, &augment, vocab);
         let model = students.at(cfg, step);
+        let refs: Vec<SeqRef> = data
+            .batch_refs(cfg, step)
+            .into_iter()
+            .map(|index| SeqRef {
+                split: Split::Train,
+                index,
+            })
+            .collect();
         let (parts, mut grads) = batch_loss_and_grads(
             model,
             &params,
-            &teacher,
+            &source,
             &examples,
+            &refs,
             None,
             &lcfg,
             vmap.as_ref(),
@@ -946,7 +943,7 @@ pub fn run(
         if cfg.eval_every > 0 && done % cfg.eval_every == 0 && !val.is_empty() {
             let ev = Event::Eval {
                 step: done,
-                val: evaluate(model, &teacher, &val, temperature, cfg.chunk, eval_vocab)?,
+                val: evaluate(model, &source, &val, temperature, cfg.chunk, eval_vocab)?,
             };
             append_log(&log, &ev)?;
             on_event(&ev);
@@ -972,7 +969,7 @@ pub fn run(
     } else {
         evaluate(
             students.at(cfg, cfg.steps),
-            &teacher,
+            &source,
             &val,
             cfg.temperature.at(1.0, 0),
             cfg.chunk,

@@ -6,17 +6,32 @@ use candle_core::{Result, Tensor};
 use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
 
 use crate::student::VocabMap;
+use crate::teacher_cache::{CachedRows, SeqRef, TeacherCache};
 
-use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts};
+use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts, TeacherRows};
+
+/// Where a step's teacher signal comes from.
+pub enum TeacherSource<'a, TL, TE> {
+    /// The teacher run on each example (full vocabulary, or its top `top_k` + tail).
+    Model {
+        model: &'a Transformer<TL, TE>,
+        top_k: Option<usize>,
+    },
+    /// A stored teacher: each example's positions read from the cache.
+    Cache(&'a TeacherCache),
+}
 
 /// Loss and gradients averaged over `examples` (each at least 2 tokens; targets shifted by one,
-/// `pad` targets masked; both models read each example's `inputs`). With a trimmed student,
-/// `vocab` maps its ids to the teacher's, and `teacher`'s LM head is restricted to the kept ids.
+/// `pad` targets masked; both models read each example's `inputs`; `refs[i]` is example `i`'s
+/// sequence, where a cache needs it). With a trimmed student, `vocab` maps its ids to the
+/// teacher's, and `teacher`'s LM head is restricted to the kept ids.
+#[allow(clippy::too_many_arguments)]
 pub fn batch_loss_and_grads<L, E, TL, TE>(
     student: &Transformer<L, E>,
     params: &[candle_core::Var],
-    teacher: &Transformer<TL, TE>,
+    teacher: &TeacherSource<'_, TL, TE>,
     examples: &[crate::data::Example],
+    refs: &[SeqRef],
     pad: Option<u32>,
     cfg: &LossConfig,
     vocab: Option<&VocabMap>,
@@ -38,29 +53,48 @@ where
     let scale = 1.0 / examples.len() as f64;
     let mut total = LossParts::default();
     let mut acc: Option<GradStore> = None;
-    for ex in examples {
+    for (i, ex) in examples.iter().enumerate() {
         let (targets, mask) = crate::loss::shift::next_token_targets(&ex.tokens, pad, &dev)?;
         if ex.inputs.len() + 1 != ex.tokens.len() {
             candle_core::bail!("an example's inputs must be its tokens but the last");
         }
         let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
-        let tx = match vocab {
-            Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
-            None => x.clone(),
-        };
-        let t_normed = teacher
-            .forward(&tx, None, &opts)
-            .map_err(candle_core::Error::wrap)?
-            .normed
-            .squeeze(0)?;
         let s_normed = student
             .forward(&x, None, &opts)
             .map_err(candle_core::Error::wrap)?
             .normed
             .squeeze(0)?;
-        let (p, grads) = chunked_loss_and_grads(
-            student, params, &s_normed, teacher, &t_normed, &targets, &mask, cfg,
-        )?;
+        let (p, grads) = match teacher {
+            TeacherSource::Model { model, top_k } => {
+                let tx = match vocab {
+                    Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
+                    None => x.clone(),
+                };
+                let t_normed = model
+                    .forward(&tx, None, &opts)
+                    .map_err(candle_core::Error::wrap)?
+                    .normed
+                    .squeeze(0)?;
+                let rows = TeacherRows::Model {
+                    model: *model,
+                    normed: &t_normed,
+                    top_k: *top_k,
+                };
+                chunked_loss_and_grads(student, params, &s_normed, &rows, &targets, &mask, cfg)?
+            }
+            TeacherSource::Cache(cache) => {
+                let r = refs.get(i).copied().ok_or_else(|| {
+                    candle_core::Error::Msg("a cached teacher needs each example's sequence".into())
+                })?;
+                let seq = cache
+                    .get(r)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                let rows =
+                    CachedRows::of(&seq, &ex.inputs, cache.k()).map_err(candle_core::Error::Msg)?;
+                let rows = TeacherRows::<TL, TE>::Cached(&rows);
+                chunked_loss_and_grads(student, params, &s_normed, &rows, &targets, &mask, cfg)?
+            }
+        };
         total.total += p.total * scale;
         total.kd += p.kd * scale;
         total.ce += p.ce * scale;
