@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds, here (no GPU needed), everything tools/gpu-check.sh runs on a lent GPU machine, into
-# tools/gpu/ (ignored by git; carry it with the device tool's `carry: ["tools/gpu"]`):
+# tools/gpu/, packed as tools/gpu.tar.xz (both ignored by git; carry the archive with the device
+# tool's `carry: ["tools/gpu.tar.xz"]`: the binaries are 120 MB, mostly PTX text, and a call
+# carries at most 64 MiB; packed they are ~16 MB, and gpu-check.sh unpacks them there):
 #   qat-distill            the CLI with --features cuda (device-check, train/eval/bench --device cuda)
 #   qd-gpu-check           the fake-quant kernels' throughput check (qd-quant's gpu_check example)
 #   teacher.skeleton.gguf  the real teacher's metadata, tokenizer and tensor list, no weights
@@ -25,6 +27,10 @@ cp "$CARGO_TARGET_DIR/release/qat-distill" tools/gpu/qat-distill
 cp "$CARGO_TARGET_DIR/release/examples/gpu_check" tools/gpu/qd-gpu-check
 strip tools/gpu/qat-distill tools/gpu/qd-gpu-check
 TEACHER="$(tools/fetch-teacher.sh)"
-tools/gpu/qat-distill synth --like "$TEACHER" --skeleton --out tools/gpu/teacher.skeleton.gguf --force
-ls -la tools/gpu
-du -sh tools/gpu
+# The CUDA binary needs the driver's libcuda, which only the GPU machine has: the host build
+# writes the skeleton.
+unset CARGO_TARGET_DIR
+cargo run --release --locked -q -p qat-distill -- \
+    synth --like "$TEACHER" --skeleton --out tools/gpu/teacher.skeleton.gguf --force
+tar -C tools -cf - gpu | xz -6 -T0 > tools/gpu.tar.xz.tmp && mv tools/gpu.tar.xz.tmp tools/gpu.tar.xz
+ls -la tools/gpu tools/gpu.tar.xz

@@ -5,7 +5,7 @@
 # B = 4, T = 512 on random weights of the real teacher's shape, bench pp512/tg128), then the
 # fake-quant kernels' throughput.
 #
-#   On a lent GPU (device tool, carry tools/gpu built by tools/build-cuda.sh):
+#   On a lent GPU (device tool, carry tools/gpu.tar.xz built by tools/build-cuda.sh):
 #       tools/gpu-check.sh                      # writes $OUT/gpu-check.json (+ fake-quant.txt)
 #   On the CPU, the same script and the same checks on the device-generic path, small and quick
 #   (tools/test.sh runs this, so the script cannot rot while no GPU is lent):
@@ -19,7 +19,8 @@ OUT=${OUT:-runs/gpu-check}
 mkdir -p "$OUT"
 if [[ $DEVICE == cuda* ]]; then
     BIN=${BIN:-tools/gpu/qat-distill}
-    [[ -f $BIN ]] || { echo "gpu-check: $BIN missing; run tools/build-cuda.sh here and carry tools/gpu" >&2; exit 2; }
+    if [[ ! -f $BIN && -f tools/gpu.tar.xz ]]; then tar -C tools -xJf tools/gpu.tar.xz; fi
+    [[ -f $BIN ]] || { echo "gpu-check: $BIN missing; run tools/build-cuda.sh here and carry tools/gpu.tar.xz" >&2; exit 2; }
     chmod +x "$BIN" tools/gpu/qd-gpu-check 2>/dev/null || true
     nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv,noheader 2>&1 | head -2
     # The CUDA 13 runtime libraries of the machine (the driver's libcuda comes through ldconfig).

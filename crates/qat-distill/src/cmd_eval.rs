@@ -44,10 +44,46 @@ pub struct KlArgs {
     #[arg(long, short = 'm')]
     model: PathBuf,
     /// The reference (e.g. the teacher).
+    #[arg(
+        long,
+        required_unless_present = "teacher_cache",
+        conflicts_with = "teacher_cache"
+    )]
+    reference: Option<PathBuf>,
+    /// Against a stored teacher (`qat-distill teacher-cache`) on its stored text instead: KL
+    /// over the teacher's top-k ids and the tail, at every position of its sequences.
     #[arg(long)]
-    reference: PathBuf,
-    #[command(flatten)]
-    chunking: ChunkArgs,
+    teacher_cache: Option<PathBuf>,
+    /// With --teacher-cache: which of its sequences (held-out or training).
+    #[arg(long, value_enum, default_value = "val", requires = "teacher_cache")]
+    split: SplitArg,
+    /// With --teacher-cache: at most this many sequences.
+    #[arg(long, requires = "teacher_cache")]
+    sequences: Option<usize>,
+    /// The text to score (UTF-8), e.g. tests/data/corpora/pydoc.txt.
+    #[arg(long, short = 'f', required_unless_present = "teacher_cache")]
+    file: Option<PathBuf>,
+    /// Tokens per chunk; the second half of each chunk is scored.
+    #[arg(long, short = 'c', default_value_t = 512)]
+    ctx: usize,
+    /// At most this many chunks (default: all).
+    #[arg(long)]
+    chunks: Option<usize>,
+    /// Print one JSON object instead of the text report.
+    #[arg(long)]
+    json: bool,
+    /// Through candle's graph instead of the fused prefill.
+    #[arg(long)]
+    graph: bool,
+    /// Where to compute: cpu, cpu-generic (the graph path a GPU runs) or cuda[:N].
+    #[arg(long, value_parser = crate::device::parse, default_value = "cpu")]
+    device: qd_model::DeviceSpec,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SplitArg {
+    Val,
+    Train,
 }
 
 #[derive(clap::Args)]
@@ -175,16 +211,79 @@ fn top_k(a: TopKArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `eval kl --teacher-cache`: the model against the stored teacher on the stored text.
+fn kl_cached(args: &KlArgs, dir: &std::path::Path) -> anyhow::Result<()> {
+    use qd_distill::teacher_cache::{kl, Split, TeacherCache};
+    let cache = TeacherCache::open(dir)?;
+    let dev = crate::device::open(args.device)?;
+    let mf = loaded::open(&args.model)?;
+    anyhow::ensure!(
+        qd_distill::teacher_cache::build::tokenizer_sha256(&mf)
+            == cache.manifest.identity.tokenizer_sha256,
+        "{} has another vocabulary than the teacher cache {}; KL needs the same tokens",
+        args.model.display(),
+        dir.display()
+    );
+    let model = loaded::model_on(&mf, &dev)?;
+    let split = match args.split {
+        SplitArg::Val => Split::Val,
+        SplitArg::Train => Split::Train,
+    };
+    let seqs = kl::sequences_of(&cache, split, args.sequences);
+    let bar = ProgressBar::new(seqs.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} sequences  mean KL {msg}  eta {eta}")
+            .expect("static template"),
+    );
+    let r = kl::kl_to_cache(&model, &cache, &seqs, |i, _, m| {
+        bar.set_position(i as u64);
+        bar.set_message(format!("{m:.6}"));
+    })?;
+    bar.finish_and_clear();
+    anyhow::ensure!(
+        r.mean_kl.is_finite(),
+        "{}: the KL to the cached teacher is {} (the model's activations overflowed); no result",
+        args.model.display(),
+        r.mean_kl
+    );
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    println!(
+        "{} sequences, {} positions, teacher top-{} + tail at T = {}",
+        r.sequences, r.positions, r.k, r.temperature
+    );
+    println!("Mean PPL(Q)              : {:10.6}", r.ppl_model);
+    println!("Mean    KLD: {:10.6} ± {:.6}", r.mean_kl, r.kl_stderr);
+    println!("Same top p: {:6.3} %", 100.0 * r.same_top);
+    Ok(())
+}
+
 fn kl(args: KlArgs) -> anyhow::Result<()> {
-    let rf = loaded::open(&args.reference)?;
+    if let Some(dir) = &args.teacher_cache {
+        return kl_cached(&args, dir);
+    }
+    let reference = args
+        .reference
+        .clone()
+        .expect("clap requires it without a cache");
+    let rf = loaded::open(&reference)?;
     let mf = loaded::open(&args.model)?;
     anyhow::ensure!(
         rf.get("tokenizer.ggml.tokens") == mf.get("tokenizer.ggml.tokens"),
         "{} and {} have different vocabularies; KL needs the same tokens",
         args.model.display(),
-        args.reference.display()
+        reference.display()
     );
-    let a = args.chunking;
+    let a = ChunkArgs {
+        file: args.file.clone().expect("clap requires it without a cache"),
+        ctx: args.ctx,
+        chunks: args.chunks,
+        json: args.json,
+        graph: args.graph,
+        device: args.device,
+    };
     let dev = crate::device::open(a.device)?;
     let tok = loaded::tokenizer(&rf)?;
     let reference = loaded::model_on(&rf, &dev)?;

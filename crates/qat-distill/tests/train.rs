@@ -319,3 +319,104 @@ fn qat_snap_run_resumes_bit_identically() {
         "snapping had no effect"
     );
 }
+
+/// The stored-teacher workflow on the command line: `teacher-cache` (a progress line, then the
+/// summary with the bytes per token), `train --teacher-cache`, and `eval kl --teacher-cache` —
+/// the teacher against its own cache is ~0 KL with the same top token everywhere, the student
+/// is not; mismatched flags fail in one line.
+#[test]
+fn teacher_cache_train_and_eval() {
+    let d = tempfile::tempdir().unwrap();
+    let (teacher, data) = setup(d.path());
+    let cache = d.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let base = ["--data", &data, "--seq-len", "16", "--seed", "3"];
+    let o = run(&[
+        &["teacher-cache", "--model", &teacher, "--out", c, "--k", "6"][..],
+        &base,
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("bytes per token"), "{text}");
+    // 6 ids of 9 bits (the tiny vocabulary), 6 fp16 log-probs, the tail and the token.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cache.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["bytes_per_token"], 7 + 12 + 4 + 4);
+    assert_eq!(manifest["complete"], true);
+    let out = d.path().join("run");
+    let o = run(&[
+        &[
+            "train",
+            "--teacher",
+            &teacher,
+            "--out",
+            out.to_str().unwrap(),
+            "--blocks",
+            "0,1",
+            "--steps",
+            "2",
+            "--temperature",
+            "2",
+            "--teacher-cache",
+            c,
+        ][..],
+        &base[..2],
+        &base[2..],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let kl = |m: &str| {
+        let o = run(&["eval", "kl", "-m", m, "--teacher-cache", c, "--json"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let own = kl(&teacher);
+    assert!(own["mean_kl"].as_f64().unwrap() < 1e-3, "{own}");
+    assert!(own["same_top"].as_f64().unwrap() > 0.99, "{own}");
+    assert_eq!(own["temperature"], 2.0);
+    let student = d.path().join("s.gguf");
+    let o = run(&[
+        "export-gguf",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        "--out",
+        student.to_str().unwrap(),
+        "--recipe",
+        "q8_0",
+        "--from-f32",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let theirs = kl(student.to_str().unwrap());
+    assert!(theirs["mean_kl"].as_f64().unwrap() > 10.0 * own["mean_kl"].as_f64().unwrap());
+    // One line each: another seed than the cache's; a cache and a reference together.
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--seq-len",
+        "16",
+        "--seed",
+        "4",
+        "--temperature",
+        "2",
+        "--teacher-cache",
+        c,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(e.contains("another seed"), "{e}");
+    let e = one_line_error(&[
+        "eval",
+        "kl",
+        "-m",
+        &teacher,
+        "--reference",
+        &teacher,
+        "--teacher-cache",
+        c,
+    ]);
+    assert!(e.contains("cannot be used with"), "{e}");
+}

@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod codec;
+pub mod kl;
 pub mod manifest;
 pub mod shard;
 
