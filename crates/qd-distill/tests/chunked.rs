@@ -215,3 +215,85 @@ fn fused_loss_equals_the_composed_ops() {
         }
     }
 }
+
+/// The fused top-k + tail loss (cached or online top-k teachers) against the composed ops and
+/// autograd: loss and logit gradients within 1e-5 relative, with a tail that the floor clamps
+/// (a teacher row whose top k hold all the mass: its tail at the floor) among the rows.
+#[test]
+fn fused_topk_loss_equals_the_composed_ops() {
+    use qd_distill::loss::fused_topk::{fused_topk_loss, TopKRows};
+    use qd_distill::loss::{divergence_topk, TeacherTopK};
+    let dev = Device::Cpu;
+    let (n, v, k) = (7, 2000, 16);
+    let wave = |i: usize, j: usize, s: f32| (((i * 31 + j * 17) % 97) as f32 / 97.0 - 0.5) * s;
+    let s: Vec<f32> = (0..n * v).map(|x| wave(x / v, x % v, 6.0)).collect();
+    let mut t: Vec<f32> = (0..n * v)
+        .map(|x| wave(x / v + 3, x % v * 7, 8.0))
+        .collect();
+    // Row 2: a teacher whose top-k hold (almost) everything.
+    for j in 0..v {
+        t[2 * v + j] = if j < k { 40.0 } else { -40.0 };
+    }
+    let st = Tensor::from_vec(s, (n, v), &dev).unwrap();
+    let tt = Tensor::from_vec(t, (n, v), &dev).unwrap();
+    let targets: Vec<u32> = (0..n as u32).map(|i| (i * 311 + 5) % v as u32).collect();
+    let mask: Vec<f32> = (0..n).map(|i| if i == 5 { 0.0 } else { 1.0 }).collect();
+    for temperature in [1.0, 2.0, 3.0] {
+        let top = TeacherTopK::from_logits(&tt, k, temperature).unwrap();
+        let ids = top.ids.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+        let lps = top
+            .logprobs
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let tails: Vec<f32> = lps
+            .chunks(k)
+            .map(qd_distill::teacher_cache::codec::log_tail)
+            .collect();
+        let rows = TopKRows {
+            k,
+            ids: &ids,
+            logprobs: &lps,
+            log_tail: &tails,
+        };
+        let (w_kd, w_ce) = (0.7 * temperature * temperature / 6.0, 0.3 / 6.0);
+        let f = fused_topk_loss(&st, &rows, &targets, &mask, temperature, w_kd, w_ce).unwrap();
+        let fused_total = w_kd * f.kd_sum + w_ce * f.ce_sum;
+        let var = candle_core::Var::from_tensor(&st).unwrap();
+        let m = Tensor::new(mask.as_slice(), &dev).unwrap();
+        let tg = Tensor::new(targets.as_slice(), &dev).unwrap();
+        let teacher = TeacherTopK {
+            log_tail: Some(Tensor::from_vec(tails.clone(), (n, 1), &dev).unwrap()),
+            ..top
+        };
+        let kd = divergence_topk(
+            var.as_tensor(),
+            &teacher,
+            &m,
+            temperature,
+            Divergence::Forward,
+        )
+        .unwrap();
+        let ce = cross_entropy(var.as_tensor(), &tg, &m).unwrap();
+        let total =
+            (kd.sum.affine(w_kd, 0.0).unwrap() + ce.sum.affine(w_ce, 0.0).unwrap()).unwrap();
+        let composed = total
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
+        assert!(
+            (fused_total - composed).abs() <= 1e-5 * composed.abs(),
+            "T={temperature}: loss {fused_total} vs {composed}"
+        );
+        let g = total.backward().unwrap();
+        let g = g.get(var.as_tensor()).unwrap();
+        let scale = qd_fixtures::max_abs(g);
+        let d = qd_fixtures::max_abs(&(g - &f.grad).unwrap());
+        assert!(
+            d <= 1e-5 * scale,
+            "T={temperature}: max |Δgrad| {d} vs max |grad| {scale}"
+        );
+    }
+}

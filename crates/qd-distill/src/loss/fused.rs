@@ -42,7 +42,7 @@ fn log_normalisers_t2(x: &[f32]) -> (f32, f32) {
 /// it is `p_S`; at T = 2 it is `p_S² · e^{2·lse_T − lse₁}`; otherwise its own `exp`. Saves one
 /// of the three `exp`s per logit and one of the three normaliser passes for the usual T.
 #[derive(Clone, Copy)]
-enum CeTerm {
+pub(super) enum CeTerm {
     Same,
     Square(f32),
     Exp(f32),
@@ -50,7 +50,7 @@ enum CeTerm {
 
 impl CeTerm {
     #[inline(always)]
-    fn eval(self, a: f32, ps: f32) -> f32 {
+    pub(super) fn eval(self, a: f32, ps: f32) -> f32 {
         match self {
             CeTerm::Same => ps,
             CeTerm::Square(c) => ps * ps * c,
@@ -60,7 +60,7 @@ impl CeTerm {
 }
 
 /// `(lse_T, lse₁, CE term)` of a student row.
-fn student_normalisers(sr: &[f32], temperature: f32) -> (f32, f32, CeTerm) {
+pub(super) fn student_normalisers(sr: &[f32], temperature: f32) -> (f32, f32, CeTerm) {
     if temperature == 1.0 {
         let l = log_normaliser(sr, 1.0);
         (l, l, CeTerm::Same)

@@ -10,6 +10,7 @@ pub mod ce;
 pub mod divergence;
 pub mod feature;
 pub mod fused;
+pub mod fused_topk;
 pub mod lanes;
 pub mod shift;
 pub mod topk;

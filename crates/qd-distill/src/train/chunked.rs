@@ -7,8 +7,9 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Result, Tensor, Var};
 use qd_model::{Embedding, Linear, Transformer};
 
+use crate::loss::fused_topk::{fused_topk_loss, TopKRows};
 use crate::loss::{cross_entropy, divergence, divergence_topk, fused, Divergence, TeacherTopK};
-use crate::teacher_cache::CachedRows;
+use crate::teacher_cache::{codec, CachedRows};
 
 #[derive(Debug, Clone, Copy)]
 pub struct LossConfig {
@@ -58,14 +59,8 @@ pub enum TeacherRows<'a, TL, TE> {
 }
 
 impl<TL: Linear, TE: Embedding> TeacherRows<'_, TL, TE> {
-    /// Rows `start..start + len` on `dev`: full logits, or the top-k signal.
-    fn chunk(
-        &self,
-        start: usize,
-        len: usize,
-        temperature: f64,
-        dev: &candle_core::Device,
-    ) -> Result<Signal> {
+    /// Rows `start..start + len`: full logits, or the top-k signal.
+    fn chunk(&self, start: usize, len: usize, temperature: f64) -> Result<Signal<'_>> {
         match self {
             Self::Model {
                 model,
@@ -84,15 +79,79 @@ impl<TL: Linear, TE: Embedding> TeacherRows<'_, TL, TE> {
                     )?)),
                 }
             }
-            Self::Cached(rows) => Ok(Signal::TopK(rows.chunk(start, len, dev)?)),
+            Self::Cached(rows) => Ok(Signal::Cached(rows, start, len)),
         }
     }
 }
 
 /// One chunk of the teacher's signal.
-enum Signal {
+enum Signal<'r> {
     Logits(Tensor),
     TopK(TeacherTopK),
+    /// Rows `start..start + len` of a cached teacher.
+    Cached(&'r CachedRows, usize, usize),
+}
+
+impl Signal<'_> {
+    /// Whether the fused CPU loss handles this signal with `div`.
+    fn fused(&self, div: Divergence) -> bool {
+        match self {
+            Signal::Logits(_) => fused::supports(div),
+            _ => div == Divergence::Forward,
+        }
+    }
+
+    /// The top-k signal as a tensor teacher (the composed loss's input).
+    fn topk_tensors(&self, dev: &candle_core::Device) -> Result<Option<TeacherTopK>> {
+        match self {
+            Signal::Logits(_) => Ok(None),
+            Signal::TopK(t) => Ok(Some(t.clone())),
+            Signal::Cached(rows, start, len) => Ok(Some(rows.chunk(*start, *len, dev)?)),
+        }
+    }
+
+    /// The fused loss of this chunk.
+    fn fused_loss(
+        &self,
+        s_logits: &Tensor,
+        targets: &[u32],
+        mask: &[f32],
+        cfg: &LossConfig,
+        w_kd: f64,
+        w_ce: f64,
+    ) -> Result<fused::FusedChunk> {
+        let t = cfg.temperature;
+        let topk = |ids: &[u32], lps: &[f32], tails: &[f32], k: usize| {
+            let rows = TopKRows {
+                k,
+                ids,
+                logprobs: lps,
+                log_tail: tails,
+            };
+            fused_topk_loss(s_logits, &rows, targets, mask, t, w_kd, w_ce)
+        };
+        match self {
+            Signal::Logits(tl) => {
+                fused::fused_loss(s_logits, tl, targets, mask, t, cfg.divergence, w_kd, w_ce)
+            }
+            Signal::TopK(tk) => {
+                let k = tk.ids.dim(1)?;
+                let ids = tk.ids.flatten_all()?.to_vec1::<u32>()?;
+                let lps = tk.logprobs.flatten_all()?.to_vec1::<f32>()?;
+                let tails: Vec<f32> = lps.chunks(k).map(codec::log_tail).collect();
+                topk(&ids, &lps, &tails, k)
+            }
+            Signal::Cached(rows, start, len) => {
+                let (a, b) = (start * rows.k, (start + len) * rows.k);
+                topk(
+                    &rows.ids[a..b],
+                    &rows.logprobs[a..b],
+                    &rows.log_tail[*start..start + len],
+                    rows.k,
+                )
+            }
+        }
+    }
 }
 
 /// `student_normed [n, d]` is the student's final hidden state *with its graph*; the teacher's
@@ -142,7 +201,7 @@ where
         let s_logits = student
             .lm_head(&h_in.narrow(0, start, len)?.unsqueeze(0)?)?
             .squeeze(0)?;
-        let signal = teacher.chunk(start, len, cfg.temperature, h.device())?;
+        let signal = teacher.chunk(start, len, cfg.temperature)?;
         let m = mask.narrow(0, start, len)?;
         let tg = targets.narrow(0, start, len)?;
         let (w_kd, w_ce) = (cfg.alpha * t2 * norm, (1.0 - cfg.alpha) * norm);
@@ -152,16 +211,12 @@ where
         } else {
             None
         };
-        let loss = if let (Signal::Logits(t_logits), true) =
-            (&signal, cfg.fused && fused::supports(cfg.divergence))
-        {
-            let f = fused::fused_loss(
+        let loss = if cfg.fused && signal.fused(cfg.divergence) {
+            let f = signal.fused_loss(
                 &s_logits.detach(),
-                t_logits,
                 &tg.to_dtype(DType::U32)?.to_vec1::<u32>()?,
                 &m.to_dtype(DType::F32)?.to_vec1::<f32>()?,
-                cfg.temperature,
-                cfg.divergence,
+                cfg,
                 w_kd,
                 w_ce,
             )?;
@@ -181,11 +236,14 @@ where
                 Some(v) => v.as_tensor().clone(),
                 None => s_logits,
             };
-            let kd = match &signal {
-                Signal::Logits(t) => divergence(&s_logits, t, &m, cfg.temperature, cfg.divergence)?,
-                Signal::TopK(t) => {
-                    divergence_topk(&s_logits, t, &m, cfg.temperature, cfg.divergence)?
+            let kd = match (&signal, signal.topk_tensors(s_logits.device())?) {
+                (_, Some(t)) => {
+                    divergence_topk(&s_logits, &t, &m, cfg.temperature, cfg.divergence)?
                 }
+                (Signal::Logits(t), None) => {
+                    divergence(&s_logits, t, &m, cfg.temperature, cfg.divergence)?
+                }
+                _ => unreachable!("every top-k signal has its tensors"),
             };
             let ce = cross_entropy(&s_logits, &tg, &m)?;
             let loss = (kd.sum.affine(w_kd, 0.0)? + ce.sum.affine(w_ce, 0.0)?)?;
