@@ -9,4 +9,5 @@ pub mod run;
 pub mod schedule;
 pub mod state;
 pub mod step;
+pub mod teacher;
 pub mod tensor_file;

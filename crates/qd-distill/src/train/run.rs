@@ -18,7 +18,8 @@ use super::chunked::LossConfig;
 use super::eval::{evaluate, EvalReport};
 use super::schedule::{learning_rate, Schedule, Shape};
 use super::state::RunState;
-use super::step::{batch_loss_and_grads, TeacherSource};
+use super::step::batch_loss_and_grads;
+use super::teacher::Teacher;
 use crate::data::{Augment, DataError};
 use crate::loss::Divergence;
 use crate::student::{
@@ -683,43 +684,8 @@ pub fn run(
     };
     // The data in the student's tokenization (the teacher's unless it is trimmed).
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(sf.as_ref().unwrap_or(&tf))?;
-    let cache = cfg
-        .teacher_cache
-        .as_deref()
-        .map(crate::teacher_cache::TeacherCache::open)
-        .transpose()?;
-    if let (Some(c), Some(k)) = (&cache, cfg.kd_top_k) {
-        if k != c.k() {
-            return Err(TrainError::Config(format!(
-                "kd_top_k {k} but the teacher cache {} holds k = {}",
-                c.dir.display(),
-                c.k()
-            )));
-        }
-    }
-    if cache.is_some() && vmap.is_some() {
-        return Err(TrainError::Config(
-            "a trimmed student's vocabulary cannot read a teacher cache yet (its ids are the \
-             teacher's); train it online"
-                .into(),
-        ));
-    }
-    // With a cache the teacher is never loaded: its file gives the student's weights and the
-    // tokenizer only.
-    let mut teacher = match &cache {
-        Some(_) => None,
-        None => Some(qd_model::load_quantized(&tf, &dev)?),
-    };
-    let teacher_vocab = qd_model::HParams::from_gguf(&tf)?.vocab_size;
-    // A trimmed student's teacher: its LM head restricted to the kept ids (the renormalised
-    // distribution the student learns), the full head kept to report the mass left out.
-    let full_head = match (&vmap, teacher.as_mut()) {
-        (Some(m), Some(teacher)) => {
-            let restricted = teacher.lm_head.gather_rows(&m.kept)?;
-            Some(std::mem::replace(&mut teacher.lm_head, restricted))
-        }
-        _ => None,
-    };
+    let teacher = Teacher::open(cfg, &tf, vmap.as_ref(), &dev)?;
+    let teacher_vocab = teacher.vocab_size;
     let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
     let student_sha256 = cfg
         .student_file
@@ -731,22 +697,7 @@ pub fn run(
         &tok,
         student_sha256.as_deref().unwrap_or(&teacher_sha256),
     )?;
-    if let Some(c) = &cache {
-        let temperature =
-            crate::teacher_cache::build::run_temperature(cfg).map_err(TrainError::Config)?;
-        c.check(&crate::teacher_cache::Identity {
-            teacher_sha256: teacher_sha256.clone(),
-            tokenizer_sha256: crate::teacher_cache::build::tokenizer_sha256(&tf),
-            data_hash: data.packed.hash.clone(),
-            seq_len: cfg.seq_len,
-            seed: cfg.seed,
-            val_fraction: cfg.val_fraction,
-            k: c.k(),
-            temperature,
-            vocab_size: teacher_vocab,
-            path: c.manifest.identity.path.clone(),
-        })?;
-    }
+    teacher.check_cache(cfg, &tf, &teacher_sha256, &data.packed.hash)?;
     let imatrix = match &cfg.imatrix {
         Some(p) => Some((qd_export::Imatrix::open(p)?, p.as_path())),
         None => None,
@@ -769,15 +720,8 @@ pub fn run(
     // file pages out of the resident set for the rest of the run.
     drop(tf);
     drop(sf);
-    let eval_vocab = vmap.as_ref().zip(full_head.as_ref());
-    let source = match (&teacher, &cache) {
-        (Some(model), _) => TeacherSource::Model {
-            model,
-            top_k: cfg.kd_top_k,
-        },
-        (None, Some(c)) => TeacherSource::Cache(c),
-        (None, None) => unreachable!("a teacher is loaded whenever no cache is given"),
-    };
+    let eval_vocab = vmap.as_ref().zip(teacher.full_head.as_ref());
+    let source = teacher.source(cfg.kd_top_k);
     let store = &students.store;
     let mut opt = AdamW::new(
         store.vars.clone(),
