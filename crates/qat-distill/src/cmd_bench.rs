@@ -37,9 +37,14 @@ pub struct Args {
     /// Tokens generated one at a time (0 skips the test).
     #[arg(long = "n-gen", short = 'n', default_value_t = 128)]
     n_gen: usize,
-    /// Timed repetitions per test (after one warm-up run).
+    /// Timed repetitions per test (after one warm-up run), in each round.
     #[arg(long = "repetitions", short = 'r', default_value_t = 5)]
     reps: usize,
+    /// Rounds: each runs every model once, each in its own process, in alternating order
+    /// (A B, then B A, …), so that a machine drifting during the run weighs on every model
+    /// alike; the speed-up is the median of the per-round ratios, with their range.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
     /// Where the model runs: cpu (the fused prefill and decoder), cpu-generic (candle's graph,
     /// the path a GPU runs) or cuda[:N] (a build with `--features cuda`).
     #[arg(long, value_parser = crate::device::parse, default_value = "cpu")]
@@ -199,23 +204,12 @@ fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
     serde_json::from_slice(&out.stdout).context("reading the benchmark process's report")
 }
 
-fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
-    let base: Vec<(String, f64)> = records
-        .first()
-        .map(|r| {
-            r.results
-                .iter()
-                .map(|t| (t.test.clone(), t.avg_ts()))
-                .collect()
-        })
-        .unwrap_or_default();
+fn rows(records: &[ModelRecord], ratios: &Ratios) -> Vec<serde_json::Value> {
     let mut rows = Vec::new();
-    for r in records {
+    for (i, r) in records.iter().enumerate() {
         for t in &r.results {
-            let speedup = base
-                .iter()
-                .find(|(n, _)| *n == t.test)
-                .map(|(_, b)| t.avg_ts() / b);
+            let s = speedup_of(ratios, i, &t.test);
+            let speedup = s.map(|s| s.0);
             let ns = t.samples_ns.iter().map(|&v| v as f64).collect::<Vec<_>>();
             let mean = t.avg_ns();
             let sd = if ns.len() > 1 {
@@ -231,7 +225,10 @@ fn rows(records: &[ModelRecord]) -> Vec<serde_json::Value> {
                 "avg_ns": mean.round() as u64, "stddev_ns": sd.round() as u64,
                 "avg_ts": t.avg_ts(), "stddev_ts": t.stddev_ts(),
                 "samples_ns": t.samples_ns, "samples_ts": t.samples_ts(),
-                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup, "path": t.path, "isa": t.isa,
+                "peak_rss_bytes": r.peak_rss_bytes, "speedup": speedup,
+                "speedup_min": s.map(|s| s.1), "speedup_max": s.map(|s| s.2),
+                "rounds": ratios.get(i).and_then(|m| m.get(&t.test)).map_or(0, Vec::len),
+                "path": t.path, "isa": t.isa,
                 "gpu_info": r.gpu_info, "gpu_mem_bytes": r.gpu_mem_bytes,
                 "ppl": r.perplexity.as_ref().map(|p| p["ppl"].clone()),
                 "bpb": r.perplexity.as_ref().map(|p| p["bpb"].clone()),
@@ -245,12 +242,12 @@ fn mib(b: u64) -> String {
     format!("{:.2} MiB", b as f64 / (1u64 << 20) as f64)
 }
 
-fn markdown(records: &[ModelRecord]) -> String {
+fn markdown(records: &[ModelRecord], ratios: &Ratios) -> String {
     let mut s = String::from(
         "| model | size | params | backend | threads | test | t/s | bytes | peak RSS | speed-up |\n\
          | ----- | ---: | -----: | ------- | ------: | ---: | --: | ----: | -------: | -------: |\n",
     );
-    for row in rows(records) {
+    for row in rows(records, ratios) {
         let file = Path::new(row["model_filename"].as_str().unwrap_or(""))
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -278,9 +275,17 @@ fn markdown(records: &[ModelRecord]) -> String {
                     mib(g)
                 ),
             },
-            row["speedup"]
-                .as_f64()
-                .map_or("".into(), |v| format!("{v:.2}×")),
+            match (
+                row["speedup"].as_f64(),
+                row["speedup_min"].as_f64(),
+                row["speedup_max"].as_f64(),
+            ) {
+                (Some(v), Some(lo), Some(hi)) if hi > lo => {
+                    format!("{v:.2}× ({lo:.2}–{hi:.2})")
+                }
+                (Some(v), _, _) => format!("{v:.2}×"),
+                _ => String::new(),
+            },
         ));
     }
     if records.iter().any(|r| r.perplexity.is_some()) {
@@ -304,7 +309,7 @@ fn markdown(records: &[ModelRecord]) -> String {
     s
 }
 
-fn csv(records: &[ModelRecord]) -> String {
+fn csv(records: &[ModelRecord], ratios: &Ratios) -> String {
     let cols = [
         "model_filename",
         "model_type",
@@ -321,11 +326,13 @@ fn csv(records: &[ModelRecord]) -> String {
         "stddev_ts",
         "peak_rss_bytes",
         "speedup",
+        "speedup_min",
+        "speedup_max",
         "ppl",
         "bpb",
     ];
     let mut s = cols.join(",") + "\n";
-    for row in rows(records) {
+    for row in rows(records, ratios) {
         let cells: Vec<String> = cols
             .iter()
             .map(|c| match &row[*c] {
@@ -351,23 +358,108 @@ fn tokens_per_second(a: Args) -> anyhow::Result<()> {
         a.n_prompt + a.n_gen > 0,
         "nothing to measure: -p and -n are both 0"
     );
-    let mut records = Vec::new();
+    anyhow::ensure!(a.rounds > 0, "--rounds must be at least 1");
     for m in &a.model {
         anyhow::ensure!(m.is_file(), "{}: no such model file", m.display());
-        if std::io::stderr().is_terminal() {
-            eprintln!("benchmarking {} ...", m.display());
-        }
-        records.push(in_child(&a, m).with_context(|| format!("benchmarking {}", m.display()))?);
     }
+    // rounds[r][i]: model i's record in round r.
+    let n = a.model.len();
+    let mut rounds: Vec<Vec<Option<ModelRecord>>> = Vec::with_capacity(a.rounds);
+    for r in 0..a.rounds {
+        let mut this: Vec<Option<ModelRecord>> = vec![None; n];
+        let order: Vec<usize> = if r % 2 == 0 {
+            (0..n).collect()
+        } else {
+            (0..n).rev().collect()
+        };
+        for i in order {
+            let m = &a.model[i];
+            if std::io::stderr().is_terminal() {
+                eprintln!(
+                    "round {}/{}: benchmarking {} ...",
+                    r + 1,
+                    a.rounds,
+                    m.display()
+                );
+            }
+            this[i] =
+                Some(in_child(&a, m).with_context(|| format!("benchmarking {}", m.display()))?);
+        }
+        rounds.push(this);
+    }
+    let rounds: Vec<Vec<ModelRecord>> = rounds
+        .into_iter()
+        .map(|r| r.into_iter().map(|m| m.expect("every model ran")).collect())
+        .collect();
+    let records = merged(&rounds);
+    let ratios = round_ratios(&rounds);
     match a.output {
-        Output::Md => print!("{}", markdown(&records)),
-        Output::Csv => print!("{}", csv(&records)),
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows(&records))?),
+        Output::Md => print!("{}", markdown(&records, &ratios)),
+        Output::Csv => print!("{}", csv(&records, &ratios)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&rows(&records, &ratios))?
+        ),
         Output::Jsonl => {
-            for r in rows(&records) {
+            for r in rows(&records, &ratios) {
                 println!("{r}");
             }
         }
     }
     Ok(())
+}
+
+/// Each model's rounds as one record: every round's timed samples together, the largest peak
+/// RSS and GPU memory.
+fn merged(rounds: &[Vec<ModelRecord>]) -> Vec<ModelRecord> {
+    let mut out = rounds[0].clone();
+    for later in &rounds[1..] {
+        for (m, r) in out.iter_mut().zip(later) {
+            m.peak_rss_bytes = m.peak_rss_bytes.max(r.peak_rss_bytes);
+            m.gpu_mem_bytes = m.gpu_mem_bytes.max(r.gpu_mem_bytes);
+            for (t, u) in m.results.iter_mut().zip(&r.results) {
+                t.samples_ns.extend_from_slice(&u.samples_ns);
+            }
+        }
+    }
+    out
+}
+
+/// Per model and test, each round's t/s over the first model's in the same round.
+type Ratios = Vec<std::collections::BTreeMap<String, Vec<f64>>>;
+
+fn round_ratios(rounds: &[Vec<ModelRecord>]) -> Ratios {
+    let n = rounds[0].len();
+    (0..n)
+        .map(|i| {
+            let mut by_test = std::collections::BTreeMap::new();
+            for round in rounds {
+                for t in &round[i].results {
+                    if let Some(b) = round[0].results.iter().find(|b| b.test == t.test) {
+                        by_test
+                            .entry(t.test.clone())
+                            .or_insert_with(Vec::new)
+                            .push(t.avg_ts() / b.avg_ts());
+                    }
+                }
+            }
+            by_test
+        })
+        .collect()
+}
+
+/// (median, min, max) of a model's per-round ratios for `test`.
+fn speedup_of(ratios: &Ratios, model: usize, test: &str) -> Option<(f64, f64, f64)> {
+    let mut v = ratios.get(model)?.get(test)?.clone();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len();
+    let median = if m % 2 == 1 {
+        v[m / 2]
+    } else {
+        0.5 * (v[m / 2 - 1] + v[m / 2])
+    };
+    Some((median, v[0], v[m - 1]))
 }

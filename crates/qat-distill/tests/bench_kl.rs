@@ -62,11 +62,13 @@ fn bench_reports_llama_bench_rows_in_every_format() {
             assert!(r[k].as_u64().unwrap() > 0, "{k} in {r}");
         }
         assert_eq!(r["n_threads"], 1);
+        // Two repetitions in each of the default two rounds (A B, then B A).
         let ns = r["samples_ns"].as_array().unwrap();
-        assert_eq!(ns.len(), 2);
+        assert_eq!(ns.len(), 4);
+        assert_eq!(r["rounds"], 2);
         assert!(ns.iter().all(|v| v.as_u64().unwrap() > 0));
         let ts = r["samples_ts"].as_array().unwrap();
-        let avg = ts.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / 2.0;
+        let avg = ts.iter().map(|v| v.as_f64().unwrap()).sum::<f64>() / 4.0;
         assert!((avg - r["avg_ts"].as_f64().unwrap()).abs() <= 1e-9 * avg);
         assert!(r["stddev_ts"].as_f64().unwrap() >= 0.0);
     }
@@ -102,9 +104,20 @@ fn bench_reports_llama_bench_rows_in_every_format() {
         e.contains("avx3") && e.contains("scalar, neon, neondot, avx2"),
         "{e}"
     );
-    // The first model is the baseline of the speed-up column; Q4_0 is smaller than Q8_0.
+    // The first model is the baseline of the speed-up column (the median of the per-round
+    // ratios, with their range); Q4_0 is smaller than Q8_0.
     assert_eq!(rows[0]["speedup"], 1.0);
     assert_eq!(rows[1]["speedup"], 1.0);
+    for r in &rows[2..] {
+        let (s, lo, hi) = (
+            r["speedup"].as_f64().unwrap(),
+            r["speedup_min"].as_f64().unwrap(),
+            r["speedup_max"].as_f64().unwrap(),
+        );
+        assert!(lo <= s && s <= hi && lo > 0.0, "{r}");
+    }
+    let e = one_line_error(&[&args[..], &["--rounds", "0"]].concat());
+    assert!(e.contains("--rounds"), "{e}");
     assert!(rows[2]["model_size"].as_u64() < rows[0]["model_size"].as_u64());
 
     let md = run(&[&args[..], &["-o", "md", "-r", "1"]].concat());
