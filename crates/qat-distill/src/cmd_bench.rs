@@ -175,8 +175,9 @@ fn measure(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
     })
 }
 
-/// Runs this binary on one model and reads its record.
-fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
+/// Runs this binary on one model and reads its record; `perplexity`: also `--ppl-file` (once
+/// per model: perplexity does not drift, and it is the slow part).
+fn in_child(a: &Args, path: &Path, perplexity: bool) -> anyhow::Result<ModelRecord> {
     let exe = std::env::current_exe().context("locating the qat-distill binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["-t", &rayon::current_num_threads().to_string()])
@@ -187,7 +188,7 @@ fn in_child(a: &Args, path: &Path) -> anyhow::Result<ModelRecord> {
         .args(["-r", &a.reps.to_string(), "--seed", &a.seed.to_string()])
         .args(["--ppl-ctx", &a.ppl_ctx.to_string()])
         .args(["--device", &a.device.to_string()]);
-    if let Some(p) = &a.ppl_file {
+    if let (Some(p), true) = (&a.ppl_file, perplexity) {
         cmd.arg("--ppl-file").arg(p);
     }
     if let Some(c) = a.ppl_chunks {
@@ -382,8 +383,9 @@ fn tokens_per_second(a: Args) -> anyhow::Result<()> {
                     m.display()
                 );
             }
-            this[i] =
-                Some(in_child(&a, m).with_context(|| format!("benchmarking {}", m.display()))?);
+            this[i] = Some(
+                in_child(&a, m, r == 0).with_context(|| format!("benchmarking {}", m.display()))?,
+            );
         }
         rounds.push(this);
     }
