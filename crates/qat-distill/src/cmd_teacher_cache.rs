@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use qd_distill::teacher_cache::{build, BuildOptions};
-use qd_distill::train::run::RunConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,15 +46,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let mut cfg = match &a.config {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str::<RunConfig>(&text)
-                .with_context(|| format!("{}: invalid run configuration", p.display()))?
-        }
-        None => RunConfig::default(),
-    };
+    let mut cfg = crate::cmd_train::read_config(a.config.as_deref())?;
     if let Some(m) = a.model {
         cfg.teacher = m;
     }

@@ -194,16 +194,21 @@ fn parse_recipe(s: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
-fn config(a: &Args) -> anyhow::Result<RunConfig> {
-    let mut c = match &a.config {
+/// The run configuration in `path` (TOML), or the defaults.
+pub fn read_config(path: Option<&std::path::Path>) -> anyhow::Result<RunConfig> {
+    match path {
         Some(p) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             toml::from_str::<RunConfig>(&text)
-                .with_context(|| format!("{}: invalid run configuration", p.display()))?
+                .with_context(|| format!("{}: invalid run configuration", p.display()))
         }
-        None => RunConfig::default(),
-    };
+        None => Ok(RunConfig::default()),
+    }
+}
+
+fn config(a: &Args) -> anyhow::Result<RunConfig> {
+    let mut c = read_config(a.config.as_deref())?;
     macro_rules! set {
         ($($f:ident => $g:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$g = v; } )* };
     }

@@ -92,17 +92,17 @@ impl Data {
             .collect()
     }
 
-    /// Step `step`'s examples: the (seed, step)-determined sequences, augmented.
+    /// Step `step`'s examples: its sequences (`refs`, from [`Data::batch_refs`]), augmented.
     pub fn batch(
         &self,
         cfg: &RunConfig,
         step: usize,
+        refs: &[usize],
         augment: &Augment,
         vocab: u32,
     ) -> Vec<Example> {
         let per_step = cfg.batch_size * cfg.grad_accum;
-        self.batch_refs(cfg, step)
-            .iter()
+        refs.iter()
             .enumerate()
             .map(|(j, &i)| {
                 let slot = (step * per_step + j) as u64;

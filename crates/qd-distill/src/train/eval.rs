@@ -15,6 +15,12 @@ fn logsumexp_rows(x: &Tensor) -> Result<Tensor> {
     x.broadcast_sub(&m)?.exp()?.sum_keepdim(1)?.log()? + m
 }
 
+/// One held-out sequence's teacher: the model with its final hidden states, or cached rows.
+enum Side<'a, TL, TE> {
+    Model(&'a Transformer<TL, TE>, Tensor),
+    Cached(CachedRows),
+}
+
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct EvalReport {
     pub ce: f64,
@@ -49,13 +55,10 @@ where
         hidden_states: false,
     };
     let (mut ce, mut kd, mut n, mut dropped) = (0f64, 0f64, 0f64, 0f64);
-    let teacher = match source {
-        TeacherSource::Model { model, .. } => Some(*model),
-        TeacherSource::Cache(_) => None,
-    };
     for (i, seq) in seqs.iter().enumerate() {
         let (targets, mask) = crate::loss::shift::next_token_targets(seq, None, &dev)?;
-        let x = Tensor::new(&seq[..seq.len() - 1], &dev)?.unsqueeze(0)?;
+        let inputs = &seq[..seq.len() - 1];
+        let x = Tensor::new(inputs, &dev)?.unsqueeze(0)?;
         let s = student
             .forward(&x, None, &opts)
             .map_err(candle_core::Error::wrap)?
@@ -63,53 +66,33 @@ where
             .squeeze(0)?
             .detach();
         let len = s.dim(0)?;
-        if let TeacherSource::Cache(cache) = source {
-            let r = SeqRef {
-                split: Split::Val,
-                index: i,
-            };
-            let rows = CachedRows::of(
-                &cache
-                    .get(r)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-                &seq[..seq.len() - 1],
-                cache.k(),
-            )
-            .map_err(candle_core::Error::Msg)?;
-            let mut start = 0;
-            while start < len {
-                let l = chunk.max(1).min(len - start);
-                let sl = student
-                    .lm_head(&s.narrow(0, start, l)?.unsqueeze(0)?)?
-                    .squeeze(0)?
-                    .detach();
-                let m = mask.narrow(0, start, l)?;
-                let c = cross_entropy(&sl, &targets.narrow(0, start, l)?, &m)?;
-                let t = rows.chunk(start, l, &dev)?;
-                let k = divergence_topk(&sl, &t, &m, temperature, Divergence::Forward)?;
-                ce += c
-                    .sum
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-                kd += k
-                    .sum
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-                n += c.count;
-                start += l;
+        // The teacher's side of this sequence: its final hidden states, or its cached rows.
+        let side = match source {
+            TeacherSource::Model { model, .. } => {
+                let tx = match vocab {
+                    Some((m, _)) => Tensor::new(m.to_teacher(inputs), &dev)?.unsqueeze(0)?,
+                    None => x.clone(),
+                };
+                let t = model
+                    .forward(&tx, None, &opts)
+                    .map_err(candle_core::Error::wrap)?
+                    .normed
+                    .squeeze(0)?;
+                Side::Model(*model, t)
             }
-            continue;
-        }
-        let teacher = teacher.expect("a model source when not cached");
-        let tx = match vocab {
-            Some((m, _)) => Tensor::new(m.to_teacher(&seq[..seq.len() - 1]), &dev)?.unsqueeze(0)?,
-            None => x.clone(),
+            TeacherSource::Cache(cache) => {
+                let r = SeqRef {
+                    split: Split::Val,
+                    index: i,
+                };
+                let seq = cache
+                    .get(r)
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                Side::Cached(
+                    CachedRows::of(&seq, inputs, cache.k()).map_err(candle_core::Error::Msg)?,
+                )
+            }
         };
-        let t = teacher
-            .forward(&tx, None, &opts)
-            .map_err(candle_core::Error::wrap)?
-            .normed
-            .squeeze(0)?;
         let mut start = 0;
         while start < len {
             let l = chunk.max(1).min(len - start);
@@ -117,25 +100,33 @@ where
                 .lm_head(&s.narrow(0, start, l)?.unsqueeze(0)?)?
                 .squeeze(0)?
                 .detach();
-            let tl = teacher
-                .lm_head(&t.narrow(0, start, l)?.unsqueeze(0)?)?
-                .squeeze(0)?;
             let m = mask.narrow(0, start, l)?;
-            if let Some((_, full_head)) = vocab {
-                // Kept mass = e^{lse(kept logits) − lse(all logits)}.
-                let full = full_head
-                    .forward(&t.narrow(0, start, l)?.contiguous()?)?
-                    .to_dtype(candle_core::DType::F32)?;
-                let kept = (logsumexp_rows(&tl)? - logsumexp_rows(&full)?)?.exp()?;
-                let lost = (kept.squeeze(1)?.affine(-1.0, 1.0)?
-                    * &m.to_dtype(candle_core::DType::F32)?)?;
-                dropped += lost
-                    .sum_all()?
-                    .to_dtype(candle_core::DType::F64)?
-                    .to_scalar::<f64>()?;
-            }
+            let k = match &side {
+                Side::Cached(rows) => {
+                    let t = rows.chunk(start, l, &dev)?;
+                    divergence_topk(&sl, &t, &m, temperature, Divergence::Forward)?
+                }
+                Side::Model(teacher, t) => {
+                    let tl = teacher
+                        .lm_head(&t.narrow(0, start, l)?.unsqueeze(0)?)?
+                        .squeeze(0)?;
+                    if let Some((_, full_head)) = vocab {
+                        // Kept mass = e^{lse(kept logits) − lse(all logits)}.
+                        let full = full_head
+                            .forward(&t.narrow(0, start, l)?.contiguous()?)?
+                            .to_dtype(candle_core::DType::F32)?;
+                        let kept = (logsumexp_rows(&tl)? - logsumexp_rows(&full)?)?.exp()?;
+                        let lost = (kept.squeeze(1)?.affine(-1.0, 1.0)?
+                            * &m.to_dtype(candle_core::DType::F32)?)?;
+                        dropped += lost
+                            .sum_all()?
+                            .to_dtype(candle_core::DType::F64)?
+                            .to_scalar::<f64>()?;
+                    }
+                    divergence(&sl, &tl, &m, temperature, Divergence::Forward)?
+                }
+            };
             let c = cross_entropy(&sl, &targets.narrow(0, start, l)?, &m)?;
-            let k = divergence(&sl, &tl, &m, temperature, Divergence::Forward)?;
             ce += c
                 .sum
                 .to_dtype(candle_core::DType::F64)?

@@ -821,10 +821,10 @@ pub fn run(
                 plan.snap(store)?;
             }
         }
-        let examples = data.batch(cfg, step, &augment, vocab);
+        let indices = data.batch_refs(cfg, step);
+        let examples = data.batch(cfg, step, &indices, &augment, vocab);
         let model = students.at(cfg, step);
-        let refs: Vec<SeqRef> = data
-            .batch_refs(cfg, step)
+        let refs: Vec<SeqRef> = indices
             .into_iter()
             .map(|index| SeqRef {
                 split: Split::Train,
