@@ -313,6 +313,54 @@ fn student_is_written_or_refused_in_one_line() {
     );
 }
 
+/// `synth --shape`: a small shape file makes a model `inspect` reads back with the shape's
+/// numbers; a shape whose KV heads do not divide its heads fails in one line naming the key.
+#[test]
+fn synth_from_a_shape_file() {
+    let d = tempfile::tempdir().unwrap();
+    let shape = d.path().join("small.toml");
+    let text = "name = \"small\"\narch = \"llama\"\nhidden_size = 128\n\
+        intermediate_size = 256\nnum_hidden_layers = 2\nnum_attention_heads = 4\n\
+        num_key_value_heads = 2\nvocab_size = 800\nmax_position_embeddings = 256\n\
+        rope_theta = 10000.0\nrms_norm_eps = 1e-5\ntie_word_embeddings = false\n\
+        tokenizer = \"llama\"\n";
+    std::fs::write(&shape, text).unwrap();
+    let out = d.path().join("small.gguf");
+    let o = run(&[
+        "synth",
+        "--shape",
+        shape.to_str().unwrap(),
+        "--quant",
+        "q8_0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = ok_json(&["inspect", out.to_str().unwrap(), "--json"]);
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["hparams"]["n_embd"], 128);
+    assert_eq!(v["hparams"]["n_head_kv"], 2);
+    assert!(v["tensors_per_type"]["Q8_0"]["count"].as_u64().unwrap() > 0);
+
+    std::fs::write(
+        &shape,
+        text.replace("num_key_value_heads = 2", "num_key_value_heads = 3"),
+    )
+    .unwrap();
+    let e = one_line_error(&[
+        "synth",
+        "--shape",
+        shape.to_str().unwrap(),
+        "--out",
+        d.path().join("bad.gguf").to_str().unwrap(),
+    ]);
+    assert!(
+        e.contains("num_key_value_heads") && e.contains("small.toml"),
+        "{e}"
+    );
+    assert!(!d.path().join("bad.gguf").exists());
+}
+
 /// `synth`: a skeleton (metadata and tensor list only) and a random model made from it have the
 /// original's tensor names, block types and shapes, and the model runs.
 #[test]

@@ -8,7 +8,10 @@ pub mod error;
 pub mod imatrix;
 pub mod recipe;
 pub mod requantize;
+pub mod shape;
 pub mod synthetic;
+pub mod synthetic_shape;
+pub mod synthetic_vocab;
 pub mod trim_vocab;
 
 pub use assemble::{
@@ -18,3 +21,5 @@ pub use error::{ExportError, Result};
 pub use imatrix::Imatrix;
 pub use recipe::{Choice, Ftype, ModelInfo, Recipe, TensorKind};
 pub use requantize::requantize;
+pub use shape::ModelShape;
+pub use synthetic_shape::{write_shape_model, ShapeModelReport};

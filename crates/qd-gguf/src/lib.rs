@@ -18,4 +18,7 @@ pub use file::GgufFile;
 pub use reader::{Header, TensorInfo};
 pub use validate::{check_data, BadValue};
 pub use value::{Value, ValueType};
-pub use writer::{remove_stale_temps, string_array, write_atomic, GgufWriter, TensorData};
+pub use writer::{
+    remove_stale_temps, string_array, write_atomic, write_atomic_with, GgufWriter, TensorData,
+    TensorHeader,
+};

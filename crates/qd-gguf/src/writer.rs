@@ -16,6 +16,28 @@ pub struct TensorData {
     pub data: Vec<u8>,
 }
 
+/// A tensor's entry in the file's table, its data written later (a streamed write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorHeader {
+    pub name: String,
+    /// Row-major (candle) shape, outermost first.
+    pub shape: Vec<usize>,
+    pub dtype: GgmlType,
+    /// The data's length in bytes.
+    pub len: usize,
+}
+
+impl TensorHeader {
+    fn of(t: &TensorData) -> Self {
+        Self {
+            name: t.name.clone(),
+            shape: t.shape.clone(),
+            dtype: t.dtype,
+            len: t.data.len(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct GgufWriter {
     pub metadata: Vec<(String, Value)>,
@@ -78,13 +100,15 @@ impl GgufWriter {
             .unwrap_or(DEFAULT_ALIGNMENT)
     }
 
-    /// Serialises the whole file into memory.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// The file up to its first tensor's data (magic, metadata, the tensor table for tensors
+    /// of these names, shapes, types and byte lengths, padding), and each tensor's offset
+    /// within the data section and the section's padded length.
+    fn header(&self, tensors: &[TensorHeader]) -> (Vec<u8>, Vec<usize>, usize) {
         let align = self.alignment() as usize;
         let mut out = Vec::new();
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&3u32.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
         for (k, v) in &self.metadata {
             put_str(&mut out, k);
@@ -92,8 +116,8 @@ impl GgufWriter {
             put_value(&mut out, v);
         }
         let mut offset = 0usize;
-        let mut offsets = Vec::with_capacity(self.tensors.len());
-        for t in &self.tensors {
+        let mut offsets = Vec::with_capacity(tensors.len());
+        for t in tensors {
             put_str(&mut out, &t.name);
             out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
             for &d in t.shape.iter().rev() {
@@ -102,9 +126,16 @@ impl GgufWriter {
             out.extend_from_slice(&t.dtype.id().to_le_bytes());
             out.extend_from_slice(&(offset as u64).to_le_bytes());
             offsets.push(offset);
-            offset = (offset + t.data.len()).div_ceil(align) * align;
+            offset = (offset + t.len).div_ceil(align) * align;
         }
         out.resize(out.len().div_ceil(align) * align, 0);
+        (out, offsets, offset)
+    }
+
+    /// Serialises the whole file into memory.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let heads: Vec<TensorHeader> = self.tensors.iter().map(TensorHeader::of).collect();
+        let (mut out, offsets, end) = self.header(&heads);
         let base = out.len();
         for (t, off) in self.tensors.iter().zip(offsets) {
             out.resize(base + off, 0);
@@ -113,8 +144,52 @@ impl GgufWriter {
         // ggml's reader expects the data blob padded to the alignment after the last tensor too
         // (gguf_write pads every tensor): without it, a file ending in a 4-byte tensor (an
         // imatrix's counts) is "failed to read tensor data binary blob" to llama.cpp.
-        out.resize(base + offset, 0);
+        out.resize(base + end, 0);
         out
+    }
+
+    /// Writes a file too large to hold in memory, atomically: this writer's metadata (its
+    /// tensors are ignored), then the tensors `tensors` announces, tensor `i`'s bytes from
+    /// `data(i)` in order, each checked against its announced length. A failure (an error
+    /// from `data`, a wrong length, a full disk) leaves no file behind.
+    pub fn write_streamed_atomic<E: From<std::io::Error>>(
+        &self,
+        path: &Path,
+        tensors: &[TensorHeader],
+        mut data: impl FnMut(usize) -> Result<Vec<u8>, E>,
+    ) -> Result<(), E> {
+        let (head, offsets, end) = self.header(tensors);
+        let mut result = Ok(());
+        let io = write_atomic_with(path, |f| {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+            w.write_all(&head)?;
+            let mut at = 0usize;
+            for (i, (t, off)) in tensors.iter().zip(offsets).enumerate() {
+                w.write_all(&vec![0u8; off - at])?;
+                let bytes = match data(i) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        result = Err(e);
+                        return Err(std::io::Error::other("tensor data failed"));
+                    }
+                };
+                if bytes.len() != t.len {
+                    return Err(std::io::Error::other(format!(
+                        "tensor {} produced {} bytes, announced {}",
+                        t.name,
+                        bytes.len(),
+                        t.len
+                    )));
+                }
+                w.write_all(&bytes)?;
+                at = off + t.len;
+            }
+            w.write_all(&vec![0u8; end - at])?;
+            w.flush()
+        })
+        .map_err(E::from);
+        // The producer's own error, when it was the cause, says more than the I/O one.
+        result.and(io)
     }
 
     /// Writes atomically: a temp file beside `path`, fsynced, then renamed over it.
@@ -125,6 +200,14 @@ impl GgufWriter {
 
 /// Atomic whole-file write used for every artefact we produce.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes))
+}
+
+/// As [`write_atomic`], the contents written by `fill` into the temporary file.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -137,7 +220,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();

@@ -13,6 +13,7 @@ use std::path::Path;
 use qd_gguf::GgufFile;
 use tokenizers::{AddedToken, Tokenizer};
 
+pub use bpe::pre_regex;
 pub use error::{Result, TokenizerError};
 pub use trim::{trim, verify, Trimmed};
 pub use vocab::{GgufVocab, TokenType};
