@@ -79,6 +79,10 @@ pub struct Args {
     /// learned scales (plain blocks llama.cpp decodes unchanged).
     #[arg(long)]
     learned_steps: bool,
+    /// Recompute each block in backward instead of keeping its activations (activation
+    /// checkpointing): less memory for long sequences and big students, one more forward pass.
+    #[arg(long)]
+    checkpoint_blocks: bool,
     /// Peak relative learning rate of the learned scales (default 2e-3).
     #[arg(long)]
     step_lr: Option<f64>,
@@ -240,6 +244,9 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     }
     if a.learned_steps {
         c.learned_steps = true;
+    }
+    if a.checkpoint_blocks {
+        c.checkpoint_blocks = true;
     }
     if let Some(v) = a.step_lr {
         c.step_lr = v;

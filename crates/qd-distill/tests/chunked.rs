@@ -71,6 +71,7 @@ fn check(div: Divergence, frozen: &[&str], temperature: f64, fused: bool) {
         divergence: div,
         chunk: 5,
         fused,
+        checkpoint_blocks: false,
     };
 
     let s_normed = student

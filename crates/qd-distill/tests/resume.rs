@@ -76,6 +76,7 @@ fn run(
         divergence: Divergence::Forward,
         chunk: 4,
         fused: true,
+        checkpoint_blocks: false,
     };
     let d = data();
     for s in steps {

@@ -26,7 +26,7 @@ pub use error::{ModelError, Result};
 pub use hparams::{Arch, HParams, RopeStyle};
 pub use kernels::isa::{self, Isa};
 pub use linear::{DenseEmbedding, DenseLinear, Embedding, Linear, QEmbedding, QLinear};
-pub use transformer::{ForwardOpts, ForwardOutput, Logits, Transformer};
+pub use transformer::{BlockContext, ForwardOpts, ForwardOutput, Logits, Transformer};
 pub use weights::{DequantizedWeights, GgufWeights, WeightSource};
 
 use candle_core::Device;

@@ -48,6 +48,15 @@ pub struct ForwardOutput {
     pub normed: Tensor,
 }
 
+/// The masks and RoPE tables the blocks of one forward call share ([`Transformer::block_context`]).
+pub struct BlockContext {
+    global_mask: Option<Tensor>,
+    local_mask: Option<Tensor>,
+    ropes: Vec<Rope>,
+    /// Each block's entry in `ropes`.
+    rope_of: Vec<usize>,
+}
+
 pub struct Transformer<L, E> {
     pub hp: HParams,
     pub embed: E,
@@ -163,6 +172,73 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         }
     }
 
+    /// What the blocks of one call over `s` positions after `offset` share: the attention
+    /// masks and the RoPE tables. `cached`: the call runs after a KV cache (sliding-window
+    /// layers then attend within the cache's window).
+    pub fn block_context(&self, s: usize, offset: usize, cached: bool) -> CResult<BlockContext> {
+        let global_mask = attention_mask(s, offset, None, &self.device)?;
+        // Sliding-window layers' caches hold only the keys still in reach (see KvCache).
+        let local_mask = match self.hp.sliding_window {
+            Some(w) => {
+                let start = if cached {
+                    KvCache::window_start(offset, w)
+                } else {
+                    0
+                };
+                attention_mask_from(s, offset, start, Some(w), &self.device)?
+            }
+            None => None,
+        };
+        let mut ropes: Vec<(RopeSpec, Rope)> = Vec::new();
+        let mut rope_of = Vec::with_capacity(self.blocks.len());
+        for il in 0..self.blocks.len() {
+            let spec = self.rope_spec(il);
+            let idx = match ropes.iter().position(|(s2, _)| *s2 == spec) {
+                Some(i) => i,
+                None => {
+                    let r = Rope::new(&spec, offset, s, &self.device)?;
+                    ropes.push((spec, r));
+                    ropes.len() - 1
+                }
+            };
+            rope_of.push(idx);
+        }
+        Ok(BlockContext {
+            global_mask,
+            local_mask,
+            ropes: ropes.into_iter().map(|(_, r)| r).collect(),
+            rope_of,
+        })
+    }
+
+    /// Block `il` on the residual stream `x [b, s, d]`.
+    pub fn block_forward(
+        &self,
+        il: usize,
+        x: &Tensor,
+        bc: &BlockContext,
+        cache: Option<&mut KvCache>,
+    ) -> CResult<Tensor> {
+        let block = &self.blocks[il];
+        let ctx = LayerCtx {
+            ggml: self.ggml_numerics,
+            hp: &self.hp,
+            rope: &bc.ropes[bc.rope_of[il]],
+            mask: if block.swa {
+                bc.local_mask.as_ref()
+            } else {
+                bc.global_mask.as_ref()
+            },
+            act: self.activation(),
+        };
+        block.forward(x, &ctx, cache.map(|c| (c, il)))
+    }
+
+    /// The final norm: the residual stream after the last block → the LM head's input.
+    pub fn final_norm(&self, x: &Tensor) -> CResult<Tensor> {
+        rms_norm(x, &self.output_norm, self.hp.rms_eps)
+    }
+
     /// Runs `tokens [b, s]` after whatever `cache` holds (positions continue from it).
     pub fn forward(
         &self,
@@ -177,44 +253,10 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         }
         let mut x = self.embed_tokens(tokens)?;
         // Masks and RoPE tables: one per distinct layer kind, built once per call.
-        let global_mask = attention_mask(s, offset, None, &self.device)?;
-        // Sliding-window layers' caches hold only the keys still in reach (see KvCache).
-        let local_mask = match self.hp.sliding_window {
-            Some(w) => {
-                let start = if cache.is_some() {
-                    KvCache::window_start(offset, w)
-                } else {
-                    0
-                };
-                attention_mask_from(s, offset, start, Some(w), &self.device)?
-            }
-            None => None,
-        };
-        let mut ropes: Vec<(RopeSpec, Rope)> = Vec::new();
-        let act = self.activation();
+        let bc = self.block_context(s, offset, cache.is_some())?;
         let mut hidden = Vec::new();
-        for (il, block) in self.blocks.iter().enumerate() {
-            let spec = self.rope_spec(il);
-            let idx = match ropes.iter().position(|(s2, _)| *s2 == spec) {
-                Some(i) => i,
-                None => {
-                    let r = Rope::new(&spec, offset, s, &self.device)?;
-                    ropes.push((spec, r));
-                    ropes.len() - 1
-                }
-            };
-            let ctx = LayerCtx {
-                ggml: self.ggml_numerics,
-                hp: &self.hp,
-                rope: &ropes[idx].1,
-                mask: if block.swa {
-                    local_mask.as_ref()
-                } else {
-                    global_mask.as_ref()
-                },
-                act,
-            };
-            x = block.forward(&x, &ctx, cache.as_deref_mut().map(|c| (c, il)))?;
+        for il in 0..self.blocks.len() {
+            x = self.block_forward(il, &x, &bc, cache.as_deref_mut())?;
             if opts.hidden_states {
                 hidden.push(x.clone());
             }
@@ -222,7 +264,7 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         if let Some(c) = cache {
             c.advance(s);
         }
-        let normed = rms_norm(&x, &self.output_norm, self.hp.rms_eps)?;
+        let normed = self.final_norm(&x)?;
         let logits = match &opts.logits {
             Logits::None => None,
             Logits::All => Some(self.lm_head(&normed)?),

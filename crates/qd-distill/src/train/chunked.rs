@@ -21,6 +21,9 @@ pub struct LossConfig {
     /// The fused CPU loss (`loss::fused`) where it applies; off on the device-generic path,
     /// which composes the same loss from candle's ops and differentiates it by autograd.
     pub fused: bool,
+    /// Recompute each block in backward instead of keeping its activations
+    /// (`train::recompute`).
+    pub checkpoint_blocks: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,7 +38,7 @@ pub struct LossParts {
 /// Keeps only the gradients of `params`: candle's backward also returns one for every
 /// intermediate tensor (each `[chunk, vocab]` logits buffer among them), which must not be
 /// carried from chunk to chunk.
-fn only_params(g: &GradStore, params: &[Var]) -> GradStore {
+pub fn only_params(g: &GradStore, params: &[Var]) -> GradStore {
     let mut out = GradStore::default();
     for p in params {
         if let Some(t) = g.get(p.as_tensor()) {
@@ -173,6 +176,38 @@ where
     TL: Linear,
     TE: Embedding,
 {
+    let (parts, grads, _) = chunked_loss_and_grads_to(
+        student,
+        params,
+        student_normed,
+        None,
+        teacher,
+        targets,
+        mask,
+        cfg,
+    )?;
+    Ok((parts, grads))
+}
+
+/// As [`chunked_loss_and_grads`], also returning the gradient of `leaf` when given (a tensor
+/// `student_normed`'s graph starts from: the last block's output when blocks are recomputed).
+#[allow(clippy::too_many_arguments)]
+pub fn chunked_loss_and_grads_to<L, E, TL, TE>(
+    student: &Transformer<L, E>,
+    params: &[Var],
+    student_normed: &Tensor,
+    leaf: Option<&Var>,
+    teacher: &TeacherRows<'_, TL, TE>,
+    targets: &Tensor,
+    mask: &Tensor,
+    cfg: &LossConfig,
+) -> Result<(LossParts, GradStore, Option<Tensor>)>
+where
+    L: Linear,
+    E: Embedding,
+    TL: Linear,
+    TE: Embedding,
+{
     let n = student_normed.dim(0)?;
     let count = mask
         .to_dtype(candle_core::DType::F64)?
@@ -275,12 +310,15 @@ where
     if !grad_rows.is_empty() {
         grad_h = Tensor::cat(&grad_rows, 0)?;
     }
+    super::memory::mark("loss and LM head");
     // One pass through the body: d(⟨normed, grad_h⟩)/dθ is exactly the chain rule's term.
     let body = (student_normed * grad_h.detach())?.sum_all()?.backward()?;
+    super::memory::mark("backward");
     let mut grads = only_params(&body, params);
+    let leaf_grad = leaf.and_then(|v| body.get(v.as_tensor()).cloned());
     drop(body);
     if let Some(hg) = head_grads {
         grads.extend(hg)?;
     }
-    Ok((parts, grads))
+    Ok((parts, grads, leaf_grad))
 }

@@ -59,12 +59,9 @@ where
         let (targets, mask) = crate::loss::shift::next_token_targets(seq, None, &dev)?;
         let inputs = &seq[..seq.len() - 1];
         let x = Tensor::new(inputs, &dev)?.unsqueeze(0)?;
-        let s = student
-            .forward(&x, None, &opts)
-            .map_err(candle_core::Error::wrap)?
-            .normed
-            .squeeze(0)?
-            .detach();
+        // Block by block: the student's weights are variables, and a whole-model graph
+        // would hold every block's activations (gigabytes for a 0.5B student) for nothing.
+        let s = super::recompute::forward_detached(student, &x)?;
         let len = s.dim(0)?;
         // The teacher's side of this sequence: its final hidden states, or its cached rows.
         let side = match source {

@@ -5,6 +5,8 @@ pub mod batches;
 pub mod checkpoint;
 pub mod chunked;
 pub mod eval;
+pub mod memory;
+pub mod recompute;
 pub mod run;
 pub mod schedule;
 pub mod state;

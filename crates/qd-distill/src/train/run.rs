@@ -16,6 +16,7 @@ use super::batches::Data;
 use super::checkpoint::{checkpoint_dir, list, prune, Checkpoint, CheckpointError};
 use super::chunked::LossConfig;
 use super::eval::{evaluate, EvalReport};
+use super::memory;
 use super::schedule::{learning_rate, Schedule, Shape};
 use super::state::RunState;
 use super::step::batch_loss_and_grads;
@@ -110,6 +111,10 @@ pub struct RunConfig {
     /// runs, on the CPU) or `cuda[:N]`. Checkpoints are the same on every device: a run may
     /// resume on another.
     pub device: String,
+    /// Recompute each student block in backward instead of keeping its activations and
+    /// fake-quantized weights (activation checkpointing: one block's worth in memory, for a
+    /// second forward pass). Same gradients, bit for bit; a run may switch it on resuming.
+    pub checkpoint_blocks: bool,
 }
 
 impl Default for RunConfig {
@@ -158,6 +163,7 @@ impl Default for RunConfig {
             device: "cpu".into(),
             teacher_cache: None,
             kd_top_k: None,
+            checkpoint_blocks: false,
         }
     }
 }
@@ -257,17 +263,7 @@ pub struct RunSummary {
     pub peak_rss_bytes: u64,
 }
 
-/// The process's peak resident set (VmHWM) in bytes, 0 where /proc is not available.
-pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
-}
+pub use super::memory::peak_rss_bytes;
 
 impl RunConfig {
     /// The tensors the student keeps but does not train (the rebuild at export must agree).
@@ -716,6 +712,7 @@ pub fn run(
         spec.generic(),
     )?;
     drop(imatrix);
+    memory::mark("teacher and students built");
     // Everything needed is copied out of the model files by now: unmapping them takes their
     // file pages out of the resident set for the rest of the run.
     drop(tf);
@@ -730,6 +727,7 @@ pub fn run(
             ..Default::default()
         },
     )?;
+    memory::mark("optimizer state");
     // Learned steps move relative to their size (a step is 1e-4…1e-1 depending on the
     // tensor), at `step_lr` at the schedule's peak.
     opt.relative = store
@@ -813,6 +811,7 @@ pub fn run(
             divergence: div,
             chunk: cfg.chunk,
             fused: !spec.generic(),
+            checkpoint_blocks: cfg.checkpoint_blocks,
         };
         if step == cfg.qat_start && cfg.snap_to_grid {
             // QAT switches on now: the trained weights start at their grid values (see
@@ -869,6 +868,8 @@ pub fn run(
             cfg.min_lr_ratio,
         );
         opt.step(&grads, lr)?;
+        drop(grads);
+        memory::mark("optimizer step");
         tokens += parts.tokens;
         let ev = Event::Step {
             step: step + 1,

@@ -8,7 +8,9 @@ use qd_model::{Embedding, ForwardOpts, Linear, Logits, Transformer};
 use crate::student::VocabMap;
 use crate::teacher_cache::{CachedRows, SeqRef, TeacherCache};
 
-use super::chunked::{chunked_loss_and_grads, LossConfig, LossParts, TeacherRows};
+use super::chunked::{chunked_loss_and_grads_to, LossConfig, LossParts, TeacherRows};
+use super::memory;
+use super::recompute::StudentPass;
 
 /// Where a step's teacher signal comes from.
 pub enum TeacherSource<'a, TL, TE> {
@@ -59,12 +61,9 @@ where
             candle_core::bail!("an example's inputs must be its tokens but the last");
         }
         let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
-        let s_normed = student
-            .forward(&x, None, &opts)
-            .map_err(candle_core::Error::wrap)?
-            .normed
-            .squeeze(0)?;
-        let (p, grads) = match teacher {
+        let pass = StudentPass::run(student, &x, cfg.checkpoint_blocks)?;
+        memory::mark("student forward");
+        let (p, grads, leaf_grad) = match teacher {
             TeacherSource::Model { model, top_k } => {
                 let tx = match vocab {
                     Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
@@ -75,12 +74,22 @@ where
                     .map_err(candle_core::Error::wrap)?
                     .normed
                     .squeeze(0)?;
+                memory::mark("teacher forward");
                 let rows = TeacherRows::Model {
                     model: *model,
                     normed: &t_normed,
                     top_k: *top_k,
                 };
-                chunked_loss_and_grads(student, params, &s_normed, &rows, &targets, &mask, cfg)?
+                chunked_loss_and_grads_to(
+                    student,
+                    params,
+                    &pass.normed,
+                    pass.leaf(),
+                    &rows,
+                    &targets,
+                    &mask,
+                    cfg,
+                )?
             }
             TeacherSource::Cache(cache) => {
                 let r = refs.get(i).copied().ok_or_else(|| {
@@ -92,9 +101,19 @@ where
                 let rows =
                     CachedRows::of(&seq, &ex.inputs, cache.k()).map_err(candle_core::Error::Msg)?;
                 let rows = TeacherRows::<TL, TE>::Cached(&rows);
-                chunked_loss_and_grads(student, params, &s_normed, &rows, &targets, &mask, cfg)?
+                chunked_loss_and_grads_to(
+                    student,
+                    params,
+                    &pass.normed,
+                    pass.leaf(),
+                    &rows,
+                    &targets,
+                    &mask,
+                    cfg,
+                )?
             }
         };
+        let grads = pass.finish(student, params, grads, leaf_grad)?;
         total.total += p.total * scale;
         total.kd += p.kd * scale;
         total.ce += p.ce * scale;
