@@ -79,6 +79,10 @@ pub struct Args {
     /// learned scales (plain blocks llama.cpp decodes unchanged).
     #[arg(long)]
     learned_steps: bool,
+    /// The optimizer's moments: adamw (f32) or adamw8 (8-bit block-wise: 6 fewer bytes per
+    /// trained parameter; CPU only).
+    #[arg(long)]
+    optimizer: Option<String>,
     /// Recompute each block in backward instead of keeping its activations (activation
     /// checkpointing): less memory for long sequences and big students, one more forward pass.
     #[arg(long)]
@@ -247,6 +251,9 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     }
     if a.checkpoint_blocks {
         c.checkpoint_blocks = true;
+    }
+    if let Some(o) = &a.optimizer {
+        c.optimizer = o.clone();
     }
     if let Some(v) = a.step_lr {
         c.step_lr = v;

@@ -173,6 +173,45 @@ fn bad_inputs() {
     assert!(e.contains("invalid value 'sideways'"), "{e}");
     let e = one_line_error(&["train", "--data", &data]);
     assert!(e.contains("no teacher"), "{e}");
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--blocks",
+        "0",
+        "--optimizer",
+        "adam9",
+    ]);
+    assert!(e.contains("adam9"), "{e}");
+    // A run that would not fit says so before its first step, with its estimate (a 20 MB
+    // budget, as QAT_DISTILL_MEM_LIMIT sets one, is less than the loaded models).
+    let o2 = std::process::Command::new(env!("CARGO_BIN_EXE_qat-distill"))
+        .args([
+            "train",
+            "--teacher",
+            &teacher,
+            "--data",
+            &data,
+            "--out",
+            o,
+            "--blocks",
+            "0",
+        ])
+        .env("QAT_DISTILL_MEM_LIMIT", "20000000")
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&o2.stderr);
+    assert!(!o2.status.success());
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+    assert!(
+        e.contains("needs about") && e.contains("--checkpoint-blocks"),
+        "{e}"
+    );
+    assert!(!out.join("log.jsonl").exists() || common::log_steps(&out).is_empty());
     let cfg = d.path().join("bad.toml");
     std::fs::write(&cfg, "steps = \"many\"\n").unwrap();
     let e = one_line_error(&["train", "--config", cfg.to_str().unwrap()]);

@@ -2,7 +2,6 @@
 //! the training data is a function of (seed, step) alone, so a resumed run sees exactly the
 //! batches the uninterrupted one would have.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +10,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use super::adamw::{clip_grad_norm, AdamW, AdamWConfig};
+use super::adamw::{clip_owned_grads, AdamW, AdamWConfig, MomentFormat};
 use super::batches::Data;
 use super::checkpoint::{checkpoint_dir, list, prune, Checkpoint, CheckpointError};
 use super::chunked::LossConfig;
@@ -115,6 +114,9 @@ pub struct RunConfig {
     /// fake-quantized weights (activation checkpointing: one block's worth in memory, for a
     /// second forward pass). Same gradients, bit for bit; a run may switch it on resuming.
     pub checkpoint_blocks: bool,
+    /// The optimizer's moments: `adamw` (f32, 8 bytes per trained parameter) or `adamw8`
+    /// (8-bit block-wise, 2 bytes; CPU only).
+    pub optimizer: String,
 }
 
 impl Default for RunConfig {
@@ -164,6 +166,7 @@ impl Default for RunConfig {
             teacher_cache: None,
             kd_top_k: None,
             checkpoint_blocks: false,
+            optimizer: "adamw".into(),
         }
     }
 }
@@ -266,6 +269,16 @@ pub struct RunSummary {
 pub use super::memory::peak_rss_bytes;
 
 impl RunConfig {
+    /// The optimizer's moment format (`optimizer`).
+    pub fn moment_format(&self) -> Result<MomentFormat, TrainError> {
+        MomentFormat::parse(&self.optimizer).ok_or_else(|| {
+            TrainError::Config(format!(
+                "optimizer {:?} is not adamw (f32 moments) or adamw8 (8-bit moments)",
+                self.optimizer
+            ))
+        })
+    }
+
     /// The tensors the student keeps but does not train (the rebuild at export must agree).
     pub fn frozen_tensors(&self) -> &'static [&'static str] {
         if self.freeze_embeddings {
@@ -302,6 +315,13 @@ impl RunConfig {
 
     pub fn validate(&self) -> Result<Divergence, TrainError> {
         self.device_spec()?;
+        if self.moment_format()? == MomentFormat::Adamw8 && self.device_spec()?.generic() {
+            return Err(TrainError::Config(
+                "optimizer adamw8 (8-bit moments) runs on the CPU's own path only for now; use \
+                 --device cpu or optimizer adamw"
+                    .into(),
+            ));
+        }
         let bad = |m: &str| Err(TrainError::Config(m.into()));
         if self.seq_len < 2 {
             return bad("seq_len must be at least 2");
@@ -541,10 +561,11 @@ fn resume_from_latest(
         || saved.learned_steps != cfg.learned_steps
         || saved.kd_top_k != cfg.kd_top_k
         || saved.teacher_cache.is_some() != cfg.teacher_cache.is_some()
+        || saved.optimizer != cfg.optimizer
     {
         return Err(TrainError::Config(format!(
             "{} was trained with another student, sequence length, seed, QAT recipe, step-size \
-             setting or teacher signal (full, top-k, cached)",
+             setting, teacher signal (full, top-k, cached) or optimizer",
             dir.display()
         )));
     }
@@ -570,16 +591,8 @@ fn resume_from_latest(
     }
     store.load_weights(&ck.weights)?;
     for k in store.vars.keys() {
-        let get = |p: &str| {
-            ck.optimizer
-                .get(&format!("{p}.{k}"))
-                .cloned()
-                .ok_or_else(|| {
-                    TrainError::Config(format!("{}: no optimizer state for {k}", dir.display()))
-                })
-        };
-        opt.m.insert(k.clone(), get("m")?);
-        opt.v.insert(k.clone(), get("v")?);
+        opt.restore(k, |name| ck.optimizer.get(name).cloned())
+            .map_err(|e| TrainError::Config(format!("{}: {e}", dir.display())))?;
     }
     opt.step = state.optimizer_step;
     Ok(Start {
@@ -589,6 +602,55 @@ fn resume_from_latest(
         tokens: state.train_tokens,
         seconds: state.train_seconds,
     })
+}
+
+/// Refuses, before the first step, a CPU run whose step would not fit in the memory left,
+/// with its estimate and what would make it fit.
+fn check_memory(
+    cfg: &RunConfig,
+    students: &Students,
+    spec: &qd_model::DeviceSpec,
+) -> Result<(), TrainError> {
+    let (Some(free), false) = (memory::available_bytes(), spec.generic()) else {
+        return Ok(());
+    };
+    let hp = &students.student.hp;
+    let est = memory::StepEstimate {
+        trained_params: students.store.n_params(),
+        moment_bytes: cfg.moment_format()?.bytes_per_param(),
+        n_layer: hp.n_layer,
+        n_embd: hp.n_embd,
+        n_ff: hp.n_ff,
+        n_head: hp.n_head,
+        vocab: hp.vocab_size,
+        seq_len: cfg.seq_len,
+        chunk: cfg.chunk,
+        recompute: cfg.checkpoint_blocks,
+        qat: students.plan().is_some(),
+    }
+    .bytes();
+    let loaded = memory::rss_bytes();
+    if est > free {
+        let gb = |b: u64| b as f64 / 1e9;
+        return Err(TrainError::Config(format!(
+            "this run needs about {:.1} GB at its first step ({:.1} GB loaded now + {:.1} GB of \
+             gradients, optimizer state and activations for {:.0} M trained parameters) but only \
+             {:.1} GB more are free; try{} a shorter seq_len or fewer trained tensors",
+            gb(loaded + est),
+            gb(loaded),
+            gb(est),
+            students.store.n_params() as f64 / 1e6,
+            gb(free),
+            [
+                (!cfg.checkpoint_blocks).then_some(" --checkpoint-blocks,"),
+                (cfg.optimizer != "adamw8").then_some(" --optimizer adamw8,"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<String>()
+        )));
+    }
+    Ok(())
 }
 
 /// What a checkpoint records besides weights and moments.
@@ -610,11 +672,7 @@ fn save_checkpoint(
     step: usize,
     (tokens, seconds): (f64, f64),
 ) -> Result<PathBuf, TrainError> {
-    let mut moments = BTreeMap::new();
-    for (k, m) in &opt.m {
-        moments.insert(format!("m.{k}"), m.clone());
-        moments.insert(format!("v.{k}"), opt.v[k].clone());
-    }
+    let moments = opt.state_tensors()?;
     let dir = checkpoint_dir(&p.cfg.out, step as u64);
     let state = RunState {
         step,
@@ -713,6 +771,7 @@ pub fn run(
     )?;
     drop(imatrix);
     memory::mark("teacher and students built");
+    check_memory(cfg, &students, &spec)?;
     // Everything needed is copied out of the model files by now: unmapping them takes their
     // file pages out of the resident set for the rest of the run.
     drop(tf);
@@ -720,12 +779,13 @@ pub fn run(
     let eval_vocab = vmap.as_ref().zip(teacher.full_head.as_ref());
     let source = teacher.source(cfg.kd_top_k);
     let store = &students.store;
-    let mut opt = AdamW::new(
+    let mut opt = AdamW::with_format(
         store.vars.clone(),
         AdamWConfig {
             weight_decay: cfg.weight_decay,
             ..Default::default()
         },
+        cfg.moment_format()?,
     )?;
     memory::mark("optimizer state");
     // Learned steps move relative to their size (a step is 1e-4…1e-1 depending on the
@@ -848,7 +908,8 @@ pub fn run(
                 last: last_ckpt,
             });
         }
-        let grad_norm = clip_grad_norm(&mut grads, &store.vars, cfg.clip)?;
+        let grad_norm = clip_owned_grads(&mut grads, &store.vars, cfg.clip)?;
+        memory::mark("clipped");
         if !grad_norm.is_finite() {
             // A finite loss with a non-finite gradient (an overflow in backward): the update
             // would carry it into every weight.

@@ -114,6 +114,7 @@ where
             }
         };
         let grads = pass.finish(student, params, grads, leaf_grad)?;
+        memory::mark("gradients");
         total.total += p.total * scale;
         total.kd += p.kd * scale;
         total.ce += p.ce * scale;
