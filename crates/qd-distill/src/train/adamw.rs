@@ -270,8 +270,9 @@ pub fn clip_grad_norm(
 
 /// [`clip_grad_norm`], rescaling CPU f32 gradients in place instead of copying every one at
 /// once (the same bits). Only for gradients that own their buffers — those
-/// [`super::step::batch_loss_and_grads`] returns do (each is a fresh scaled copy); a
-/// gradient that were a view into another would be scaled twice.
+/// [`super::step::batch_loss_and_grads`] returns do (each is a fresh sum from candle's
+/// backward, or a scaled copy); a gradient that were a view into another would be scaled
+/// twice.
 pub fn clip_owned_grads(
     grads: &mut GradStore,
     params: &BTreeMap<String, Var>,
@@ -288,13 +289,14 @@ fn clip(
 ) -> Result<f64> {
     let mut sq = 0f64;
     for p in params.values() {
-        if let Some(g) = grads.get(p.as_tensor()) {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F64)?
-                .to_scalar::<f64>()?;
-        }
+        let Some(g) = grads.get(p.as_tensor()) else {
+            continue;
+        };
+        sq += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     let norm = sq.sqrt();
     if max_norm > 0.0 && norm > max_norm {

@@ -738,7 +738,9 @@ pub fn run(
     };
     // The data in the student's tokenization (the teacher's unless it is trimmed).
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(sf.as_ref().unwrap_or(&tf))?;
+    memory::mark("tokenizer");
     let teacher = Teacher::open(cfg, &tf, vmap.as_ref(), &dev)?;
+    memory::mark("teacher");
     let teacher_vocab = teacher.vocab_size;
     let teacher_sha256 = qd_export::file_sha256(&cfg.teacher)?;
     let student_sha256 = cfg
@@ -752,6 +754,7 @@ pub fn run(
         student_sha256.as_deref().unwrap_or(&teacher_sha256),
     )?;
     teacher.check_cache(cfg, &tf, &teacher_sha256, &data.packed.hash)?;
+    memory::mark("data");
     let imatrix = match &cfg.imatrix {
         Some(p) => Some((qd_export::Imatrix::open(p)?, p.as_path())),
         None => None,
@@ -770,12 +773,13 @@ pub fn run(
         spec.generic(),
     )?;
     drop(imatrix);
-    memory::mark("teacher and students built");
-    check_memory(cfg, &students, &spec)?;
+    memory::mark("students");
     // Everything needed is copied out of the model files by now: unmapping them takes their
     // file pages out of the resident set for the rest of the run.
     drop(tf);
     drop(sf);
+    memory::mark("model files unmapped");
+    check_memory(cfg, &students, &spec)?;
     let eval_vocab = vmap.as_ref().zip(teacher.full_head.as_ref());
     let source = teacher.source(cfg.kd_top_k);
     let store = &students.store;

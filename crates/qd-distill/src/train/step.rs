@@ -119,11 +119,18 @@ where
         total.kd += p.kd * scale;
         total.ce += p.ce * scale;
         total.tokens += p.tokens;
-        // Scale this sequence's gradients by 1/len before adding them up.
-        let mut scaled = GradStore::default();
-        for id in grads.get_ids().copied().collect::<Vec<_>>() {
-            scaled.insert_id(id, grads.get_id(id).expect("listed").affine(scale, 0.0)?);
-        }
+        // Scale this sequence's gradients by 1/len before adding them up — not for a batch of
+        // one, where it would copy every gradient to multiply it by 1 (the `+ 0` of the copy
+        // only turns -0 into +0, which every later use does as well: the same bits).
+        let scaled = if examples.len() == 1 {
+            grads
+        } else {
+            let mut scaled = GradStore::default();
+            for id in grads.get_ids().copied().collect::<Vec<_>>() {
+                scaled.insert_id(id, grads.get_id(id).expect("listed").affine(scale, 0.0)?);
+            }
+            scaled
+        };
         match acc.as_mut() {
             None => acc = Some(scaled),
             Some(a) => a.extend(scaled)?,
