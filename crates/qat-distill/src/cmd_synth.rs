@@ -33,7 +33,8 @@ pub struct Args {
     /// Write only the skeleton: metadata and the tensor list, no weights (with --like).
     #[arg(long, conflicts_with = "shape")]
     skeleton: bool,
-    /// Seed of the random weights (and of a shape's synthetic vocabulary).
+    /// Seed of the random weights (a shape's synthetic vocabulary is the same for every seed:
+    /// a teacher and a student of one tokenizer can be made apart).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Overwrite an existing output file.

@@ -72,6 +72,7 @@ fn check(div: Divergence, frozen: &[&str], temperature: f64, fused: bool) {
         chunk: 5,
         fused,
         checkpoint_blocks: false,
+        bf16_grads: false,
     };
 
     let s_normed = student

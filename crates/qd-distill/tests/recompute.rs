@@ -46,7 +46,7 @@ fn check(fam: Family, learned: bool, div: Divergence, fused: bool) {
             )
         })
         .collect();
-    let grads = |checkpoint_blocks: bool| {
+    let grads = |checkpoint_blocks: bool, bf16_grads: bool| {
         let cfg = LossConfig {
             alpha: 0.7,
             temperature: 2.0,
@@ -54,6 +54,7 @@ fn check(fam: Family, learned: bool, div: Divergence, fused: bool) {
             chunk: 5,
             fused,
             checkpoint_blocks,
+            bf16_grads,
         };
         batch_loss_and_grads(
             &qat,
@@ -99,8 +100,34 @@ fn check(fam: Family, learned: bool, div: Divergence, fused: bool) {
             .all(|(a, b)| a.to_bits() == b.to_bits()),
         "{fam:?}: eval forward"
     );
-    let (pa, ga) = grads(false);
-    let (pb, gb) = grads(true);
+    let (pa, ga) = grads(false, false);
+    let (pb, gb) = grads(true, false);
+    // The compact state's bf16 gradients: the f32 ones rounded (a batch of two adds its
+    // sequences' gradients in bf16, so within a few bf16 steps of the largest value).
+    let (_, gc) = grads(true, true);
+    for (name, v) in &store.vars {
+        let (Some(a), Some(c)) = (ga.get(v.as_tensor()), gc.get(v.as_tensor())) else {
+            continue;
+        };
+        assert_eq!(c.dtype(), candle_core::DType::BF16, "{name}");
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let c: Vec<f32> = c
+            .to_dtype(candle_core::DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let top = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let worst = a
+            .iter()
+            .zip(&c)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            worst <= top * 2f32.powi(-6),
+            "{fam:?} {name}: bf16 gradient off by {worst} (largest {top})"
+        );
+    }
     assert_eq!(pa.total.to_bits(), pb.total.to_bits(), "{fam:?}: loss");
     let mut compared = 0;
     for (name, v) in &store.vars {

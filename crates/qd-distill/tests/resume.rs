@@ -77,6 +77,7 @@ fn run(
         chunk: 4,
         fused: true,
         checkpoint_blocks: false,
+        bf16_grads: false,
     };
     let d = data();
     for s in steps {

@@ -17,6 +17,9 @@ use crate::shape::ModelShape;
 use crate::synthetic::normal;
 use crate::synthetic_vocab::synthetic_vocab;
 
+/// The seed of every synthetic vocabulary.
+const VOCAB_SEED: u64 = 0;
+
 /// Rows drawn per task (each chunk its own seed).
 const ROWS_PER_CHUNK: usize = 64;
 
@@ -31,7 +34,7 @@ pub struct ShapeModelReport {
 }
 
 /// The GGUF metadata of `shape` (hyper-parameters and tokenizer) for a file of `recipe`.
-pub fn shape_metadata(shape: &ModelShape, recipe: &Recipe, seed: u64) -> Result<GgufWriter> {
+pub fn shape_metadata(shape: &ModelShape, recipe: &Recipe) -> Result<GgufWriter> {
     let a = shape.arch.as_str();
     let k = |s: &str| format!("{a}.{s}");
     let u = |v: usize| Value::U32(v as u32);
@@ -62,11 +65,14 @@ pub fn shape_metadata(shape: &ModelShape, recipe: &Recipe, seed: u64) -> Result<
     if let Some(sw) = shape.sliding_window {
         w.set(&k("attention.sliding_window"), u(sw));
     }
+    // The vocabulary depends on the tokenizer's kind and size only, never on the weights'
+    // seed: shapes that share a published tokenizer (LLaMA-2-7B and TinyLlama-1.1B) share the
+    // synthetic one too, so a teacher and a student made apart can be distilled.
     let vocab = synthetic_vocab(
         &shape.tokenizer,
         shape.tokenizer_pre.as_deref(),
         shape.vocab_size,
-        seed,
+        VOCAB_SEED,
     )?;
     vocab.write_metadata(&mut w);
     Ok(w)
@@ -168,7 +174,7 @@ pub fn write_shape_model(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<ShapeModelReport> {
     shape.validate()?;
-    let meta = shape_metadata(shape, recipe, seed)?;
+    let meta = shape_metadata(shape, recipe)?;
     let tensors = shape_tensor_types(shape, recipe);
     let headers: Vec<TensorHeader> = tensors
         .iter()

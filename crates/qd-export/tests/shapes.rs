@@ -176,6 +176,25 @@ fn small_shapes_of_each_family_write_load_run_and_tokenize() {
         )
         .unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), std::fs::read(&p2).unwrap());
+        // Another seed: other weights, the same tokenizer (a teacher and student made apart).
+        let p3 = d.path().join(format!("{i}-seed.gguf"));
+        write_shape_model(
+            &shape,
+            &Recipe::parse("q4_k_m").unwrap(),
+            4,
+            &p3,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let (a, b) = (GgufFile::open(&p).unwrap(), GgufFile::open(&p3).unwrap());
+        assert_eq!(
+            a.get("tokenizer.ggml.tokens"),
+            b.get("tokenizer.ggml.tokens")
+        );
+        assert_ne!(
+            a.tensor_bytes("blk.0.ffn_up.weight").unwrap(),
+            b.tensor_bytes("blk.0.ffn_up.weight").unwrap()
+        );
 
         let f = GgufFile::open(&p).unwrap();
         let hp = qd_model::HParams::from_gguf(&f).unwrap();

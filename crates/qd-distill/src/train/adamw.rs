@@ -292,7 +292,9 @@ fn clip(
         let Some(g) = grads.get(p.as_tensor()) else {
             continue;
         };
+        // A bf16 gradient (the compact state's) is squared and summed in f32.
         sq += g
+            .to_dtype(candle_core::DType::F32)?
             .sqr()?
             .sum_all()?
             .to_dtype(candle_core::DType::F64)?

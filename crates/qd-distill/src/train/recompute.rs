@@ -115,12 +115,14 @@ impl StudentPass {
 
     /// The parameters' gradients: `grads` from the loss (every one when not recomputing), plus,
     /// when recomputing, each block's from `leaf_grad` (the gradient of [`Self::leaf`]) back.
+    /// With `bf16`, each block's gradients are stored in bf16 as soon as they are made.
     pub fn finish<L: Linear, E: Embedding>(
         self,
         student: &Transformer<L, E>,
         params: &[Var],
-        mut grads: GradStore,
+        grads: GradStore,
         leaf_grad: Option<Tensor>,
+        bf16: bool,
     ) -> Result<GradStore> {
         let Some(r) = self.recompute else {
             return Ok(grads);
@@ -132,6 +134,8 @@ impl StudentPass {
             mut inputs,
             leaf: _,
         } = r;
+        // The head's gradients too, so that a tied embedding's two parts add in one dtype.
+        let mut grads = narrow_grads(grads, params, bf16)?;
         let mut grad_y = leaf_grad.ok_or_else(|| {
             candle_core::Error::Msg("the loss does not depend on the student's blocks".into())
         })?;
@@ -139,7 +143,7 @@ impl StudentPass {
             let x = Var::from_tensor(&inputs.pop().expect("one input per block"))?;
             let y = student.block_forward(il, x.as_tensor(), &bc, None)?;
             let g = (y * &grad_y)?.sum_all()?.backward()?;
-            grads.extend(only_params(&g, params))?;
+            grads.extend(narrow_grads(only_params(&g, params), params, bf16)?)?;
             grad_y = g
                 .get(x.as_tensor())
                 .cloned()
@@ -147,8 +151,22 @@ impl StudentPass {
         }
         if embedded.track_op() {
             let g = (embedded * grad_y)?.sum_all()?.backward()?;
-            grads.extend(only_params(&g, params))?;
+            grads.extend(narrow_grads(only_params(&g, params), params, bf16)?)?;
         }
-        Ok(grads)
+        narrow_grads(grads, params, bf16)
     }
+}
+
+/// `grads` with every gradient in bf16 when `bf16` (else unchanged).
+pub fn narrow_grads(grads: GradStore, params: &[Var], bf16: bool) -> Result<GradStore> {
+    if !bf16 {
+        return Ok(grads);
+    }
+    let mut out = GradStore::default();
+    for p in params {
+        if let Some(g) = grads.get(p.as_tensor()) {
+            out.insert(p.as_tensor(), g.to_dtype(candle_core::DType::BF16)?);
+        }
+    }
+    Ok(out)
 }

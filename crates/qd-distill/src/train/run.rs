@@ -876,6 +876,7 @@ pub fn run(
             chunk: cfg.chunk,
             fused: !spec.generic(),
             checkpoint_blocks: cfg.checkpoint_blocks,
+            bf16_grads: cfg.moment_format()? == MomentFormat::Adamw8,
         };
         if step == cfg.qat_start && cfg.snap_to_grid {
             // QAT switches on now: the trained weights start at their grid values (see

@@ -113,7 +113,7 @@ where
                 )?
             }
         };
-        let grads = pass.finish(student, params, grads, leaf_grad)?;
+        let grads = pass.finish(student, params, grads, leaf_grad, cfg.bf16_grads)?;
         memory::mark("gradients");
         total.total += p.total * scale;
         total.kd += p.kd * scale;
