@@ -357,6 +357,49 @@ fn qat_snap_run_resumes_bit_identically() {
         weights(&whole) != weights(&unsnapped),
         "snapping had no effect"
     );
+    // The memory options: blocks recomputed in backward give the same weights bit for bit;
+    // 8-bit moments (with bf16 gradients) resume bit-identically from their u8 checkpoint.
+    let recomputed = d.path().join("recomputed");
+    train(&recomputed, "4", &["--checkpoint-blocks"]);
+    assert!(
+        weights(&whole) == weights(&recomputed),
+        "recomputed blocks changed the weights"
+    );
+    let compact = ["--checkpoint-blocks", "--optimizer", "adamw8"];
+    let c_whole = d.path().join("c-whole");
+    train(&c_whole, "4", &compact);
+    let c_parts = d.path().join("c-parts");
+    train(&c_parts, "2", &compact);
+    train(&c_parts, "4", &[&compact[..], &["--resume"]].concat());
+    assert!(
+        weights(&c_whole) == weights(&c_parts),
+        "resumed adamw8 run differs"
+    );
+    assert!(
+        weights(&c_whole) != weights(&whole),
+        "adamw8 changed nothing"
+    );
+    let e = one_line_error(&[
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        c_parts.to_str().unwrap(),
+        "--blocks",
+        "0,1",
+        "--seq-len",
+        "16",
+        "--steps",
+        "6",
+        "--qat",
+        "q4_0",
+        "--qat-start",
+        "2",
+        "--resume",
+    ]);
+    assert!(e.contains("optimizer"), "{e}");
 }
 
 /// The stored-teacher workflow on the command line: `teacher-cache` (a progress line, then the

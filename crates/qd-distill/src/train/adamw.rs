@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use std::cell::RefCell;
-
 use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -100,7 +98,7 @@ impl AdamW {
                     if !p.device().is_cpu() {
                         candle_core::bail!("8-bit moments (adamw8) run on the CPU only for now");
                     }
-                    m8.insert(k.clone(), Moments8::zeros(p.elem_count()));
+                    m8.insert(k.clone(), Moments8::zeros(p.elem_count())?);
                 }
             }
         }
@@ -116,8 +114,8 @@ impl AdamW {
         })
     }
 
-    /// The moments as named tensors for a checkpoint (`m.NAME`, `v.NAME`; for 8-bit moments
-    /// `m8.NAME`, `m8s.NAME`, `v8.NAME`, `v8s.NAME`: codes and scales).
+    /// The moments as named tensors for a checkpoint, sharing their buffers (`m.NAME`,
+    /// `v.NAME`; 8-bit moments `m8.NAME`: codes and scales as one u8 tensor).
     pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for (k, m) in &self.m {
@@ -125,9 +123,7 @@ impl AdamW {
             out.insert(format!("v.{k}"), self.v[k].clone());
         }
         for (k, s) in &self.m8 {
-            for (suffix, t) in s.to_tensors(&candle_core::Device::Cpu)? {
-                out.insert(format!("{suffix}.{k}"), t);
-            }
+            out.insert(format!("m8.{k}"), s.state.clone());
         }
         Ok(out)
     }
@@ -149,14 +145,8 @@ impl AdamW {
             }
             MomentFormat::Adamw8 => {
                 let n = self.params.get(name).map_or(0, |p| p.elem_count());
-                let s = Moments8::from_tensors(
-                    n,
-                    &fetch("m8")?,
-                    &fetch("m8s")?,
-                    &fetch("v8")?,
-                    &fetch("v8s")?,
-                )
-                .ok_or_else(|| format!("damaged 8-bit optimizer state for {name}"))?;
+                let s = Moments8::from_tensor(n, &fetch("m8")?)
+                    .ok_or_else(|| format!("damaged 8-bit optimizer state for {name}"))?;
                 self.m8.insert(name.to_string(), s);
             }
         }
@@ -202,17 +192,13 @@ impl AdamW {
                 relative: self.relative.get(name).copied(),
                 decay,
             };
-            if let Some(state) = self.m8.get_mut(name) {
-                let g = g.to_dtype(candle_core::DType::F32)?.contiguous()?;
-                p.as_tensor().inplace_op2(
-                    &g,
-                    &Step8 {
-                        state: RefCell::new(state),
-                        beta1: b1,
-                        beta2: b2,
-                        update,
-                    },
-                )?;
+            if let Some(state) = self.m8.get(name) {
+                Step8 {
+                    beta1: b1,
+                    beta2: b2,
+                    update,
+                }
+                .run(p.as_tensor(), g, state)?;
                 continue;
             }
             if in_place && p.device().is_cpu() && p.as_tensor().is_contiguous() {

@@ -6,9 +6,7 @@
 //! update on it (the same arithmetic as the f32 optimizer, [`Update::apply`]) and encodes it
 //! again, in place in the parameter: no f32 moment ever exists whole.
 
-use std::cell::RefCell;
-
-use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor};
+use candle_core::{CpuStorage, Device, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
 use super::adamw_inplace::{slice, slice_mut, Update};
@@ -16,78 +14,59 @@ use super::adamw_inplace::{slice, slice_mut, Update};
 /// Values per scale.
 pub const BLOCK: usize = 256;
 
-/// One parameter's moments, 8-bit.
-#[derive(Debug, Clone, PartialEq)]
+/// Bytes a block takes in the state: its m codes, v codes, m scale, v scale.
+pub const BLOCK_BYTES: usize = 2 * BLOCK + 8;
+
+/// One parameter's 8-bit moments: a `u8` tensor of [`BLOCK_BYTES`] per block of 256 values
+/// (the last block padded), updated in place — and saved in checkpoints as it is, with no copy.
+#[derive(Debug, Clone)]
 pub struct Moments8 {
-    pub m: Vec<i8>,
-    pub m_scale: Vec<f32>,
-    pub v: Vec<u8>,
-    pub v_scale: Vec<f32>,
+    pub n: usize,
+    pub state: Tensor,
 }
 
 impl Moments8 {
     /// Zero moments for `n` values.
-    pub fn zeros(n: usize) -> Self {
-        let blocks = n.div_ceil(BLOCK);
-        Self {
-            m: vec![0; n],
-            m_scale: vec![0.0; blocks],
-            v: vec![0; n],
-            v_scale: vec![0.0; blocks],
-        }
+    pub fn zeros(n: usize) -> Result<Self> {
+        Ok(Self {
+            n,
+            state: Tensor::zeros(
+                n.div_ceil(BLOCK) * BLOCK_BYTES,
+                candle_core::DType::U8,
+                &Device::Cpu,
+            )?,
+        })
     }
 
-    pub fn len(&self) -> usize {
-        self.m.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.m.is_empty()
-    }
-
-    /// The state as f32 tensors (codes are small integers, exact in f32) for a checkpoint:
-    /// `(suffix, values)` pairs.
-    pub fn to_tensors(&self, dev: &candle_core::Device) -> Result<Vec<(&'static str, Tensor)>> {
-        let f = |v: Vec<f32>| Tensor::from_vec(v.clone(), v.len(), dev);
-        Ok(vec![
-            ("m8", f(self.m.iter().map(|&c| c as f32).collect())?),
-            ("m8s", f(self.m_scale.clone())?),
-            ("v8", f(self.v.iter().map(|&c| c as f32).collect())?),
-            ("v8s", f(self.v_scale.clone())?),
-        ])
-    }
-
-    /// The state back from [`Self::to_tensors`]' tensors; `None` when they do not describe
-    /// `n` values (a damaged or foreign checkpoint).
-    pub fn from_tensors(
-        n: usize,
-        m: &Tensor,
-        ms: &Tensor,
-        v: &Tensor,
-        vs: &Tensor,
-    ) -> Option<Self> {
-        let get = |t: &Tensor| t.flatten_all().ok()?.to_vec1::<f32>().ok();
-        let (m, ms, v, vs) = (get(m)?, get(ms)?, get(v)?, get(vs)?);
-        let blocks = n.div_ceil(BLOCK);
-        if m.len() != n || v.len() != n || ms.len() != blocks || vs.len() != blocks {
+    /// The state a checkpoint holds for `n` values; `None` when it is not one (a damaged or
+    /// foreign checkpoint: wrong type or size, or a scale that is negative or not finite).
+    pub fn from_tensor(n: usize, t: &Tensor) -> Option<Self> {
+        let bytes = t.flatten_all().ok()?.to_vec1::<u8>().ok()?;
+        if bytes.len() != n.div_ceil(BLOCK) * BLOCK_BYTES {
             return None;
         }
-        let int = |x: f32, lo: f32, hi: f32| (x.fract() == 0.0 && x >= lo && x <= hi).then_some(x);
+        let ok = bytes.chunks(BLOCK_BYTES).all(|b| {
+            let (ms, vs) = scales(b);
+            ms.is_finite() && ms >= 0.0 && vs.is_finite() && vs >= 0.0
+        });
+        if !ok {
+            return None;
+        }
+        let len = bytes.len();
         Some(Self {
-            m: m.iter()
-                .map(|&x| int(x, -127.0, 127.0).map(|x| x as i8))
-                .collect::<Option<_>>()?,
-            m_scale: ms,
-            v: v.iter()
-                .map(|&x| int(x, 0.0, 255.0).map(|x| x as u8))
-                .collect::<Option<_>>()?,
-            v_scale: vs,
+            n,
+            state: Tensor::from_vec(bytes, len, &Device::Cpu).ok()?,
         })
     }
 }
 
-fn decode_m(c: i8, s: f32) -> f32 {
-    let x = c as f32 / 127.0;
+fn scales(b: &[u8]) -> (f32, f32) {
+    let f = |i: usize| f32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+    (f(2 * BLOCK), f(2 * BLOCK + 4))
+}
+
+fn decode_m(c: u8, s: f32) -> f32 {
+    let x = c as i8 as f32 / 127.0;
     x * x.abs() * s
 }
 
@@ -97,38 +76,122 @@ fn decode_v(c: u8, s: f32) -> f32 {
     x2 * x2 * s
 }
 
-/// Encodes `m` and `v` into a block's codes and returns the scales.
-fn encode(m: &[f32], v: &[f32], mc: &mut [i8], vc: &mut [u8]) -> (f32, f32) {
-    let ms = m.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let vs = v.iter().fold(0f32, |a, &x| a.max(x));
-    for (c, &x) in mc.iter_mut().zip(m) {
-        *c = if ms > 0.0 {
-            ((x.abs() / ms).sqrt() * 127.0).round().copysign(x) as i8
-        } else {
-            0
-        };
+/// This step's moments of a block in f32: the stored ones decoded, moved by `g`.
+fn fresh(b: &[u8], g: &[f32], b1: f32, a1: f32, b2: f32, a2: f32) -> ([f32; BLOCK], [f32; BLOCK]) {
+    let (ms, vs) = scales(b);
+    let mut m = [0f32; BLOCK];
+    let mut v = [0f32; BLOCK];
+    for i in 0..g.len() {
+        m[i] = (decode_m(b[i], ms) * b1 + 0.0) + (g[i] * a1 + 0.0);
+        v[i] = (decode_v(b[BLOCK + i], vs) * b2 + 0.0) + (g[i] * g[i] * a2 + 0.0);
     }
-    for (c, &x) in vc.iter_mut().zip(v) {
-        *c = if vs > 0.0 {
-            ((x / vs).sqrt().sqrt() * 255.0).round() as u8
-        } else {
-            0
-        };
-    }
-    (ms, vs)
+    (m, v)
 }
 
-/// One AdamW step on a parameter with 8-bit moments, in place (`p.inplace_op2(&g, &op)`).
-pub struct Step8<'a> {
-    pub state: RefCell<&'a mut Moments8>,
+/// Encodes a block's moments into its bytes.
+fn encode(m: &[f32], v: &[f32], b: &mut [u8]) {
+    let ms = m.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let vs = v.iter().fold(0f32, |a, &x| a.max(x));
+    for i in 0..BLOCK {
+        let (x, y) = (
+            m.get(i).copied().unwrap_or(0.0),
+            v.get(i).copied().unwrap_or(0.0),
+        );
+        b[i] = if ms > 0.0 {
+            ((x.abs() / ms).sqrt() * 127.0).round().copysign(x) as i8 as u8
+        } else {
+            0
+        };
+        b[BLOCK + i] = if vs > 0.0 {
+            ((y / vs).sqrt().sqrt() * 255.0).round() as u8
+        } else {
+            0
+        };
+    }
+    b[2 * BLOCK..2 * BLOCK + 4].copy_from_slice(&ms.to_le_bytes());
+    b[2 * BLOCK + 4..2 * BLOCK + 8].copy_from_slice(&vs.to_le_bytes());
+}
+
+fn bytes<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [u8]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("8-bit moments must be contiguous".into()))?;
+    match s {
+        CpuStorage::U8(v) => Ok(&v[a..b]),
+        _ => candle_core::bail!("8-bit moments must be u8"),
+    }
+}
+
+/// One AdamW step with 8-bit moments: `p.inplace_op3(&state, &g, &step)` moves the parameter
+/// (from this step's moments in f32, as 8-bit Adam does), then `state.inplace_op2(&g, &step)`
+/// stores those moments — recomputed from the same bytes by the same arithmetic — in 8 bits.
+pub struct Step8 {
     pub beta1: f64,
     pub beta2: f64,
     pub update: Update,
 }
 
-impl InplaceOp2 for Step8<'_> {
+impl Step8 {
+    fn coefs(&self) -> (f32, f32, f32, f32) {
+        (
+            self.beta1 as f32,
+            (1.0 - self.beta1) as f32,
+            self.beta2 as f32,
+            (1.0 - self.beta2) as f32,
+        )
+    }
+
+    /// The whole step on parameter `p` with gradient `g` (f32 or bf16) and moments `m`.
+    pub fn run(&self, p: &Tensor, g: &Tensor, m: &Moments8) -> Result<()> {
+        let g = g.to_dtype(candle_core::DType::F32)?.contiguous()?;
+        if p.elem_count() != m.n || g.elem_count() != m.n {
+            candle_core::bail!("parameter, gradient and 8-bit moments differ in size");
+        }
+        p.inplace_op3(&m.state, &g, self)?;
+        m.state.inplace_op2(&g, self)
+    }
+}
+
+impl InplaceOp3 for Step8 {
     fn name(&self) -> &'static str {
-        "adamw8-step"
+        "adamw8-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<()> {
+        let (st, g) = (bytes(s2, l2)?, slice(s3, l3)?);
+        let p = slice_mut(s1, l1)?;
+        let (b1, a1, b2, a2) = self.coefs();
+        let upd = &self.update;
+        p.par_chunks_mut(BLOCK)
+            .zip(g.par_chunks(BLOCK))
+            .zip(st.par_chunks(BLOCK_BYTES))
+            .for_each(|((p, g), b)| {
+                let (m, v) = fresh(b, g, b1, a1, b2, a2);
+                for i in 0..p.len() {
+                    // A second moment of zero with a first one from an earlier step would make
+                    // m/ε enormous: no step there.
+                    p[i] = if v[i] > 0.0 {
+                        upd.apply(p[i], m[i], v[i])
+                    } else {
+                        upd.apply(p[i], 0.0, 0.0)
+                    };
+                }
+            });
+        Ok(())
+    }
+}
+
+impl InplaceOp2 for Step8 {
+    fn name(&self) -> &'static str {
+        "adamw8-store"
     }
 
     fn cpu_fwd(
@@ -139,50 +202,19 @@ impl InplaceOp2 for Step8<'_> {
         l2: &Layout,
     ) -> Result<()> {
         let g = slice(s2, l2)?;
-        let p = slice_mut(s1, l1)?;
-        let mut st = self.state.borrow_mut();
-        if p.len() != g.len() || p.len() != st.len() {
-            candle_core::bail!("parameter, gradient and 8-bit moments differ in size");
-        }
-        let (b1, a1) = (self.beta1 as f32, (1.0 - self.beta1) as f32);
-        let (b2, a2) = (self.beta2 as f32, (1.0 - self.beta2) as f32);
-        let upd = &self.update;
-        let Moments8 {
-            m,
-            m_scale,
-            v,
-            v_scale,
-        } = &mut **st;
-        p.par_chunks_mut(BLOCK)
+        let (a, b) = l1
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("8-bit moments must be contiguous".into()))?;
+        let CpuStorage::U8(st) = s1 else {
+            candle_core::bail!("8-bit moments must be u8");
+        };
+        let (b1, a1, b2, a2) = self.coefs();
+        st[a..b]
+            .par_chunks_mut(BLOCK_BYTES)
             .zip(g.par_chunks(BLOCK))
-            .zip(m.par_chunks_mut(BLOCK))
-            .zip(v.par_chunks_mut(BLOCK))
-            .zip(m_scale.par_iter_mut())
-            .zip(v_scale.par_iter_mut())
-            .for_each(|(((((p, g), mc), vc), ms), vs)| {
-                let mut mf = [0f32; BLOCK];
-                let mut vf = [0f32; BLOCK];
-                let n = p.len();
-                for i in 0..n {
-                    let m = decode_m(mc[i], *ms);
-                    let v = decode_v(vc[i], *vs);
-                    mf[i] = (m * b1 + 0.0) + (g[i] * a1 + 0.0);
-                    vf[i] = (v * b2 + 0.0) + (g[i] * g[i] * a2 + 0.0);
-                }
-                // The update from this step's moments in f32 (as 8-bit Adam does); only what
-                // is carried to the next step is rounded to 8 bits.
-                for i in 0..n {
-                    // A second moment of zero with a first one decoded from an earlier step
-                    // would make m/ε enormous: no step there.
-                    p[i] = if vf[i] > 0.0 {
-                        upd.apply(p[i], mf[i], vf[i])
-                    } else {
-                        upd.apply(p[i], 0.0, 0.0)
-                    };
-                }
-                let (new_ms, new_vs) = encode(&mf[..n], &vf[..n], mc, vc);
-                *ms = new_ms;
-                *vs = new_vs;
+            .for_each(|(blk, g)| {
+                let (m, v) = fresh(blk, g, b1, a1, b2, a2);
+                encode(&m[..g.len()], &v[..g.len()], blk);
             });
         Ok(())
     }
@@ -198,32 +230,28 @@ mod tests {
             .map(|i| ((i as f32) * 0.37).sin() * 1e-3)
             .collect();
         let v: Vec<f32> = (0..BLOCK).map(|i| 1e-8 * (1.0 + i as f32)).collect();
-        let (mut mc, mut vc) = (vec![0i8; BLOCK], vec![0u8; BLOCK]);
-        let (ms, vs) = encode(&m, &v, &mut mc, &mut vc);
+        let mut b = vec![0u8; BLOCK_BYTES];
+        encode(&m, &v, &mut b);
+        let (ms, vs) = scales(&b);
         for i in 0..BLOCK {
-            let (dm, dv) = (decode_m(mc[i], ms), decode_v(vc[i], vs));
-            // √-companded: the error is at most half a code step of √(|m|/s).
-            let step = (m[i].abs() / ms).sqrt() / 127.0 + 1.0 / 254.0;
-            assert!((dm - m[i]).abs() <= 2.0 * step * ms * (m[i].abs() / ms).sqrt() + ms / 64516.0);
+            let (dm, dv) = (decode_m(b[i], ms), decode_v(b[BLOCK + i], vs));
+            // √-companded: within one code step of √(|m|/s), i.e. 2·√(|m|/s)/127 relative.
+            let r = (m[i].abs() / ms).sqrt();
+            assert!(
+                (dm - m[i]).abs() <= ms * (2.0 * r / 127.0 + 1.0 / 16129.0),
+                "{i}"
+            );
             assert!(
                 dv > 0.0 && (dv / v[i] - 1.0).abs() < 0.2,
                 "{i}: {dv} vs {}",
                 v[i]
             );
-            assert_eq!(
-                dm.signum(),
-                if mc[i] == 0 {
-                    dm.signum()
-                } else {
-                    m[i].signum()
-                }
-            );
         }
-        // The block's largest magnitude is exact.
+        // The block's largest magnitudes are exact.
         let imax = (0..BLOCK)
-            .max_by(|&a, &b| m[a].abs().total_cmp(&m[b].abs()))
+            .max_by(|&a, &c| m[a].abs().total_cmp(&m[c].abs()))
             .unwrap();
-        assert_eq!(decode_m(mc[imax], ms), m[imax]);
-        assert_eq!(decode_v(vc[BLOCK - 1], vs), v[BLOCK - 1]);
+        assert_eq!(decode_m(b[imax], ms), m[imax]);
+        assert_eq!(decode_v(b[2 * BLOCK - 1], vs), v[BLOCK - 1]);
     }
 }

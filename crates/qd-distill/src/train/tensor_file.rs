@@ -16,11 +16,12 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 use sha2::{Digest, Sha256};
 
-/// safetensors' name of a dtype this writer streams (the checkpoints hold f32 only; anything
-/// else takes candle's writer).
+/// safetensors' name of a dtype this writer streams (checkpoints hold f32, and u8 for 8-bit
+/// optimizer moments; anything else takes candle's writer).
 fn dtype_name(d: DType) -> Option<&'static str> {
     match d {
         DType::F32 => Some("F32"),
+        DType::U8 => Some("U8"),
         _ => None,
     }
 }
@@ -54,16 +55,34 @@ fn header(map: &BTreeMap<String, Tensor>) -> Vec<u8> {
     out
 }
 
-/// A tensor's f32 values as they lie in memory: safetensors' little-endian bytes on the
+/// A tensor's values as they lie in memory: safetensors' little-endian bytes on the
 /// little-endian machines this runs on (x86-64, aarch64).
-fn values_of(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.flatten_all()?.to_vec1::<f32>()
+fn values_of(t: &Tensor) -> candle_core::Result<Values> {
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::U8 => Values::U8(flat.to_vec1::<u8>()?),
+        _ => Values::F32(flat.to_vec1::<f32>()?),
+    })
+}
+
+enum Values {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+impl Values {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Values::F32(v) => bytemuck::cast_slice::<f32, u8>(v),
+            Values::U8(v) => v,
+        }
+    }
 }
 
 /// What goes to the hashing thread, in file order.
 enum Chunk {
     Header(Vec<u8>),
-    Values(Arc<Vec<f32>>),
+    Values(Arc<Values>),
 }
 
 /// Writes `map` to `path` (created or truncated, then synced) and returns the file's sha256,
@@ -80,7 +99,7 @@ pub fn write_hashed(
             for chunk in rx {
                 match chunk {
                     Chunk::Header(b) => h.update(&b),
-                    Chunk::Values(v) => h.update(bytemuck::cast_slice::<f32, u8>(&v)),
+                    Chunk::Values(v) => h.update(v.bytes()),
                 }
             }
             format!("{:x}", h.finalize())
@@ -92,7 +111,7 @@ pub fn write_hashed(
             let _ = tx.send(Chunk::Header(head));
             for t in map.values() {
                 let v = Arc::new(values_of(t)?);
-                f.write_all(bytemuck::cast_slice::<f32, u8>(&v))?;
+                f.write_all(v.bytes())?;
                 let _ = tx.send(Chunk::Values(v));
             }
             // Synced here, while the hasher finishes the last tensors.
