@@ -433,9 +433,10 @@ struct Students {
 }
 
 impl Students {
+    /// The student from its file `sf`, else from the teacher's file `tf` (one is given).
     fn build(
         cfg: &RunConfig,
-        tf: &qd_gguf::GgufFile,
+        tf: Option<&qd_gguf::GgufFile>,
         sf: Option<&qd_gguf::GgufFile>,
         imatrix: Option<(&qd_export::Imatrix, &Path)>,
         dev: &Device,
@@ -444,7 +445,9 @@ impl Students {
         let (mut student, mut store) = match sf {
             Some(sf) => student_from_file(sf, cfg.frozen_tensors(), dev)?,
             None => build_student(
-                tf,
+                tf.ok_or_else(|| {
+                    TrainError::Config("a student needs its file or the teacher's".into())
+                })?,
                 &cfg.student_blocks,
                 cfg.student.as_ref(),
                 cfg.frozen_tensors(),
@@ -630,6 +633,11 @@ fn check_memory(
     }
     .bytes();
     let loaded = memory::rss_bytes();
+    // Within reach of the limit, freed pages go back to the system instead of waiting for a
+    // reuse that buffers of other sizes never make (a little page clearing, much less peak).
+    if est > free / 4 {
+        memory::free_pages_back();
+    }
     if est > free {
         let gb = |b: u64| b as f64 / 1e9;
         return Err(TrainError::Config(format!(
@@ -764,9 +772,18 @@ pub fn run(
         .as_deref()
         .map(qd_export::file_sha256)
         .transpose()?;
+    // A student from its own file needs nothing more of the teacher's: unmapping it now keeps
+    // its pages (4 GB for a 7B teacher) out of the peak while the student is built.
+    let tf = match sf {
+        Some(_) => {
+            drop(tf);
+            None
+        }
+        None => Some(tf),
+    };
     let students = Students::build(
         cfg,
-        &tf,
+        tf.as_ref(),
         sf.as_ref(),
         imatrix.as_ref().map(|(m, p)| (m, *p)),
         &dev,
