@@ -77,6 +77,26 @@ pub fn normal(rng: &mut impl Rng, std: f64) -> f32 {
     (std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
+/// `values` (rows of `row` values) stored as block type `ty`: f32, f16 or quantized by the
+/// export's own quantizers.
+pub(crate) fn encode(ty: GgmlType, name: &str, values: &[f32], row: usize) -> Result<Vec<u8>> {
+    Ok(match ty {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect(),
+        other => {
+            let quant = |err| ExportError::Quant {
+                name: name.to_string(),
+                err,
+            };
+            let q = qd_quant::QuantType::from_ggml(other).map_err(quant)?;
+            qd_quant::quantize(q, values, row).map_err(quant)?
+        }
+    })
+}
+
 /// `f`'s metadata and tensor list, without tensor data.
 pub fn skeleton(f: &GgufFile) -> Result<GgufWriter> {
     let shapes = tensor_shapes(f)?;
@@ -123,24 +143,7 @@ pub fn synthetic(f: &GgufFile, seed: u64) -> Result<GgufWriter> {
             let std = 1.0 / (row as f64).sqrt();
             (0..n).map(|_| normal(&mut rng, std)).collect()
         };
-        let data = match t.dtype {
-            GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            GgmlType::F16 => values
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
-            other => {
-                let q =
-                    qd_quant::QuantType::from_ggml(other).map_err(|err| ExportError::Quant {
-                        name: t.name.clone(),
-                        err,
-                    })?;
-                qd_quant::quantize(q, &values, row).map_err(|err| ExportError::Quant {
-                    name: t.name.clone(),
-                    err,
-                })?
-            }
-        };
+        let data = encode(t.dtype, &t.name, &values, row)?;
         w.add_tensor(TensorData {
             name: t.name,
             shape: t.shape,

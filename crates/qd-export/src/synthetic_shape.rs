@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::error::{ExportError, Result};
 use crate::recipe::{ModelInfo, Recipe, TensorKind};
 use crate::shape::ModelShape;
-use crate::synthetic::normal;
+use crate::synthetic::{encode, normal};
 use crate::synthetic_vocab::synthetic_vocab;
 
 /// The seed of every synthetic vocabulary.
@@ -134,22 +134,6 @@ fn tensor_values(
                 .collect::<Vec<_>>()
         })
         .collect()
-}
-
-fn encode(ty: GgmlType, name: &str, values: &[f32], row: usize) -> Result<Vec<u8>> {
-    Ok(match ty {
-        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        other => {
-            let q = qd_quant::QuantType::from_ggml(other).map_err(|err| ExportError::Quant {
-                name: name.to_string(),
-                err,
-            })?;
-            qd_quant::quantize(q, values, row).map_err(|err| ExportError::Quant {
-                name: name.to_string(),
-                err,
-            })?
-        }
-    })
 }
 
 /// A streamed write's failure: the file's I/O or a tensor's encoding.

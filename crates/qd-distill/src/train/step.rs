@@ -63,33 +63,25 @@ where
         let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
         let pass = StudentPass::run(student, &x, cfg.checkpoint_blocks)?;
         memory::mark("student forward");
-        let (p, grads, leaf_grad) = match teacher {
+        // The teacher's side of this sequence, then one loss over it.
+        let (t_normed, cached);
+        let rows = match teacher {
             TeacherSource::Model { model, top_k } => {
                 let tx = match vocab {
                     Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
                     None => x.clone(),
                 };
-                let t_normed = model
+                t_normed = model
                     .forward(&tx, None, &opts)
                     .map_err(candle_core::Error::wrap)?
                     .normed
                     .squeeze(0)?;
                 memory::mark("teacher forward");
-                let rows = TeacherRows::Model {
+                TeacherRows::Model {
                     model: *model,
                     normed: &t_normed,
                     top_k: *top_k,
-                };
-                chunked_loss_and_grads_to(
-                    student,
-                    params,
-                    &pass.normed,
-                    pass.leaf(),
-                    &rows,
-                    &targets,
-                    &mask,
-                    cfg,
-                )?
+                }
             }
             TeacherSource::Cache(cache) => {
                 let r = refs.get(i).copied().ok_or_else(|| {
@@ -98,21 +90,21 @@ where
                 let seq = cache
                     .get(r)
                     .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                let rows =
+                cached =
                     CachedRows::of(&seq, &ex.inputs, cache.k()).map_err(candle_core::Error::Msg)?;
-                let rows = TeacherRows::<TL, TE>::Cached(&rows);
-                chunked_loss_and_grads_to(
-                    student,
-                    params,
-                    &pass.normed,
-                    pass.leaf(),
-                    &rows,
-                    &targets,
-                    &mask,
-                    cfg,
-                )?
+                TeacherRows::Cached(&cached)
             }
         };
+        let (p, grads, leaf_grad) = chunked_loss_and_grads_to(
+            student,
+            params,
+            &pass.normed,
+            pass.leaf(),
+            &rows,
+            &targets,
+            &mask,
+            cfg,
+        )?;
         let grads = pass.finish(student, params, grads, leaf_grad, cfg.bf16_grads)?;
         memory::mark("gradients");
         total.total += p.total * scale;
