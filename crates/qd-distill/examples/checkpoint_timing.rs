@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use qd_distill::train::checkpoint::Checkpoint;
+use qd_distill::checkpoint::Checkpoint;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

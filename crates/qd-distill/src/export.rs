@@ -8,12 +8,13 @@ use candle_core::{Device, Tensor};
 use qd_export::{assemble, Exported, Recipe, TensorSource};
 use qd_gguf::{GgufFile, Value};
 
+use crate::checkpoint::{
+    check_imatrix, check_student_file, check_teacher, rebuild_student, resolve, Checkpoint,
+    CheckpointError, RunState,
+};
 use crate::student::pruned_file::layout_key;
 use crate::student::var_store::step_name;
-use crate::student::{build_student, student_from_file, VarStore};
-use crate::train::checkpoint::{list, Checkpoint, CheckpointError};
-use crate::train::run::TrainError;
-use crate::train::state::RunState;
+use crate::student::{Student, VarStore};
 
 #[derive(Debug, Clone, Default)]
 pub struct ExportOptions {
@@ -37,20 +38,6 @@ pub struct StudentExport {
     pub step: u64,
     /// True when the recipe is the one QAT trained against.
     pub matches_training: bool,
-}
-
-/// `dir` itself when it is a checkpoint, else the newest `step-*` checkpoint inside it.
-pub fn resolve_checkpoint(dir: &Path) -> Result<PathBuf, TrainError> {
-    if dir.join("state.json").is_file() || dir.join("model.safetensors").is_file() || !dir.is_dir()
-    {
-        return Ok(dir.to_path_buf());
-    }
-    list(dir).pop().ok_or_else(|| {
-        TrainError::Checkpoint(CheckpointError::Invalid {
-            path: dir.to_path_buf(),
-            problem: "holds no checkpoint (no state.json, no step-* directories)".into(),
-        })
-    })
 }
 
 /// The student's tensors; with `learned` (a QAT run with learned step sizes, exported with the
@@ -117,127 +104,102 @@ impl TensorSource for StoreSource<'_> {
     }
 }
 
-/// Rebuilds the student of checkpoint `dir` and assembles its GGUF file (not yet written).
-pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExport, TrainError> {
-    let dir = resolve_checkpoint(dir)?;
-    let state = RunState::from_json(Checkpoint::load_state(&dir)?, &dir)?;
-    let cfg = state.config.clone();
-    let trained = cfg.recipe()?;
-    let recipe = match (opts.recipe, trained) {
-        (Some(r), _) => r,
-        (None, Some(r)) => r,
-        (None, None) => {
-            return Err(TrainError::Config(format!(
-                "{} was trained without QAT; choose a recipe (--recipe) and pass --from-f32 for post-training quantization",
-                dir.display()
-            )))
-        }
+fn refuse<T>(msg: String) -> Result<T, CheckpointError> {
+    Err(CheckpointError::Refused(msg))
+}
+
+/// The recipe to write (the option's, else the trained one) and whether QAT trained it;
+/// another recipe only as post-training quantization (`from_f32`) or f32.
+fn choose_recipe(
+    dir: &Path,
+    trained: Option<Recipe>,
+    opts: &ExportOptions,
+) -> Result<(Recipe, bool), CheckpointError> {
+    let Some(recipe) = opts.recipe.or(trained) else {
+        return refuse(format!(
+            "{} was trained without QAT; choose a recipe (--recipe) and pass --from-f32 for post-training quantization",
+            dir.display()
+        ));
     };
     let matches_training = trained == Some(recipe);
     if !matches_training && !opts.from_f32 && recipe != Recipe::F32 {
-        return Err(TrainError::Config(format!(
+        return refuse(format!(
             "{} trained {}, not {}; pass --from-f32 to quantize it after training anyway",
             dir.display(),
             trained
                 .map(|r| format!("with QAT recipe {}", r.name()))
                 .unwrap_or_else(|| "without QAT".into()),
             recipe.name()
-        )));
+        ));
     }
-    let imatrix = match (&opts.imatrix, state.imatrix_sha256.as_deref()) {
+    Ok((recipe, matches_training))
+}
+
+/// The importance matrix the export writes with: the one QAT trained against (found by
+/// content: the option's file, else the run's), or with `from_f32` any one given.
+fn choose_imatrix(
+    dir: &Path,
+    state: &RunState,
+    opts: &ExportOptions,
+    recipe: Recipe,
+    matches_training: bool,
+) -> Result<Option<(qd_export::Imatrix, PathBuf)>, CheckpointError> {
+    Ok(match (&opts.imatrix, state.imatrix_sha256.as_deref()) {
         // QAT trained on an imatrix's weighted grid: export writes that grid, with that file.
         (given, Some(want)) if matches_training => {
-            let p = given
-                .clone()
-                .or_else(|| cfg.imatrix.clone())
-                .ok_or_else(|| {
-                    TrainError::Config(format!(
-                        "{} trained against an importance matrix (sha256 {want}) but names none",
-                        dir.display()
-                    ))
-                })?;
-            if qd_export::file_sha256(&p)? != want {
-                return Err(TrainError::Config(format!(
-                    "{} is not the importance matrix {} trained against (sha256 {want}); pass \
-                     that file with --imatrix",
-                    p.display(),
+            let Some(p) = given.clone().or_else(|| state.config.imatrix.clone()) else {
+                return refuse(format!(
+                    "{} trained against an importance matrix (sha256 {want}) but names none",
                     dir.display()
-                )));
-            }
+                ));
+            };
+            check_imatrix(dir, want, &p)?;
             Some((qd_export::Imatrix::open(&p)?, p))
         }
         (Some(p), _) if !opts.from_f32 && recipe != Recipe::F32 => {
-            return Err(TrainError::Config(format!(
+            return refuse(format!(
                 "{} trained without the importance matrix {}; pass --from-f32 to quantize it \
                  after training with it",
                 dir.display(),
                 p.display()
-            )))
+            ))
         }
         (Some(p), _) => Some((qd_export::Imatrix::open(p)?, p.clone())),
         (None, _) => None,
-    };
-    let teacher_path = opts.teacher.clone().unwrap_or_else(|| cfg.teacher.clone());
-    let teacher = GgufFile::open(&teacher_path)?;
-    let sha = qd_export::file_sha256(&teacher_path)?;
-    if state.teacher_sha256 != sha {
-        return Err(TrainError::Config(format!(
-            "{} is not the teacher {} was trained against (sha256 {})",
-            teacher_path.display(),
-            dir.display(),
-            state.teacher_sha256
-        )));
-    }
-    let dev = Device::Cpu;
-    let frozen = cfg.frozen_tensors();
-    // A student that started as a file (pruned, trimmed) is rebuilt from it, and the file is
-    // the template of the export: its tokenizer and shape are the student's.
-    let sf = match &cfg.student_file {
-        Some(p) => {
-            let sha = qd_export::file_sha256(p)?;
-            if state.student_sha256.as_deref() != Some(sha.as_str()) {
-                return Err(TrainError::Config(format!(
-                    "{} is not the student file {} was trained from",
-                    p.display(),
-                    dir.display()
-                )));
-            }
-            Some(GgufFile::open(p)?)
-        }
-        None => None,
-    };
-    let (student, store) = match &sf {
-        Some(f) => student_from_file(f, frozen, &dev)?,
-        None => build_student(
-            &teacher,
-            &cfg.student_blocks,
-            cfg.student.as_ref(),
-            frozen,
-            &dev,
-        )?,
-    };
-    let template = sf.as_ref().unwrap_or(&teacher);
-    let weights = Checkpoint::load_weights(&dir, &dev)?;
-    let mut store = store;
-    if cfg.learned_steps {
-        store.adopt_learned_steps(&weights)?;
-    }
-    store.load_weights(&weights)?;
-    let step = state.step as u64;
+    })
+}
+
+/// The keys that say where the file came from, and the student's own shape (a config student
+/// may differ from the teacher in all of these).
+fn provenance_keys(
+    state: &RunState,
+    teacher: &GgufFile,
+    template: &GgufFile,
+    student: &Student,
+    recipe: Recipe,
+    matches_training: bool,
+) -> Result<Vec<(String, Value)>, CheckpointError> {
+    let cfg = &state.config;
     let name = teacher
         .opt("general.name", GgufFile::get_str)?
         .unwrap_or("model")
         .to_string();
     let s = |v: &str| Value::String(v.to_string());
-    let extra = vec![
+    let mut extra = vec![
         (
             "general.name".to_string(),
             s(&format!("{name} student ({} blocks)", student.hp.n_layer)),
         ),
-        ("qat_distill.teacher_sha256".to_string(), s(&sha)),
+        (
+            "qat_distill.teacher_sha256".to_string(),
+            s(&state.teacher_sha256),
+        ),
         ("qat_distill.recipe".to_string(), s(&recipe.name())),
         ("qat_distill.qat".to_string(), Value::Bool(matches_training)),
-        ("qat_distill.steps".to_string(), Value::U64(step)),
+        (
+            "qat_distill.steps".to_string(),
+            Value::U64(state.step as u64),
+        ),
         ("qat_distill.data_hash".to_string(), s(&state.data_hash)),
         (
             "qat_distill.student_init".to_string(),
@@ -250,10 +212,8 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
             }),
         ),
     ];
-    // The student's own shape (a config student may differ from the teacher in all of these).
     let arch = student.hp.arch.name();
     let hp = &student.hp;
-    let mut extra = extra;
     for (k, v) in [
         ("feed_forward_length", hp.n_ff),
         ("attention.head_count", hp.n_head),
@@ -272,6 +232,42 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
             Value::U32(hp.rope_dim as u32),
         ));
     }
+    Ok(extra)
+}
+
+/// Rebuilds the student of checkpoint `dir` and assembles its GGUF file (not yet written).
+pub fn export_checkpoint(
+    dir: &Path,
+    opts: &ExportOptions,
+) -> Result<StudentExport, CheckpointError> {
+    let dir = resolve(dir)?;
+    let state = RunState::from_json(Checkpoint::load_state(&dir)?, &dir)?;
+    let cfg = &state.config;
+    let trained = cfg.qat.as_deref().map(Recipe::parse).transpose()?;
+    let (recipe, matches_training) = choose_recipe(&dir, trained, opts)?;
+    let imatrix = choose_imatrix(&dir, &state, opts, recipe, matches_training)?;
+    let teacher_path = opts.teacher.clone().unwrap_or_else(|| cfg.teacher.clone());
+    let teacher = GgufFile::open(&teacher_path)?;
+    check_teacher(&dir, &state, &teacher_path)?;
+    // A student that started as a file (pruned, trimmed) is rebuilt from it, and the file is
+    // the template of the export: its tokenizer and shape are the student's.
+    let sf = match &cfg.student_file {
+        Some(p) => {
+            check_student_file(&dir, &state, p)?;
+            Some(GgufFile::open(p)?)
+        }
+        None => None,
+    };
+    let (student, store) = rebuild_student(&dir, cfg, &teacher, sf.as_ref(), &Device::Cpu)?;
+    let template = sf.as_ref().unwrap_or(&teacher);
+    let extra = provenance_keys(
+        &state,
+        &teacher,
+        template,
+        &student,
+        recipe,
+        matches_training,
+    )?;
     let exported = assemble(
         template,
         student.hp.n_layer,
@@ -289,7 +285,7 @@ pub fn export_checkpoint(dir: &Path, opts: &ExportOptions) -> Result<StudentExpo
         exported,
         recipe,
         checkpoint: dir,
-        step,
+        step: state.step as u64,
         matches_training,
     })
 }

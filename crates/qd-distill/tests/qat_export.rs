@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
+use qd_distill::checkpoint::{list, Checkpoint, CheckpointError};
 use qd_distill::export::{export_checkpoint, ExportOptions};
 use qd_distill::student::{student_from_teacher_with, QatPlan};
-use qd_distill::train::checkpoint::{list, Checkpoint};
-use qd_distill::train::run::{run, RunConfig, TrainError};
+use qd_distill::train::run::{run, RunConfig};
 use qd_export::imatrix::{Entry, Imatrix};
 use qd_export::Recipe;
 use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
@@ -249,7 +249,7 @@ fn an_imatrix_run_exports_only_with_its_own_imatrix() {
     let (path, mut im) = write_imatrix(&cfg, d.path());
     cfg.imatrix = Some(path.clone());
     train(&cfg);
-    let msg = |r: Result<_, TrainError>| match r {
+    let msg = |r: Result<_, CheckpointError>| match r {
         Err(e) => e.to_string(),
         Ok(_) => panic!("should fail"),
     };
@@ -307,7 +307,7 @@ fn export_refuses_what_it_cannot_honour() {
     let d = tempfile::tempdir().unwrap();
     let cfg = config(d.path(), None, false);
     train(&cfg);
-    let msg = |r: Result<_, TrainError>| match r {
+    let msg = |r: Result<_, CheckpointError>| match r {
         Err(e) => e.to_string(),
         Ok(_) => panic!("should fail"),
     };

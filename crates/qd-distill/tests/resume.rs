@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor, Var};
+use qd_distill::checkpoint::{checkpoint_dir, list, prune, Checkpoint};
 use qd_distill::loss::Divergence;
 use qd_distill::student::{student_from_teacher, VarStore};
 use qd_distill::train::adamw::{clip_grad_norm, AdamW, AdamWConfig};
-use qd_distill::train::checkpoint::{checkpoint_dir, list, prune, Checkpoint};
 use qd_distill::train::chunked::LossConfig;
 use qd_distill::train::step::batch_loss_and_grads;
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};

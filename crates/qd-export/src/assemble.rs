@@ -1,12 +1,10 @@
 //! One GGUF file from named f32 tensors: the template's metadata and tokenizer verbatim, the
 //! block count and file type of the new model, and every tensor quantized per the recipe.
 
-use std::io::Read;
 use std::path::Path;
 
 use candle_core::Tensor;
 use qd_gguf::{GgmlType, GgufFile, GgufWriter, TensorData, Value};
-use sha2::{Digest, Sha256};
 
 use crate::error::{ExportError, Result};
 use crate::imatrix::Imatrix;
@@ -235,23 +233,4 @@ pub fn write_new(exported: &Exported, path: &Path, force: bool) -> Result<()> {
             path: path.to_path_buf(),
             err,
         })
-}
-
-/// Hex sha256 of a file (provenance: which teacher a student came from).
-pub fn file_sha256(path: &Path) -> Result<String> {
-    let io = |err| ExportError::Io {
-        path: path.to_path_buf(),
-        err,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
 }

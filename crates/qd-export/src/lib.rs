@@ -14,9 +14,7 @@ pub mod synthetic_shape;
 pub mod synthetic_vocab;
 pub mod trim_vocab;
 
-pub use assemble::{
-    assemble, file_sha256, write_new, Exported, TensorReport, TensorSource, WithImatrix,
-};
+pub use assemble::{assemble, write_new, Exported, TensorReport, TensorSource, WithImatrix};
 pub use error::{ExportError, Result};
 pub use imatrix::Imatrix;
 pub use recipe::{Choice, Ftype, ModelInfo, Recipe, TensorKind};

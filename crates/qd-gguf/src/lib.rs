@@ -7,6 +7,7 @@
 pub mod dtype;
 pub mod error;
 pub mod file;
+pub mod identity;
 pub mod reader;
 pub mod validate;
 pub mod value;
@@ -15,6 +16,7 @@ pub mod writer;
 pub use dtype::GgmlType;
 pub use error::{GgufError, GgufErrorKind, Result};
 pub use file::GgufFile;
+pub use identity::file_sha256;
 pub use reader::{Header, TensorInfo};
 pub use validate::{check_data, BadValue};
 pub use value::{Value, ValueType};

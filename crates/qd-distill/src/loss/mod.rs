@@ -7,6 +7,7 @@
 //! the token at position `i + 1` (see [`shift::next_token_targets`]).
 
 pub mod ce;
+pub mod config;
 pub mod divergence;
 pub mod feature;
 pub mod fused;
@@ -18,6 +19,7 @@ pub mod topk;
 use candle_core::{Result, Tensor};
 
 pub use ce::cross_entropy;
+pub use config::{LossConfig, LossParts};
 pub use divergence::{divergence, Divergence};
 pub use feature::{feature_loss, FeatureKind};
 pub use topk::{divergence_topk, TeacherTopK};

@@ -15,7 +15,7 @@ use super::manifest::{Identity, Manifest, ShardEntry, FORMAT};
 use super::shard::{self, CachedSeq, SeqRef, Split};
 use super::CacheError;
 use crate::train::batches::Data;
-use crate::train::run::RunConfig;
+use crate::train::config::RunConfig;
 
 /// Sequences per shard: the unit a crashed build loses at most.
 pub const SHARD_SEQUENCES: usize = 16;
@@ -131,7 +131,7 @@ pub fn build(
     }
     let tf = qd_gguf::GgufFile::open(&cfg.teacher).map_err(|e| err(&e))?;
     let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf).map_err(|e| err(&e))?;
-    let teacher_sha256 = qd_export::file_sha256(&cfg.teacher).map_err(|e| err(&e))?;
+    let teacher_sha256 = crate::checkpoint::sha256_of(&cfg.teacher).map_err(|e| err(&e))?;
     let data = Data::load(cfg, &tok, &teacher_sha256).map_err(|e| err(&e))?;
     let teacher = qd_model::load_quantized(&tf, &candle_core::Device::Cpu).map_err(|e| err(&e))?;
     let vocab = teacher.hp.vocab_size;

@@ -8,7 +8,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use super::run::{RunConfig, TrainError};
+use super::config::RunConfig;
+use super::error::TrainError;
 use crate::data::{
     pack, read_documents, split_and_shuffle, Augment, DataError, Example, Mixture, Packed,
 };

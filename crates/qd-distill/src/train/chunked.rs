@@ -11,32 +11,7 @@ use crate::loss::fused_topk::{fused_topk_loss, TopKRows};
 use crate::loss::{cross_entropy, divergence, divergence_topk, fused, Divergence, TeacherTopK};
 use crate::teacher_cache::{codec, CachedRows};
 
-#[derive(Debug, Clone, Copy)]
-pub struct LossConfig {
-    pub alpha: f64,
-    pub temperature: f64,
-    pub divergence: Divergence,
-    /// Positions per chunk.
-    pub chunk: usize,
-    /// The fused CPU loss (`loss::fused`) where it applies; off on the device-generic path,
-    /// which composes the same loss from candle's ops and differentiates it by autograd.
-    pub fused: bool,
-    /// Recompute each block in backward instead of keeping its activations
-    /// (`train::recompute`).
-    pub checkpoint_blocks: bool,
-    /// Keep the blocks' gradients in bf16 as they are made (the compact optimizer state:
-    /// 2 bytes per parameter instead of 4; clipping and the update read them in f32).
-    pub bf16_grads: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LossParts {
-    /// `α·T²·KL + (1−α)·CE`, per token.
-    pub total: f64,
-    pub kd: f64,
-    pub ce: f64,
-    pub tokens: f64,
-}
+pub use crate::loss::{LossConfig, LossParts};
 
 /// Keeps only the gradients of `params`: candle's backward also returns one for every
 /// intermediate tensor (each `[chunk, vocab]` logits buffer among them), which must not be

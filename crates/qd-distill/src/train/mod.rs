@@ -1,17 +1,20 @@
-//! Training pieces: the memory-bounded loss (`chunked`), the optimizer and checkpoints.
+//! Training: the run (`run`) over its config, students, teacher, data plan and checkpoints,
+//! the memory-bounded loss (`chunked`, `step`, `recompute`) and the optimizer (`adamw`).
 
 pub mod adamw;
 pub mod adamw_inplace;
 pub mod batches;
-pub mod checkpoint;
+pub mod checkpointing;
 pub mod chunked;
+pub mod config;
+pub mod error;
 pub mod eval;
 pub mod memory;
 pub mod moments8;
 pub mod recompute;
+pub mod report;
 pub mod run;
 pub mod schedule;
-pub mod state;
 pub mod step;
+pub mod students;
 pub mod teacher;
-pub mod tensor_file;

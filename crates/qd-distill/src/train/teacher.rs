@@ -5,7 +5,8 @@
 use candle_core::Device;
 use qd_model::{QLinear, QModel};
 
-use super::run::{RunConfig, TrainError};
+use super::config::RunConfig;
+use super::error::TrainError;
 use super::step::TeacherSource;
 use crate::student::VocabMap;
 use crate::teacher_cache::{build, Identity, TeacherCache};

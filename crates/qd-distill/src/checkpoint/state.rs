@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::CheckpointError;
-use super::run::RunConfig;
+use super::error::CheckpointError;
+use crate::train::config::RunConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {

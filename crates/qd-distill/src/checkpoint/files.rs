@@ -1,4 +1,4 @@
-//! Checkpoints: the student's weights (safetensors, GGUF tensor names), the optimizer moments,
+//! Checkpoints on disk: the student's weights (safetensors, GGUF tensor names), the optimizer moments,
 //! and a JSON of everything else a resumed run needs. Each is a directory written under a
 //! temporary name and renamed into place, so a crash or a full disk leaves the previous
 //! checkpoint intact and never a half-written one.
@@ -17,19 +17,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("{path}: {err}")]
-    Io { path: PathBuf, err: std::io::Error },
-    #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: String },
-    #[error("{path}: damaged: its sha256 is {found:.12}…, SHA256SUMS records {recorded:.12}…")]
-    Damaged {
-        path: PathBuf,
-        recorded: String,
-        found: String,
-    },
-}
+use super::error::CheckpointError;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |err| CheckpointError::Io {
@@ -53,14 +41,8 @@ const SUMS: &str = "SHA256SUMS";
 const SUMS_KEY: &str = "checksums";
 
 /// sha256 of a file, hex (the one the run records for its teacher and student files).
-fn sha256_of(path: &Path) -> Result<String, CheckpointError> {
-    qd_export::file_sha256(path).map_err(|e| match e {
-        qd_export::ExportError::Io { path, err } => CheckpointError::Io { path, err },
-        other => CheckpointError::Invalid {
-            path: path.into(),
-            problem: other.to_string(),
-        },
-    })
+pub fn sha256_of(path: &Path) -> Result<String, CheckpointError> {
+    qd_gguf::file_sha256(path).map_err(io(path))
 }
 
 /// sha256 of several files, one thread each.
