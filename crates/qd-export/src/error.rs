@@ -2,8 +2,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("unknown recipe {0:?} (known: {names})", names = crate::recipe::Recipe::NAMES)]
-    UnknownRecipe(String),
+    /// `known` is the recipe list, given by whoever parsed the name (so this file does not
+    /// depend on the recipe table).
+    #[error("unknown recipe {name:?} (known: {known})")]
+    UnknownRecipe { name: String, known: &'static str },
     #[error("{path} already exists; pass --force to overwrite it")]
     Exists { path: PathBuf },
     #[error("{path}: {err}")]

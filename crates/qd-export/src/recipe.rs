@@ -296,7 +296,10 @@ impl Recipe {
 
     pub fn parse(s: &str) -> Result<Self> {
         let lower = s.to_ascii_lowercase();
-        let unknown = || ExportError::UnknownRecipe(s.to_string());
+        let unknown = || ExportError::UnknownRecipe {
+            name: s.to_string(),
+            known: Self::NAMES,
+        };
         match lower.as_str() {
             "f32" => Ok(Self::F32),
             "qat-q4" | "qat_q4" => Ok(Self::QatQ4),
@@ -418,7 +421,7 @@ mod tests {
         }
         assert!(matches!(
             Recipe::parse("q4_k"),
-            Err(ExportError::UnknownRecipe(_))
+            Err(ExportError::UnknownRecipe { .. })
         ));
     }
 
@@ -453,7 +456,7 @@ mod tests {
         );
         assert!(matches!(
             Recipe::parse("q9_9-pure"),
-            Err(ExportError::UnknownRecipe(_))
+            Err(ExportError::UnknownRecipe { .. })
         ));
         let two = ModelInfo { n_layer: 2, ..m };
         let c = Recipe::Llama(Ftype::Q4_0).choose(TensorKind::Block, 40, &two);
