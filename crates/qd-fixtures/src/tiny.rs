@@ -133,53 +133,84 @@ fn quantize(t: &Tensor, ty: GgmlType) -> Vec<u8> {
 
 /// Writes the spec's model into GGUF bytes.
 pub fn tiny_gguf(spec: &TinySpec) -> Vec<u8> {
-    let dev = Device::Cpu;
-    let mut rng = StdRng::seed_from_u64(spec.seed);
     let (tokens, scores, types) = tiny_vocab(spec.family);
     let vocab = tokens.len();
-    let a = spec.family.arch();
     let mut w = GgufWriter::new();
+    set_hparams(&mut w, spec);
+    set_tokenizer(&mut w, spec.family, tokens, scores, types);
+    let mut t = Tensors {
+        w: &mut w,
+        rng: StdRng::seed_from_u64(spec.seed),
+    };
+    let d = spec.n_embd;
+    t.add(
+        "token_embd.weight".into(),
+        vec![vocab, d],
+        spec.embd_type,
+        1.0,
+        0.0,
+    );
+    t.norm("output_norm.weight".into(), d);
+    if !spec.tied_output {
+        t.add(
+            "output.weight".into(),
+            vec![vocab, d],
+            spec.weight_type,
+            lin_scale(d),
+            0.0,
+        );
+    }
+    for il in 0..spec.n_layer {
+        t.block(spec, il);
+    }
+    w.to_bytes()
+}
+
+/// The architecture's hyperparameters, as llama.cpp's loader reads them.
+fn set_hparams(w: &mut GgufWriter, spec: &TinySpec) {
+    let a = spec.family.arch();
     let k = |s: &str| format!("{a}.{s}");
+    let u = |n: usize| Value::U32(n as u32);
     w.set("general.architecture", Value::String(a.into()));
     w.set("general.name", Value::String(format!("tiny-{a}")));
     w.set("general.alignment", Value::U32(32));
     w.set(&k("context_length"), Value::U32(256));
-    w.set(&k("embedding_length"), Value::U32(spec.n_embd as u32));
-    w.set(&k("block_count"), Value::U32(spec.n_layer as u32));
-    w.set(&k("feed_forward_length"), Value::U32(spec.n_ff as u32));
-    w.set(&k("attention.head_count"), Value::U32(spec.n_head as u32));
-    w.set(
-        &k("attention.head_count_kv"),
-        Value::U32(spec.n_head_kv as u32),
-    );
-    w.set(&k("attention.key_length"), Value::U32(spec.head_dim as u32));
-    w.set(
-        &k("attention.value_length"),
-        Value::U32(spec.head_dim as u32),
-    );
+    w.set(&k("embedding_length"), u(spec.n_embd));
+    w.set(&k("block_count"), u(spec.n_layer));
+    w.set(&k("feed_forward_length"), u(spec.n_ff));
+    w.set(&k("attention.head_count"), u(spec.n_head));
+    w.set(&k("attention.head_count_kv"), u(spec.n_head_kv));
+    w.set(&k("attention.key_length"), u(spec.head_dim));
+    w.set(&k("attention.value_length"), u(spec.head_dim));
     w.set(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6));
-    w.set(
-        &k("rope.freq_base"),
-        Value::F32(if spec.family == Family::Gemma3 {
-            1_000_000.0
-        } else {
-            10_000.0
-        }),
-    );
+    let rope_base = if spec.family == Family::Gemma3 {
+        1_000_000.0
+    } else {
+        10_000.0
+    };
+    w.set(&k("rope.freq_base"), Value::F32(rope_base));
     if spec.family == Family::Gemma3 {
-        w.set(
-            &k("attention.sliding_window"),
-            Value::U32(spec.sliding_window as u32),
-        );
+        w.set(&k("attention.sliding_window"), u(spec.sliding_window));
     }
-    let (model, pre) = if spec.family == Family::Qwen2 {
+}
+
+/// The tokenizer's metadata: SentencePiece-style for gemma3 and llama, GPT-2 byte-level BPE
+/// (with a few merges) for qwen2.
+fn set_tokenizer(
+    w: &mut GgufWriter,
+    family: Family,
+    tokens: Vec<String>,
+    scores: Vec<f32>,
+    types: Vec<i32>,
+) {
+    let (model, pre) = if family == Family::Qwen2 {
         ("gpt2", "qwen2")
     } else {
         ("llama", "default")
     };
     w.set("tokenizer.ggml.model", Value::String(model.into()));
     w.set("tokenizer.ggml.pre", Value::String(pre.into()));
-    w.set("tokenizer.ggml.tokens", string_array(tokens.clone()));
+    w.set("tokenizer.ggml.tokens", string_array(tokens));
     w.set(
         "tokenizer.ggml.scores",
         Value::Array(ValueType::F32, scores.into_iter().map(Value::F32).collect()),
@@ -188,7 +219,7 @@ pub fn tiny_gguf(spec: &TinySpec) -> Vec<u8> {
         "tokenizer.ggml.token_type",
         Value::Array(ValueType::I32, types.into_iter().map(Value::I32).collect()),
     );
-    if spec.family == Family::Qwen2 {
+    if family == Family::Qwen2 {
         w.set(
             "tokenizer.ggml.merges",
             string_array(["Ġ t", "h e", "Ġt he", "i n", "Ġ a"]),
@@ -200,115 +231,77 @@ pub fn tiny_gguf(spec: &TinySpec) -> Vec<u8> {
     w.set("tokenizer.ggml.padding_token_id", Value::U32(0));
     w.set(
         "tokenizer.ggml.add_bos_token",
-        Value::Bool(spec.family != Family::Qwen2),
+        Value::Bool(family != Family::Qwen2),
     );
     w.set("tokenizer.ggml.add_space_prefix", Value::Bool(false));
+}
 
-    let mut add = |name: String, shape: Vec<usize>, ty: GgmlType, scale: f32, offset: f32| {
+/// Scale of a random linear weight with `fan_in` inputs: activations stay O(1) through the
+/// blocks, so the tiny models' logits are neither flat nor saturated.
+fn lin_scale(fan_in: usize) -> f32 {
+    1.0 / (fan_in as f32).sqrt() * 1.7
+}
+
+/// Adds random tensors to a writer, drawing from one generator in the order they are added
+/// (so a spec always gives the same bytes).
+struct Tensors<'a> {
+    w: &'a mut GgufWriter,
+    rng: StdRng,
+}
+
+impl Tensors<'_> {
+    /// A tensor of uniform values in `offset ± scale`, stored as `ty`.
+    fn add(&mut self, name: String, shape: Vec<usize>, ty: GgmlType, scale: f32, offset: f32) {
         let n: usize = shape.iter().product();
         let data: Vec<f32> = (0..n)
-            .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+            .map(|_| offset + scale * (self.rng.random::<f32>() * 2.0 - 1.0))
             .collect();
-        let t = Tensor::from_vec(data, shape.clone(), &dev).unwrap();
-        w.add_tensor(TensorData {
+        let t = Tensor::from_vec(data, shape.clone(), &Device::Cpu).unwrap();
+        self.w.add_tensor(TensorData {
             name,
             data: quantize(&t, ty),
             shape,
             dtype: ty,
         });
-    };
-    let (d, hd, ff) = (spec.n_embd, spec.head_dim, spec.n_ff);
-    let wt = spec.weight_type;
-    let lin = 1.0 / (d as f32).sqrt() * 1.7;
-    add(
-        "token_embd.weight".into(),
-        vec![vocab, d],
-        spec.embd_type,
-        1.0,
-        0.0,
-    );
-    add(
-        "output_norm.weight".into(),
-        vec![d],
-        GgmlType::F32,
-        0.2,
-        1.0,
-    );
-    if !spec.tied_output {
-        add("output.weight".into(), vec![vocab, d], wt, lin, 0.0);
     }
-    for il in 0..spec.n_layer {
+
+    /// A norm's weight: F32 values near 1.
+    fn norm(&mut self, name: String, len: usize) {
+        self.add(name, vec![len], GgmlType::F32, 0.2, 1.0);
+    }
+
+    /// A small F32 bias.
+    fn bias(&mut self, name: String, len: usize) {
+        self.add(name, vec![len], GgmlType::F32, 0.1, 0.0);
+    }
+
+    /// Block `il`'s tensors, with the family's biases (qwen2) or extra norms (gemma3).
+    fn block(&mut self, spec: &TinySpec, il: usize) {
         let n = |s: &str| format!("blk.{il}.{s}");
-        add(n("attn_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
-        add(n("attn_q.weight"), vec![spec.n_head * hd, d], wt, lin, 0.0);
-        add(
-            n("attn_k.weight"),
-            vec![spec.n_head_kv * hd, d],
-            wt,
-            lin,
-            0.0,
-        );
-        add(
-            n("attn_v.weight"),
-            vec![spec.n_head_kv * hd, d],
-            wt,
-            lin,
-            0.0,
-        );
-        add(
-            n("attn_output.weight"),
-            vec![d, spec.n_head * hd],
-            wt,
-            lin,
-            0.0,
-        );
-        add(n("ffn_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
-        add(n("ffn_gate.weight"), vec![ff, d], wt, lin, 0.0);
-        add(n("ffn_up.weight"), vec![ff, d], wt, lin, 0.0);
-        add(
-            n("ffn_down.weight"),
-            vec![d, ff],
-            wt,
-            1.0 / (ff as f32).sqrt() * 1.7,
-            0.0,
-        );
+        let (d, ff, wt) = (spec.n_embd, spec.n_ff, spec.weight_type);
+        let (q, kv) = (spec.n_head * spec.head_dim, spec.n_head_kv * spec.head_dim);
+        let lin = lin_scale(d);
+        self.norm(n("attn_norm.weight"), d);
+        self.add(n("attn_q.weight"), vec![q, d], wt, lin, 0.0);
+        self.add(n("attn_k.weight"), vec![kv, d], wt, lin, 0.0);
+        self.add(n("attn_v.weight"), vec![kv, d], wt, lin, 0.0);
+        self.add(n("attn_output.weight"), vec![d, q], wt, lin, 0.0);
+        self.norm(n("ffn_norm.weight"), d);
+        self.add(n("ffn_gate.weight"), vec![ff, d], wt, lin, 0.0);
+        self.add(n("ffn_up.weight"), vec![ff, d], wt, lin, 0.0);
+        self.add(n("ffn_down.weight"), vec![d, ff], wt, lin_scale(ff), 0.0);
         if spec.family == Family::Qwen2 {
-            add(
-                n("attn_q.bias"),
-                vec![spec.n_head * hd],
-                GgmlType::F32,
-                0.1,
-                0.0,
-            );
-            add(
-                n("attn_k.bias"),
-                vec![spec.n_head_kv * hd],
-                GgmlType::F32,
-                0.1,
-                0.0,
-            );
-            add(
-                n("attn_v.bias"),
-                vec![spec.n_head_kv * hd],
-                GgmlType::F32,
-                0.1,
-                0.0,
-            );
+            self.bias(n("attn_q.bias"), q);
+            self.bias(n("attn_k.bias"), kv);
+            self.bias(n("attn_v.bias"), kv);
         }
         if spec.family == Family::Gemma3 {
-            add(n("attn_q_norm.weight"), vec![hd], GgmlType::F32, 0.2, 1.0);
-            add(n("attn_k_norm.weight"), vec![hd], GgmlType::F32, 0.2, 1.0);
-            add(
-                n("post_attention_norm.weight"),
-                vec![d],
-                GgmlType::F32,
-                0.2,
-                1.0,
-            );
-            add(n("post_ffw_norm.weight"), vec![d], GgmlType::F32, 0.2, 1.0);
+            self.norm(n("attn_q_norm.weight"), spec.head_dim);
+            self.norm(n("attn_k_norm.weight"), spec.head_dim);
+            self.norm(n("post_attention_norm.weight"), d);
+            self.norm(n("post_ffw_norm.weight"), d);
         }
     }
-    w.to_bytes()
 }
 
 /// Writes a tiny model to `dir/name` and returns its path.

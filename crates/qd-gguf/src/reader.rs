@@ -144,66 +144,90 @@ impl<'a> Cursor<'a> {
 /// Parses the header of a GGUF file held in `buf` and validates every tensor's extent.
 pub fn parse(buf: &[u8]) -> Result<Header, E> {
     let mut c = Cursor { buf, pos: 0 };
-    let magic: [u8; 4] = c.array("magic")?;
-    if magic != MAGIC {
-        return Err(E::BadMagic(magic));
-    }
-    let version = c.u32("version")?;
-    if !(2..=3).contains(&version) {
-        return Err(E::UnsupportedVersion(version));
-    }
-    // Minimum sizes: a tensor info is name(8) + n_dims(4) + type(4) + offset(8);
-    // a kv is key(8) + type(4) + the smallest value (1).
-    let n_tensors_raw = c.u64("tensor count")?;
-    let n_kv_raw = c.u64("metadata count")?;
-    let rem = c.remaining();
-    if n_tensors_raw > rem / 24 {
-        return Err(E::AbsurdCount {
-            what: "tensor",
-            count: n_tensors_raw,
-            max: rem / 24,
-        });
-    }
-    if n_kv_raw > rem / 13 {
-        return Err(E::AbsurdCount {
-            what: "metadata",
-            count: n_kv_raw,
-            max: rem / 13,
-        });
-    }
-
-    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(n_kv_raw as usize);
-    let mut seen = std::collections::HashSet::new();
-    for _ in 0..n_kv_raw {
-        let key = c.string("metadata key")?;
-        let id = c.u32("metadata value type")?;
-        let ty = ValueType::from_id(id).ok_or(E::UnknownValueType(id))?;
-        let value = c.value(ty, 0)?;
-        if !seen.insert(key.clone()) {
+    let (version, n_tensors, n_kv) = c.preamble()?;
+    let metadata = c.metadata(n_kv)?;
+    let alignment = alignment_of(&metadata)?;
+    let mut tensors = Vec::with_capacity(n_tensors as usize);
+    let mut names = std::collections::HashSet::new();
+    for _ in 0..n_tensors {
+        let t = c.tensor_info(alignment)?;
+        if !names.insert(t.name.clone()) {
             return Err(E::Duplicate {
-                what: "metadata key",
-                name: key,
+                what: "tensor",
+                name: t.name,
             });
         }
-        metadata.push((key, value));
+        tensors.push(t);
+    }
+    let data_offset = (c.pos as u64).div_ceil(alignment) * alignment;
+    check_extents(&tensors, data_offset, buf.len())?;
+    Ok(Header {
+        version,
+        metadata,
+        tensors,
+        alignment,
+        data_offset,
+    })
+}
+
+impl Cursor<'_> {
+    /// Magic, version and the two counts, each count bounded by the bytes left.
+    fn preamble(&mut self) -> Result<(u32, u64, u64), E> {
+        let magic: [u8; 4] = self.array("magic")?;
+        if magic != MAGIC {
+            return Err(E::BadMagic(magic));
+        }
+        let version = self.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(E::UnsupportedVersion(version));
+        }
+        // Minimum sizes: a tensor info is name(8) + n_dims(4) + type(4) + offset(8);
+        // a kv is key(8) + type(4) + the smallest value (1).
+        let n_tensors = self.u64("tensor count")?;
+        let n_kv = self.u64("metadata count")?;
+        let rem = self.remaining();
+        if n_tensors > rem / 24 {
+            return Err(E::AbsurdCount {
+                what: "tensor",
+                count: n_tensors,
+                max: rem / 24,
+            });
+        }
+        if n_kv > rem / 13 {
+            return Err(E::AbsurdCount {
+                what: "metadata",
+                count: n_kv,
+                max: rem / 13,
+            });
+        }
+        Ok((version, n_tensors, n_kv))
     }
 
-    let alignment = match metadata.iter().find(|(k, _)| k == "general.alignment") {
-        None => DEFAULT_ALIGNMENT,
-        Some((_, v)) => {
-            let a = v.as_u64().unwrap_or(0);
-            if a == 0 || !a.is_power_of_two() {
-                return Err(E::BadAlignment(a));
+    /// `n` key/value pairs; a key seen twice is an error.
+    fn metadata(&mut self, n: u64) -> Result<Vec<(String, Value)>, E> {
+        let mut metadata: Vec<(String, Value)> = Vec::with_capacity(n as usize);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..n {
+            let key = self.string("metadata key")?;
+            let id = self.u32("metadata value type")?;
+            let ty = ValueType::from_id(id).ok_or(E::UnknownValueType(id))?;
+            let value = self.value(ty, 0)?;
+            if !seen.insert(key.clone()) {
+                return Err(E::Duplicate {
+                    what: "metadata key",
+                    name: key,
+                });
             }
-            a
+            metadata.push((key, value));
         }
-    };
+        Ok(metadata)
+    }
 
-    let mut tensors = Vec::with_capacity(n_tensors_raw as usize);
-    let mut names = std::collections::HashSet::new();
-    for _ in 0..n_tensors_raw {
-        let name = c.string("tensor name")?;
-        let n_dims = c.u32("tensor dimension count")?;
+    /// One tensor's info, checked on its own: dimensions, type, element and byte counts that
+    /// do not overflow, rows of whole blocks and an aligned offset.
+    fn tensor_info(&mut self, alignment: u64) -> Result<TensorInfo, E> {
+        let name = self.string("tensor name")?;
+        let n_dims = self.u32("tensor dimension count")?;
         if n_dims == 0 || n_dims > MAX_DIMS {
             return Err(E::BadTensor {
                 tensor: name,
@@ -212,81 +236,77 @@ pub fn parse(buf: &[u8]) -> Result<Header, E> {
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
-            dims.push(c.u64("tensor dimension")?);
+            dims.push(self.u64("tensor dimension")?);
         }
-        let id = c.u32("tensor type")?;
+        let id = self.u32("tensor type")?;
         let dtype = GgmlType::from_id(id).ok_or_else(|| E::UnknownTensorType {
             tensor: name.clone(),
             id,
         })?;
-        let offset = c.u64("tensor offset")?;
+        let offset = self.u64("tensor offset")?;
+        let bad = |problem: String| E::BadTensor {
+            tensor: name.clone(),
+            problem,
+        };
         let n = dims
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| E::BadTensor {
-                tensor: name.clone(),
-                problem: format!("element count of {dims:?} overflows"),
-            })?;
+            .ok_or_else(|| bad(format!("element count of {dims:?} overflows")))?;
         if !dims[0].is_multiple_of(dtype.block_size() as u64) {
-            return Err(E::BadTensor {
-                tensor: name,
-                problem: format!(
-                    "row length {} is not a multiple of {}'s block size {}",
-                    dims[0],
-                    dtype,
-                    dtype.block_size()
-                ),
-            });
+            return Err(bad(format!(
+                "row length {} is not a multiple of {}'s block size {}",
+                dims[0],
+                dtype,
+                dtype.block_size()
+            )));
         }
         if dtype.bytes_for(n).is_none() {
-            return Err(E::BadTensor {
-                tensor: name,
-                problem: "byte size overflows".into(),
-            });
+            return Err(bad("byte size overflows".into()));
         }
         if !offset.is_multiple_of(alignment) {
-            return Err(E::BadTensor {
-                tensor: name,
-                problem: format!("offset {offset} is not aligned to {alignment}"),
-            });
+            return Err(bad(format!(
+                "offset {offset} is not aligned to {alignment}"
+            )));
         }
-        if !names.insert(name.clone()) {
-            return Err(E::Duplicate {
-                what: "tensor",
-                name,
-            });
-        }
-        tensors.push(TensorInfo {
+        Ok(TensorInfo {
             name,
             dims,
             dtype,
             offset,
-        });
+        })
     }
+}
 
-    let pos = c.pos as u64;
-    let data_offset = pos.div_ceil(alignment) * alignment;
-    let len = buf.len() as u64;
-    for t in &tensors {
+/// `general.alignment` if present (a non-zero power of two), else the default.
+fn alignment_of(metadata: &[(String, Value)]) -> Result<u64, E> {
+    match metadata.iter().find(|(k, _)| k == "general.alignment") {
+        None => Ok(DEFAULT_ALIGNMENT),
+        Some((_, v)) => {
+            let a = v.as_u64().unwrap_or(0);
+            if a == 0 || !a.is_power_of_two() {
+                return Err(E::BadAlignment(a));
+            }
+            Ok(a)
+        }
+    }
+}
+
+/// Every tensor's bytes lie inside a file of `len` bytes whose data starts at `data_offset`.
+fn check_extents(tensors: &[TensorInfo], data_offset: u64, len: usize) -> Result<(), E> {
+    for t in tensors {
         let start = data_offset.checked_add(t.offset);
         let end = start.and_then(|s| s.checked_add(t.n_bytes()));
         match (start, end) {
-            (Some(_), Some(e)) if e <= len => {}
+            (Some(_), Some(e)) if e <= len as u64 => {}
             _ => {
                 return Err(E::TensorPastEnd {
                     tensor: t.name.clone(),
                     start: start.unwrap_or(u64::MAX),
                     end: end.unwrap_or(u64::MAX),
-                    len: buf.len(),
+                    len,
                 })
             }
         }
     }
-    Ok(Header {
-        version,
-        metadata,
-        tensors,
-        alignment,
-        data_offset,
-    })
+    Ok(())
 }

@@ -23,7 +23,7 @@ mod team;
 
 use std::cell::UnsafeCell;
 
-use crate::block::Activation;
+use crate::block::{Activation, Block};
 use crate::error::{ModelError, Result};
 use crate::hparams::{Arch, HParams, RopeStyle};
 use crate::kernels::isa::Isa;
@@ -144,6 +144,117 @@ fn opt_vec(t: &Option<candle_core::Tensor>) -> Result<Option<Vec<f32>>> {
     t.as_ref().map(vec_of).transpose()
 }
 
+/// The kernels' view of a quantized linear weight of `rows × cols`; `None` where its type is
+/// not one the kernels cover or its shape is not the expected one.
+fn mat_of<'m, L: Linear>(l: &'m L, rows: usize, cols: usize) -> Option<Mat<'m>> {
+    let mat = Mat::of(l.as_quantized()?)?;
+    (mat.rows() == rows && mat.cols() == cols).then_some(mat)
+}
+
+/// A linear weight's bias, if it has one.
+fn bias_of<L: Linear>(l: &L) -> Result<Option<Vec<f32>>> {
+    match l.as_quantized() {
+        Some(q) => opt_vec(&q.bias),
+        None => Ok(None),
+    }
+}
+
+/// The index of `spec` among the distinct RoPE kinds, adding it if new.
+fn rope_index(ropes: &mut Vec<RopeKind>, spec: crate::rope::RopeSpec) -> usize {
+    if let Some(i) = ropes.iter().position(|r| r.spec == spec) {
+        return i;
+    }
+    ropes.push(RopeKind {
+        inv: spec.inv_freqs(),
+        spec,
+    });
+    ropes.len() - 1
+}
+
+impl<'m> Layer<'m> {
+    /// Block `b`'s weights for the kernels; `None` where a matrix is not one they cover.
+    fn of<L: Linear>(b: &'m Block<L>, hp: &HParams, rope: usize) -> Result<Option<Self>> {
+        let (d, hd, vd, nh, nkv, ff) = (
+            hp.n_embd,
+            hp.head_dim,
+            hp.value_dim,
+            hp.n_head,
+            hp.n_head_kv,
+            hp.n_ff,
+        );
+        let mats = (
+            mat_of(&b.q, nh * hd, d),
+            mat_of(&b.k, nkv * hd, d),
+            mat_of(&b.v, nkv * vd, d),
+            mat_of(&b.o, d, nh * vd),
+            mat_of(&b.gate, ff, d),
+            mat_of(&b.up, ff, d),
+            mat_of(&b.down, d, ff),
+        );
+        let (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) = mats else {
+            return Ok(None);
+        };
+        Ok(Some(Layer {
+            q,
+            k,
+            v,
+            o,
+            gate,
+            up,
+            down,
+            bq: bias_of(&b.q)?,
+            bk: bias_of(&b.k)?,
+            bv: bias_of(&b.v)?,
+            bo: bias_of(&b.o)?,
+            attn_norm: vec_of(&b.attn_norm)?,
+            q_norm: opt_vec(&b.q_norm)?,
+            k_norm: opt_vec(&b.k_norm)?,
+            post_attn_norm: opt_vec(&b.post_attn_norm)?,
+            ffn_norm: vec_of(&b.ffn_norm)?,
+            post_ffn_norm: opt_vec(&b.post_ffn_norm)?,
+            rope,
+        }))
+    }
+}
+
+impl State {
+    /// Buffers for one token of a model of `hp` with `n_ropes` RoPE kinds and these caches.
+    fn new(hp: &HParams, n_ropes: usize, kv: Vec<LayerKv>) -> Self {
+        let (d, hd, vd, nh, nkv, ff) = (
+            hp.n_embd,
+            hp.head_dim,
+            hp.value_dim,
+            hp.n_head,
+            hp.n_head_kv,
+            hp.n_ff,
+        );
+        let max_keys = kv.iter().map(LayerKv::slots).max().unwrap_or(1);
+        let half = hp.rope_dim / 2;
+        State {
+            x: vec![0.0; d],
+            h: vec![0.0; d],
+            tmp: vec![0.0; d.max(hd)],
+            q: vec![0.0; nh * hd],
+            k: vec![0.0; nkv * hd],
+            v: vec![0.0; nkv * vd],
+            att: vec![0.0; nh * vd],
+            o: vec![0.0; d],
+            gate: vec![0.0; ff],
+            up: vec![0.0; ff],
+            down: vec![0.0; d],
+            logits: vec![0.0; hp.vocab_size],
+            scores: vec![0.0; nh * max_keys],
+            cos: vec![vec![0.0; half]; n_ropes],
+            sin: vec![vec![0.0; half]; n_ropes],
+            kv,
+            in_attn: Input::default(),
+            in_o: Input::default(),
+            in_ffn: Input::default(),
+            in_down: Input::default(),
+        }
+    }
+}
+
 impl<'m> Decoder<'m> {
     /// A decoder for up to `capacity` positions at [`Isa::active`]'s level, or `None` where it
     /// does not apply (weights not quantized in a type the kernels cover, not on the CPU, or a
@@ -173,71 +284,16 @@ impl<'m> Decoder<'m> {
             return Ok(None);
         }
         let hp = m.hp.clone();
-        let mat = |l: &'m L, rows: usize, cols: usize| -> Option<Mat<'m>> {
-            let mat = Mat::of(l.as_quantized()?)?;
-            (mat.rows() == rows && mat.cols() == cols).then_some(mat)
-        };
-        let bias = |l: &'m L| match l.as_quantized() {
-            Some(q) => opt_vec(&q.bias),
-            None => Ok(None),
-        };
-        let (d, hd, vd, nh, nkv, ff) = (
-            hp.n_embd,
-            hp.head_dim,
-            hp.value_dim,
-            hp.n_head,
-            hp.n_head_kv,
-            hp.n_ff,
-        );
         let mut ropes: Vec<RopeKind> = Vec::new();
         let mut layers = Vec::with_capacity(m.blocks.len());
         for (il, b) in m.blocks.iter().enumerate() {
-            let spec = m.rope_spec(il);
-            let rope = match ropes.iter().position(|r| r.spec == spec) {
-                Some(i) => i,
-                None => {
-                    ropes.push(RopeKind {
-                        inv: spec.inv_freqs(),
-                        spec,
-                    });
-                    ropes.len() - 1
-                }
-            };
-            let mats = (
-                mat(&b.q, nh * hd, d),
-                mat(&b.k, nkv * hd, d),
-                mat(&b.v, nkv * vd, d),
-                mat(&b.o, d, nh * vd),
-                mat(&b.gate, ff, d),
-                mat(&b.up, ff, d),
-                mat(&b.down, d, ff),
-            );
-            let (Some(q), Some(k), Some(v), Some(o), Some(gate), Some(up), Some(down)) = mats
-            else {
+            let rope = rope_index(&mut ropes, m.rope_spec(il));
+            let Some(layer) = Layer::of(b, &hp, rope)? else {
                 return Ok(None);
             };
-            layers.push(Layer {
-                q,
-                k,
-                v,
-                o,
-                gate,
-                up,
-                down,
-                bq: bias(&b.q)?,
-                bk: bias(&b.k)?,
-                bv: bias(&b.v)?,
-                bo: bias(&b.o)?,
-                attn_norm: vec_of(&b.attn_norm)?,
-                q_norm: opt_vec(&b.q_norm)?,
-                k_norm: opt_vec(&b.k_norm)?,
-                post_attn_norm: opt_vec(&b.post_attn_norm)?,
-                ffn_norm: vec_of(&b.ffn_norm)?,
-                post_ffn_norm: opt_vec(&b.post_ffn_norm)?,
-                rope,
-            });
+            layers.push(layer);
         }
-        let Some(head) = mat(&m.lm_head, hp.vocab_size, d) else {
+        let Some(head) = mat_of(&m.lm_head, hp.vocab_size, hp.n_embd) else {
             return Ok(None);
         };
         let Some(embed) = m.embed.quantized_table().and_then(EmbedRows::new) else {
@@ -251,33 +307,10 @@ impl<'m> Decoder<'m> {
             .iter()
             .map(|b| {
                 let window = if b.swa { hp.sliding_window } else { None };
-                LayerKv::new(nkv, hd, vd, window, capacity)
+                LayerKv::new(hp.n_head_kv, hp.head_dim, hp.value_dim, window, capacity)
             })
             .collect();
-        let max_keys = kv.iter().map(LayerKv::slots).max().unwrap_or(1);
-        let half = hp.rope_dim / 2;
-        let state = State {
-            x: vec![0.0; d],
-            h: vec![0.0; d],
-            tmp: vec![0.0; d.max(hd)],
-            q: vec![0.0; nh * hd],
-            k: vec![0.0; nkv * hd],
-            v: vec![0.0; nkv * vd],
-            att: vec![0.0; nh * vd],
-            o: vec![0.0; d],
-            gate: vec![0.0; ff],
-            up: vec![0.0; ff],
-            down: vec![0.0; d],
-            logits: vec![0.0; hp.vocab_size],
-            scores: vec![0.0; nh * max_keys],
-            cos: vec![vec![0.0; half]; ropes.len()],
-            sin: vec![vec![0.0; half]; ropes.len()],
-            kv,
-            in_attn: Input::default(),
-            in_o: Input::default(),
-            in_ffn: Input::default(),
-            in_down: Input::default(),
-        };
+        let state = State::new(&hp, ropes.len(), kv);
         let embed_scale = match hp.arch {
             Arch::Gemma3 => Some((hp.n_embd as f64).sqrt() as f32),
             _ => None,

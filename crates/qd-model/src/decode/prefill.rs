@@ -8,8 +8,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{add_bias, attention, ops, Decoder};
+use super::{add_bias, attention, ops, Decoder, Layer};
 use crate::error::{ModelError, Result};
+use crate::hparams::{HParams, RopeStyle};
 
 /// `out[r] = rms_norm(x[r]) · w` for every row, in parallel.
 fn norm_rows(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -112,19 +113,10 @@ impl Decoder<'_> {
         tokens: &[u32],
         mut observe: Option<&mut Observer<'_>>,
     ) -> Result<Vec<f32>> {
+        self.check_prompt(tokens)?;
         let t = tokens.len();
-        if t == 0 || t > self.capacity {
-            return Err(ModelError::Config(format!(
-                "a prompt of {t} tokens: the decoder holds 1 to {} positions",
-                self.capacity
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= self.hp.vocab_size) {
-            return Err(ModelError::Config(format!(
-                "token {bad} outside the vocabulary of {}",
-                self.hp.vocab_size
-            )));
-        }
+        let mut x = self.embed_rows(tokens);
+        let angles = self.rope_angles(t);
         let hp = &self.hp;
         let (d, hd, vd, nh, nkv, ff) = (
             hp.n_embd,
@@ -136,29 +128,6 @@ impl Decoder<'_> {
         );
         let eps = hp.rms_eps as f32;
         let ggml = self.ggml;
-        let mut x = vec![0f32; t * d];
-        x.par_chunks_mut(d)
-            .zip(tokens.par_iter())
-            .for_each(|(row, &tok)| {
-                self.embed.row(tok as usize, row);
-                if let Some(m) = self.embed_scale {
-                    ops::scale(row, m);
-                }
-            });
-        let half = hp.rope_dim / 2;
-        let angles: Vec<(Vec<f32>, Vec<f32>)> = self
-            .ropes
-            .iter()
-            .map(|r| {
-                let (mut c, mut s) = (vec![0f32; t * half], vec![0f32; t * half]);
-                for p in 0..t {
-                    let range = p * half..(p + 1) * half;
-                    r.spec
-                        .angles(&r.inv, p, &mut c[range.clone()], &mut s[range]);
-                }
-                (c, s)
-            })
-            .collect();
         let mut h = vec![0f32; t * d];
         let mut att = vec![0f32; t * nh * vd];
         let kv = &mut self.state.0.get_mut().kv;
@@ -172,37 +141,15 @@ impl Decoder<'_> {
                 l.k.matmul(self.isa, &h),
                 l.v.matmul(self.isa, &h),
             );
-            let (cos, sin) = &angles[l.rope];
             let style = self.ropes[l.rope].spec.style;
-            q.par_chunks_mut(nh * hd)
-                .zip(k.par_chunks_mut(nkv * hd))
-                .zip(v.par_chunks_mut(nkv * vd))
-                .enumerate()
-                .for_each_init(
-                    || vec![0f32; hd],
-                    |tmp, (p, ((qr, kr), vr))| {
-                        add_bias(qr, &l.bq);
-                        add_bias(kr, &l.bk);
-                        add_bias(vr, &l.bv);
-                        if let Some(w) = &l.q_norm {
-                            ops::rms_norm_rows(qr, w, eps, tmp);
-                        }
-                        if let Some(w) = &l.k_norm {
-                            ops::rms_norm_rows(kr, w, eps, tmp);
-                        }
-                        let range = p * half..(p + 1) * half;
-                        ops::rope(qr, hd, style, &cos[range.clone()], &sin[range.clone()]);
-                        ops::rope(kr, hd, style, &cos[range.clone()], &sin[range]);
-                        if ggml {
-                            ops::round_f16(kr);
-                            ops::round_f16(vr);
-                        }
-                        ops::scale(qr, hp.attn_scale as f32);
-                        if ggml {
-                            ops::round_f16(qr);
-                        }
-                    },
-                );
+            finish_qkv(
+                hp,
+                l,
+                style,
+                ggml,
+                &angles[l.rope],
+                (&mut q, &mut k, &mut v),
+            );
             let layer_kv = &mut kv[il];
             attention::batch(
                 &q,
@@ -242,4 +189,99 @@ impl Decoder<'_> {
         self.pos = t;
         Ok(x)
     }
+
+    /// A prompt fits the context and every token is in the vocabulary.
+    fn check_prompt(&self, tokens: &[u32]) -> Result<()> {
+        let t = tokens.len();
+        if t == 0 || t > self.capacity {
+            return Err(ModelError::Config(format!(
+                "a prompt of {t} tokens: the decoder holds 1 to {} positions",
+                self.capacity
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&x| x as usize >= self.hp.vocab_size) {
+            return Err(ModelError::Config(format!(
+                "token {bad} outside the vocabulary of {}",
+                self.hp.vocab_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// The tokens' embeddings `[t, n_embd]` (scaled where the architecture scales them).
+    fn embed_rows(&self, tokens: &[u32]) -> Vec<f32> {
+        let d = self.hp.n_embd;
+        let mut x = vec![0f32; tokens.len() * d];
+        x.par_chunks_mut(d)
+            .zip(tokens.par_iter())
+            .for_each(|(row, &tok)| {
+                self.embed.row(tok as usize, row);
+                if let Some(m) = self.embed_scale {
+                    ops::scale(row, m);
+                }
+            });
+        x
+    }
+
+    /// Per RoPE kind, the cosines and sines of positions `0..t` (`[t, rope_dim / 2]` each).
+    fn rope_angles(&self, t: usize) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let half = self.hp.rope_dim / 2;
+        self.ropes
+            .iter()
+            .map(|r| {
+                let (mut c, mut s) = (vec![0f32; t * half], vec![0f32; t * half]);
+                for p in 0..t {
+                    let range = p * half..(p + 1) * half;
+                    r.spec
+                        .angles(&r.inv, p, &mut c[range.clone()], &mut s[range]);
+                }
+                (c, s)
+            })
+            .collect()
+    }
+}
+
+/// Every position's q, k and v rows made ready for attention: biases, the q/k norms, RoPE,
+/// the attention scale on q, and (`ggml`) the f16 rounding llama.cpp's KV cache and its
+/// attention's q input apply.
+fn finish_qkv(
+    hp: &HParams,
+    l: &Layer<'_>,
+    style: RopeStyle,
+    ggml: bool,
+    (cos, sin): &(Vec<f32>, Vec<f32>),
+    (q, k, v): (&mut [f32], &mut [f32], &mut [f32]),
+) {
+    let (hd, vd, nh, nkv) = (hp.head_dim, hp.value_dim, hp.n_head, hp.n_head_kv);
+    let eps = hp.rms_eps as f32;
+    let half = hp.rope_dim / 2;
+    q.par_chunks_mut(nh * hd)
+        .zip(k.par_chunks_mut(nkv * hd))
+        .zip(v.par_chunks_mut(nkv * vd))
+        .enumerate()
+        .for_each_init(
+            || vec![0f32; hd],
+            |tmp, (p, ((qr, kr), vr))| {
+                add_bias(qr, &l.bq);
+                add_bias(kr, &l.bk);
+                add_bias(vr, &l.bv);
+                if let Some(w) = &l.q_norm {
+                    ops::rms_norm_rows(qr, w, eps, tmp);
+                }
+                if let Some(w) = &l.k_norm {
+                    ops::rms_norm_rows(kr, w, eps, tmp);
+                }
+                let range = p * half..(p + 1) * half;
+                ops::rope(qr, hd, style, &cos[range.clone()], &sin[range.clone()]);
+                ops::rope(kr, hd, style, &cos[range.clone()], &sin[range]);
+                if ggml {
+                    ops::round_f16(kr);
+                    ops::round_f16(vr);
+                }
+                ops::scale(qr, hp.attn_scale as f32);
+                if ggml {
+                    ops::round_f16(qr);
+                }
+            },
+        );
 }
