@@ -104,6 +104,13 @@ impl ModelShape {
                 ))
             }
         };
+        self.check_dims(gemma)?;
+        self.check_rope_and_norm(gemma)?;
+        self.check_tokenizer()
+    }
+
+    /// Heads, head size, block-multiple widths and the vocabulary's size.
+    fn check_dims(&self, gemma: bool) -> Result<()> {
         if !self
             .num_attention_heads
             .is_multiple_of(self.num_key_value_heads)
@@ -145,6 +152,11 @@ impl ModelShape {
                 format!("{} is below {MIN_VOCAB}", self.vocab_size),
             ));
         }
+        Ok(())
+    }
+
+    /// RoPE's base, window and scaling, and the norm's epsilon.
+    fn check_rope_and_norm(&self, gemma: bool) -> Result<()> {
         if !(self.rope_theta > 0.0 && self.rope_theta.is_finite()) {
             return Err(bad(
                 "rope_theta",
@@ -184,6 +196,11 @@ impl ModelShape {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// The tokenizer's kind and pre-tokenizer are ones the loaders know.
+    fn check_tokenizer(&self) -> Result<()> {
         match (self.tokenizer.as_str(), self.tokenizer_pre.as_deref()) {
             ("llama", None) => {}
             ("llama", Some(_)) => {

@@ -115,6 +115,36 @@ where
         .collect())
 }
 
+/// Creates `dir`, or checks that the cache it already holds is of the same inputs and options
+/// (so that building resumes it rather than mixing two caches).
+fn claim_dir(dir: &Path, manifest: &Manifest) -> Result<(), CacheError> {
+    std::fs::create_dir_all(dir).map_err(|e| CacheError::Io {
+        path: dir.to_path_buf(),
+        err: e,
+    })?;
+    if dir.join(super::manifest::FILE).exists() {
+        let old = Manifest::read(dir)?;
+        if old.identity != manifest.identity || old.positions != manifest.positions {
+            return Err(CacheError::Mismatch {
+                dir: dir.to_path_buf(),
+                why: "it holds a cache of other inputs or options; remove it or choose another \
+                      --out"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The checksum of the shard at `path` if an earlier build left it whole and holding exactly
+/// `group`'s sequences; `None` means it is (re)computed.
+fn reusable_shard(path: &Path, group: &[SeqRef], k: usize, bits: u32) -> Option<String> {
+    let b = std::fs::read(path).ok()?;
+    let seqs = shard::parse(path, &b, k, bits).ok()?;
+    let same = seqs.iter().map(|s| s.seq).eq(group.iter().copied());
+    same.then(|| shard::checksum_of(&b)).flatten()
+}
+
 /// Builds (or resumes building) the cache of `cfg`'s data and teacher in `dir`; `progress` sees
 /// (sequences done, total).
 pub fn build(
@@ -166,21 +196,7 @@ pub fn build(
         complete: false,
         shards: Vec::new(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| CacheError::Io {
-        path: dir.to_path_buf(),
-        err: e,
-    })?;
-    if dir.join(super::manifest::FILE).exists() {
-        let old = Manifest::read(dir)?;
-        if old.identity != manifest.identity || old.positions != manifest.positions {
-            return Err(CacheError::Mismatch {
-                dir: dir.to_path_buf(),
-                why: "it holds a cache of other inputs or options; remove it or choose another \
-                      --out"
-                    .into(),
-            });
-        }
-    }
+    claim_dir(dir, &manifest)?;
     manifest.write(dir)?;
     let mut decoder = decoder;
     let mut logits_of = |inputs: &[u32]| -> Result<Vec<f32>, CacheError> {
@@ -193,11 +209,7 @@ pub fn build(
     for (i, group) in plan.chunks(SHARD_SEQUENCES).enumerate() {
         let file = format!("shard-{i:05}.bin");
         let path = dir.join(&file);
-        let reuse = std::fs::read(&path).ok().and_then(|b| {
-            let seqs = shard::parse(&path, &b, opt.k, bits).ok()?;
-            let same = seqs.iter().map(|s| s.seq).eq(group.iter().copied());
-            same.then(|| shard::checksum_of(&b)).flatten()
-        });
+        let reuse = reusable_shard(&path, group, opt.k, bits);
         let sha256 = match reuse {
             Some(sum) => sum,
             None => {

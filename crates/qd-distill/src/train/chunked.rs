@@ -200,7 +200,6 @@ where
         tokens: count,
         ..Default::default()
     };
-    let t2 = cfg.temperature * cfg.temperature;
     // A frozen, plain LM head is differentiated by hand (grad_h = G·W, with G the loss's gradient
     // with respect to the logits), so autograd never builds the head weight's gradient it would
     // otherwise compute and drop — and a head kept in Q8_0 needs no autograd support at all.
@@ -211,77 +210,27 @@ where
     while start < n {
         let len = cfg.chunk.max(1).min(n - start);
         let h_in = if by_hand { &h_plain } else { h.as_tensor() };
-        let s_logits = student
-            .lm_head(&h_in.narrow(0, start, len)?.unsqueeze(0)?)?
-            .squeeze(0)?;
-        let signal = teacher.chunk(start, len, cfg.temperature)?;
-        let m = mask.narrow(0, start, len)?;
-        let tg = targets.narrow(0, start, len)?;
-        let (w_kd, w_ce) = (cfg.alpha * t2 * norm, (1.0 - cfg.alpha) * norm);
-        // Under autograd: a leaf for the logits when the head is done by hand.
-        let logits_leaf = if by_hand {
-            Some(Var::from_tensor(&s_logits)?)
-        } else {
-            None
+        let chunk = Chunk {
+            s_logits: student
+                .lm_head(&h_in.narrow(0, start, len)?.unsqueeze(0)?)?
+                .squeeze(0)?,
+            signal: teacher.chunk(start, len, cfg.temperature)?,
+            targets: targets.narrow(0, start, len)?,
+            mask: mask.narrow(0, start, len)?,
         };
-        let loss = if cfg.fused && signal.fused(cfg.divergence) {
-            let f = signal.fused_loss(
-                &s_logits.detach(),
-                &tg.to_dtype(DType::U32)?.to_vec1::<u32>()?,
-                &m.to_dtype(DType::F32)?.to_vec1::<f32>()?,
-                cfg,
-                w_kd,
-                w_ce,
-            )?;
-            parts.kd += f.kd_sum * norm;
-            parts.ce += f.ce_sum * norm;
-            parts.total += w_kd * f.kd_sum + w_ce * f.ce_sum;
-            if by_hand {
-                // logits = h·Wᵀ, and the loss's gradient with respect to them is `f.grad`.
-                grad_rows.push(student.lm_head.frozen_input_grad(&f.grad)?);
-                start += len;
-                continue;
+        match chunk_loss(student, chunk, cfg, norm, by_hand, &mut parts)? {
+            ChunkOut::HiddenGrad(g) => grad_rows.push(g),
+            ChunkOut::Loss(loss) => {
+                let g = loss.backward()?;
+                if let Some(gh) = g.get(h.as_tensor()) {
+                    grad_h = (grad_h + gh)?;
+                }
+                let g = only_params(&g, params);
+                match head_grads.as_mut() {
+                    None => head_grads = Some(g),
+                    Some(acc) => acc.extend(g)?,
+                }
             }
-            // Its gradient with respect to the logits is exactly `f.grad`.
-            (s_logits * f.grad)?.sum_all()?
-        } else {
-            let s_logits = match &logits_leaf {
-                Some(v) => v.as_tensor().clone(),
-                None => s_logits,
-            };
-            let kd = match (&signal, signal.topk_tensors(s_logits.device())?) {
-                (_, Some(t)) => {
-                    divergence_topk(&s_logits, &t, &m, cfg.temperature, cfg.divergence)?
-                }
-                (Signal::Logits(t), None) => {
-                    divergence(&s_logits, t, &m, cfg.temperature, cfg.divergence)?
-                }
-                _ => unreachable!("every top-k signal has its tensors"),
-            };
-            let ce = cross_entropy(&s_logits, &tg, &m)?;
-            let loss = (kd.sum.affine(w_kd, 0.0)? + ce.sum.affine(w_ce, 0.0)?)?;
-            parts.kd += kd.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;
-            parts.ce += ce.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;
-            parts.total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            loss
-        };
-        if let Some(leaf) = &logits_leaf {
-            let g = loss.backward()?;
-            let gl = g.get(leaf.as_tensor()).ok_or_else(|| {
-                candle_core::Error::Msg("loss does not depend on the logits".into())
-            })?;
-            grad_rows.push(student.lm_head.frozen_input_grad(gl)?);
-            start += len;
-            continue;
-        }
-        let g = loss.backward()?;
-        if let Some(gh) = g.get(h.as_tensor()) {
-            grad_h = (grad_h + gh)?;
-        }
-        let g = only_params(&g, params);
-        match head_grads.as_mut() {
-            None => head_grads = Some(g),
-            Some(acc) => acc.extend(g)?,
         }
         start += len;
     }
@@ -299,4 +248,83 @@ where
         grads.extend(hg)?;
     }
     Ok((parts, grads, leaf_grad))
+}
+
+/// One chunk of positions: the student's logits, the teacher's signal, targets and mask.
+struct Chunk<'r> {
+    s_logits: Tensor,
+    signal: Signal<'r>,
+    targets: Tensor,
+    mask: Tensor,
+}
+
+/// What a chunk's loss leaves: with the head done by hand, the gradient of the hidden rows
+/// directly; otherwise the loss, still to be differentiated.
+enum ChunkOut {
+    HiddenGrad(Tensor),
+    Loss(Tensor),
+}
+
+/// One chunk's loss (fused on the CPU where the signal allows it, else composed of candle
+/// ops), its parts added to `parts`.
+fn chunk_loss<L: Linear, E: Embedding>(
+    student: &Transformer<L, E>,
+    c: Chunk<'_>,
+    cfg: &LossConfig,
+    norm: f64,
+    by_hand: bool,
+    parts: &mut LossParts,
+) -> Result<ChunkOut> {
+    let t2 = cfg.temperature * cfg.temperature;
+    let (w_kd, w_ce) = (cfg.alpha * t2 * norm, (1.0 - cfg.alpha) * norm);
+    if cfg.fused && c.signal.fused(cfg.divergence) {
+        let f = c.signal.fused_loss(
+            &c.s_logits.detach(),
+            &c.targets.to_dtype(DType::U32)?.to_vec1::<u32>()?,
+            &c.mask.to_dtype(DType::F32)?.to_vec1::<f32>()?,
+            cfg,
+            w_kd,
+            w_ce,
+        )?;
+        parts.kd += f.kd_sum * norm;
+        parts.ce += f.ce_sum * norm;
+        parts.total += w_kd * f.kd_sum + w_ce * f.ce_sum;
+        if by_hand {
+            // logits = h·Wᵀ, and the loss's gradient with respect to them is `f.grad`.
+            return Ok(ChunkOut::HiddenGrad(
+                student.lm_head.frozen_input_grad(&f.grad)?,
+            ));
+        }
+        // Its gradient with respect to the logits is exactly `f.grad`.
+        return Ok(ChunkOut::Loss((c.s_logits * f.grad)?.sum_all()?));
+    }
+    // Under autograd: a leaf for the logits when the head is done by hand.
+    let logits_leaf = if by_hand {
+        Some(Var::from_tensor(&c.s_logits)?)
+    } else {
+        None
+    };
+    let s_logits = match &logits_leaf {
+        Some(v) => v.as_tensor().clone(),
+        None => c.s_logits,
+    };
+    let (m, t) = (&c.mask, cfg.temperature);
+    let kd = match (&c.signal, c.signal.topk_tensors(s_logits.device())?) {
+        (_, Some(tk)) => divergence_topk(&s_logits, &tk, m, t, cfg.divergence)?,
+        (Signal::Logits(tl), None) => divergence(&s_logits, tl, m, t, cfg.divergence)?,
+        _ => unreachable!("every top-k signal has its tensors"),
+    };
+    let ce = cross_entropy(&s_logits, &c.targets, m)?;
+    let loss = (kd.sum.affine(w_kd, 0.0)? + ce.sum.affine(w_ce, 0.0)?)?;
+    parts.kd += kd.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;
+    parts.ce += ce.sum.to_dtype(DType::F64)?.to_scalar::<f64>()? * norm;
+    parts.total += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+    let Some(leaf) = &logits_leaf else {
+        return Ok(ChunkOut::Loss(loss));
+    };
+    let g = loss.backward()?;
+    let gl = g
+        .get(leaf.as_tensor())
+        .ok_or_else(|| candle_core::Error::Msg("loss does not depend on the logits".into()))?;
+    Ok(ChunkOut::HiddenGrad(student.lm_head.frozen_input_grad(gl)?))
 }
