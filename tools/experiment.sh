@@ -23,7 +23,7 @@ TEACHER="$(tools/fetch-teacher.sh)"
 tools/prepare-corpus.sh >/dev/null
 BIN="$(tools/native-build.sh)"
 LLAMA="${LLAMA:-1}"
-if [[ "$LLAMA" == 1 ]]; then PY="$(tools/llama-cpp.sh)"; fi
+if [[ "$LLAMA" == 1 ]]; then PY="$(tools/llama-tools.sh --python)"; fi
 CONFIG="${CONFIG:-models/six-block-qat.toml}"
 RUNS="${RUNS:-init hard kd qat}"
 E="${E:-runs/experiment}"

@@ -20,7 +20,7 @@ if [[ ! -f "$IMATRIX" ]]; then
         > "$OUT/llama-imatrix.log" 2>&1
 fi
 same() {
-    PYTHONPATH="$CACHE/llama-src-0.3.36/vendor/llama.cpp/gguf-py" "$CACHE/cmake-venv/bin/python" \
+    PYTHONPATH="$CACHE/llama-src-0.3.36/vendor/llama.cpp/gguf-py" "$CACHE/llama-venv/bin/python" \
         tools/gguf_same_tensors.py "$1" "$2" | sed 's/; keys in one file only.*//'
 }
 TYPES=("$@")

@@ -3,13 +3,12 @@
 # with an imatrix, what `llama-quantize --imatrix` runs) on the 12 reference inputs of
 # tests/data/quant, with one seeded importance vector per case (log-normal over four decades,
 # one block of zeros where rows are long enough: columns no calibration token touched).
-# Links a 40-line C program against the libggml-base.a that tools/llama-tools.sh built from the
+# Links a 40-line C program against the libggml-base that tools/llama-tools.sh built from the
 # vendored llama.cpp (llama-cpp-python 0.3.36), NumPy from the venv llama-tools.sh makes. Run once
 # by hand; the outputs are committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN="$(tools/llama-tools.sh)"
-BUILD="$(dirname "$BIN")"
 SRC="${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}/llama-src-0.3.36/vendor/llama.cpp"
 OUT=tests/data/quant/imatrix
 WORK="$(mktemp -d)"
@@ -35,9 +34,9 @@ int main(int argc, char ** argv) {
     return 0;
 }
 C
-g++ -x c -O2 -I"$SRC/ggml/include" "$WORK/vectors.c" -x none "$BUILD/ggml/src/libggml-base.a" -lm -lpthread -fopenmp \
+g++ -x c -O2 -I"$SRC/ggml/include" "$WORK/vectors.c" -x none -L"$BIN" -lggml-base -Wl,-rpath,"$BIN" -lm -lpthread -fopenmp \
     -o "$WORK/vectors"
-"${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}/cmake-venv/bin/python" - "$WORK/vectors" "$OUT" <<'PY'
+"${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}/llama-venv/bin/python" - "$WORK/vectors" "$OUT" <<'PY'
 import hashlib, json, os, subprocess, sys, numpy as np
 exe, out = sys.argv[1], sys.argv[2]
 src = json.load(open("tests/data/quant/manifest.json"))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # llama.cpp and qat-distill side by side, in one run, on the same GGUF files:
-#   1. builds llama-bench, llama-perplexity and llama-quantize (tools/llama-tools.sh)
+#   1. builds llama-bench, llama-perplexity and llama-quantize (tools/llama-tools.sh, the one llama.cpp build)
 #   2. requantizes the teacher to Q4_0 and Q8_0 with llama-quantize and with `export-gguf`
 #      (time, size, and whether every tensor is byte-identical)
 #   3. llama-bench and `bench tokens-per-second` (-p 512 -n 128 -r 3, 2 threads) on the teacher
@@ -20,7 +20,7 @@ LEVEL=${LEVEL:-}
 VERSION=0.3.36
 CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
 SRC=$CACHE/llama-src-$VERSION
-TOOLS=$CACHE/cmake-venv
+TOOLS=$CACHE/llama-venv   # made by tools/llama-tools.sh
 OUT=${OUT_DIR:-runs/llama-compare${LEVEL:+-$LEVEL}}
 THREADS=${THREADS:-2}
 PPL_CHUNKS=${PPL_CHUNKS:-40}

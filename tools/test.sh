@@ -3,7 +3,7 @@
 # (-D warnings) and the minimum Rust version (tools/msrv.sh), runs every test in release mode,
 # the GPU check's script on the CPU's device-generic path (tools/gpu-check.sh), then the aarch64
 # kernels under qemu (tools/arm-check.sh) and the `cuda` feature's compile and
-# lints (tools/cuda-check.sh: CUDA toolchain from PyPI wheels, no GPU). Needs cargo (with clippy
+# lints (tools/build-cuda.sh --check: CUDA toolchain from PyPI wheels, no GPU). Needs cargo (with clippy
 # and rustfmt), python3 with pip, and network access to crates.io, PyPI and Debian's apt (the
 # cross compiler and qemu, installed once).
 set -euo pipefail
@@ -33,4 +33,4 @@ cargo test --release --workspace --locked
 # script a lent GPU runs is exercised by every test run.
 DEVICE=cpu-generic OUT=target/gpu-check tools/gpu-check.sh
 reachable_check "aarch64 kernels" tools/arm-check.sh
-reachable_check "the cuda feature" tools/cuda-check.sh
+reachable_check "the cuda feature" tools/build-cuda.sh --check

@@ -1,6 +1,6 @@
 //! llama.cpp runs what we export. Exported students (tiny ones — a 3-of-7-block student and a
 //! whole-model QAT of all 7 blocks — and a 6-block Gemma-derived one) are loaded by llama.cpp itself (llama-cpp-python built from PyPI by
-//! `tools/llama-cpp.sh`, cached per machine) and compared with our loader on the same file: same tokens, same top-1, log-probs
+//! `tools/llama-tools.sh --python`, cached per machine) and compared with our loader on the same file: same tokens, same top-1, log-probs
 //! over llama.cpp's top-8, perplexity.
 //!
 //! f32 exports must agree outright: top-1 ≥ 99 % (where the top-2 margin is above op-order
@@ -31,16 +31,17 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The Python that imports llama_cpp (built on first use; the test fails, never skips, when it
-/// cannot be had).
+/// The Python that imports llama_cpp, bound to the llama.cpp build every script uses (built on
+/// first use; the test fails, never skips, when it cannot be had).
 fn llama_python() -> String {
     let out = Command::new("bash")
-        .arg(repo().join("tools/llama-cpp.sh"))
+        .arg(repo().join("tools/llama-tools.sh"))
+        .arg("--python")
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "tools/llama-cpp.sh failed: {}",
+        "tools/llama-tools.sh --python failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout)

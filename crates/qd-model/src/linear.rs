@@ -234,7 +234,7 @@ impl Linear for QLinear {
 /// `generate`, `eval` without `--graph`) runs on such CPUs at the `neon` level.
 fn candle_kernels_run_here(w: &QMatMul) -> Result<()> {
     #[cfg(target_arch = "aarch64")]
-    if matches!(w, QMatMul::QTensor(_)) && !std::arch::is_aarch64_feature_detected!("dotprod") {
+    if matches!(w, QMatMul::QTensor(_)) && !crate::kernels::isa::Isa::NeonDot.runs_here() {
         return Err(candle_core::Error::Msg(
             "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU \
              lacks; bench, generate and eval run here without --graph (the fused path)"

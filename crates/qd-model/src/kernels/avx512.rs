@@ -31,8 +31,8 @@ simd_level!(
 /// The CPU has AVX-512F/BW; `x` and `q` hold at least 32 values.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
-    debug_assert!(x.len() >= 32 && q.len() >= 32);
-    // SAFETY: 32 values in and out, by the caller's contract.
+    assert!(x.len() >= 32 && q.len() >= 32);
+    // SAFETY: 32 values in and out (asserted above).
     unsafe {
         let a = _mm512_loadu_ps(x.as_ptr());
         let b = _mm512_loadu_ps(x.as_ptr().add(16));
@@ -58,8 +58,8 @@ unsafe fn q8_0_block(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// The CPU has AVX-512F/BW; `x` and `q` hold at least 256 values.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn q8_k_block(x: &[f32], q: &mut [i8]) -> f32 {
-    debug_assert!(x.len() >= 256 && q.len() >= 256);
-    // SAFETY: 256 values in and out, by the caller's contract.
+    assert!(x.len() >= 256 && q.len() >= 256);
+    // SAFETY: 256 values in and out (asserted above).
     unsafe {
         let load = |i: usize| _mm512_loadu_ps(x.as_ptr().add(16 * i));
         let mut m = _mm512_setzero_ps();
