@@ -106,7 +106,9 @@ files = list(dict.fromkeys(r["model_filename"] for r in rows))
 by_file = {f: {r["test"]: r for r in rows if r["model_filename"] == f} for f in files}
 first = lambda f: next(iter(by_file[f].values()))
 teacher = files[0]
-kinds = ["PTQ (llama-quantize's)", "imatrix-PTQ (llama-quantize --imatrix's)", "QAT (ours)"]
+kinds = ["PTQ {} (llama-quantize's)", "imatrix-PTQ {} (llama-quantize --imatrix's)", "QAT {} (ours)"]
+# The file type of a recipe's files, as ptq_recipe says (qat-q4 trains against Q4_0's grid).
+ftype = lambda r: {"qat-q4": "q4_0"}.get(r, r).upper()
 lcol = bool(llama)
 
 def speed(f, test):
@@ -131,7 +133,7 @@ for ri, r in enumerate(recipes):
         r0 = first(f)
         k = kl[3 * ri + i - 1] if i > 0 else None
         ppl[i] = r0["ppl"]
-        name = "teacher Q4_K_M" if i == 0 else f"{kinds[i - 1]} {r}"
+        name = "teacher Q4_K_M" if i == 0 else kinds[i - 1].format(ftype(r))
         if i == 3:
             name = f"**{name}**"
         klc = f"{k['mean_kl']:.4f} ± {k['kl_stderr']:.4f} | {100 * k['same_top']:.2f} %" if k else "0 | 100 %"
@@ -144,7 +146,7 @@ for ri, r in enumerate(recipes):
     print("|---|---:|---:|---:|")
     print(f"| teacher Q4_K_M | {o[0]['ppl_reference']:.4f} | 0 | 100 % |")
     for i, k in enumerate(o):
-        print(f"| {kinds[i]} {r} | {k['ppl_model']:.4f} | {k['mean_kl']:.4f} ± {k['kl_stderr']:.4f} "
+        print(f"| {kinds[i].format(ftype(r))} | {k['ppl_model']:.4f} | {k['mean_kl']:.4f} ± {k['kl_stderr']:.4f} "
               f"| {100 * k['same_top']:.2f} % |")
     print()
     t_other = o[0]["ppl_reference"]

@@ -144,6 +144,19 @@ fn opt_vec(t: &Option<candle_core::Tensor>) -> Result<Option<Vec<f32>>> {
     t.as_ref().map(vec_of).transpose()
 }
 
+/// The sizes a block's matrices and buffers are made of: width, head size, value size, heads,
+/// KV heads, MLP width.
+fn dims(hp: &HParams) -> (usize, usize, usize, usize, usize, usize) {
+    (
+        hp.n_embd,
+        hp.head_dim,
+        hp.value_dim,
+        hp.n_head,
+        hp.n_head_kv,
+        hp.n_ff,
+    )
+}
+
 /// The kernels' view of a quantized linear weight of `rows × cols`; `None` where its type is
 /// not one the kernels cover or its shape is not the expected one.
 fn mat_of<'m, L: Linear>(l: &'m L, rows: usize, cols: usize) -> Option<Mat<'m>> {
@@ -174,14 +187,7 @@ fn rope_index(ropes: &mut Vec<RopeKind>, spec: crate::rope::RopeSpec) -> usize {
 impl<'m> Layer<'m> {
     /// Block `b`'s weights for the kernels; `None` where a matrix is not one they cover.
     fn of<L: Linear>(b: &'m Block<L>, hp: &HParams, rope: usize) -> Result<Option<Self>> {
-        let (d, hd, vd, nh, nkv, ff) = (
-            hp.n_embd,
-            hp.head_dim,
-            hp.value_dim,
-            hp.n_head,
-            hp.n_head_kv,
-            hp.n_ff,
-        );
+        let (d, hd, vd, nh, nkv, ff) = dims(hp);
         let mats = (
             mat_of(&b.q, nh * hd, d),
             mat_of(&b.k, nkv * hd, d),
@@ -220,14 +226,7 @@ impl<'m> Layer<'m> {
 impl State {
     /// Buffers for one token of a model of `hp` with `n_ropes` RoPE kinds and these caches.
     fn new(hp: &HParams, n_ropes: usize, kv: Vec<LayerKv>) -> Self {
-        let (d, hd, vd, nh, nkv, ff) = (
-            hp.n_embd,
-            hp.head_dim,
-            hp.value_dim,
-            hp.n_head,
-            hp.n_head_kv,
-            hp.n_ff,
-        );
+        let (d, hd, vd, nh, nkv, ff) = dims(hp);
         let max_keys = kv.iter().map(LayerKv::slots).max().unwrap_or(1);
         let half = hp.rope_dim / 2;
         State {

@@ -8,7 +8,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{add_bias, attention, ops, Decoder, Layer};
+use super::{add_bias, attention, dims, ops, Decoder, Layer};
 use crate::error::{ModelError, Result};
 use crate::hparams::{HParams, RopeStyle};
 
@@ -118,14 +118,7 @@ impl Decoder<'_> {
         let mut x = self.embed_rows(tokens);
         let angles = self.rope_angles(t);
         let hp = &self.hp;
-        let (d, hd, vd, nh, nkv, ff) = (
-            hp.n_embd,
-            hp.head_dim,
-            hp.value_dim,
-            hp.n_head,
-            hp.n_head_kv,
-            hp.n_ff,
-        );
+        let (d, hd, vd, nh, nkv, ff) = dims(hp);
         let eps = hp.rms_eps as f32;
         let ggml = self.ggml;
         let mut h = vec![0f32; t * d];
