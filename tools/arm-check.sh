@@ -9,7 +9,7 @@
 # which the graph path now refuses in one line (tested there by
 # quantized_graph_runs_or_refuses_in_one_line). The real-teacher test (gemma_reference) is left
 # to native runs.
-# Lints qd-model and qd-quant for aarch64 first (clippy -D warnings). Installs Debian's cross gcc and qemu-user (apt) and the Rust target (rustup) when missing;
+# Lints qd-kernels, qd-model and qd-quant for aarch64 first (clippy -D warnings). Installs Debian's cross gcc and qemu-user (apt) and the Rust target (rustup) when missing;
 # builds into the machine's cache (${QAT_DISTILL_CACHE:-~/.cache/qat-distill}/target-aarch64),
 # so a clean clone does not rebuild the cross-compiled dependencies. Exit 3: rustup could not reach its server.
 set -euo pipefail
@@ -34,7 +34,7 @@ export CXX_aarch64_unknown_linux_gnu=aarch64-linux-gnu-g++
 CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
 export CARGO_TARGET_DIR="${ARM_TARGET_DIR:-$CACHE/target-aarch64}"
 # The NEON code compiles only for aarch64: lint it there too.
-cargo clippy --locked -p qd-model -p qd-quant --all-targets --target "$TARGET" -- -D warnings
+cargo clippy --locked -p qd-kernels -p qd-model -p qd-quant --all-targets --target "$TARGET" -- -D warnings
 TESTS=(--lib --test decoder --test decoder_allocations --test linear_kernels --test tiny_models)
 mapfile -t BINS < <(cargo test --release --locked -p qd-model --target "$TARGET" "${TESTS[@]}" \
     --no-run --message-format=json \

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 /// Whether these kernels run here (`isa`'s probe; `QAT_DISTILL_ISA` below `avx512` turns them
 /// off).
 pub fn available() -> bool {
-    crate::isa::Isa::avx512_fake_quant()
+    qd_kernels::Isa::avx512_fake_quant()
 }
 
 /// Runs `kind`'s round trip over whole 32-value blocks.

@@ -15,7 +15,6 @@ pub mod format;
 pub mod fp16;
 mod fused;
 mod helpers;
-pub mod isa;
 mod klanes;
 #[cfg(target_arch = "x86_64")]
 mod klanes_avx512;

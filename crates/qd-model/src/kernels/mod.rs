@@ -2,7 +2,7 @@
 //! path's Q8_0 products: weights repacked once into tiles of 16 rows, activations quantized as
 //! ggml quantizes them, and the integer sums formed exactly, at whichever level this CPU runs.
 //!
-//! - [`isa`] (qd-quant's, re-exported): the levels and the one CPU-feature probe of the
+//! - [`isa`] (qd-kernels', re-exported): the levels and the one CPU-feature probe of the
 //!   workspace.
 //! - [`q8_0`], [`kquant`]: one format each — its tiles, its activation quantizer, and its scalar
 //!   kernel, the portable level and the oracle every SIMD level equals bit for bit (as ggml keeps
@@ -86,7 +86,7 @@ macro_rules! simd_level {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-pub use qd_quant::isa;
+pub use qd_kernels::isa;
 pub mod kquant;
 mod lanes;
 #[cfg(target_arch = "aarch64")]

@@ -1,6 +1,6 @@
 //! Which instruction-set level the SIMD kernels run at: the one CPU-feature probe of the
 //! workspace, shared by qd-model's packed kernels (`kernels::q8_0`, `kernels::kquant`, their
-//! activation quantizers) and this crate's AVX-512 fake-quants. Every level computes the same
+//! activation quantizers) and qd-quant's AVX-512 fake-quants. Every level computes the same
 //! integer sums and the same f32 operations in the same order, so a product's result does not
 //! depend on the level (the kernels' tests compare each level with the scalar one bit for bit).
 //!
