@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The aarch64 kernels on every submission: cross-compiles qd-model's tests (the packed kernels
+# The aarch64 kernels on every submission: cross-compiles qd-kernels' and qd-model's tests (the packed kernels
 # at every level against the scalar oracle, the fused decoder and prefill on tiny models of each
 # family) for aarch64-unknown-linux-gnu and runs them under qemu-aarch64 on three CPU models:
 # cortex-a72 (NEON only: level neon), cortex-a76 (dot product: neondot) and max (dot product and
@@ -35,15 +35,20 @@ CACHE=${QAT_DISTILL_CACHE:-$HOME/.cache/qat-distill}
 export CARGO_TARGET_DIR="${ARM_TARGET_DIR:-$CACHE/target-aarch64}"
 # The NEON code compiles only for aarch64: lint it there too.
 cargo clippy --locked -p qd-kernels -p qd-model -p qd-quant --all-targets --target "$TARGET" -- -D warnings
-TESTS=(--lib --test decoder --test decoder_allocations --test linear_kernels --test tiny_models)
-mapfile -t BINS < <(cargo test --release --locked -p qd-model --target "$TARGET" "${TESTS[@]}" \
-    --no-run --message-format=json \
-    | python3 -c 'import json,sys
+# Test binaries: qd-kernels' own (every level against the scalar oracle, the level a CPU is
+# expected to get) and qd-model's that run the kernels in a model.
+test_bins() {
+    cargo test --release --locked --target "$TARGET" "$@" --no-run --message-format=json \
+        | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(m["executable"])')
-[ "${#BINS[@]}" -eq 5 ] || { echo "arm-check: expected 5 test binaries, built ${#BINS[@]}" >&2; exit 1; }
+        print(m["executable"])'
+}
+mapfile -t BINS < <(test_bins -p qd-kernels --lib
+    test_bins -p qd-model --lib --test decoder --test decoder_allocations --test linear_kernels \
+        --test tiny_models)
+[ "${#BINS[@]}" -eq 6 ] || { echo "arm-check: expected 6 test binaries, built ${#BINS[@]}" >&2; exit 1; }
 LOG=$(mktemp)
 trap 'rm -f "$LOG"' EXIT
 for cpu in cortex-a72:neon cortex-a76:neondot max:neondot; do

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Result, Tensor};
 use half::f16;
+use qd_kernels::packed::scales::{q8_0_scale, q8_k_scale};
 
 /// The 8-bit format ggml quantizes a matmul's activations to, by weight type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,33 +44,6 @@ impl ActQuant {
 /// Round half to even, as `_mm256_round_ps(_MM_ROUND_NEAREST)` and ggml's `nearest_int` do.
 fn rne(x: f32) -> f32 {
     x.round_ties_even()
-}
-
-/// ggml-cpu's x86 `quantize_row_q8_0` scale for one 32-value block: `d` as stored (fp16) and
-/// the multiplier `127/amax` the codes `rne(x·id)` are taken with (from amax, not from `d`).
-pub(crate) fn q8_0_scale(x: &[f32]) -> (f32, f32) {
-    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = f16::from_f32(amax / 127.0).to_f32();
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-    (d, id)
-}
-
-/// ggml's Q8_K activation scale of a 256-value block: `(iscale, d)` with codes
-/// `min(nearest(iscale·x), 127)` and values `code·d`; `None` for an all-zero block. The largest
-/// magnitude's value (first on ties) maps to −127, as `quantize_row_q8_K_ref` does.
-pub(crate) fn q8_k_scale(x: &[f32]) -> Option<(f32, f32)> {
-    let (mut amax, mut max) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax == 0.0 {
-        return None;
-    }
-    let iscale = -127.0 / max;
-    Some((iscale, 1.0 / iscale))
 }
 
 /// Replaces each block by the values ggml's quantizer gives it (`q·d`, with `d` as stored).
@@ -162,6 +136,37 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The packed kernels' activation quantizers, at every level this CPU runs, give exactly the
+    /// values this module's ggml rounding hands candle's path: Q8_0 per 32 values, Q8_K per 256
+    /// (−0 and +0 alike).
+    #[test]
+    fn packed_kernels_quantize_activations_as_these() {
+        use qd_kernels::packed::{kquant, q8_0};
+        use qd_kernels::Isa;
+        let of = |t: usize, k: usize, kind: ActQuant| {
+            let x: Vec<f32> = (0..t * k)
+                .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
+                .collect();
+            let xt = Tensor::from_vec(x.clone(), (t, k), &candle_core::Device::Cpu).unwrap();
+            let ggml = quantize_activations(&xt, kind).unwrap();
+            (x, ggml.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+        };
+        for (t, k) in [(1, 640), (5, 96), (4, 2048), (13, 640), (21, 640)] {
+            let (x, ggml) = of(t, k, ActQuant::Q8_0);
+            for isa in Isa::supported() {
+                let ours = q8_0::Acts::quantize(isa, &x, k).values();
+                assert_eq!(ours, ggml, "Q8_0 {isa:?} t {t} k {k}");
+            }
+        }
+        for (t, k) in [(2, 512), (5, 1024)] {
+            let (x, ggml) = of(t, k, ActQuant::Q8K);
+            for isa in Isa::supported() {
+                let ours = kquant::Acts::quantize(isa, &x, 32).values(32);
+                assert_eq!(ours, ggml, "Q8_K {isa:?} t {t} k {k}");
+            }
+        }
+    }
 
     #[test]
     fn q8_0_requantized_block_is_a_fixed_point_of_candles_quantizer() {

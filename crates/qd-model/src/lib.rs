@@ -10,7 +10,8 @@ pub mod error;
 mod gemm_f32;
 pub mod ggml_numerics;
 pub mod hparams;
-pub mod kernels;
+/// The packed integer kernels, from qd-kernels (the paths `qd_model::kernels::…` as before).
+pub use qd_kernels::packed as kernels;
 pub mod linear;
 pub mod mask;
 pub mod q8_0_f32;

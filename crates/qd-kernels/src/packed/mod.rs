@@ -2,7 +2,7 @@
 //! path's Q8_0 products: weights repacked once into tiles of 16 rows, activations quantized as
 //! ggml quantizes them, and the integer sums formed exactly, at whichever level this CPU runs.
 //!
-//! - [`isa`] (qd-kernels', re-exported): the levels and the one CPU-feature probe of the
+//! - [`isa`] (this crate's, re-exported): the levels and the one CPU-feature probe of the
 //!   workspace.
 //! - [`q8_0`], [`kquant`]: one format each — its tiles, its activation quantizer, and its scalar
 //!   kernel, the portable level and the oracle every SIMD level equals bit for bit (as ggml keeps
@@ -23,7 +23,7 @@
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! simd_level {
     ($level:ident, $features:literal, $q8_body:ident, $kq_body:ident $(, $flag:literal)?) => {
-        impl $crate::kernels::Level for $level {
+        impl $crate::packed::Level for $level {
             unsafe fn q8_0_tile<const T: usize, const BITS: u32>(
                 w: Weights,
                 nb: usize,
@@ -86,13 +86,14 @@ macro_rules! simd_level {
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
-pub use qd_kernels::isa;
+pub use crate::isa;
 pub mod kquant;
 mod lanes;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 pub mod q8_0;
-pub(crate) mod tasks;
+pub mod scales;
+pub mod tasks;
 
 use lanes::SPAN;
 use tasks::{for_row_tiles, store, SharedOut, ROWS};

@@ -3,20 +3,20 @@
 //! only its own output columns.
 
 /// Rows per tile: one 512-bit register of f32 or i32 lanes.
-pub(crate) const ROWS: usize = 16;
+pub const ROWS: usize = 16;
 
 /// The output `y [t, n]`, shared by tasks that write disjoint elements.
-pub(crate) struct SharedOut(pub *mut f32);
+pub struct SharedOut(pub *mut f32);
 // SAFETY: tasks write disjoint elements.
 unsafe impl Sync for SharedOut {}
 
 /// Row tiles per task: about eight tasks per thread, at most `max` tiles each.
-pub(crate) fn tiles_per_task(tiles: usize, threads: usize, max: usize) -> usize {
+pub fn tiles_per_task(tiles: usize, threads: usize, max: usize) -> usize {
     (tiles / (threads * 8)).clamp(1, max)
 }
 
 /// Runs `f(r0, r1)` over ranges of the `n.div_ceil(16)` row tiles, in parallel.
-pub(crate) fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
+pub fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
     use rayon::prelude::*;
     let row_tiles = n.div_ceil(ROWS);
     let per_task = tiles_per_task(row_tiles, rayon::current_num_threads(), 64);
@@ -33,7 +33,7 @@ pub(crate) fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
 /// # Safety
 /// `out` points to `t·n` floats, `s + res.len() ≤ t` for the tokens written, and no other task
 /// writes these elements.
-pub(crate) unsafe fn store(
+pub unsafe fn store(
     out: &SharedOut,
     res: &[[f32; ROWS]],
     s: usize,

@@ -173,14 +173,7 @@ impl PackedKQuant {
     /// This CPU runs `isa`; `acts` holds one token of `k` values quantized for `self.kind()`;
     /// `y` points to `n` floats of which no other thread writes rows `16·r0 .. 16·r1`
     /// meanwhile.
-    pub(crate) unsafe fn matvec_tiles(
-        &self,
-        isa: Isa,
-        acts: &Acts,
-        r0: usize,
-        r1: usize,
-        y: *mut f32,
-    ) {
+    pub unsafe fn matvec_tiles(&self, isa: Isa, acts: &Acts, r0: usize, r1: usize, y: *mut f32) {
         debug_assert_eq!(acts.q.len(), self.k);
         debug_assert_eq!(acts.f.len(), self.k / self.kind.group());
         // SAFETY: the caller's contract.
@@ -311,7 +304,7 @@ type BlockParts<'a> = ((&'a mut [i8], &'a mut [[f32; 2]]), &'a [f32]);
 /// `x [t, k]` as ggml's Q8_K: signed codes, and per token and sub-block of `group` values the
 /// factors `(d_x, d_x·Σq_x)` the kernel scales the sub-block's two sums by.
 #[derive(Default)]
-pub(crate) struct Acts {
+pub struct Acts {
     q: Vec<i8>,
     f: Vec<[f32; 2]>,
     /// `q` widened to 16 bits at the scalar level ([`widen`]); empty at the others.
@@ -322,7 +315,7 @@ pub(crate) struct Acts {
 /// returns `d` (0 for an all-zero block). The scalar level and the oracle of
 /// every [`Level::q8_k_block`].
 pub(crate) fn q8_k_block_generic(x: &[f32], q: &mut [i8]) -> f32 {
-    match crate::ggml_numerics::q8_k_scale(&x[..QK_K]) {
+    match super::scales::q8_k_scale(&x[..QK_K]) {
         Some((iscale, d)) => {
             for (o, &v) in q[..QK_K].iter_mut().zip(x) {
                 *o = (iscale * v).round_ties_even().min(127.0) as i8;
@@ -365,8 +358,18 @@ fn quantize_block(isa: Isa, ((qb, fb), xb): BlockParts, group: usize) {
 }
 
 impl Acts {
+    /// The values the codes stand for (`q·d_x` per sub-block of `group`), as a product sees
+    /// them: compared with qd-model's `ggml_numerics` there.
+    pub fn values(&self, group: usize) -> Vec<f32> {
+        self.q
+            .iter()
+            .enumerate()
+            .map(|(i, &q)| q as f32 * self.f[i / group][0])
+            .collect()
+    }
+
     /// In parallel over 256-value blocks when there are many.
-    fn quantize(isa: Isa, x: &[f32], group: usize) -> Self {
+    pub fn quantize(isa: Isa, x: &[f32], group: usize) -> Self {
         use rayon::prelude::*;
         let mut q = vec![0i8; x.len()];
         let mut f = vec![[0f32; 2]; x.len() / group];
@@ -393,7 +396,7 @@ impl Acts {
 
     /// One token for weights of `kind`, into buffers kept between calls (no allocation once
     /// they have grown).
-    pub(crate) fn quantize_one(&mut self, isa: Isa, x: &[f32], kind: KQuant) {
+    pub fn quantize_one(&mut self, isa: Isa, x: &[f32], kind: KQuant) {
         let group = kind.group();
         debug_assert!(x.len().is_multiple_of(QK_K));
         self.q.resize(x.len(), 0);
@@ -503,34 +506,6 @@ mod tests {
                         );
                     }
                 }
-            }
-        }
-    }
-
-    /// The activation codes and scale are ggml's Q8_K, as `ggml_numerics` reproduces them for
-    /// candle's path.
-    #[test]
-    fn activations_are_ggml_q8_k() {
-        let x: Vec<f32> = (0..2 * 512)
-            .map(|i| ((i * 31 % 211) as f32 - 100.0) / 7.0)
-            .collect();
-        let xt =
-            candle_core::Tensor::from_vec(x.clone(), (2, 512), &candle_core::Device::Cpu).unwrap();
-        let ggml =
-            crate::ggml_numerics::quantize_activations(&xt, crate::ggml_numerics::ActQuant::Q8K)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-        for isa in Isa::supported() {
-            let acts = Acts::quantize(isa, &x, 32);
-            for (i, g) in ggml.iter().enumerate() {
-                assert_eq!(
-                    acts.q[i] as f32 * acts.f[i / 32][0],
-                    *g,
-                    "{isa:?} activation {i}"
-                );
             }
         }
     }
