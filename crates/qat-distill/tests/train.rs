@@ -51,6 +51,14 @@ fn train_checkpoint_resume() {
     assert!(out.join("step-00000002/state.json").is_file());
     assert!(out.join("summary.json").is_file());
 
+    // The seconds the run had trained when its step-4 checkpoint was written: a resumed run
+    // adds its own to these (the first run's summary also counts its final evaluation, which
+    // on a loaded machine can outlast two tiny steps).
+    let state4: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("step-00000004/state.json")).unwrap())
+            .unwrap();
+    let seconds4 = state4["train_seconds"].as_f64().unwrap();
+    assert!(seconds4 > 0.0 && seconds4 <= summary["seconds"].as_f64().unwrap());
     let second = run(&[&common[..], &["--steps", "6", "--resume"]].concat());
     assert!(
         second.status.success(),
@@ -68,7 +76,7 @@ fn train_checkpoint_resume() {
     let per_step = summary["tokens"].as_f64().unwrap() / 4.0;
     assert!(per_step > 0.0);
     assert_eq!(resumed["tokens"].as_f64().unwrap(), 6.0 * per_step);
-    assert!(resumed["seconds"].as_f64().unwrap() > summary["seconds"].as_f64().unwrap());
+    assert!(resumed["seconds"].as_f64().unwrap() > seconds4);
     // Resuming a finished run trains nothing and keeps the run's totals.
     let again = run(&[&common[..], &["--steps", "6", "--resume"]].concat());
     assert!(again.status.success());
