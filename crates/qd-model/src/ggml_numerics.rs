@@ -144,27 +144,37 @@ mod tests {
     fn packed_kernels_quantize_activations_as_these() {
         use qd_kernels::packed::{kquant, q8_0};
         use qd_kernels::Isa;
-        let of = |t: usize, k: usize, kind: ActQuant| {
+        let ggml = |x: &[f32], t: usize, k: usize, kind: ActQuant| {
+            let xt = Tensor::from_vec(x.to_vec(), (t, k), &candle_core::Device::Cpu).unwrap();
+            let q = quantize_activations(&xt, kind).unwrap();
+            q.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        };
+        // Every (tokens, width) of the kernel's product test, with its inputs.
+        for (t, k) in [
+            (1, 640),
+            (5, 96),
+            (4, 2048),
+            (13, 640),
+            (21, 640),
+            (21, 96),
+            (4, 64),
+        ] {
             let x: Vec<f32> = (0..t * k)
                 .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
                 .collect();
-            let xt = Tensor::from_vec(x.clone(), (t, k), &candle_core::Device::Cpu).unwrap();
-            let ggml = quantize_activations(&xt, kind).unwrap();
-            (x, ggml.flatten_all().unwrap().to_vec1::<f32>().unwrap())
-        };
-        for (t, k) in [(1, 640), (5, 96), (4, 2048), (13, 640), (21, 640)] {
-            let (x, ggml) = of(t, k, ActQuant::Q8_0);
+            let want = ggml(&x, t, k, ActQuant::Q8_0);
             for isa in Isa::supported() {
                 let ours = q8_0::Acts::quantize(isa, &x, k).values();
-                assert_eq!(ours, ggml, "Q8_0 {isa:?} t {t} k {k}");
+                assert_eq!(ours, want, "Q8_0 {isa:?} t {t} k {k}");
             }
         }
-        for (t, k) in [(2, 512), (5, 1024)] {
-            let (x, ggml) = of(t, k, ActQuant::Q8K);
-            for isa in Isa::supported() {
-                let ours = kquant::Acts::quantize(isa, &x, 32).values(32);
-                assert_eq!(ours, ggml, "Q8_K {isa:?} t {t} k {k}");
-            }
+        let x: Vec<f32> = (0..2 * 512)
+            .map(|i| ((i * 31 % 211) as f32 - 100.0) / 7.0)
+            .collect();
+        let want = ggml(&x, 2, 512, ActQuant::Q8K);
+        for isa in Isa::supported() {
+            let ours = kquant::Acts::quantize(isa, &x, 32).values();
+            assert_eq!(ours, want, "Q8_K {isa:?}");
         }
     }
 

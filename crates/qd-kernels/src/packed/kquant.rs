@@ -358,9 +358,10 @@ fn quantize_block(isa: Isa, ((qb, fb), xb): BlockParts, group: usize) {
 }
 
 impl Acts {
-    /// The values the codes stand for (`q·d_x` per sub-block of `group`), as a product sees
-    /// them: compared with qd-model's `ggml_numerics` there.
-    pub fn values(&self, group: usize) -> Vec<f32> {
+    /// The values the codes stand for (`q·d_x` per sub-block), as a product sees them:
+    /// compared with qd-model's `ggml_numerics` there.
+    pub fn values(&self) -> Vec<f32> {
+        let group = self.q.len() / self.f.len().max(1);
         self.q
             .iter()
             .enumerate()

@@ -16,7 +16,7 @@ pub fn tiles_per_task(tiles: usize, threads: usize, max: usize) -> usize {
 }
 
 /// Runs `f(r0, r1)` over ranges of the `n.div_ceil(16)` row tiles, in parallel.
-pub fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
+pub(crate) fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
     use rayon::prelude::*;
     let row_tiles = n.div_ceil(ROWS);
     let per_task = tiles_per_task(row_tiles, rayon::current_num_threads(), 64);
@@ -33,7 +33,7 @@ pub fn for_row_tiles(n: usize, f: impl Fn(usize, usize) + Sync) {
 /// # Safety
 /// `out` points to `t·n` floats, `s + res.len() ≤ t` for the tokens written, and no other task
 /// writes these elements.
-pub unsafe fn store(
+pub(crate) unsafe fn store(
     out: &SharedOut,
     res: &[[f32; ROWS]],
     s: usize,
