@@ -1,8 +1,8 @@
 //! Which instruction-set level the SIMD kernels run at: the one CPU-feature probe of the
-//! workspace, shared by qd-model's packed kernels (`kernels::q8_0`, `kernels::kquant`, their
-//! activation quantizers) and qd-quant's AVX-512 fake-quants. Every level computes the same
-//! integer sums and the same f32 operations in the same order, so a product's result does not
-//! depend on the level (the kernels' tests compare each level with the scalar one bit for bit).
+//! workspace, shared by the packed kernels (`packed::q8_0`, `packed::kquant`, their activation
+//! quantizers) and the fake-quants (`fake`). Every level computes the same integer sums and the
+//! same f32 operations in the same order, so a result does not depend on the level (the
+//! kernels' tests compare each level with the scalar one bit for bit).
 //!
 //! `QAT_DISTILL_ISA=scalar|neon|neondot|avx2|avxvnni|avx512` (or the CLI's `--isa`) lowers the level below
 //! what the CPU has, for tests and benchmarks; it never raises it. The levels are ordered but not
@@ -27,7 +27,7 @@ pub enum Isa {
     /// AVX2 with AVX-VNNI's 256-bit `vpdpbusd` (Intel since Alder Lake and Sapphire Rapids, AMD
     /// since Zen 5).
     AvxVnni,
-    /// AVX-512 F/BW/VNNI and FMA (Intel since Ice Lake, AMD since Zen 4).
+    /// AVX-512 F/BW/DQ/VNNI, FMA and F16C (Intel since Ice Lake, AMD since Zen 4).
     Avx512Vnni,
 }
 
@@ -94,6 +94,8 @@ impl Isa {
                 Isa::Avx512Vnni => {
                     is_x86_feature_detected!("avx512f")
                         && is_x86_feature_detected!("avx512bw")
+                        && is_x86_feature_detected!("avx512dq")
+                        && is_x86_feature_detected!("f16c")
                         && is_x86_feature_detected!("avx512vnni")
                         && is_x86_feature_detected!("fma")
                 }
@@ -170,25 +172,6 @@ impl Isa {
             cap = cap.min(l);
         }
         cap
-    }
-
-    /// Whether the AVX-512 fake-quants (F, DQ and F16C; no VNNI needed, so Skylake-X runs them
-    /// too) may run: the CPU has them and no cap below `avx512` was asked for.
-    pub fn avx512_fake_quant() -> bool {
-        static HAS: OnceLock<bool> = OnceLock::new();
-        Isa::cap() == Isa::Avx512Vnni
-            && *HAS.get_or_init(|| {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    is_x86_feature_detected!("avx512f")
-                        && is_x86_feature_detected!("avx512dq")
-                        && is_x86_feature_detected!("f16c")
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                {
-                    false
-                }
-            })
     }
 
     /// The best level this CPU runs at or below `cap`.

@@ -7,10 +7,15 @@
 //! - [`packed`]: the packed integer kernels behind qd-model's fused prefill and decoder — tiles
 //!   of 16 rows, the activation quantizers, one file per format with its scalar oracle and one
 //!   file per instruction set, under the [`packed::Level`] scheme.
-//!
-//! Issue 31's plan brings qd-quant's fake-quant SIMD here too, under the same levels.
+//! - [`fake`]: the fake-quants behind quantization-aware training (Q4_0/Q5_0/Q8_0 and the
+//!   Q4_K/Q5_K scale search), one scalar oracle and one SIMD body per format, at the same levels.
+//! - [`fp16`], [`rounding`]: ggml's scalar conversions and roundings, which the kernels and
+//!   qd-quant's ports reproduce bit for bit.
 
+pub mod fake;
+pub mod fp16;
 pub mod isa;
 pub mod packed;
+pub mod rounding;
 
 pub use isa::Isa;

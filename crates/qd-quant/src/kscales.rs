@@ -16,15 +16,9 @@ pub fn sub_block_weights(xs: &[f32], weights: &mut [f32]) {
     }
 }
 
-/// What a K-quant type fixes of `make_qkx2_quants`'s search: the largest code, where the
-/// scale search starts (`rmin`, with ggml's `rdelta = 0.1`) and how many steps it tries. The
-/// values are ggml-quants.c's `quantize_row_q4_K_ref` / `quantize_row_q5_K_ref` calls.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct AffineSearch {
-    pub nmax: i32,
-    pub rmin: f32,
-    pub nstep: i32,
-}
+/// What a K-quant type fixes of `make_qkx2_quants`'s search (the kernels' type: the SIMD
+/// fake-quant runs the same search).
+pub use qd_kernels::fake::AffineSearch;
 
 /// Q4_K's search: codes 0..=15, `make_qkx2_quants(32, 15, …, -1.f, 0.1f, 20, false)`.
 pub const Q4_K_SEARCH: AffineSearch = AffineSearch {
@@ -141,6 +135,14 @@ pub fn pack_head(scales: &[f32], mins: &[f32], head: &mut [u8]) {
     pack_scale_codes(&ls, &lm, &mut head[4..16]);
     write_f16(head, 0, max_scale / 63.0);
     write_f16(head, 2, max_min / 63.0);
+}
+
+/// The grid Q4_K/Q5_K store for a super-block's 8 fits: what the kernels' fake-quant
+/// ([`qd_kernels::fake::StoredGrid`]) recomputes codes against.
+pub fn stored_grid(scales: &[f32], mins: &[f32]) -> [(f32, f32); 8] {
+    let mut head = [0u8; 16];
+    pack_head(scales, mins, &mut head);
+    sub_scales(&head)
 }
 
 /// `(d·scale, dmin·min)` of each of the 8 sub-blocks.

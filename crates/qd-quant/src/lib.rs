@@ -6,18 +6,12 @@
 //! runs without an importance matrix), operation for operation in plain f32 so the bytes match;
 //! `weighted.rs` ports the `quantize_row_*_impl` that run with one (`llama-quantize --imatrix`).
 
-mod avx512;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
 pub mod fake_quant;
 pub mod format;
-pub mod fp16;
-mod fused;
 mod helpers;
-mod klanes;
-#[cfg(target_arch = "x86_64")]
-mod klanes_avx512;
 mod kscales;
 pub mod learned_step;
 mod q2_k;
@@ -38,5 +32,8 @@ pub use error::{QuantError, Result};
 pub use fake_quant::FakeQuant;
 pub use format::QuantType;
 pub use learned_step::{quantize_with_steps, LearnedStep};
+/// ggml's fp16 conversions live with the kernels (which round through fp16 too); re-exported
+/// here, where the block formats read and write them.
+pub use qd_kernels::fp16;
 pub use rows::{dequantize, fake_quantize, quantize};
 pub use weighted::{fake_quantize_weighted, quantize_weighted};

@@ -1,5 +1,7 @@
 //! Whole tensors, row by row as GGUF lays weights out, in parallel.
 
+use qd_kernels::fake::{self, Symmetric};
+use qd_kernels::Isa;
 use rayon::prelude::*;
 
 use crate::error::{QuantError, Result};
@@ -100,27 +102,39 @@ pub fn fake_quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Ve
 
 /// The unchecked core of [`fake_quantize`]; `data.len()` must be whole blocks.
 pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
+    fake_quantize_into_at(Isa::active(), ty, data, out)
+}
+
+/// The symmetric fake-quant kernel of `ty`, where the kernels have one.
+fn symmetric_kind(ty: QuantType) -> Option<Symmetric> {
+    match ty {
+        QuantType::Q4_0 => Some(Symmetric::Q4_0),
+        QuantType::Q5_0 => Some(Symmetric::Q5_0),
+        QuantType::Q8_0 => Some(Symmetric::Q8_0),
+        _ => None,
+    }
+}
+
+/// As [`fake_quantize_into`] with the kernels at level `isa` (or the best below it this CPU
+/// runs): Q4_0/Q5_0/Q8_0 and Q4_K/Q5_K on [`qd_kernels::fake`], every other type as
+/// quantize-then-dequantize block by block.
+pub(crate) fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f32]) {
     let bs = ty.block_size();
     let (q, dq) = ty.kernels();
-    let fused: Option<crate::fused::FusedFn> = match ty {
-        QuantType::Q4_0 => Some(crate::fused::q4_0),
-        QuantType::Q5_0 => Some(crate::fused::q5_0),
-        QuantType::Q8_0 => Some(crate::fused::q8_0),
-        _ => None,
-    };
-    let simd = crate::fused::Symmetric::of(ty).filter(|_| crate::avx512::available());
+    let symmetric = symmetric_kind(ty);
     // Q4_K/Q5_K: 16 sub-block fits at once, one per SIMD lane.
     let affine = match ty {
         QuantType::Q4K => Some(crate::kscales::Q4_K_SEARCH),
         QuantType::Q5K => Some(crate::kscales::Q5_K_SEARCH),
         _ => None,
     };
+    let grid = crate::kscales::stored_grid;
     let chunk = bs * (16384 / bs).max(1);
     out.par_chunks_mut(chunk)
         .zip(data.par_chunks(chunk))
         .for_each(|(y, x)| {
-            if let Some(kind) = simd {
-                return crate::avx512::run(kind, x, y);
+            if let Some(kind) = symmetric {
+                return fake::symmetric_at(isa, kind, x, y);
             }
             let mut done = 0;
             if let Some(search) = affine {
@@ -130,12 +144,12 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
                     .chunks_exact(1024)
                     .zip(y[..quads].chunks_exact_mut(1024))
                 {
-                    crate::klanes::fake_affine_pairs::<2>(xp, yp, search);
+                    fake::affine_sets_at::<2>(isa, xp, yp, search, &grid);
                 }
                 done = x.len() / 512 * 512;
                 if done > quads {
                     let (xp, yp) = (&x[quads..done], &mut y[quads..done]);
-                    crate::klanes::fake_affine_pair(xp, yp, search);
+                    fake::affine_sets_at::<1>(isa, xp, yp, search, &grid);
                 }
             }
             // Everything else, and an odd last Q4_K/Q5_K super-block, block by block.
@@ -145,13 +159,11 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
                 .chunks_exact_mut(bs)
                 .zip(x[done..].chunks_exact(bs))
             {
-                match fused {
-                    Some(f) => f(xb, yb),
-                    None => {
-                        q(xb, block);
-                        dq(block, yb);
-                    }
-                }
+                q(xb, block);
+                dq(block, yb);
             }
         });
 }
+
+#[cfg(test)]
+mod tests;
