@@ -71,6 +71,7 @@ unsafe fn candidate_sums<
 }
 
 /// The fit's state per set: what the search keeps between candidates.
+#[derive(Clone, Copy)]
 struct Fit<V: F32x16> {
     data_min: V,
     max: V,
@@ -150,8 +151,12 @@ unsafe fn qkx2_lanes<V: F32x16, const S: usize>(
         let nmaxi = V::splat_i(nmax);
         let inf = V::splat(f32::INFINITY);
         let mut xm = [[zero; 32]; S];
-        let mut fit: [Fit<V>; S] =
-            std::array::from_fn(|s| first_fit(&x[s], &w[s], nmax, &mut xm[s]));
+        // No closures here: a closure does not inherit the entry point's target features, so
+        // the vector operations inside it would not inline.
+        let mut fit: [Fit<V>; S] = [first_fit(&x[0], &w[0], nmax, &mut xm[0]); S];
+        for s in 1..S {
+            fit[s] = first_fit(&x[s], &w[s], nmax, &mut xm[s]);
+        }
         let mut laux = [[zero; 32]; S];
         for is in 0..=nstep {
             let numf = rmin + RDELTA * is as f32 + nmax as f32;
@@ -215,15 +220,17 @@ unsafe fn qkx2_lanes<V: F32x16, const S: usize>(
                 }
             }
         }
-        std::array::from_fn(|s| {
+        let mut out = [(zero, zero); S];
+        for s in 0..S {
             let f = &fit[s];
             for i in 0..32 {
                 let q = code_exact(f.used_iscale.mul(x[s][i].sub(f.used_min)), nmaxi);
                 l[s][i] = V::select(f.flat, zero, q);
             }
             // −min as a sign flip (−0 for 0), as the scalar code negates.
-            (V::select(f.flat, zero, f.scale), f.min.neg())
-        })
+            out[s] = (V::select(f.flat, zero, f.scale), f.min.neg());
+        }
+        out
     }
 }
 
@@ -251,8 +258,10 @@ pub(crate) unsafe fn simd<V: F32x16, const S: usize>(
         for s in 0..S {
             let mut sum_x2 = zero;
             for half in 0..2 {
-                let mut r: [V; 16] =
-                    std::array::from_fn(|k| V::load(&x[512 * s + 32 * k + 16 * half..]));
+                let mut r = [zero; 16];
+                for (k, v) in r.iter_mut().enumerate() {
+                    *v = V::load(&x[512 * s + 32 * k + 16 * half..]);
+                }
                 V::transpose16(&mut r);
                 for (j, v) in r.into_iter().enumerate() {
                     sum_x2 = sum_x2.add(v.mul(v));
@@ -288,7 +297,8 @@ pub(crate) unsafe fn simd<V: F32x16, const S: usize>(
                 *o = d.mul(V::select(keep, codes[s][i], q)).sub(m);
             }
             for half in 0..2 {
-                let mut r: [V; 16] = std::array::from_fn(|j| outs[16 * half + j]);
+                let mut r = [zero; 16];
+                r.copy_from_slice(&outs[16 * half..16 * half + 16]);
                 V::transpose16(&mut r);
                 for (k, v) in r.into_iter().enumerate() {
                     v.store(&mut y[512 * s + 32 * k + 16 * half..]);

@@ -77,16 +77,14 @@ impl F32x16 for Ymm2 {
             _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)))
         }
         fn round_even(self: Self) -> Self {
-            let r = |v| _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
-            halves!(Ymm2, r, self.0)
+            halves!(Ymm2, _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>, self.0)
         }
         fn trunc(self: Self) -> Self {
-            let r = |v| _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
-            halves!(Ymm2, r, self.0)
+            halves!(Ymm2, _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>, self.0)
         }
         fn f16_round(self: Self) -> Self {
-            let r = |v| _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
-            halves!(Ymm2, r, self.0)
+            let h = halves!(id, _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>, self.0);
+            halves!(Ymm2, _mm256_cvtph_ps, h)
         }
         fn lt(self: Self, b: Self) -> [__m256; 2] {
             halves!(id, _mm256_cmp_ps::<_CMP_LT_OQ>, self.0, b.0)
@@ -133,8 +131,8 @@ impl F32x16 for Ymm2 {
             halves!(id, _mm256_max_epi32, a, b)
         }
         fn low_byte(a: [__m256i; 2]) -> [__m256i; 2] {
-            let r = |v| _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(v));
-            halves!(id, r, a)
+            let up = halves!(id, _mm256_slli_epi32::<24>, a);
+            halves!(id, _mm256_srai_epi32::<24>, up)
         }
     }
 }

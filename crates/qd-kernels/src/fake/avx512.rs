@@ -92,8 +92,7 @@ impl F32x16 for Zmm {
                 t[2 * j] = _mm512_unpacklo_ps(r[2 * j].0, r[2 * j + 1].0);
                 t[2 * j + 1] = _mm512_unpackhi_ps(r[2 * j].0, r[2 * j + 1].0);
             }
-            let pd = |v| _mm512_castps_pd(v);
-            let ps = |v| _mm512_castpd_ps(v);
+            use {_mm512_castpd_ps as ps, _mm512_castps_pd as pd};
             let mut u = [_mm512_setzero_ps(); 16];
             for j in 0..4 {
                 let (a, b, c, d) = (t[4 * j], t[4 * j + 1], t[4 * j + 2], t[4 * j + 3]);

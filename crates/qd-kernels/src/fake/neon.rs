@@ -32,6 +32,46 @@ fn id<T>(v: T) -> T {
     v
 }
 
+// Helpers are functions, not closures: a closure would not inherit the entry point's target
+// features, so the intrinsics inside it would not inline.
+
+/// x86's `minps`: `a < b ? a : b` (`b` where either is NaN; `fmin` would return NaN).
+///
+/// # Safety
+/// This CPU has NEON.
+#[inline(always)]
+unsafe fn min_x86(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+    // SAFETY: the caller's contract.
+    unsafe { vbslq_f32(vcltq_f32(a, b), a, b) }
+}
+
+/// x86's `maxps`: `a > b ? a : b`.
+///
+/// # Safety
+/// This CPU has NEON.
+#[inline(always)]
+unsafe fn max_x86(a: float32x4_t, b: float32x4_t) -> float32x4_t {
+    // SAFETY: the caller's contract.
+    unsafe { vbslq_f32(vcgtq_f32(a, b), a, b) }
+}
+
+/// x86's `cvttps2dq`: |v| < 2^31 truncates as `fcvtzs` does; elsewhere (and NaN) x86 gives
+/// i32::MIN where `fcvtzs` saturates.
+///
+/// # Safety
+/// This CPU has NEON.
+#[inline(always)]
+unsafe fn cvtt_x86(v: float32x4_t) -> int32x4_t {
+    // SAFETY: the caller's contract.
+    unsafe {
+        vbslq_s32(
+            vcaltq_f32(v, vdupq_n_f32(2_147_483_648.0)),
+            vcvtq_s32_f32(v),
+            vdupq_n_s32(i32::MIN),
+        )
+    }
+}
+
 impl F32x16 for Q4 {
     type I = [int32x4_t; 4];
     type M = [uint32x4_t; 4];
@@ -41,7 +81,12 @@ impl F32x16 for Q4 {
         fn splat(v: f32) -> Self { Q4([vdupq_n_f32(v); 4]) }
         fn load(x: &[f32]) -> Self {
             let x = &x[..16];
-            Q4(std::array::from_fn(|q| vld1q_f32(x[4 * q..].as_ptr())))
+            Q4([
+                vld1q_f32(x.as_ptr()),
+                vld1q_f32(x[4..].as_ptr()),
+                vld1q_f32(x[8..].as_ptr()),
+                vld1q_f32(x[12..].as_ptr()),
+            ])
         }
         fn store(self: Self, y: &mut [f32]) {
             let y = &mut y[..16];
@@ -55,28 +100,22 @@ impl F32x16 for Q4 {
         fn div(self: Self, b: Self) -> Self { quarters!(Q4, vdivq_f32, self.0, b.0) }
         fn sqrt(self: Self) -> Self { quarters!(Q4, vsqrtq_f32, self.0) }
         fn min(self: Self, b: Self) -> Self {
-            let f = |a, b| vbslq_f32(vcltq_f32(a, b), a, b);
-            quarters!(Q4, f, self.0, b.0)
+            quarters!(Q4, min_x86, self.0, b.0)
         }
         fn max(self: Self, b: Self) -> Self {
-            let f = |a, b| vbslq_f32(vcgtq_f32(a, b), a, b);
-            quarters!(Q4, f, self.0, b.0)
+            quarters!(Q4, max_x86, self.0, b.0)
         }
         fn abs(self: Self) -> Self { quarters!(Q4, vabsq_f32, self.0) }
         fn neg(self: Self) -> Self { quarters!(Q4, vnegq_f32, self.0) }
         fn and(self: Self, b: Self) -> Self {
-            let f = |a, b| vreinterpretq_f32_u32(vandq_u32(
-                vreinterpretq_u32_f32(a),
-                vreinterpretq_u32_f32(b),
-            ));
-            quarters!(Q4, f, self.0, b.0)
+            let (a, b) = (quarters!(id, vreinterpretq_u32_f32, self.0), quarters!(id, vreinterpretq_u32_f32, b.0));
+            let r = quarters!(id, vandq_u32, a, b);
+            quarters!(Q4, vreinterpretq_f32_u32, r)
         }
         fn or(self: Self, b: Self) -> Self {
-            let f = |a, b| vreinterpretq_f32_u32(vorrq_u32(
-                vreinterpretq_u32_f32(a),
-                vreinterpretq_u32_f32(b),
-            ));
-            quarters!(Q4, f, self.0, b.0)
+            let (a, b) = (quarters!(id, vreinterpretq_u32_f32, self.0), quarters!(id, vreinterpretq_u32_f32, b.0));
+            let r = quarters!(id, vorrq_u32, a, b);
+            quarters!(Q4, vreinterpretq_f32_u32, r)
         }
         fn reduce_max(self: Self) -> f32 {
             let v = self.0;
@@ -97,8 +136,8 @@ impl F32x16 for Q4 {
         fn ge(self: Self, b: Self) -> [uint32x4_t; 4] { quarters!(id, vcgeq_f32, self.0, b.0) }
         fn eq(self: Self, b: Self) -> [uint32x4_t; 4] { quarters!(id, vceqq_f32, self.0, b.0) }
         fn ne(self: Self, b: Self) -> [uint32x4_t; 4] {
-            let f = |a, b| vmvnq_u32(vceqq_f32(a, b));
-            quarters!(id, f, self.0, b.0)
+            let e = quarters!(id, vceqq_f32, self.0, b.0);
+            quarters!(id, vmvnq_u32, e)
         }
         fn select(m: [uint32x4_t; 4], a: Self, b: Self) -> Self {
             quarters!(Q4, vbslq_f32, m, a.0, b.0)
@@ -123,13 +162,7 @@ impl F32x16 for Q4 {
             r
         }
         fn to_i32_trunc(self: Self) -> [int32x4_t; 4] {
-            // |v| < 2^31 converts as x86 does; elsewhere (and NaN) x86 gives i32::MIN.
-            let f = |v| vbslq_s32(
-                vcaltq_f32(v, vdupq_n_f32(2_147_483_648.0)),
-                vcvtq_s32_f32(v),
-                vdupq_n_s32(i32::MIN),
-            );
-            quarters!(id, f, self.0)
+            quarters!(id, cvtt_x86, self.0)
         }
         fn bits(self: Self) -> [int32x4_t; 4] { quarters!(id, vreinterpretq_s32_f32, self.0) }
         fn from_i32(i: [int32x4_t; 4]) -> Self { quarters!(Q4, vcvtq_f32_s32, i) }
@@ -147,8 +180,8 @@ impl F32x16 for Q4 {
             quarters!(id, vmaxq_s32, a, b)
         }
         fn low_byte(a: [int32x4_t; 4]) -> [int32x4_t; 4] {
-            let f = |v| vshrq_n_s32::<24>(vshlq_n_s32::<24>(v));
-            quarters!(id, f, a)
+            let up = quarters!(id, vshlq_n_s32::<24>, a);
+            quarters!(id, vshrq_n_s32::<24>, up)
         }
     }
 }
