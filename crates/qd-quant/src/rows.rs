@@ -117,8 +117,8 @@ fn symmetric_kind(ty: QuantType) -> Option<Symmetric> {
 
 /// As [`fake_quantize_into`] with the kernels at level `isa` (or the best below it this CPU
 /// runs): Q4_0/Q5_0/Q8_0 and Q4_K/Q5_K on [`qd_kernels::fake`], every other type as
-/// quantize-then-dequantize block by block.
-pub(crate) fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f32]) {
+/// quantize-then-dequantize block by block. Tests and benchmarks compare the levels with it.
+pub fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f32]) {
     let bs = ty.block_size();
     let (q, dq) = ty.kernels();
     let symmetric = symmetric_kind(ty);
@@ -164,6 +164,3 @@ pub(crate) fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: 
             }
         });
 }
-
-#[cfg(test)]
-mod tests;

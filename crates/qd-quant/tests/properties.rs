@@ -1,6 +1,8 @@
 //! Properties of the block formats and the fake-quant op on random tensors.
 
 use candle_core::{Device, Tensor, Var};
+use qd_kernels::Isa;
+use qd_quant::rows::fake_quantize_into_at;
 use qd_quant::{dequantize, fake_quantize, quantize, FakeQuant, QuantError, QuantType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -17,6 +19,53 @@ fn random(rows: usize, n: usize, seed: u64, scale: f32) -> Vec<f32> {
 
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// The fake-quant of `x` at every kernel level this CPU runs (qd-kernels' `fake`: scalar,
+/// AVX2, AVX-512, NEON) equals `want`, ggml's reference port, bit for bit.
+fn at_every_level(ty: QuantType, x: &[f32], want: &[f32], what: &str) {
+    for isa in Isa::supported() {
+        let mut got = vec![f32::NAN; x.len()];
+        fake_quantize_into_at(isa, ty, x, &mut got);
+        if let Some(i) = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            panic!(
+                "{ty} {what} at {}: index {i}: got {} want {} from block {:?}",
+                isa.name(),
+                got[i],
+                want[i],
+                &x[i / 32 * 32..i / 32 * 32 + 32]
+            );
+        }
+    }
+}
+
+/// Blocks that stress the symmetric types' scale choice at every level: ties between +max and
+/// −max (the first wins), signed zeros, subnormals (1/d overflows to infinity), huge values.
+#[test]
+fn symmetric_fake_quant_at_every_level_on_adversarial_blocks() {
+    let r = random(1, 64 * 32, 5, 1.0);
+    let x: Vec<f32> = r
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match ((i / 32) % 8, i % 32) {
+            (0, 3) | (1, 9) => 2.0,
+            (0, 9) | (1, 3) => -2.0,
+            (2, _) => -0.0,
+            (3, j) => [0.0, -0.0][j % 2],
+            (4, _) => v * 1e-40,
+            (5, _) => v * 6e4,
+            (6, _) => 0.5,
+            _ => v,
+        })
+        .collect();
+    for ty in [QuantType::Q4_0, QuantType::Q5_0, QuantType::Q8_0] {
+        let want = dequantize(ty, &quantize(ty, &x, 256).unwrap()).unwrap();
+        at_every_level(ty, &x, &want, "adversarial");
+    }
 }
 
 #[test]
@@ -200,8 +249,9 @@ fn scales_beyond_f16_saturate_to_infinity_as_ggml() {
 /// scalar reference bit for bit.
 #[test]
 fn k_quant_fake_quant_equals_the_scalar_reference_on_adversarial_inputs() {
-    // 4096 values: pairs of super-block pairs only; 1536: one more lone pair at the end.
-    for (rows, n) in [(4, 1024), (3, 512)] {
+    // 4096 values: pairs of super-block pairs only; 1536: one more lone pair at the end;
+    // 1280: a lone pair and a last super-block on its own.
+    for (rows, n) in [(4, 1024), (3, 512), (5, 256)] {
         adversarial(rows, n);
     }
 }
@@ -245,6 +295,7 @@ fn adversarial(rows: usize, n: usize) {
             let want = dequantize(ty, &quantize(ty, &v, n).unwrap()).unwrap();
             let got = fake_quantize(ty, &v, n).unwrap();
             assert_eq!(bits(&got), bits(&want), "{ty} {name} ({rows}×{n})");
+            at_every_level(ty, &v, &want, name);
         }
     }
 }
@@ -270,6 +321,7 @@ fn k_quant_fake_quant_equals_the_scalar_reference_on_many_random_groups() {
             let want = dequantize(ty, &quantize(ty, &x, n).unwrap()).unwrap();
             let got = fake_quantize(ty, &x, n).unwrap();
             assert_eq!(bits(&got), bits(&want), "{ty} seed {seed}");
+            at_every_level(ty, &x, &want, "random groups");
         }
     }
 }

@@ -81,14 +81,9 @@ fn signed_max(x: &[f32; 32]) -> f32 {
 /// that the compiler vectorises it within the block.
 #[inline(always)]
 pub(crate) fn block(kind: Symmetric, x: &[f32; 32], y: &mut [f32; 32]) {
-    let SymmetricGrid {
-        div,
-        bias,
-        qmax,
-        off,
-    } = kind.grid();
+    let g = kind.grid();
     let q8 = kind == Symmetric::Q8_0;
-    let d = if q8 { abs_max(x) } else { signed_max(x) } / div;
+    let d = if q8 { abs_max(x) } else { signed_max(x) } / g.div;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let d16 = fp16_to_fp32(fp32_to_fp16(d));
     if q8 {
@@ -97,8 +92,8 @@ pub(crate) fn block(kind: Symmetric, x: &[f32; 32], y: &mut [f32; 32]) {
         }
     } else {
         for (o, &v) in y.iter_mut().zip(x) {
-            let q = (c_f32_to_i8(v * id + bias) as i32).min(qmax);
-            *o = (q - off) as f32 * d16;
+            let q = (c_f32_to_i8(v * id + g.bias) as i32).min(g.qmax);
+            *o = (q - g.off) as f32 * d16;
         }
     }
 }
