@@ -8,9 +8,9 @@
 
 use std::sync::OnceLock;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Result, Tensor};
 use half::f16;
+use qd_gguf::GgmlType;
 use qd_kernels::packed::scales::{q8_0_scale, q8_k_scale};
 
 /// The 8-bit format ggml quantizes a matmul's activations to, by weight type.
@@ -23,10 +23,10 @@ pub enum ActQuant {
 }
 
 impl ActQuant {
-    pub fn for_weight(t: GgmlDType) -> Option<Self> {
+    pub fn for_weight(t: GgmlType) -> Option<Self> {
         match t {
-            GgmlDType::Q4_0 | GgmlDType::Q5_0 | GgmlDType::Q8_0 => Some(Self::Q8_0),
-            GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q4K | GgmlDType::Q5K | GgmlDType::Q6K => {
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => Some(Self::Q8_0),
+            GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
                 Some(Self::Q8K)
             }
             _ => None,

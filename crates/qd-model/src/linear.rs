@@ -5,8 +5,9 @@
 
 use std::sync::{Arc, OnceLock};
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Result, Tensor};
+use qd_gguf::GgmlType;
 
 use crate::ggml_numerics::{quantize_activations, ActQuant};
 
@@ -69,7 +70,7 @@ pub struct QLinear {
 
 impl QLinear {
     pub fn new(weight: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
-        let act = ActQuant::for_weight(weight.dtype());
+        let act = ActQuant::for_weight(GgmlType::from_candle(weight.dtype()));
         Ok(Self {
             weight: QMatMul::from_arc(weight)?,
             bias,
@@ -111,7 +112,10 @@ impl QLinear {
             }
             QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
                 let t = t.index_select(&Tensor::new(rows, t.device())?, 0)?;
-                Arc::new(QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::F32)?)
+                Arc::new(QTensor::quantize(
+                    &t.to_dtype(DType::F32)?,
+                    GgmlType::F32.to_candle(),
+                )?)
             }
         };
         let mut out = Self::new(weight, bias)?;
@@ -130,9 +134,9 @@ impl QLinear {
         let QMatMul::QTensor(w) = &self.weight else {
             return None;
         };
-        let widen = match w.dtype() {
-            GgmlDType::Q8_0 => None,
-            GgmlDType::Q4_0 => Some(crate::widen::q4_0_to_q8_0 as fn(&[u8]) -> Vec<u8>),
+        let widen = match GgmlType::from_candle(w.dtype()) {
+            GgmlType::Q8_0 => None,
+            GgmlType::Q4_0 => Some(crate::widen::q4_0_to_q8_0 as fn(&[u8]) -> Vec<u8>),
             _ => return None,
         };
         if !w.device().is_cpu() {
@@ -158,9 +162,9 @@ impl QLinear {
         let QMatMul::QTensor(w) = &self.weight else {
             return None;
         };
-        let kind = match w.dtype() {
-            GgmlDType::Q4K => KQuant::Q4K,
-            GgmlDType::Q6K => KQuant::Q6K,
+        let kind = match GgmlType::from_candle(w.dtype()) {
+            GgmlType::Q4K => KQuant::Q4K,
+            GgmlType::Q6K => KQuant::Q6K,
             _ => return None,
         };
         if !w.device().is_cpu() {

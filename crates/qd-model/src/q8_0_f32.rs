@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Result, Tensor};
+use qd_gguf::GgmlType;
 use rayon::prelude::*;
 
 use crate::gemm_f32::{matmul, View};
@@ -36,7 +37,8 @@ impl Q8_0Matrix {
     pub fn new(q: Arc<QTensor>) -> Option<Self> {
         let (rows, cols) = q.shape().dims2().ok()?;
         let cpu = matches!(q.device(), Device::Cpu);
-        (q.dtype() == GgmlDType::Q8_0 && cols % BLOCK == 0 && cpu).then_some(Self { q, rows, cols })
+        (GgmlType::from_candle(q.dtype()) == GgmlType::Q8_0 && cols % BLOCK == 0 && cpu)
+            .then_some(Self { q, rows, cols })
     }
 
     pub fn dims(&self) -> (usize, usize) {
@@ -159,7 +161,7 @@ mod tests {
 
     fn matrix(rows: usize, cols: usize) -> (Q8_0Matrix, Tensor) {
         let w = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap();
-        let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap());
+        let q = Arc::new(QTensor::quantize(&w, GgmlType::Q8_0.to_candle()).unwrap());
         let dense = q.dequantize(&Device::Cpu).unwrap();
         (Q8_0Matrix::new(q).unwrap(), dense)
     }
@@ -232,7 +234,7 @@ mod tests {
         assert!(m.matmul_t(&x).is_err());
         assert!(m.matmul(&x).is_err());
         let w = Tensor::zeros((8, 256), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let q4 = Arc::new(QTensor::quantize(&w, GgmlDType::Q4K).unwrap());
+        let q4 = Arc::new(QTensor::quantize(&w, GgmlType::Q4K.to_candle()).unwrap());
         assert!(Q8_0Matrix::new(q4).is_none());
     }
 }

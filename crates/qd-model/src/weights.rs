@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use std::borrow::Cow;
 
-use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{Device, Tensor};
 use qd_gguf::GgmlType;
 use qd_gguf::GgufFile;
@@ -54,7 +54,8 @@ impl<'a> GgufWeights<'a> {
         let info = self.file.tensor_info(name)?;
         let t = if info.dtype == GgmlType::Q5_0 && self.widen_q5_0 {
             let bytes = crate::widen::q5_0_to_q8_0(self.file.tensor_bytes(name)?);
-            let storage = QStorage::from_data(Cow::Owned(bytes), &self.device, GgmlDType::Q8_0)?;
+            let storage =
+                QStorage::from_data(Cow::Owned(bytes), &self.device, GgmlType::Q8_0.to_candle())?;
             Arc::new(QTensor::new(storage, info.shape())?)
         } else {
             Arc::new(self.file.qtensor(name, &self.device)?)

@@ -3,6 +3,15 @@
 use crate::fp16::{read_f16, write_f16};
 use crate::helpers::{c_f32_to_i8, signed_abs_max};
 
+/// This quantizer's numbers for the kernels' fused fake-quant.
+pub(crate) const FAKE: qd_kernels::fake::SymmetricGrid = qd_kernels::fake::SymmetricGrid {
+    amax: false,
+    div: -8.0,
+    bias: 8.5,
+    qmax: 15,
+    off: 8,
+};
+
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let (_, max) = signed_abs_max(x);
     let d = max / -8.0;

@@ -3,6 +3,15 @@
 use crate::fp16::{read_f16, write_f16};
 use crate::helpers::{c_f32_to_i8, signed_abs_max};
 
+/// This quantizer's numbers for the kernels' fused fake-quant.
+pub(crate) const FAKE: qd_kernels::fake::SymmetricGrid = qd_kernels::fake::SymmetricGrid {
+    amax: false,
+    div: -16.0,
+    bias: 16.5,
+    qmax: 31,
+    off: 16,
+};
+
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let (_, max) = signed_abs_max(x);
     let d = max / -16.0;

@@ -3,6 +3,15 @@
 use crate::fp16::{read_f16, write_f16};
 use crate::helpers::c_f32_to_i8;
 
+/// This quantizer's numbers for the kernels' fused fake-quant.
+pub(crate) const FAKE: qd_kernels::fake::SymmetricGrid = qd_kernels::fake::SymmetricGrid {
+    amax: true,
+    div: 127.0,
+    bias: 0.0,
+    qmax: 127,
+    off: 0,
+};
+
 pub fn quantize_block(x: &[f32], out: &mut [u8]) {
     let mut amax = 0f32;
     for &v in x {

@@ -1,6 +1,6 @@
 //! Whole tensors, row by row as GGUF lays weights out, in parallel.
 
-use qd_kernels::fake::{self, Symmetric};
+use qd_kernels::fake::{self, SymmetricGrid};
 use qd_kernels::Isa;
 use rayon::prelude::*;
 
@@ -105,12 +105,12 @@ pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
     fake_quantize_into_at(Isa::active(), ty, data, out)
 }
 
-/// The symmetric fake-quant kernel of `ty`, where the kernels have one.
-fn symmetric_kind(ty: QuantType) -> Option<Symmetric> {
+/// `ty`'s numbers for the kernels' symmetric fake-quant, where it is one of those formats.
+fn symmetric_grid(ty: QuantType) -> Option<SymmetricGrid> {
     match ty {
-        QuantType::Q4_0 => Some(Symmetric::Q4_0),
-        QuantType::Q5_0 => Some(Symmetric::Q5_0),
-        QuantType::Q8_0 => Some(Symmetric::Q8_0),
+        QuantType::Q4_0 => Some(crate::q4_0::FAKE),
+        QuantType::Q5_0 => Some(crate::q5_0::FAKE),
+        QuantType::Q8_0 => Some(crate::q8_0::FAKE),
         _ => None,
     }
 }
@@ -121,7 +121,7 @@ fn symmetric_kind(ty: QuantType) -> Option<Symmetric> {
 pub fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f32]) {
     let bs = ty.block_size();
     let (q, dq) = ty.kernels();
-    let symmetric = symmetric_kind(ty);
+    let symmetric = symmetric_grid(ty);
     // Q4_K/Q5_K: 16 sub-block fits at once, one per SIMD lane.
     let affine = match ty {
         QuantType::Q4K => Some(crate::kscales::Q4_K_SEARCH),
@@ -133,8 +133,8 @@ pub fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f
     out.par_chunks_mut(chunk)
         .zip(data.par_chunks(chunk))
         .for_each(|(y, x)| {
-            if let Some(kind) = symmetric {
-                return fake::symmetric_at(isa, kind, x, y);
+            if let Some(g) = symmetric {
+                return fake::symmetric_at(isa, g, x, y);
             }
             let mut done = 0;
             if let Some(search) = affine {

@@ -4,6 +4,10 @@
 //! compare it with).
 //!
 //! - [`symmetric`]: Q4_0, Q5_0, Q8_0 — the scalar oracle and one SIMD body.
+//!
+//! The kernels take a format's numbers ([`SymmetricGrid`], [`AffineSearch`], [`StoredGrid`]),
+//! never its name: which format has which numbers is qd-quant's knowledge, so one type
+//! (`qd_gguf::GgmlType`, and qd-quant's quantizable subset of it) names a block format.
 //! - [`affine`], `affine_simd`: Q4_K, Q5_K's `make_qkx2_quants` fits, sixteen sub-blocks a
 //!   time — the scalar oracle, and one SIMD body.
 //! - `vector`: the sixteen-lane vector those bodies are written in; `avx512`, `avx2`, `neon`:
@@ -42,7 +46,7 @@ mod avx512;
 mod neon;
 
 pub use affine::{AffineSearch, StoredGrid};
-pub use symmetric::{Symmetric, SymmetricGrid};
+pub use symmetric::SymmetricGrid;
 
 use crate::isa::Isa;
 
@@ -56,9 +60,9 @@ macro_rules! fake_level {
         /// # Safety
         /// This CPU has the level's features.
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn symmetric(kind: crate::fake::Symmetric, x: &[f32], y: &mut [f32]) {
+        pub(super) unsafe fn symmetric(g: crate::fake::SymmetricGrid, x: &[f32], y: &mut [f32]) {
             // SAFETY: the caller's contract.
-            unsafe { crate::fake::symmetric::simd::<$v>(kind, x, y) }
+            unsafe { crate::fake::symmetric::simd::<$v>(g, x, y) }
         }
 
         /// [`affine_simd::simd`](crate::fake::affine_simd) at this level.
@@ -80,31 +84,32 @@ macro_rules! fake_level {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use fake_level;
 
-/// `dequantize(quantize(x))` of whole 32-value blocks of `kind` at the active level.
+/// `dequantize(quantize(x))` of whole 32-value blocks of the format `g` describes, at the
+/// active level.
 ///
 /// # Panics
 /// If `x` and `y` differ in length or are not whole blocks.
-pub fn symmetric(kind: Symmetric, x: &[f32], y: &mut [f32]) {
-    symmetric_at(Isa::active(), kind, x, y)
+pub fn symmetric(g: SymmetricGrid, x: &[f32], y: &mut [f32]) {
+    symmetric_at(Isa::active(), g, x, y)
 }
 
 /// As [`symmetric`] at level `isa`, or the best level this CPU runs below it (tests run each).
 ///
 /// # Panics
 /// If `x` and `y` differ in length or are not whole blocks.
-pub fn symmetric_at(isa: Isa, kind: Symmetric, x: &[f32], y: &mut [f32]) {
+pub fn symmetric_at(isa: Isa, g: SymmetricGrid, x: &[f32], y: &mut [f32]) {
     assert!(x.len() == y.len() && x.len().is_multiple_of(32));
     match Isa::best_up_to(isa) {
         // SAFETY: `best_up_to` returns a level this CPU runs; lengths asserted above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::symmetric(kind, x, y) },
+        Isa::Avx512Vnni => unsafe { avx512::symmetric(g, x, y) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::AvxVnni | Isa::Avx2 => unsafe { avx2::symmetric(kind, x, y) },
+        Isa::AvxVnni | Isa::Avx2 => unsafe { avx2::symmetric(g, x, y) },
         // SAFETY: as above.
         #[cfg(target_arch = "aarch64")]
-        Isa::NeonDot | Isa::Neon => unsafe { neon::symmetric(kind, x, y) },
-        _ => symmetric::scalar(kind, x, y),
+        Isa::NeonDot | Isa::Neon => unsafe { neon::symmetric(g, x, y) },
+        _ => symmetric::scalar(g, x, y),
     }
 }
 

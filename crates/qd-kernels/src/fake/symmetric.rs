@@ -1,4 +1,4 @@
-//! The symmetric 32-value fake-quants (Q4_0, Q5_0, Q8_0): `dequantize(quantize(x))` as ggml's
+//! The symmetric 32-value fake-quants (ggml's Q4_0, Q5_0, Q8_0 shapes): `dequantize(quantize(x))` as ggml's
 //! `quantize_row_*_ref` and `dequantize_row_*` compute it, without the byte packing. The scalar
 //! form is the oracle (and the portable level); the SIMD body runs it sixteen lanes wide at
 //! every level, with the per-block scales of sixteen blocks computed together, so that the two
@@ -8,49 +8,21 @@ use super::vector::F32x16;
 use crate::fp16::{fp16_to_fp32, fp32_to_fp16};
 use crate::rounding::c_f32_to_i8;
 
-/// The symmetric 32-value types: one fp16 scale per block, codes centred on zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Symmetric {
-    Q4_0,
-    Q5_0,
-    Q8_0,
-}
-
-/// A symmetric type's round trip as ggml's `quantize_row_*_ref` writes it:
-/// `d = extreme / div`, code `min((int8)(x/d + bias), qmax) − off`. Q8_0 divides the largest
-/// magnitude and rounds half away from zero instead (its `bias` and `off` are 0); Q4_0/Q5_0 divide
-/// the first value of largest magnitude, sign kept, by a negative `div`.
+/// A symmetric 32-value format's round trip as ggml's `quantize_row_*_ref` writes it (one fp16
+/// scale per block, codes centred on zero); the format's own crate supplies the numbers
+/// (qd-quant's `q4_0.rs`, `q5_0.rs`, `q8_0.rs`), the kernels only the arithmetic.
+///
+/// `d = extreme / div`. With `amax` (Q8_0) the extreme is the largest magnitude and a code is
+/// `roundf(x/d)` (half away from zero; `bias` and `off` unused); otherwise (Q4_0, Q5_0) it is the
+/// first value of largest magnitude, sign kept, divided by a negative `div`, and a code is
+/// `min((int8)(x/d + bias), qmax) − off`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SymmetricGrid {
+    pub amax: bool,
     pub div: f32,
     pub bias: f32,
     pub qmax: i32,
     pub off: i32,
-}
-
-impl Symmetric {
-    pub fn grid(self) -> SymmetricGrid {
-        match self {
-            Self::Q4_0 => SymmetricGrid {
-                div: -8.0,
-                bias: 8.5,
-                qmax: 15,
-                off: 8,
-            },
-            Self::Q5_0 => SymmetricGrid {
-                div: -16.0,
-                bias: 16.5,
-                qmax: 31,
-                off: 16,
-            },
-            Self::Q8_0 => SymmetricGrid {
-                div: 127.0,
-                bias: 0.0,
-                qmax: 127,
-                off: 0,
-            },
-        }
-    }
 }
 
 #[inline(always)]
@@ -80,13 +52,11 @@ fn signed_max(x: &[f32; 32]) -> f32 {
 /// One block, the scalar oracle: plain f32 in the reference's order, written branch-free so
 /// that the compiler vectorises it within the block.
 #[inline(always)]
-pub(crate) fn block(kind: Symmetric, x: &[f32; 32], y: &mut [f32; 32]) {
-    let g = kind.grid();
-    let q8 = kind == Symmetric::Q8_0;
-    let d = if q8 { abs_max(x) } else { signed_max(x) } / g.div;
+pub(crate) fn block(g: SymmetricGrid, x: &[f32; 32], y: &mut [f32; 32]) {
+    let d = if g.amax { abs_max(x) } else { signed_max(x) } / g.div;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     let d16 = fp16_to_fp32(fp32_to_fp16(d));
-    if q8 {
+    if g.amax {
         for (o, &v) in y.iter_mut().zip(x) {
             *o = c_f32_to_i8((v * id).round()) as f32 * d16;
         }
@@ -99,10 +69,10 @@ pub(crate) fn block(kind: Symmetric, x: &[f32; 32], y: &mut [f32; 32]) {
 }
 
 /// Whole blocks at the scalar level.
-pub(crate) fn scalar(kind: Symmetric, x: &[f32], y: &mut [f32]) {
+pub(crate) fn scalar(g: SymmetricGrid, x: &[f32], y: &mut [f32]) {
     for (xb, yb) in x.chunks_exact(32).zip(y.chunks_exact_mut(32)) {
         block(
-            kind,
+            g,
             xb.try_into().expect("32 values"),
             yb.try_into().expect("32 values"),
         );
@@ -117,16 +87,16 @@ const GROUP: usize = 16;
 /// # Safety
 /// This CPU runs `V`'s level.
 #[inline(always)]
-pub(crate) unsafe fn simd<V: F32x16>(kind: Symmetric, x: &[f32], y: &mut [f32]) {
+pub(crate) unsafe fn simd<V: F32x16>(g: SymmetricGrid, x: &[f32], y: &mut [f32]) {
     // SAFETY: the caller's contract; memory is touched only through bounds-checked slices.
     unsafe {
         let SymmetricGrid {
+            amax: q8,
             div,
             bias,
             qmax,
             off,
-        } = kind.grid();
-        let q8 = kind == Symmetric::Q8_0;
+        } = g;
         let mut extreme = [0f32; GROUP];
         let mut ids = [0f32; GROUP];
         let mut d16s = [0f32; GROUP];

@@ -4,8 +4,9 @@
 use candle_core::quantized::k_quants::{
     BlockQ4K, BlockQ4_0, BlockQ5K, BlockQ6K, BlockQ8_0, GgmlType,
 };
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use half::f16;
+use qd_gguf::GgmlType as Format;
 
 use crate::block::Activation;
 use crate::hparams::RopeStyle;
@@ -112,17 +113,18 @@ impl<'m> EmbedRows<'m> {
             let (pre, _, post) = unsafe { b.align_to::<T>() };
             pre.is_empty() && post.is_empty()
         }
-        let (dequant, ok): (RowFn, bool) = match t.dtype() {
-            GgmlDType::F32 => (f32_row, true),
-            GgmlDType::F16 => (f16_row, true),
-            GgmlDType::Q8_0 => (blocks::<BlockQ8_0>, check::<BlockQ8_0>(bytes)),
-            GgmlDType::Q4_0 => (blocks::<BlockQ4_0>, check::<BlockQ4_0>(bytes)),
-            GgmlDType::Q4K => (blocks::<BlockQ4K>, check::<BlockQ4K>(bytes)),
-            GgmlDType::Q5K => (blocks::<BlockQ5K>, check::<BlockQ5K>(bytes)),
-            GgmlDType::Q6K => (blocks::<BlockQ6K>, check::<BlockQ6K>(bytes)),
+        // candle's block structs read the bytes; the decision is made on the workspace's type.
+        let (dequant, ok): (RowFn, bool) = match Format::from_candle(t.dtype()) {
+            Format::F32 => (f32_row, true),
+            Format::F16 => (f16_row, true),
+            Format::Q8_0 => (blocks::<BlockQ8_0>, check::<BlockQ8_0>(bytes)),
+            Format::Q4_0 => (blocks::<BlockQ4_0>, check::<BlockQ4_0>(bytes)),
+            Format::Q4K => (blocks::<BlockQ4K>, check::<BlockQ4K>(bytes)),
+            Format::Q5K => (blocks::<BlockQ5K>, check::<BlockQ5K>(bytes)),
+            Format::Q6K => (blocks::<BlockQ6K>, check::<BlockQ6K>(bytes)),
             _ => return None,
         };
-        let dt = t.dtype();
+        let dt = Format::from_candle(t.dtype());
         if !ok || !dim.is_multiple_of(dt.block_size()) || rows == 0 {
             return None;
         }
