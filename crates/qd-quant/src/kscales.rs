@@ -3,18 +3,7 @@
 
 use crate::fp16::{read_f16, write_f16};
 use crate::helpers::{get_scale_min_k4, make_qkx2_quants, nearest_int};
-
-/// The importance weights the reference uses for a 32-value sub-block: `rms(x) + |x_i|`.
-pub fn sub_block_weights(xs: &[f32], weights: &mut [f32]) {
-    let mut sum_x2 = 0f32;
-    for &v in xs {
-        sum_x2 += v * v;
-    }
-    let av_x = (sum_x2 / 32.0).sqrt();
-    for (w, v) in weights.iter_mut().zip(xs) {
-        *w = av_x + v.abs();
-    }
-}
+pub use qd_kernels::fake::affine::sub_block_weights;
 
 /// What a K-quant type fixes of `make_qkx2_quants`'s search (the kernels' type: the SIMD
 /// fake-quant runs the same search).

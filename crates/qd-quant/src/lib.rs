@@ -31,6 +31,9 @@ mod weighted_search;
 pub use error::{QuantError, Result};
 pub use fake_quant::FakeQuant;
 pub use format::QuantType;
+/// The grid Q4_K/Q5_K store for a super-block's 8 fits (what the kernels' K-quant fake-quant
+/// recomputes codes against).
+pub use kscales::stored_grid;
 pub use learned_step::{quantize_with_steps, LearnedStep};
 /// ggml's fp16 conversions live with the kernels (which round through fp16 too); re-exported
 /// here, where the block formats read and write them.

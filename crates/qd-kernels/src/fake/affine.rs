@@ -146,8 +146,9 @@ fn qkx2_lanes(xs: &[V; 32], ws: &[V; 32], search: AffineSearch, l: &mut [V; 32])
     (scale, the_min)
 }
 
-/// The reference's importance weights for a 32-value sub-block: `rms(x) + |x_i|`.
-fn sub_block_weights(xs: &[f32], weights: &mut [f32]) {
+/// The reference's importance weights for a 32-value sub-block: `rms(x) + |x_i|` (qd-quant's
+/// Q4_K/Q5_K quantizers use it too).
+pub fn sub_block_weights(xs: &[f32], weights: &mut [f32]) {
     let mut sum_x2 = 0f32;
     for &v in xs {
         sum_x2 += v * v;

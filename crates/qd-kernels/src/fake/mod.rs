@@ -4,14 +4,14 @@
 //! compare it with).
 //!
 //! - [`symmetric`]: Q4_0, Q5_0, Q8_0 — the scalar oracle and one SIMD body.
-//!
-//! The kernels take a format's numbers ([`SymmetricGrid`], [`AffineSearch`], [`StoredGrid`]),
-//! never its name: which format has which numbers is qd-quant's knowledge, so one type
-//! (`qd_gguf::GgmlType`, and qd-quant's quantizable subset of it) names a block format.
 //! - [`affine`], `affine_simd`: Q4_K, Q5_K's `make_qkx2_quants` fits, sixteen sub-blocks a
 //!   time — the scalar oracle, and one SIMD body.
 //! - `vector`: the sixteen-lane vector those bodies are written in; `avx512`, `avx2`, `neon`:
 //!   one instruction set each, implementing it (one `zmm`, two `ymm`, four `q` registers).
+//!
+//! The kernels take a format's numbers ([`SymmetricGrid`], [`AffineSearch`], [`StoredGrid`]),
+//! never its name: which format has which numbers is qd-quant's knowledge, so one type
+//! (`qd_gguf::GgmlType`, and qd-quant's quantizable subset of it) names a block format.
 //!
 //! The levels are [`Isa`]'s: AVX-512 VNNI runs the AVX-512 body, AVX2 and AVX-VNNI the AVX2
 //! one, NEON and NEON + dot product the NEON one, scalar the oracle. `QAT_DISTILL_ISA` lowers

@@ -5,8 +5,6 @@
 //! qemu for the NEON level.
 
 use super::*;
-use crate::fp16::{fp16_to_fp32, fp32_to_fp16};
-use crate::rounding::nearest_int;
 
 fn xorshift(seed: u64) -> impl FnMut() -> f32 {
     let mut s = seed;
@@ -112,30 +110,16 @@ fn symmetric_levels_equal_the_scalar_oracle() {
     }
 }
 
-/// A K-quant-like stored grid: 6-bit multiples of fp16 super-scales, as Q4_K/Q5_K pack them.
-fn six_bit_grid(scales: &[f32], mins: &[f32]) -> [(f32, f32); 8] {
-    let top = |v: &[f32]| v.iter().fold(0f32, |a, &b| if b > a { b } else { a });
-    let (ms, mm) = (top(scales), top(mins));
-    let inv = |m: f32| if m > 0.0 { 63.0 / m } else { 0.0 };
-    let f16 = |v: f32| fp16_to_fp32(fp32_to_fp16(v));
-    let (d, dmin) = (f16(ms / 63.0), f16(mm / 63.0));
-    std::array::from_fn(|j| {
-        let ls = (nearest_int(inv(ms) * scales[j]) as u8).min(63);
-        let lm = (nearest_int(inv(mm) * mins[j]) as u8).min(63);
-        (d * ls as f32, dmin * lm as f32)
-    })
-}
-
 fn affine_case<const S: usize>(x: &[f32], search: AffineSearch, what: &str) {
     let mut want = vec![0f32; x.len()];
     let mut got = vec![0f32; x.len()];
     for (xs, ws) in x.chunks_exact(512 * S).zip(want.chunks_exact_mut(512 * S)) {
-        affine::scalar::<S>(xs, ws, search, &six_bit_grid);
+        affine::scalar::<S>(xs, ws, search, &qd_quant::stored_grid);
     }
     for isa in Isa::supported() {
         got.fill(f32::NAN);
         for (xs, gs) in x.chunks_exact(512 * S).zip(got.chunks_exact_mut(512 * S)) {
-            affine_sets_at::<S>(isa, xs, gs, search, &six_bit_grid);
+            affine_sets_at::<S>(isa, xs, gs, search, &qd_quant::stored_grid);
         }
         if let Some(i) = first_diff(&got, &want) {
             panic!(

@@ -114,7 +114,8 @@ impl<'m> EmbedRows<'m> {
             pre.is_empty() && post.is_empty()
         }
         // candle's block structs read the bytes; the decision is made on the workspace's type.
-        let (dequant, ok): (RowFn, bool) = match Format::from_candle(t.dtype()) {
+        let dt = Format::from_candle(t.dtype());
+        let (dequant, ok): (RowFn, bool) = match dt {
             Format::F32 => (f32_row, true),
             Format::F16 => (f16_row, true),
             Format::Q8_0 => (blocks::<BlockQ8_0>, check::<BlockQ8_0>(bytes)),
@@ -124,7 +125,6 @@ impl<'m> EmbedRows<'m> {
             Format::Q6K => (blocks::<BlockQ6K>, check::<BlockQ6K>(bytes)),
             _ => return None,
         };
-        let dt = Format::from_candle(t.dtype());
         if !ok || !dim.is_multiple_of(dt.block_size()) || rows == 0 {
             return None;
         }
