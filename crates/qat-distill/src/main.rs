@@ -7,6 +7,7 @@ mod cmd_export;
 mod cmd_generate;
 mod cmd_imatrix;
 mod cmd_inspect;
+mod cmd_plot;
 mod cmd_student;
 mod cmd_synth;
 mod cmd_teacher_cache;
@@ -63,6 +64,9 @@ enum Command {
     /// A model of another's exact shape with random weights (or its skeleton), for measuring
     /// speed where the real weights cannot go.
     Synth(cmd_synth::Args),
+    /// Several training runs' loss and perplexity curves on one picture, with a summary line
+    /// per run.
+    Plot(cmd_plot::Args),
     /// Benchmarks: tokens/s as llama-bench measures them.
     #[command(subcommand)]
     Bench(cmd_bench::BenchCommand),
@@ -171,6 +175,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Imatrix(a) => cmd_imatrix::run(a),
         Command::Bench(c) => cmd_bench::run(c),
         Command::Synth(a) => cmd_synth::run(a),
+        Command::Plot(a) => cmd_plot::run(a),
         Command::DeviceCheck(a) => cmd_device_check::run_cmd(a),
         Command::TeacherCache(a) => cmd_teacher_cache::run(a),
     }

@@ -1,5 +1,6 @@
 //! The training curves as a PNG next to the checkpoints: loss (total, KD, CE) per step and the
-//! held-out perplexity at each evaluation, read back from the run's `log.jsonl`.
+//! held-out perplexity at each evaluation, read back from the run's `log.jsonl`; and several
+//! runs' curves on one picture (`qat-distill plot`), for comparing two settings of one recipe.
 
 use std::path::Path;
 
@@ -130,17 +131,22 @@ fn panel<'a, 'b>(
     Ok(chart)
 }
 
-/// Renders `log` into `png` (written under a temp name and renamed).
-pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
-    let c = read(log)?;
-    let labels = register_font();
-    // The encoder picks the format from the extension, so the temp name ends in .png too.
-    let tmp = png.with_file_name(format!(
+/// A temp name beside `png` (the encoder picks the format from the extension, so it ends in
+/// .png too), renamed over `png` once the picture is drawn.
+fn temp_beside(png: &Path) -> std::path::PathBuf {
+    png.with_file_name(format!(
         ".{}.tmp.png",
         png.file_stem()
             .map(|s| s.to_string_lossy())
             .unwrap_or_default()
-    ));
+    ))
+}
+
+/// Renders `log` into `png` (written under a temp name and renamed).
+pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
+    let c = read(log)?;
+    let labels = register_font();
+    let tmp = temp_beside(png);
     {
         let root = BitMapBackend::new(&tmp, (1000, 700)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -189,4 +195,133 @@ pub fn plot_log(log: &Path, png: &Path) -> anyhow::Result<()> {
     }
     std::fs::rename(&tmp, png).with_context(|| format!("writing {}", png.display()))?;
     Ok(())
+}
+
+/// One run's curves for [`plot_runs`] and its summary line.
+pub struct RunCurves {
+    pub label: String,
+    curves: Curves,
+}
+
+impl RunCurves {
+    /// The curves in `log` (a run's `log.jsonl`), named `label`.
+    pub fn read(log: &Path, label: String) -> anyhow::Result<Self> {
+        let curves = read(log)?;
+        anyhow::ensure!(
+            !curves.loss.is_empty(),
+            "{}: no training steps logged",
+            log.display()
+        );
+        Ok(Self { label, curves })
+    }
+
+    /// Steps logged, the mean loss over the last `tail` of them, and the last held-out
+    /// perplexity (with its step).
+    pub fn summary(&self, tail: usize) -> (usize, f64, Option<(f64, f64)>) {
+        let l = &self.curves.loss;
+        let last = &l[l.len().saturating_sub(tail)..];
+        let mean = last.iter().map(|p| p.1).sum::<f64>() / last.len().max(1) as f64;
+        (l.len(), mean, self.curves.ppl.last().copied())
+    }
+}
+
+/// The running mean of `window` steps (fewer at the start): per-step losses of different
+/// sequences scatter more than two settings differ, so the picture compares their trends.
+fn smoothed(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len());
+    let mut sum = 0.0;
+    for (i, &(x, y)) in points.iter().enumerate() {
+        sum += y;
+        if i >= window {
+            sum -= points[i - window].1;
+        }
+        out.push((x, sum / (i + 1).min(window) as f64));
+    }
+    out
+}
+
+/// Several runs on one picture: each run's training loss (faint per step, bold as the mean of
+/// `window` steps) above, its held-out perplexity below, one colour per run.
+pub fn plot_runs(runs: &[RunCurves], window: usize, png: &Path) -> anyhow::Result<()> {
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(0, 0, 0),
+        RGBColor(220, 50, 32),
+        RGBColor(0, 90, 181),
+        RGBColor(0, 150, 60),
+        RGBColor(200, 120, 0),
+        RGBColor(120, 40, 160),
+    ];
+    let labels = register_font();
+    let tmp = temp_beside(png);
+    {
+        let root = BitMapBackend::new(&tmp, (1000, 700)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (top, bottom) = root.split_vertically(420);
+        let losses: Vec<&[(f64, f64)]> = runs.iter().map(|r| &r.curves.loss[..]).collect();
+        let (x0, x1, y0, y1) = range(&losses);
+        let caption = format!("training loss per token (bold: mean of {window} steps)");
+        let mut chart = panel(&top, &caption, labels, x0..x1, y0.min(0.0)..y1)?;
+        for (r, &color) in runs.iter().zip(COLORS.iter().cycle()) {
+            chart.draw_series(LineSeries::new(
+                r.curves.loss.iter().copied(),
+                color.mix(0.25).stroke_width(1),
+            ))?;
+            let s = chart.draw_series(LineSeries::new(
+                smoothed(&r.curves.loss, window),
+                color.stroke_width(3),
+            ))?;
+            if labels {
+                s.label(r.label.as_str())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
+        }
+        if labels {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()?;
+        }
+        let ppls: Vec<&[(f64, f64)]> = runs.iter().map(|r| &r.curves.ppl[..]).collect();
+        let (_, _, p0, p1) = range(&ppls);
+        let mut chart = panel(
+            &bottom,
+            "held-out perplexity",
+            labels,
+            x0..x1,
+            (p0 * 0.98).max(1e-3)..p1,
+        )?;
+        for (r, &color) in runs.iter().zip(COLORS.iter().cycle()) {
+            chart.draw_series(LineSeries::new(
+                r.curves.ppl.iter().copied(),
+                color.stroke_width(2),
+            ))?;
+            chart.draw_series(
+                r.curves
+                    .ppl
+                    .iter()
+                    .map(|&p| Circle::new(p, 4, color.filled())),
+            )?;
+        }
+        root.present()?;
+    }
+    std::fs::rename(&tmp, png).with_context(|| format!("writing {}", png.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smoothed;
+
+    #[test]
+    fn running_mean_of_a_window() {
+        let pts: Vec<(f64, f64)> = [4.0, 2.0, 6.0, 0.0]
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| (i as f64, y))
+            .collect();
+        let m: Vec<f64> = smoothed(&pts, 2).into_iter().map(|p| p.1).collect();
+        assert_eq!(m, [4.0, 3.0, 4.0, 3.0]);
+    }
 }

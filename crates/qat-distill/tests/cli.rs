@@ -609,3 +609,56 @@ fn every_command_takes_a_device() {
     let e = one_line_error(&["generate", "-m", m, "-p", "the", "--device", "tpu"]);
     assert!(e.contains("cpu-generic"), "{e}");
 }
+
+/// `plot`: two runs' logs on one picture with a summary row each; a run without steps or
+/// labels that do not match the runs are one line and write nothing.
+#[test]
+fn plot_compares_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let log = |name: &str, losses: &[f64], ppl: f64| {
+        let dir = d.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::new();
+        for (i, l) in losses.iter().enumerate() {
+            text += &format!(
+                "{{\"event\":\"step\",\"step\":{},\"loss\":{l},\"kd\":{l},\"ce\":1.0}}\n",
+                i + 1
+            );
+        }
+        text += &format!(
+            "{{\"event\":\"eval\",\"step\":{},\"val\":{{\"ppl\":{ppl}}}}}\n",
+            losses.len()
+        );
+        std::fs::write(dir.join("log.jsonl"), text).unwrap();
+        dir
+    };
+    let a = log("adamw", &[3.0, 2.0, 1.0, 0.5], 9.5);
+    let b = log("adamw8", &[3.0, 2.5, 1.5, 1.0], 10.25);
+    let png = d.path().join("curves.png");
+    let (a, b, p) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        png.to_str().unwrap(),
+    );
+    let o = run(&["plot", a, b, "--window", "2", "--out", p]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("| adamw | 4 | 0.7500 | 9.5000 (step 4) |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| adamw8 | 4 | 1.2500 | 10.2500 (step 4) |"),
+        "{table}"
+    );
+    assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");
+    let e = one_line_error(&["plot", a, b, "--out", p]);
+    assert!(e.contains("already exists"), "{e}");
+    let e = one_line_error(&["plot", a, b, "--labels", "one", "--out", p, "--force"]);
+    assert!(e.contains("--labels names 1 runs but 2 were given"), "{e}");
+    let empty = d.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("log.jsonl"), "").unwrap();
+    let e = one_line_error(&["plot", a, empty.to_str().unwrap(), "--out", p, "--force"]);
+    assert!(e.contains("no training steps logged"), "{e}");
+}

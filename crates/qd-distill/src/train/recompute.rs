@@ -143,6 +143,7 @@ impl StudentPass {
             let x = Var::from_tensor(&inputs.pop().expect("one input per block"))?;
             let y = student.block_forward(il, x.as_tensor(), &bc, None)?;
             let g = (y * &grad_y)?.sum_all()?.backward()?;
+            super::memory::mark(&format!("block {il} backward"));
             grads.extend(narrow_grads(only_params(&g, params), params, bf16)?)?;
             grad_y = g
                 .get(x.as_tensor())
