@@ -16,6 +16,7 @@ pub mod linear;
 pub mod mask;
 pub mod q8_0_f32;
 pub mod rope;
+pub mod stored_blocks;
 pub mod transformer;
 pub mod weights;
 pub mod widen;

@@ -66,6 +66,8 @@ pub struct QLinear {
     packed: Arc<OnceLock<Option<crate::kernels::q8_0::PackedQ8_0>>>,
     /// The weight repacked for `kernels::kquant`, made on the decoder's first use.
     kpacked: Arc<OnceLock<Option<crate::kernels::kquant::PackedKQuant>>>,
+    /// Multiply by the blocks as stored, never a repacked copy (`stored_blocks`).
+    stored: bool,
 }
 
 impl QLinear {
@@ -77,7 +79,17 @@ impl QLinear {
             act,
             packed: Arc::new(OnceLock::new()),
             kpacked: Arc::new(OnceLock::new()),
+            stored: false,
         })
+    }
+
+    /// From now on the graph path multiplies by the weight's blocks as stored, neither
+    /// candle's nor our kernels' repacked tiles: the layer's memory is its file's bytes, at
+    /// the speed of candle's unpacked kernel (see `stored_blocks`). The integer sums are
+    /// ggml's either way; the f32 sums run in another order, so results may differ in the
+    /// last bits from the tiled product's.
+    pub fn read_stored_blocks(&mut self) {
+        self.stored = true;
     }
 }
 
@@ -120,6 +132,7 @@ impl QLinear {
         };
         let mut out = Self::new(weight, bias)?;
         out.act = self.act;
+        out.stored = self.stored;
         Ok(out)
     }
 }
@@ -207,6 +220,20 @@ impl Linear for QLinear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.stored {
+            if let QMatMul::QTensor(w) = &self.weight {
+                let xq = match self.act {
+                    Some(kind) if x.device().is_cpu() => quantize_activations(x, kind)?,
+                    _ => x.clone(),
+                };
+                if let Some(y) = crate::stored_blocks::matmul(w, &xq)? {
+                    return match &self.bias {
+                        Some(b) => y.broadcast_add(b),
+                        None => Ok(y),
+                    };
+                }
+            }
+        }
         if let Some(y) = self.forward_q8_0_packed(x)? {
             return match &self.bias {
                 Some(b) => y.broadcast_add(b),

@@ -98,6 +98,10 @@ pub struct RunConfig {
     /// fake-quantized weights (activation checkpointing: one block's worth in memory, for a
     /// second forward pass). Same gradients, bit for bit; a run may switch it on resuming.
     pub checkpoint_blocks: bool,
+    /// The teacher multiplies by its weights' blocks as stored instead of repacked tiles kept
+    /// beside them: its file's memory (a LLaMA-2-7B Q4_K_M teacher: about 4–5 GB less), slower
+    /// per token, and its logits may differ from the tiled product's in the last bits.
+    pub teacher_stored_blocks: bool,
     /// The optimizer's moments: `adamw` (f32, 8 bytes per trained parameter) or `adamw8`
     /// (8-bit block-wise, 2 bytes; CPU only).
     pub optimizer: String,
@@ -150,6 +154,7 @@ impl Default for RunConfig {
             teacher_cache: None,
             kd_top_k: None,
             checkpoint_blocks: false,
+            teacher_stored_blocks: false,
             optimizer: "adamw".into(),
         }
     }

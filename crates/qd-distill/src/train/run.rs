@@ -126,7 +126,7 @@ impl<'a> Session<'a> {
         drop(tf);
         drop(sf);
         memory::mark("model files unmapped");
-        students.check_fits(cfg, &spec)?;
+        students.check_fits(cfg, &spec, teacher.tile_bytes(cfg))?;
         let opt = optimizer(cfg, &students)?;
         memory::mark("optimizer state");
         Ok(Self {

@@ -84,6 +84,7 @@ impl Students {
         &self,
         cfg: &RunConfig,
         spec: &qd_model::DeviceSpec,
+        teacher_tiles: u64,
     ) -> Result<(), TrainError> {
         let (Some(free), false) = (memory::available_bytes(), spec.generic()) else {
             return Ok(());
@@ -102,7 +103,8 @@ impl Students {
             recompute: cfg.checkpoint_blocks,
             qat: self.plan().is_some(),
         }
-        .bytes();
+        .bytes()
+            + teacher_tiles;
         let loaded = memory::rss_bytes();
         // Within reach of the limit, freed pages go back to the system instead of waiting for a
         // reuse that buffers of other sizes never make (a little page clearing, much less peak).
@@ -113,8 +115,9 @@ impl Students {
             let gb = |b: u64| b as f64 / 1e9;
             return Err(TrainError::Config(format!(
                 "this run needs about {:.1} GB at its first step ({:.1} GB loaded now + {:.1} GB of \
-                 gradients, optimizer state and activations for {:.0} M trained parameters) but only \
-                 {:.1} GB more are free; try{} a shorter seq_len or fewer trained tensors",
+                 gradients, optimizer state, activations and the teacher's tiles for {:.0} M trained \
+                 parameters) but only {:.1} GB more are free; try{} a shorter seq_len or fewer \
+                 trained tensors",
                 gb(loaded + est),
                 gb(loaded),
                 gb(est),
@@ -123,6 +126,7 @@ impl Students {
                 [
                     (!cfg.checkpoint_blocks).then_some(" --checkpoint-blocks,"),
                     (cfg.optimizer != "adamw8").then_some(" --optimizer adamw8,"),
+                    (teacher_tiles > 0).then_some(" --teacher-stored-blocks,"),
                 ]
                 .into_iter()
                 .flatten()

@@ -56,6 +56,9 @@ impl Teacher {
             Some(_) => None,
             None => Some(qd_model::load_quantized(tf, dev)?),
         };
+        if let (Some(m), true) = (model.as_mut(), cfg.teacher_stored_blocks) {
+            m.read_stored_blocks();
+        }
         let full_head = match (vmap, model.as_mut()) {
             (Some(m), Some(teacher)) => {
                 let restricted = teacher.lm_head.gather_rows(&m.kept)?;
@@ -69,6 +72,25 @@ impl Teacher {
             full_head,
             vocab_size: qd_model::HParams::from_gguf(tf)?.vocab_size,
         })
+    }
+
+    /// About what the teacher's first forward adds beside its stored blocks: one repacked copy
+    /// of its quantized matrices (candle's tiles for K-quants, ours for Q8_0); 0 when it reads
+    /// its stored blocks or a cache stands in for it.
+    pub fn tile_bytes(&self, cfg: &RunConfig) -> u64 {
+        let Some(m) = self.model.as_ref().filter(|_| !cfg.teacher_stored_blocks) else {
+            return 0;
+        };
+        let bytes = |l: &QLinear| match &l.weight {
+            candle_core::quantized::QMatMul::QTensor(w) => w.storage_size_in_bytes() as u64,
+            _ => 0,
+        };
+        m.blocks
+            .iter()
+            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
+            .map(bytes)
+            .sum::<u64>()
+            + bytes(&m.lm_head)
     }
 
     /// Refuses a cache built from other inputs than this run's (`data_hash`: its packed data).
