@@ -1,5 +1,6 @@
-//! `plot`: several training runs' curves on one picture — loss per step and held-out
-//! perplexity — and a line per run with its last steps' mean loss and last perplexity, for
+//! `plot`: several training runs' curves on one picture — loss per step, held-out KL to the
+//! teacher and perplexity — and a row per run with its last steps' mean loss and its last
+//! evaluation, for
 //! comparing two settings of one recipe (e.g. `--optimizer adamw` against `adamw8`).
 
 use std::path::PathBuf;
@@ -56,14 +57,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         });
         runs.push(RunCurves::read(&log, label).with_context(|| format!("run {}", path.display()))?);
     }
-    println!("| run | steps | mean loss, last {window} steps | last held-out perplexity |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| run | steps | mean loss, last {window} steps | last held-out KL to the teacher | \
+         last held-out perplexity |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    let at = |v: Option<(f64, f64)>| {
+        v.map_or("—".to_string(), |(step, v)| {
+            format!("{v:.4} (step {step})")
+        })
+    };
     for r in &runs {
-        let (steps, mean, ppl) = r.summary(window);
-        let ppl = ppl.map_or("—".to_string(), |(step, p)| {
-            format!("{p:.4} (step {step})")
-        });
-        println!("| {} | {steps} | {mean:.4} | {ppl} |", r.label);
+        let s = r.summary(window);
+        println!(
+            "| {} | {} | {:.4} | {} | {} |",
+            r.label,
+            s.steps,
+            s.mean_loss,
+            at(s.val_kd),
+            at(s.ppl)
+        );
     }
     plot_runs(&runs, window, &a.out)?;
     eprintln!("wrote {}", a.out.display());

@@ -89,10 +89,13 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 fn main() {
     // SAFETY: a plain option setter of the allocator, called before any thread starts.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    // A training run near the memory limit turns purging back on (mimalloc's default delay).
-    qd_distill::train::memory::set_free_pages_back(|| {
+    // Training decides per phase (`memory::keep_freed_pages`): mimalloc's default delay while
+    // it loads or near the memory limit, kept pages otherwise.
+    qd_distill::train::memory::set_page_policy(|keep| {
         // SAFETY: the same option setter; mimalloc reads the option on each purge decision.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 10) };
+        unsafe {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, if keep { -1 } else { 10 })
+        };
     });
     let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     if let Err(e) = run(cli) {

@@ -33,6 +33,8 @@ struct Curves {
     kd: Vec<(f64, f64)>,
     ce: Vec<(f64, f64)>,
     ppl: Vec<(f64, f64)>,
+    /// The held-out soft loss (KL to the teacher at T): a distillation's own objective.
+    val_kd: Vec<(f64, f64)>,
 }
 
 fn read(log: &Path) -> anyhow::Result<Curves> {
@@ -43,6 +45,7 @@ fn read(log: &Path) -> anyhow::Result<Curves> {
         kd: vec![],
         ce: vec![],
         ppl: vec![],
+        val_kd: vec![],
     };
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -64,13 +67,16 @@ fn read(log: &Path) -> anyhow::Result<Curves> {
                 {
                     c.ppl.push((step, y));
                 }
+                if let Some(y) = v["val"]["kd"].as_f64().filter(|y| y.is_finite()) {
+                    c.val_kd.push((step, y));
+                }
             }
             _ => {}
         }
     }
     // A resumed run logs again the steps after its last checkpoint: keep the latest value of
     // each step, in step order.
-    for curve in [&mut c.loss, &mut c.kd, &mut c.ce, &mut c.ppl] {
+    for curve in [&mut c.loss, &mut c.kd, &mut c.ce, &mut c.ppl, &mut c.val_kd] {
         let latest: std::collections::BTreeMap<u64, f64> =
             curve.iter().map(|&(x, y)| (x as u64, y)).collect();
         *curve = latest.into_iter().map(|(x, y)| (x as f64, y)).collect();
@@ -216,13 +222,26 @@ impl RunCurves {
     }
 
     /// Steps logged, the mean loss over the last `tail` of them, and the last held-out
-    /// perplexity (with its step).
-    pub fn summary(&self, tail: usize) -> (usize, f64, Option<(f64, f64)>) {
+    /// KL to the teacher and perplexity (each with its step).
+    pub fn summary(&self, tail: usize) -> Summary {
         let l = &self.curves.loss;
         let last = &l[l.len().saturating_sub(tail)..];
-        let mean = last.iter().map(|p| p.1).sum::<f64>() / last.len().max(1) as f64;
-        (l.len(), mean, self.curves.ppl.last().copied())
+        Summary {
+            steps: l.len(),
+            mean_loss: last.iter().map(|p| p.1).sum::<f64>() / last.len().max(1) as f64,
+            val_kd: self.curves.val_kd.last().copied(),
+            ppl: self.curves.ppl.last().copied(),
+        }
     }
+}
+
+/// What `plot` prints per run.
+pub struct Summary {
+    pub steps: usize,
+    pub mean_loss: f64,
+    /// `(step, value)` of the last evaluation.
+    pub val_kd: Option<(f64, f64)>,
+    pub ppl: Option<(f64, f64)>,
 }
 
 /// The running mean of `window` steps (fewer at the start): per-step losses of different
@@ -283,26 +302,26 @@ pub fn plot_runs(runs: &[RunCurves], window: usize, png: &Path) -> anyhow::Resul
                 .border_style(BLACK)
                 .draw()?;
         }
-        let ppls: Vec<&[(f64, f64)]> = runs.iter().map(|r| &r.curves.ppl[..]).collect();
-        let (_, _, p0, p1) = range(&ppls);
-        let mut chart = panel(
-            &bottom,
-            "held-out perplexity",
-            labels,
-            x0..x1,
-            (p0 * 0.98).max(1e-3)..p1,
-        )?;
-        for (r, &color) in runs.iter().zip(COLORS.iter().cycle()) {
-            chart.draw_series(LineSeries::new(
-                r.curves.ppl.iter().copied(),
-                color.stroke_width(2),
-            ))?;
-            chart.draw_series(
-                r.curves
-                    .ppl
-                    .iter()
-                    .map(|&p| Circle::new(p, 4, color.filled())),
-            )?;
+        let (left, right) = bottom.split_horizontally(500);
+        for (area, caption, pick) in [
+            (&left, "held-out KL to the teacher", 0),
+            (&right, "held-out perplexity", 1),
+        ] {
+            let of = |r: &RunCurves| -> Vec<(f64, f64)> {
+                if pick == 0 {
+                    r.curves.val_kd.clone()
+                } else {
+                    r.curves.ppl.clone()
+                }
+            };
+            let series: Vec<Vec<(f64, f64)>> = runs.iter().map(of).collect();
+            let slices: Vec<&[(f64, f64)]> = series.iter().map(Vec::as_slice).collect();
+            let (_, _, v0, v1) = range(&slices);
+            let mut chart = panel(area, caption, labels, x0..x1, (v0 * 0.98).max(1e-6)..v1)?;
+            for (pts, &color) in series.iter().zip(COLORS.iter().cycle()) {
+                chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
+                chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
+            }
         }
         root.present()?;
     }

@@ -626,7 +626,7 @@ fn plot_compares_runs() {
             );
         }
         text += &format!(
-            "{{\"event\":\"eval\",\"step\":{},\"val\":{{\"ppl\":{ppl}}}}}\n",
+            "{{\"event\":\"eval\",\"step\":{},\"val\":{{\"ppl\":{ppl},\"kd\":0.5}}}}\n",
             losses.len()
         );
         std::fs::write(dir.join("log.jsonl"), text).unwrap();
@@ -644,11 +644,11 @@ fn plot_compares_runs() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
-        table.contains("| adamw | 4 | 0.7500 | 9.5000 (step 4) |"),
+        table.contains("| adamw | 4 | 0.7500 | 0.5000 (step 4) | 9.5000 (step 4) |"),
         "{table}"
     );
     assert!(
-        table.contains("| adamw8 | 4 | 1.2500 | 10.2500 (step 4) |"),
+        table.contains("| adamw8 | 4 | 1.2500 | 0.5000 (step 4) | 10.2500 (step 4) |"),
         "{table}"
     );
     assert_eq!(&std::fs::read(&png).unwrap()[1..4], b"PNG");

@@ -39,7 +39,11 @@ fn rel_diff(a: &[f32], b: &[f32]) -> f32 {
 fn stored_blocks_give_the_tiled_logits() {
     let tokens: Vec<u32> = (0..21u32).map(|i| (i * 37 + 11) % 270).collect();
     // On aarch64 candle's NEON kernels scale the sub-block sums differently (tests/decoder.rs).
-    let first_bound = if cfg!(target_arch = "x86_64") { 1e-5 } else { 2e-3 };
+    let first_bound = if cfg!(target_arch = "x86_64") {
+        1e-5
+    } else {
+        2e-3
+    };
     for fam in [Family::Gemma3, Family::Llama, Family::Qwen2] {
         for ty in [
             GgmlType::Q8_0,

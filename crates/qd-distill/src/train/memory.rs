@@ -4,21 +4,24 @@
 
 use std::sync::OnceLock;
 
-static FREE_PAGES_BACK: OnceLock<fn()> = OnceLock::new();
+static KEEP_FREED_PAGES: OnceLock<fn(bool)> = OnceLock::new();
 
-/// Registers how to make the allocator hand freed pages back to the system (the binary's:
-/// mimalloc keeps them by default here, which spares clearing fresh pages on every reuse).
-pub fn set_free_pages_back(f: fn()) {
-    let _ = FREE_PAGES_BACK.set(f);
+/// Registers how to tell the allocator to keep freed pages for reuse (`true`: the binary's
+/// default, which spares clearing fresh pages on every reuse) or to hand them back to the
+/// system (`false`).
+pub fn set_page_policy(f: fn(bool)) {
+    let _ = KEEP_FREED_PAGES.set(f);
 }
 
-/// Asks the allocator to hand freed pages back from now on: for runs whose step comes near the
-/// memory there is. Kept pages are not all reused by later buffers of other sizes: on the
-/// LLaMA-2-7B → TinyLlama-1.1B pairing they took the peak from 18.6 GB to more than 21.4 GB
-/// (killed by the kernel at its first optimizer step on a 24 GB machine).
-pub fn free_pages_back() {
-    if let Some(f) = FREE_PAGES_BACK.get() {
-        f();
+/// Whether the allocator keeps freed pages from now on. A run hands them back while it loads
+/// (building a student leaves its temporaries' pages behind: 0.8 GB on the TinyLlama-1.1B
+/// shape) and keeps them once it knows its step is far from the memory there is. Kept pages
+/// are not all reused by later buffers of other sizes: on the LLaMA-2-7B → TinyLlama-1.1B
+/// pairing they took the peak from 18.6 GB to more than 21.4 GB (killed by the kernel at its
+/// first optimizer step on a 24 GB machine).
+pub fn keep_freed_pages(keep: bool) {
+    if let Some(f) = KEEP_FREED_PAGES.get() {
+        f(keep);
     }
 }
 

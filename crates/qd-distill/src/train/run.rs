@@ -65,6 +65,8 @@ impl<'a> Session<'a> {
     /// Opens the teacher, the data and the student, and sets up the optimizer.
     fn open(cfg: &'a RunConfig) -> Result<Self, TrainError> {
         let div = cfg.validate()?;
+        // Loading hands freed pages back; `check_fits` decides for the steps.
+        memory::keep_freed_pages(false);
         let spec = cfg.device_spec()?;
         let dev = spec.open().map_err(|e| TrainError::Config(e.to_string()))?;
         // Freed device memory stays in the pool between steps instead of being mapped afresh.

@@ -87,6 +87,7 @@ impl Students {
         teacher_tiles: u64,
     ) -> Result<(), TrainError> {
         let (Some(free), false) = (memory::available_bytes(), spec.generic()) else {
+            memory::keep_freed_pages(true);
             return Ok(());
         };
         let hp = &self.student.hp;
@@ -106,11 +107,10 @@ impl Students {
         .bytes()
             + teacher_tiles;
         let loaded = memory::rss_bytes();
-        // Within reach of the limit, freed pages go back to the system instead of waiting for a
-        // reuse that buffers of other sizes never make (a little page clearing, much less peak).
-        if est > free / 4 {
-            memory::free_pages_back();
-        }
+        // Far from the limit, freed pages are kept for reuse (no page clearing); within reach of
+        // it they go on back to the system instead of waiting for a reuse that buffers of other
+        // sizes never make (a little page clearing, much less peak).
+        memory::keep_freed_pages(est <= free / 4);
         if est > free {
             let gb = |b: u64| b as f64 / 1e9;
             return Err(TrainError::Config(format!(
