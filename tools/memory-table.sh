@@ -63,5 +63,7 @@ steps = [json.loads(l) for l in open(run + "/log.jsonl") if '"event":"step"' in 
 print(f"| {model} ({params / 1e6:.1f} M trained) | {config} | {peak / 1e9:.2f} GB | "
       f"{peak / params:.1f} | {steps[-1]['tokens_per_second']:.1f} |")
 PY
+        # A run's final checkpoint is f32 weights and moments (6 GB for the 1.1B shape).
+        rm -rf "$run"/step-*
     done
 done
