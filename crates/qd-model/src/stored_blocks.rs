@@ -19,6 +19,12 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     if !w.device().is_cpu() || !x.device().is_cpu() {
         return Ok(None);
     }
+    // candle's aarch64 kernels use `sdot` unconditionally (see linear.rs).
+    if !runs_here() {
+        candle_core::bail!(
+            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU lacks"
+        );
+    }
     let (n, k) = w.shape().dims2()?;
     let mut dims = x.dims().to_vec();
     if dims.last() != Some(&k) {
@@ -51,6 +57,11 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     ran?;
     *dims.last_mut().expect("x has an inner dimension") = n;
     Ok(Some(Tensor::from_vec(y, dims, x.device())?))
+}
+
+/// Whether candle's quantized CPU kernels run on this CPU.
+pub fn runs_here() -> bool {
+    !cfg!(target_arch = "aarch64") || crate::kernels::isa::Isa::NeonDot.runs_here()
 }
 
 /// The blocks of type `T` in `bytes` times `xs`, into `y`.
@@ -159,6 +170,10 @@ mod tests {
         for ty in [GgmlType::Q4K, GgmlType::Q6K] {
             let w = weights(64, 512, ty);
             let x = input(40, 512);
+            if !super::runs_here() {
+                assert!(super::matmul(&w, &x).is_err(), "refused without dotprod");
+                continue;
+            }
             let ours = super::matmul(&w, &x).unwrap().unwrap();
             let candle = QMatMul::from_qtensor(w).unwrap().forward(&x).unwrap();
             let diff = (ours - &candle).unwrap().abs().unwrap().max_all().unwrap();
