@@ -19,12 +19,6 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     if !w.device().is_cpu() || !x.device().is_cpu() {
         return Ok(None);
     }
-    // candle's aarch64 kernels use `sdot` unconditionally (see linear.rs).
-    if !runs_here() {
-        candle_core::bail!(
-            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU lacks"
-        );
-    }
     let (n, k) = w.shape().dims2()?;
     let mut dims = x.dims().to_vec();
     if dims.last() != Some(&k) {
@@ -71,6 +65,12 @@ fn run<T: Block>(
     xs: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
+    // candle's aarch64 kernels use `sdot` unconditionally (see linear.rs).
+    if !runs_here() {
+        candle_core::bail!(
+            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU lacks"
+        );
+    }
     let size = std::mem::size_of::<T>();
     let (_, k, n) = mkn;
     if bytes.len() != n * (k / T::BLCK_SIZE) * size || !k.is_multiple_of(T::BLCK_SIZE) {
@@ -150,6 +150,10 @@ mod tests {
         ] {
             let w = weights(17, 512, ty);
             let x = input(5, 512);
+            if !super::runs_here() {
+                assert!(super::matmul(&w, &x).is_err(), "refused without dotprod");
+                continue;
+            }
             let ours = super::matmul(&w, &x)
                 .unwrap()
                 .expect("a quantized CPU weight");
