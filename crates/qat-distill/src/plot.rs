@@ -303,22 +303,16 @@ pub fn plot_runs(runs: &[RunCurves], window: usize, png: &Path) -> anyhow::Resul
                 .draw()?;
         }
         let (left, right) = bottom.split_horizontally(500);
-        for (area, caption, pick) in [
-            (&left, "held-out KL to the teacher", 0),
-            (&right, "held-out perplexity", 1),
-        ] {
-            let of = |r: &RunCurves| -> Vec<(f64, f64)> {
-                if pick == 0 {
-                    r.curves.val_kd.clone()
-                } else {
-                    r.curves.ppl.clone()
-                }
-            };
-            let series: Vec<Vec<(f64, f64)>> = runs.iter().map(of).collect();
-            let slices: Vec<&[(f64, f64)]> = series.iter().map(Vec::as_slice).collect();
+        type Pick = fn(&Curves) -> &[(f64, f64)];
+        let panels: [(_, _, Pick); 2] = [
+            (&left, "held-out KL to the teacher", |c| &c.val_kd),
+            (&right, "held-out perplexity", |c| &c.ppl),
+        ];
+        for (area, caption, pick) in panels {
+            let slices: Vec<&[(f64, f64)]> = runs.iter().map(|r| pick(&r.curves)).collect();
             let (_, _, v0, v1) = range(&slices);
             let mut chart = panel(area, caption, labels, x0..x1, (v0 * 0.98).max(1e-6)..v1)?;
-            for (pts, &color) in series.iter().zip(COLORS.iter().cycle()) {
+            for (pts, &color) in slices.iter().zip(COLORS.iter().cycle()) {
                 chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?;
                 chart.draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))?;
             }

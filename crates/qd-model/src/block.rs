@@ -56,6 +56,28 @@ pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     }
 }
 
+impl<L> Block<L> {
+    /// The block's seven weight matrices (attention q, k, v, output; FFN gate, up, down).
+    pub fn linears(&self) -> [&L; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
+
+    /// [`Block::linears`], to change them.
+    pub fn linears_mut(&mut self) -> [&mut L; 7] {
+        [
+            &mut self.q,
+            &mut self.k,
+            &mut self.v,
+            &mut self.o,
+            &mut self.gate,
+            &mut self.up,
+            &mut self.down,
+        ]
+    }
+}
+
 impl<L: Linear> Block<L> {
     pub fn forward(
         &self,

@@ -220,37 +220,20 @@ impl Linear for QLinear {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if self.stored {
-            if let QMatMul::QTensor(w) = &self.weight {
-                let xq = match self.act {
-                    Some(kind) if x.device().is_cpu() => quantize_activations(x, kind)?,
-                    _ => x.clone(),
-                };
-                if let Some(y) = crate::stored_blocks::matmul(w, &xq)? {
-                    return match &self.bias {
-                        Some(b) => y.broadcast_add(b),
-                        None => Ok(y),
-                    };
+        let y = match self.forward_without_bias(x)? {
+            Some(y) => y,
+            None => {
+                if x.device().is_cpu() && matches!(self.weight, QMatMul::QTensor(_)) {
+                    candle_kernels_run_here()?;
                 }
+                let x = self.quantized_input(x)?;
+                let x = if x.is_contiguous() {
+                    x
+                } else {
+                    x.contiguous()?
+                };
+                self.weight.forward(&x)?
             }
-        }
-        if let Some(y) = self.forward_q8_0_packed(x)? {
-            return match &self.bias {
-                Some(b) => y.broadcast_add(b),
-                None => Ok(y),
-            };
-        }
-        if x.device().is_cpu() {
-            candle_kernels_run_here(&self.weight)?;
-        }
-        let x = &match self.act {
-            Some(kind) if x.device().is_cpu() => quantize_activations(x, kind)?,
-            _ => x.clone(),
-        };
-        let y = if x.is_contiguous() {
-            self.weight.forward(x)?
-        } else {
-            self.weight.forward(&x.contiguous()?)?
         };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
@@ -259,20 +242,42 @@ impl Linear for QLinear {
     }
 }
 
+impl QLinear {
+    /// `x` as ggml quantizes it before this matmul (exactly representable, so candle's own
+    /// re-quantization keeps it), or `x` itself.
+    fn quantized_input(&self, x: &Tensor) -> Result<Tensor> {
+        match self.act {
+            Some(kind) if x.device().is_cpu() => quantize_activations(x, kind),
+            _ => Ok(x.clone()),
+        }
+    }
+
+    /// The product by the stored blocks (`read_stored_blocks`) or by our packed tiles, where
+    /// one applies; `None` leaves it to candle's matmul.
+    fn forward_without_bias(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        if let (true, QMatMul::QTensor(w)) = (self.stored, &self.weight) {
+            if let Some(y) = crate::stored_blocks::matmul(w, &self.quantized_input(x)?)? {
+                return Ok(Some(y));
+            }
+        }
+        self.forward_q8_0_packed(x)
+    }
+}
+
 /// candle 0.11's quantized CPU kernels for aarch64 use `sdot` unconditionally, so on Arm cores
 /// without the dot-product extension (Cortex-A72/A53: Raspberry Pi 4 and 3) they die with
 /// SIGILL. Refuse them there with a one-line error instead; the fused path (`bench`,
-/// `generate`, `eval` without `--graph`) runs on such CPUs at the `neon` level.
-fn candle_kernels_run_here(w: &QMatMul) -> Result<()> {
+/// `generate`, `eval` without `--graph`) runs on such CPUs at the `neon` level. Every use of
+/// candle's quantized kernels asks here (the graph path's matmul, `stored_blocks`).
+pub(crate) fn candle_kernels_run_here() -> Result<()> {
     #[cfg(target_arch = "aarch64")]
-    if matches!(w, QMatMul::QTensor(_)) && !crate::kernels::isa::Isa::NeonDot.runs_here() {
+    if !crate::kernels::isa::Isa::NeonDot.runs_here() {
         return Err(candle_core::Error::Msg(
             "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU \
              lacks; bench, generate and eval run here without --graph (the fused path)"
                 .into(),
         ));
     }
-    let _ = w;
     Ok(())
 }
 

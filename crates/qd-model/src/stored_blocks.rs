@@ -53,11 +53,6 @@ pub fn matmul(w: &QTensor, x: &Tensor) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(y, dims, x.device())?))
 }
 
-/// Whether candle's quantized CPU kernels run on this CPU.
-pub fn runs_here() -> bool {
-    !cfg!(target_arch = "aarch64") || crate::kernels::isa::Isa::NeonDot.runs_here()
-}
-
 /// The blocks of type `T` in `bytes` times `xs`, into `y`.
 fn run<T: Block>(
     bytes: &[u8],
@@ -65,12 +60,7 @@ fn run<T: Block>(
     xs: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    // candle's aarch64 kernels use `sdot` unconditionally (see linear.rs).
-    if !runs_here() {
-        candle_core::bail!(
-            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU lacks"
-        );
-    }
+    crate::linear::candle_kernels_run_here()?;
     let size = std::mem::size_of::<T>();
     let (_, k, n) = mkn;
     if bytes.len() != n * (k / T::BLCK_SIZE) * size || !k.is_multiple_of(T::BLCK_SIZE) {
@@ -98,18 +88,12 @@ impl<E: crate::Embedding> crate::Transformer<crate::QLinear, E> {
     /// Every quantized matrix of the model (blocks and LM head) multiplies by its stored
     /// blocks from now on (`QLinear::read_stored_blocks`): a teacher in its file's memory.
     pub fn read_stored_blocks(&mut self) {
-        for b in &mut self.blocks {
-            for l in [
-                &mut b.q,
-                &mut b.k,
-                &mut b.v,
-                &mut b.o,
-                &mut b.gate,
-                &mut b.up,
-                &mut b.down,
-            ] {
-                l.read_stored_blocks();
-            }
+        for l in self
+            .blocks
+            .iter_mut()
+            .flat_map(crate::block::Block::linears_mut)
+        {
+            l.read_stored_blocks();
         }
         self.lm_head.read_stored_blocks();
     }
@@ -150,7 +134,7 @@ mod tests {
         ] {
             let w = weights(17, 512, ty);
             let x = input(5, 512);
-            if !super::runs_here() {
+            if crate::linear::candle_kernels_run_here().is_err() {
                 assert!(super::matmul(&w, &x).is_err(), "refused without dotprod");
                 continue;
             }
@@ -174,7 +158,7 @@ mod tests {
         for ty in [GgmlType::Q4K, GgmlType::Q6K] {
             let w = weights(64, 512, ty);
             let x = input(40, 512);
-            if !super::runs_here() {
+            if crate::linear::candle_kernels_run_here().is_err() {
                 assert!(super::matmul(&w, &x).is_err(), "refused without dotprod");
                 continue;
             }

@@ -87,7 +87,7 @@ impl Teacher {
         };
         m.blocks
             .iter()
-            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
+            .flat_map(qd_model::block::Block::linears)
             .map(bytes)
             .sum::<u64>()
             + bytes(&m.lm_head)
