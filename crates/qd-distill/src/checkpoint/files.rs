@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use super::error::CheckpointError;
+use super::tensor_reader::TensorReader;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |err| CheckpointError::Io {
@@ -180,18 +181,15 @@ fn save_hashed(map: &BTreeMap<String, Tensor>, path: &Path) -> Result<String, Ch
 }
 
 fn load_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
-    if !path.is_file() {
-        return Err(CheckpointError::Invalid {
-            path: path.into(),
-            problem: "missing".into(),
-        });
-    }
-    candle_core::safetensors::load(path, device)
-        .map(|m| m.into_iter().collect())
-        .map_err(|e| CheckpointError::Invalid {
-            path: path.into(),
-            problem: e.to_string(),
-        })
+    TensorReader::open(path)?.read_all(device)
+}
+
+/// A checkpoint verified against its sums, its tensor files opened but not read: a resumed
+/// run copies one tensor at a time into its student and optimizer.
+pub struct OpenCheckpoint {
+    pub weights: TensorReader,
+    pub optimizer: TensorReader,
+    pub state: serde_json::Value,
 }
 
 impl Checkpoint {
@@ -258,6 +256,20 @@ impl Checkpoint {
         Ok(Self {
             weights: load_tensors(&dir.join(WEIGHTS), device)?,
             optimizer: load_tensors(&dir.join(OPTIMIZER), device)?,
+            state,
+        })
+    }
+
+    /// `dir` checked against its `SHA256SUMS`, its tensor files' headers read and checked,
+    /// no tensor read yet.
+    pub fn open(dir: &Path) -> Result<OpenCheckpoint, CheckpointError> {
+        let (state, sums) = state_and_sums(dir)?;
+        if let Some(sums) = &sums {
+            verify(dir, sums, &[WEIGHTS, OPTIMIZER])?;
+        }
+        Ok(OpenCheckpoint {
+            weights: TensorReader::open(&dir.join(WEIGHTS))?,
+            optimizer: TensorReader::open(&dir.join(OPTIMIZER))?,
             state,
         })
     }

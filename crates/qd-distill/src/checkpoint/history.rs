@@ -5,16 +5,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::error::CheckpointError;
-use super::files::{checkpoint_dir, list, prune, Checkpoint};
+use super::files::{checkpoint_dir, list, prune, Checkpoint, OpenCheckpoint};
 use super::state::RunState;
 
-/// The newest intact checkpoint of a run, loaded.
+/// The newest intact checkpoint of a run, verified and opened (its tensors read on demand).
 pub struct Latest {
     pub dir: PathBuf,
-    pub checkpoint: Checkpoint,
+    pub checkpoint: OpenCheckpoint,
     pub state: RunState,
     /// Newer checkpoints passed over because they are damaged, each with why.
     pub skipped: Vec<String>,
@@ -23,11 +23,11 @@ pub struct Latest {
 /// The newest checkpoint under `root` whose files are intact, or `None` when there is none.
 /// A damaged one (its sha256, its state, a file missing) is passed over for the one before it
 /// while one is left; when the oldest is damaged too, its error is returned.
-pub fn latest_intact(root: &Path, dev: &Device) -> Result<Option<Latest>, CheckpointError> {
+pub fn latest_intact(root: &Path) -> Result<Option<Latest>, CheckpointError> {
     let mut dirs = list(root);
     let mut skipped = Vec::new();
     while let Some(dir) = dirs.pop() {
-        let loaded = Checkpoint::load(&dir, dev).and_then(|mut ck| {
+        let loaded = Checkpoint::open(&dir).and_then(|mut ck| {
             let state = RunState::from_json(std::mem::take(&mut ck.state), &dir)?;
             Ok((ck, state))
         });

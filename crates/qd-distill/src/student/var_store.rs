@@ -231,26 +231,50 @@ impl VarStore {
         &self,
         weights: &std::collections::BTreeMap<String, Tensor>,
     ) -> qd_model::Result<()> {
+        self.check_weights(
+            |k| weights.get(k).map(|w| w.dims().to_vec()),
+            weights.keys().map(String::as_str),
+        )?;
         for (k, v) in &self.vars {
-            let w = weights
-                .get(k)
+            v.set(&weights[k].to_dtype(v.dtype())?)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a source of weights (each name's dims, and every name it holds) names exactly
+    /// this store's variables with their shapes: what [`Self::load_weights`] checks before
+    /// anything changes, for sources read one tensor at a time.
+    pub fn check_weights<'a>(
+        &self,
+        dims: impl Fn(&str) -> Option<Vec<usize>>,
+        mut names: impl Iterator<Item = &'a str>,
+    ) -> qd_model::Result<()> {
+        for (k, v) in &self.vars {
+            let found = dims(k)
                 .ok_or_else(|| ModelError::Config(format!("checkpoint has no tensor {k:?}")))?;
-            if w.dims() != v.dims() {
+            if found != v.dims() {
                 return Err(ModelError::Shape {
                     name: k.clone(),
-                    found: w.dims().to_vec(),
+                    found,
                     expected: v.dims().to_vec(),
                 });
             }
         }
-        if let Some(extra) = weights.keys().find(|k| !self.vars.contains_key(*k)) {
+        if let Some(extra) = names.find(|k| !self.vars.contains_key(*k)) {
             return Err(ModelError::Config(format!(
                 "checkpoint tensor {extra:?} does not belong to this student"
             )));
         }
-        for (k, v) in &self.vars {
-            v.set(&weights[k].to_dtype(v.dtype())?)?;
-        }
+        Ok(())
+    }
+
+    /// Overwrites variable `name` with `value` (checked by [`Self::check_weights`] first).
+    pub fn set_weight(&self, name: &str, value: &Tensor) -> qd_model::Result<()> {
+        let v = self
+            .vars
+            .get(name)
+            .ok_or_else(|| ModelError::Config(format!("no variable {name:?}")))?;
+        v.set(&value.to_dtype(v.dtype())?)?;
         Ok(())
     }
 }

@@ -133,9 +133,9 @@ impl AdamW {
     pub fn restore(
         &mut self,
         name: &str,
-        get: impl Fn(&str) -> Option<Tensor>,
+        mut get: impl FnMut(&str) -> Option<Tensor>,
     ) -> std::result::Result<(), String> {
-        let fetch = |p: &str| {
+        let mut fetch = |p: &str| {
             get(&format!("{p}.{name}")).ok_or_else(|| format!("no optimizer state {p}.{name}"))
         };
         match self.format {
