@@ -91,6 +91,14 @@ pub struct Args {
     /// kept beside them: its file's memory (about 4–5 GB less for a 7B Q4_K_M teacher), slower.
     #[arg(long)]
     teacher_stored_blocks: bool,
+    /// end-to-end (the whole student each step) or block-ap (each block of a whole-model QAT
+    /// student trained in turn against the teacher block's output, --steps steps each; memory of
+    /// one block; writes OUT/model.gguf).
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Block-AP: training sequences whose hidden states are cached for every block (default 16).
+    #[arg(long)]
+    block_sequences: Option<usize>,
     /// Peak relative learning rate of the learned scales (default 2e-3).
     #[arg(long)]
     step_lr: Option<f64>,
@@ -262,6 +270,12 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     if let Some(o) = &a.optimizer {
         c.optimizer = o.clone();
     }
+    if let Some(v) = &a.schedule {
+        c.schedule = v.clone();
+    }
+    if let Some(n) = a.block_sequences {
+        c.block_sequences = n;
+    }
     if let Some(v) = a.step_lr {
         c.step_lr = v;
     }
@@ -356,10 +370,15 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             eprintln!("{line}");
         }
     };
-    let every = (cfg.steps / 20).max(1);
-    let summary = run(&cfg, a.resume, &stop, |ev| match ev {
+    // The run's own step count (a block-wise run's is steps per block × blocks).
+    let total = std::cell::Cell::new(cfg.steps);
+    let block_ap = cfg.block_ap()?;
+    let every = || (total.get() / 20).max(1);
+    let summary = run(&cfg, a.resume, &stop, |ev| {
+        match ev {
         Event::Start {
             step,
+            steps,
             train_sequences,
             val_sequences,
             student_params,
@@ -369,6 +388,8 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             resumed_from,
             ..
         } => {
+            total.set(*steps);
+            bar.set_length(*steps as u64);
             bar.set_position(*step as u64);
             for line in skipped_checkpoints {
                 say(format!(
@@ -398,11 +419,14 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             tokens_per_second,
             ..
         } => {
-            let msg =
-                format!("loss {loss:.4} (kd {kd:.4} ce {ce:.4})  {tokens_per_second:.0} tok/s");
+            let msg = if block_ap {
+                format!("block MSE {loss:.4e}  {tokens_per_second:.1} tok/s")
+            } else {
+                format!("loss {loss:.4} (kd {kd:.4} ce {ce:.4})  {tokens_per_second:.0} tok/s")
+            };
             bar.set_position(*step as u64);
-            if !tty && (step % every == 0 || *step == cfg.steps) {
-                eprintln!("step {step}/{}: {msg}", cfg.steps);
+            if !tty && (step % every() == 0 || *step == total.get()) {
+                eprintln!("step {step}/{}: {msg}", total.get());
             }
             bar.set_message(msg);
         }
@@ -419,6 +443,17 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
                 String::new()
             }
         )),
+        Event::Block {
+            block,
+            blocks,
+            report,
+        } => say(format!(
+            "block {}/{blocks}: held-out MSE to the teacher block {:.4e} on the grid -> {:.4e} trained ({:.0} s)",
+            block + 1,
+            report.val_mse_before,
+            report.val_mse_after,
+            report.seconds
+        )),
         Event::Checkpoint { path, .. } => {
             say(format!("checkpoint {}", path.display()));
             // The curve is a convenience: failing to draw it never stops training.
@@ -428,6 +463,7 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
                 say(format!("note: could not draw loss.png: {e:#}"));
             }
         }
+    }
     });
     bar.finish_and_clear();
     match summary {

@@ -1,6 +1,7 @@
 //! Distillation from a GGUF teacher. This crate starts with the losses; students, data and the
 //! training loop build on them.
 
+pub mod blockwise;
 pub mod checkpoint;
 pub mod data;
 pub mod export;

@@ -11,7 +11,7 @@ use crate::hparams::{Arch, HParams};
 use crate::linear::{Embedding, Linear};
 use crate::mask::{attention_mask, attention_mask_from};
 use crate::rope::{Rope, RopeSpec};
-use crate::weights::{expect_shape, WeightSource};
+use crate::weights::{expect_shape, opt_vector, WeightSource};
 
 /// Which positions get logits. The LM head is 262k wide for gemma3; distillation and
 /// perplexity ask for ranges so that it never runs on positions nobody reads.
@@ -70,56 +70,24 @@ pub struct Transformer<L, E> {
     pub ggml_numerics: bool,
 }
 
-fn opt_vec<W: WeightSource>(w: &W, name: &str) -> Result<Option<Tensor>> {
-    if w.has(name) {
-        Ok(Some(w.vector(name)?))
-    } else {
-        Ok(None)
-    }
-}
-
 impl<L: Linear, E: Embedding> Transformer<L, E> {
     pub fn load<W>(hp: HParams, w: &W, device: &Device) -> Result<Self>
     where
         W: WeightSource<Linear = L, Embedding = E>,
     {
         hp.validate()?;
-        let (d, hd, vd) = (hp.n_embd, hp.head_dim, hp.value_dim);
+        let d = hp.n_embd;
         expect_shape(w, "token_embd.weight", &[hp.vocab_size, d])?;
-        let mut blocks = Vec::with_capacity(hp.n_layer);
-        for il in 0..hp.n_layer {
-            let n = |s: &str| format!("blk.{il}.{s}");
-            expect_shape(w, &n("attn_q.weight"), &[hp.n_head * hd, d])?;
-            expect_shape(w, &n("attn_k.weight"), &[hp.n_head_kv * hd, d])?;
-            expect_shape(w, &n("attn_v.weight"), &[hp.n_head_kv * vd, d])?;
-            expect_shape(w, &n("attn_output.weight"), &[d, hp.n_head * vd])?;
-            expect_shape(w, &n("ffn_gate.weight"), &[hp.n_ff, d])?;
-            expect_shape(w, &n("ffn_up.weight"), &[hp.n_ff, d])?;
-            expect_shape(w, &n("ffn_down.weight"), &[d, hp.n_ff])?;
-            blocks.push(Block {
-                attn_norm: w.vector(&n("attn_norm.weight"))?,
-                q: w.linear(&n("attn_q.weight"), Some(&n("attn_q.bias")))?,
-                k: w.linear(&n("attn_k.weight"), Some(&n("attn_k.bias")))?,
-                v: w.linear(&n("attn_v.weight"), Some(&n("attn_v.bias")))?,
-                o: w.linear(&n("attn_output.weight"), Some(&n("attn_output.bias")))?,
-                q_norm: opt_vec(w, &n("attn_q_norm.weight"))?,
-                k_norm: opt_vec(w, &n("attn_k_norm.weight"))?,
-                post_attn_norm: opt_vec(w, &n("post_attention_norm.weight"))?,
-                ffn_norm: w.vector(&n("ffn_norm.weight"))?,
-                gate: w.linear(&n("ffn_gate.weight"), None)?,
-                up: w.linear(&n("ffn_up.weight"), None)?,
-                down: w.linear(&n("ffn_down.weight"), None)?,
-                post_ffn_norm: opt_vec(w, &n("post_ffw_norm.weight"))?,
-                swa: hp.is_swa(il),
-            });
-        }
+        let blocks = (0..hp.n_layer)
+            .map(|il| Block::load(&hp, il, w))
+            .collect::<Result<Vec<_>>>()?;
         let head = if w.has("output.weight") {
             expect_shape(w, "output.weight", &[hp.vocab_size, d])?;
             "output.weight"
         } else {
             "token_embd.weight"
         };
-        let rope_factors = match opt_vec(w, "rope_freqs.weight")? {
+        let rope_factors = match opt_vector(w, "rope_freqs.weight")? {
             Some(t) => {
                 let v = t.flatten_all()?.to_vec1::<f32>()?;
                 if v.len() != hp.rope_dim / 2 {
@@ -219,9 +187,23 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         bc: &BlockContext,
         cache: Option<&mut KvCache>,
     ) -> CResult<Tensor> {
-        let block = &self.blocks[il];
+        self.run_block(il, &self.blocks[il], x, bc, self.ggml_numerics, cache)
+    }
+
+    /// `block` (of any linear type) run as block `il` of this model: its attention kind, RoPE
+    /// and activation. Block-wise QAT runs a student's block this way in the teacher's place,
+    /// with `ggml: false` (a trained block's f32 arithmetic).
+    pub fn run_block<M: Linear>(
+        &self,
+        il: usize,
+        block: &Block<M>,
+        x: &Tensor,
+        bc: &BlockContext,
+        ggml: bool,
+        cache: Option<&mut KvCache>,
+    ) -> CResult<Tensor> {
         let ctx = LayerCtx {
-            ggml: self.ggml_numerics,
+            ggml,
             hp: &self.hp,
             rope: &bc.ropes[bc.rope_of[il]],
             mask: if block.swa {

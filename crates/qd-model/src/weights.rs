@@ -142,3 +142,12 @@ pub fn expect_shape<W: WeightSource>(w: &W, name: &str, expected: &[usize]) -> R
     }
     Ok(())
 }
+
+/// The small f32 tensor `name` when `w` has it (optional norms, RoPE factors).
+pub fn opt_vector<W: WeightSource>(w: &W, name: &str) -> Result<Option<Tensor>> {
+    if w.has(name) {
+        Ok(Some(w.vector(name)?))
+    } else {
+        Ok(None)
+    }
+}

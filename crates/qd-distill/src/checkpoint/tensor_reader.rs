@@ -139,7 +139,11 @@ fn parse_entry(v: &serde_json::Value, data: u64, size: u64) -> Result<Entry, Str
         .as_array()
         .ok_or("no shape")?
         .iter()
-        .map(|d| d.as_u64().map(|d| d as usize).ok_or("a dimension is not a count"))
+        .map(|d| {
+            d.as_u64()
+                .map(|d| d as usize)
+                .ok_or("a dimension is not a count")
+        })
         .collect::<Result<_, _>>()?;
     let offsets = v["data_offsets"].as_array().ok_or("no data_offsets")?;
     let [a, b] = offsets.as_slice() else {
@@ -151,7 +155,9 @@ fn parse_entry(v: &serde_json::Value, data: u64, size: u64) -> Result<Entry, Str
     );
     let bytes = shape
         .iter()
-        .try_fold(dtype.size_in_bytes() as u64, |n, &d| n.checked_mul(d as u64))
+        .try_fold(dtype.size_in_bytes() as u64, |n, &d| {
+            n.checked_mul(d as u64)
+        })
         .ok_or("shape overflows")?;
     if a > b || b - a != bytes {
         return Err(format!(
@@ -184,10 +190,7 @@ mod tests {
                 .reshape((3, 4))
                 .unwrap(),
         );
-        map.insert(
-            "m8".to_string(),
-            Tensor::new(&[1u8, 2, 250], &dev).unwrap(),
-        );
+        map.insert("m8".to_string(), Tensor::new(&[1u8, 2, 250], &dev).unwrap());
         map.insert(
             "h".to_string(),
             Tensor::new(&[1.5f32, -2.0], &dev)
@@ -246,7 +249,9 @@ mod tests {
         for (what, bytes) in cases {
             let q = d.path().join("bad.safetensors");
             std::fs::write(&q, &bytes).unwrap();
-            let err = TensorReader::open(&q).err().unwrap_or_else(|| panic!("{what} opened"));
+            let err = TensorReader::open(&q)
+                .err()
+                .unwrap_or_else(|| panic!("{what} opened"));
             assert!(
                 matches!(err, CheckpointError::Invalid { .. }),
                 "{what}: {err}"
@@ -262,6 +267,9 @@ mod tests {
         let q = d.path().join("lie.safetensors");
         std::fs::write(&q, &b).unwrap();
         let err = TensorReader::open(&q).err().unwrap().to_string();
-        assert!(err.contains("\"w\"") && err.contains("do not hold"), "{err}");
+        assert!(
+            err.contains("\"w\"") && err.contains("do not hold"),
+            "{err}"
+        );
     }
 }

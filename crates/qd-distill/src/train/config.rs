@@ -105,6 +105,13 @@ pub struct RunConfig {
     /// The optimizer's moments: `adamw` (f32, 8 bytes per trained parameter) or `adamw8`
     /// (8-bit block-wise, 2 bytes; CPU only).
     pub optimizer: String,
+    /// `end-to-end` (every step trains the whole student on the KD loss) or `block-ap`
+    /// (EfficientQAT's Block-AP: each block of a whole-model QAT student trained in turn to
+    /// reproduce the teacher block's output, `steps` steps each over `block_sequences` cached
+    /// sequences; memory bounded by one block's training state; writes `out/model.gguf`).
+    pub schedule: String,
+    /// Block-AP: the training sequences whose hidden states are cached for every block.
+    pub block_sequences: usize,
 }
 
 impl Default for RunConfig {
@@ -156,6 +163,8 @@ impl Default for RunConfig {
             checkpoint_blocks: false,
             teacher_stored_blocks: false,
             optimizer: "adamw".into(),
+            schedule: "end-to-end".into(),
+            block_sequences: 16,
         }
     }
 }
@@ -205,8 +214,43 @@ impl RunConfig {
             .map_err(|e: qd_model::DeviceError| TrainError::Config(e.to_string()))
     }
 
+    /// Whether the run trains block by block (`schedule = "block-ap"`), refusing an unknown
+    /// schedule and what Block-AP cannot do.
+    pub fn block_ap(&self) -> Result<bool, TrainError> {
+        let bad = |m: &str| Err(TrainError::Config(m.into()));
+        match self.schedule.as_str() {
+            "end-to-end" => return Ok(false),
+            "block-ap" => {}
+            other => {
+                return Err(TrainError::Config(format!(
+                    "unknown schedule {other:?} (end-to-end, block-ap)"
+                )))
+            }
+        }
+        if self.qat.is_none() {
+            return bad("schedule block-ap trains a QAT student: give a recipe (--qat)");
+        }
+        if self.student.is_some() || self.student_file.is_some() {
+            return bad(
+                "schedule block-ap trains every block of the teacher's own shape (whole-model \
+                 QAT): drop the student config or file",
+            );
+        }
+        if self.teacher_cache.is_some() || self.imatrix.is_some() || self.learned_steps {
+            return bad(
+                "schedule block-ap reads the teacher itself, on the reference grid: drop the \
+                 teacher cache, the importance matrix and learned steps",
+            );
+        }
+        if self.block_sequences == 0 {
+            return bad("block_sequences must be at least 1");
+        }
+        Ok(true)
+    }
+
     pub fn validate(&self) -> Result<Divergence, TrainError> {
         self.device_spec()?;
+        self.block_ap()?;
         if self.moment_format()? == MomentFormat::Adamw8 && self.device_spec()?.generic() {
             return Err(TrainError::Config(
                 "optimizer adamw8 (8-bit moments) runs on the CPU's own path only for now; use \

@@ -22,6 +22,8 @@ pub enum TrainError {
     Export(#[from] qd_export::ExportError),
     #[error(transparent)]
     Cache(#[from] crate::teacher_cache::CacheError),
+    #[error(transparent)]
+    Quant(#[from] qd_quant::QuantError),
     /// The candle error is shown, not chained as a source: a one-line report (`{:#}`) would
     /// print its message twice.
     #[error("computation failed: {0}")]

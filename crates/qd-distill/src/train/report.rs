@@ -46,6 +46,12 @@ pub enum Event {
         step: usize,
         path: PathBuf,
     },
+    /// Block-wise QAT finished (or, resuming, read back) block `block` of `blocks`.
+    Block {
+        block: usize,
+        blocks: usize,
+        report: crate::blockwise::shipped::BlockReport,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -338,6 +338,9 @@ pub fn run(
     stop: &AtomicBool,
     mut on_event: impl FnMut(&Event),
 ) -> Result<RunSummary, TrainError> {
+    if cfg.block_ap()? {
+        return crate::blockwise::run(cfg, resume, stop, on_event);
+    }
     let mut s = Session::open(cfg)?;
     let start = s.start(resume)?;
     let mut last_ckpt = start
