@@ -10,6 +10,9 @@
 #   CONFIGS  f32      --checkpoint-blocks --optimizer adamw  --teacher-stored-blocks
 #            compact  --checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks
 #            graph    the whole graph kept, f32 AdamW, the teacher's tiles (the main job's way)
+#            block-f32, block-compact   block-wise QAT (--schedule block-ap: STEPS steps per block
+#                     over 4 cached sequences, 1 held out), f32 or 8-bit moments, stored teacher;
+#                     the row's tokens/s count each token once through every block
 #            default "f32 compact"
 #   OUT      run directories and logs (default runs/mem)
 set -euo pipefail
@@ -35,7 +38,9 @@ flags_of() {
         f32) echo "--checkpoint-blocks --optimizer adamw --teacher-stored-blocks" ;;
         compact) echo "--checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks" ;;
         graph) echo "--optimizer adamw" ;;
-        *) echo "memory-table: unknown configuration $1 (f32, compact, graph)" >&2; exit 2 ;;
+        block-f32) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw --teacher-stored-blocks" ;;
+        block-compact) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw8 --teacher-stored-blocks" ;;
+        *) echo "memory-table: unknown configuration $1 (f32, compact, graph, block-f32, block-compact)" >&2; exit 2 ;;
     esac
 }
 
@@ -64,6 +69,6 @@ print(f"| {model} ({params / 1e6:.1f} M trained) | {config} | {peak / 1e9:.2f} G
       f"{peak / params:.1f} | {steps[-1]['tokens_per_second']:.1f} |")
 PY
         # A run's final checkpoint is f32 weights and moments (6 GB for the 1.1B shape).
-        rm -rf "$run"/step-*
+        rm -rf "$run"/step-* "$run"/blocks "$run"/model.gguf
     done
 done

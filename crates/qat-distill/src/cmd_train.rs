@@ -96,6 +96,10 @@ pub struct Args {
     /// one block; writes OUT/model.gguf).
     #[arg(long)]
     schedule: Option<String>,
+    /// The trained block matrices' master copy: f32, or bf16 (2 bytes each, stochastic rounding;
+    /// with --optimizer adamw8).
+    #[arg(long)]
+    master_weights: Option<String>,
     /// Block-AP: training sequences whose hidden states are cached for every block (default 16).
     #[arg(long)]
     block_sequences: Option<usize>,
@@ -272,6 +276,9 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     }
     if let Some(v) = &a.schedule {
         c.schedule = v.clone();
+    }
+    if let Some(v) = &a.master_weights {
+        c.master_weights = v.clone();
     }
     if let Some(n) = a.block_sequences {
         c.block_sequences = n;

@@ -84,6 +84,15 @@ pub fn run(
     }
     memory::mark("teacher");
     let hp = teacher.hp.clone();
+    let block_params: usize = tf
+        .tensors()
+        .iter()
+        .filter(|t| t.name.starts_with("blk."))
+        .map(|t| t.shape().iter().product::<usize>())
+        .sum();
+    // Each block's tensors are read from the file when it is trained, the rest when the
+    // result is written: unmapped until then, its pages are not in the resident set.
+    drop(tf);
     let files = RunFiles::of(cfg)?;
     let data = Data::load(cfg, &tok, &files.teacher_sha256)?;
     let n_train = cfg.block_sequences.min(data.packed.train.len());
@@ -113,7 +122,7 @@ pub fn run(
     let trainer = BlockTrainer {
         cfg,
         teacher: &teacher,
-        file: &tf,
+        file: &cfg.teacher,
         recipe,
         model: ModelInfo {
             n_layer: hp.n_layer,
@@ -124,12 +133,6 @@ pub fn run(
         dev: &dev,
         portable: spec.generic(),
     };
-    let block_params: usize = tf
-        .tensors()
-        .iter()
-        .filter(|t| t.name.starts_with("blk."))
-        .map(|t| t.shape().iter().product::<usize>())
-        .sum();
     on_event(&Event::Start {
         step: 0,
         steps: cfg.steps * hp.n_layer,
@@ -211,7 +214,9 @@ pub fn run(
         "qat_distill.schedule".to_string(),
         Value::String("block-ap".into()),
     )];
+    let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
     output::write_model(&tf, &shipped, recipe, &path, extra)?;
+    drop(tf);
     drop(shipped);
     on_event(&Event::Checkpoint {
         step: cfg.steps * hp.n_layer,

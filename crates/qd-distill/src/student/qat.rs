@@ -126,7 +126,9 @@ impl QatPlan {
         ty: QuantType,
     ) -> candle_core::Result<candle_core::Tensor> {
         let msg = |e: qd_quant::QuantError| candle_core::Error::Msg(format!("{name}: {e}"));
-        let w = store.vars[name].as_tensor();
+        let w = &store.vars[name]
+            .as_tensor()
+            .to_dtype(candle_core::DType::F32)?;
         let (rows, n) = w.dims2()?;
         let values = w.flatten_all()?.to_vec1::<f32>()?;
         let bytes = self.grid_bytes(name, ty, &values, n).map_err(msg)?;
@@ -181,7 +183,11 @@ impl QatPlan {
                 s.set(&self.steps_of(store, name, ty)?)?;
             }
             if let Some(v) = store.vars.get(name) {
-                v.set(&self.op(name, ty).apply(v.as_tensor())?.detach())?;
+                let w = v.as_tensor().to_dtype(candle_core::DType::F32)?;
+                // bf16 master weights hold the grid values rounded to bf16, which moves each by
+                // under 1/256 of itself: far less than half a code step, so the codes are the
+                // f32 grid's (a block's scale may differ in its last fp16 bit).
+                v.set(&self.op(name, ty).apply(&w)?.detach().to_dtype(v.dtype())?)?;
                 n += 1;
             }
         }

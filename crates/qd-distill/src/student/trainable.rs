@@ -59,8 +59,16 @@ impl TrainableLinear {
         Self::FrozenQ8(m)
     }
 
-    /// The weight the forward pass multiplies by.
+    /// The weight the forward pass multiplies by (in f32, also from bf16 master weights).
     pub fn effective_weight(&self) -> Result<Tensor> {
+        let w = self.effective_weight_as_stored()?;
+        match w.dtype() {
+            candle_core::DType::F32 => Ok(w),
+            _ => w.to_dtype(candle_core::DType::F32),
+        }
+    }
+
+    fn effective_weight_as_stored(&self) -> Result<Tensor> {
         match self {
             Self::FrozenQ8(m) => m.qtensor().dequantize(&m.qtensor().device()),
             Self::Dense {
@@ -71,6 +79,7 @@ impl TrainableLinear {
                 ..
             } => {
                 let op = qd_quant::LearnedStep { ty: op.ty };
+                let weight = &f32_of(weight)?;
                 if *portable {
                     op.apply_portable(weight, step)
                 } else {
@@ -81,9 +90,17 @@ impl TrainableLinear {
                 weight,
                 fake_quant: Some(op),
                 ..
-            } => op.apply(weight),
+            } => op.apply(&f32_of(weight)?),
             Self::Dense { weight, .. } => Ok(weight.clone()),
         }
+    }
+}
+
+/// `w` in f32 (a bf16 master weight converted, its gradient flowing back in bf16).
+fn f32_of(w: &Tensor) -> Result<Tensor> {
+    match w.dtype() {
+        candle_core::DType::F32 => Ok(w.clone()),
+        _ => w.to_dtype(candle_core::DType::F32),
     }
 }
 

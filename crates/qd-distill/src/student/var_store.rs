@@ -144,6 +144,19 @@ impl VarStore {
         }
     }
 
+    /// Keeps every trained block matrix (`blk.*`, 2-D) in bf16 instead of f32: the master
+    /// weights of `master_weights = "bf16"`. Returns how many.
+    pub fn bf16_matrices(&mut self) -> candle_core::Result<usize> {
+        let mut n = 0;
+        for (name, v) in self.vars.iter_mut() {
+            if name.starts_with("blk.") && v.rank() == 2 && v.dtype() == candle_core::DType::F32 {
+                *v = Var::from_tensor(&v.as_tensor().to_dtype(candle_core::DType::BF16)?)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn all_vars(&self) -> Vec<Var> {
         self.vars.values().cloned().collect()
     }

@@ -197,6 +197,7 @@ impl AdamW {
                     beta1: b1,
                     beta2: b2,
                     update,
+                    round_key: super::stochastic_round::key(self.step, name),
                 }
                 .run(p.as_tensor(), g, state)?;
                 continue;

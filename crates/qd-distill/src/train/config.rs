@@ -112,6 +112,9 @@ pub struct RunConfig {
     pub schedule: String,
     /// Block-AP: the training sequences whose hidden states are cached for every block.
     pub block_sequences: usize,
+    /// The trained block matrices' master copy: `f32` (4 bytes each) or `bf16` (2 bytes,
+    /// updated with stochastic rounding; with `optimizer = "adamw8"`, CPU only).
+    pub master_weights: String,
 }
 
 impl Default for RunConfig {
@@ -165,6 +168,7 @@ impl Default for RunConfig {
             optimizer: "adamw".into(),
             schedule: "end-to-end".into(),
             block_sequences: 16,
+            master_weights: "f32".into(),
         }
     }
 }
@@ -248,9 +252,30 @@ impl RunConfig {
         Ok(true)
     }
 
+    /// Whether the trained block matrices are kept in bf16 (`master_weights`).
+    pub fn bf16_master(&self) -> Result<bool, TrainError> {
+        match self.master_weights.as_str() {
+            "f32" => Ok(false),
+            "bf16" if self.moment_format()? != MomentFormat::Adamw8 => Err(TrainError::Config(
+                "master_weights bf16 is updated by the 8-bit optimizer's in-place step: add \
+                 --optimizer adamw8"
+                    .into(),
+            )),
+            "bf16" if self.device_spec()?.generic() => Err(TrainError::Config(
+                "master_weights bf16 runs on the CPU's own path only for now; use --device cpu"
+                    .into(),
+            )),
+            "bf16" => Ok(true),
+            other => Err(TrainError::Config(format!(
+                "master_weights {other:?} is not f32 or bf16"
+            ))),
+        }
+    }
+
     pub fn validate(&self) -> Result<Divergence, TrainError> {
         self.device_spec()?;
         self.block_ap()?;
+        self.bf16_master()?;
         if self.moment_format()? == MomentFormat::Adamw8 && self.device_spec()?.generic() {
             return Err(TrainError::Config(
                 "optimizer adamw8 (8-bit moments) runs on the CPU's own path only for now; use \

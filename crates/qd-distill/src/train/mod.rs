@@ -16,5 +16,6 @@ pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod step;
+pub mod stochastic_round;
 pub mod students;
 pub mod teacher;

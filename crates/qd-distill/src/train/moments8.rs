@@ -129,6 +129,8 @@ pub struct Step8 {
     pub beta1: f64,
     pub beta2: f64,
     pub update: Update,
+    /// The stochastic rounding's key for a bf16 parameter (`stochastic_round::key`).
+    pub round_key: u64,
 }
 
 impl Step8 {
@@ -167,25 +169,56 @@ impl InplaceOp3 for Step8 {
         l3: &Layout,
     ) -> Result<()> {
         let (st, g) = (bytes(s2, l2)?, slice(s3, l3)?);
-        let p = slice_mut(s1, l1)?;
         let (b1, a1, b2, a2) = self.coefs();
         let upd = &self.update;
+        // A second moment of zero with a first one from an earlier step would make m/ε
+        // enormous: no step there.
+        let next = |p: f32, m: f32, v: f32| {
+            if v > 0.0 {
+                upd.apply(p, m, v)
+            } else {
+                upd.apply(p, 0.0, 0.0)
+            }
+        };
+        if let CpuStorage::BF16(_) = s1 {
+            // bf16 master weights: the same f32 update, rounded stochastically.
+            let p = slice_mut_bf16(s1, l1)?;
+            let key = self.round_key;
+            p.par_chunks_mut(BLOCK)
+                .zip(g.par_chunks(BLOCK))
+                .zip(st.par_chunks(BLOCK_BYTES))
+                .enumerate()
+                .for_each(|(c, ((p, g), b))| {
+                    let (m, v) = fresh(b, g, b1, a1, b2, a2);
+                    for i in 0..p.len() {
+                        let x = next(p[i].to_f32(), m[i], v[i]);
+                        p[i] = super::stochastic_round::round(x, key, c * BLOCK + i);
+                    }
+                });
+            return Ok(());
+        }
+        let p = slice_mut(s1, l1)?;
         p.par_chunks_mut(BLOCK)
             .zip(g.par_chunks(BLOCK))
             .zip(st.par_chunks(BLOCK_BYTES))
             .for_each(|((p, g), b)| {
                 let (m, v) = fresh(b, g, b1, a1, b2, a2);
                 for i in 0..p.len() {
-                    // A second moment of zero with a first one from an earlier step would make
-                    // m/ε enormous: no step there.
-                    p[i] = if v[i] > 0.0 {
-                        upd.apply(p[i], m[i], v[i])
-                    } else {
-                        upd.apply(p[i], 0.0, 0.0)
-                    };
+                    p[i] = next(p[i], m[i], v[i]);
                 }
             });
         Ok(())
+    }
+}
+
+/// A contiguous bf16 parameter's values.
+fn slice_mut_bf16<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [half::bf16]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("optimizer buffers must be contiguous".into()))?;
+    match s {
+        CpuStorage::BF16(v) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("a bf16 parameter was expected"),
     }
 }
 

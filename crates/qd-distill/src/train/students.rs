@@ -35,6 +35,10 @@ impl Students {
             store.make_portable()?;
             student = qd_model::Transformer::load(student.hp.clone(), &store, dev)?;
         }
+        if cfg.bf16_master()? {
+            store.bf16_matrices()?;
+            student = qd_model::Transformer::load(student.hp.clone(), &store, dev)?;
+        }
         let qat = match cfg.recipe()? {
             Some(recipe) => {
                 let model = qd_export::ModelInfo {
@@ -126,6 +130,7 @@ impl Students {
                 [
                     (!cfg.checkpoint_blocks).then_some(" --checkpoint-blocks,"),
                     (cfg.optimizer != "adamw8").then_some(" --optimizer adamw8,"),
+                    (cfg.master_weights != "bf16").then_some(" --master-weights bf16,"),
                     (teacher_tiles > 0).then_some(" --teacher-stored-blocks,"),
                 ]
                 .into_iter()
