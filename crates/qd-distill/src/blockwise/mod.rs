@@ -234,7 +234,8 @@ pub fn run(
             top_k: None,
         },
         &val,
-        cfg.temperature.at(1.0, 0),
+        // The KL to the teacher's own distribution (Block-AP has no temperature).
+        1.0,
         cfg.chunk,
         None,
     )?;
