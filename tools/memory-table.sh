@@ -8,10 +8,12 @@
 #   MODELS   270m (the real Gemma 3 270M teacher), 0.5b (Qwen2.5-0.5B shape), 1.1b
 #            (TinyLlama-1.1B shape), 3b (Llama-3.2-3B shape); default "270m 0.5b 1.1b"
 #   CONFIGS  f32      --checkpoint-blocks --optimizer adamw  --teacher-stored-blocks
-#            compact  --checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks
+#            compact  --checkpoint-blocks --optimizer adamw8 --master-weights bf16 --teacher-stored-blocks
+#            adamw8   --checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks (f32 master weights)
 #            graph    the whole graph kept, f32 AdamW, the teacher's tiles (the main job's way)
 #            block-f32, block-compact   block-wise QAT (--schedule block-ap: STEPS steps per block
-#                     over 4 cached sequences, 1 held out), f32 or 8-bit moments, stored teacher;
+#                     over 4 cached sequences, 1 held out), f32 AdamW or the compact state
+#                     (8-bit moments, bf16 master weights), stored teacher;
 #                     the row's tokens/s count each token once through every block
 #            default "f32 compact"
 #   OUT      run directories and logs (default runs/mem)
@@ -36,11 +38,12 @@ teacher_of() {
 flags_of() {
     case "$1" in
         f32) echo "--checkpoint-blocks --optimizer adamw --teacher-stored-blocks" ;;
-        compact) echo "--checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks" ;;
+        compact) echo "--checkpoint-blocks --optimizer adamw8 --master-weights bf16 --teacher-stored-blocks" ;;
+        adamw8) echo "--checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks" ;;
         graph) echo "--optimizer adamw" ;;
         block-f32) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw --teacher-stored-blocks" ;;
-        block-compact) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw8 --teacher-stored-blocks" ;;
-        *) echo "memory-table: unknown configuration $1 (f32, compact, graph, block-f32, block-compact)" >&2; exit 2 ;;
+        block-compact) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw8 --master-weights bf16 --teacher-stored-blocks" ;;
+        *) echo "memory-table: unknown configuration $1 (f32, compact, adamw8, graph, block-f32, block-compact)" >&2; exit 2 ;;
     esac
 }
 

@@ -156,6 +156,19 @@ fn a_stopped_run_resumes_to_the_same_file_and_refuses_damage() {
     assert_eq!(std::fs::read(halves.out.join(MODEL_FILE)).unwrap(), want);
 }
 
+/// The compact state (8-bit moments, bf16 master weights) trains block by block too.
+#[test]
+fn the_compact_state_trains_blocks() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path(), Family::Qwen2);
+    cfg.optimizer = "adamw8".into();
+    cfg.master_weights = "bf16".into();
+    let reports = blocks_of(&cfg, false).unwrap();
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|(b, a)| a < b), "{reports:?}");
+    assert!(cfg.out.join(MODEL_FILE).is_file());
+}
+
 #[test]
 fn bad_schedules_fail_in_one_line() {
     let d = tempfile::tempdir().unwrap();

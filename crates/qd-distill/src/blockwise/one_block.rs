@@ -83,6 +83,9 @@ impl BlockTrainer<'_> {
             }
         }
         drop(file);
+        if cfg.bf16_master()? {
+            store.bf16_matrices()?;
+        }
         let plan = QatPlan::new(self.recipe, &store, &self.model, false);
         if cfg.snap_to_grid {
             plan.snap(&store)?;
@@ -141,7 +144,7 @@ impl BlockTrainer<'_> {
         let mut matrices = BTreeMap::new();
         let mut vectors = BTreeMap::new();
         for (name, var) in &store.vars {
-            let t = var.as_tensor().detach();
+            let t = var.as_tensor().detach().to_dtype(candle_core::DType::F32)?;
             match plan.types.get(name) {
                 Some(&ty) => {
                     let dims = t.dims().to_vec();
