@@ -1,11 +1,11 @@
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
-use qd_distill::train::run::{run, Event, RunConfig};
+use qd_distill::train::run::{run, RunConfig};
+
+use crate::train_progress::Progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -363,116 +363,9 @@ pub fn run_cmd(a: Args) -> anyhow::Result<()> {
             }
         });
     }
-    let bar = ProgressBar::new(cfg.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
-            .expect("static template"),
-    );
-    // Without a terminal the bar is hidden (and so is its println): log plain lines instead.
-    let tty = std::io::stderr().is_terminal();
-    let say = |line: String| {
-        if tty {
-            bar.println(line);
-        } else {
-            eprintln!("{line}");
-        }
-    };
-    // The run's own step count (a block-wise run's is steps per block × blocks).
-    let total = std::cell::Cell::new(cfg.steps);
-    let block_ap = cfg.block_ap()?;
-    let every = || (total.get() / 20).max(1);
-    let summary = run(&cfg, a.resume, &stop, |ev| {
-        match ev {
-        Event::Start {
-            step,
-            steps,
-            train_sequences,
-            val_sequences,
-            student_params,
-            qat_fallbacks,
-            trimmed_vocab,
-            skipped_checkpoints,
-            resumed_from,
-            ..
-        } => {
-            total.set(*steps);
-            bar.set_length(*steps as u64);
-            bar.set_position(*step as u64);
-            for line in skipped_checkpoints {
-                say(format!(
-                    "warning: {line}; resuming from {} instead",
-                    resumed_from.as_deref().unwrap_or("the start")
-                ));
-            }
-            for line in qat_fallbacks {
-                say(format!("qat: {line}"));
-            }
-            if let Some([s, t]) = trimmed_vocab {
-                say(format!(
-                    "student vocabulary {s} of the teacher's {t} tokens: the teacher's distribution is restricted to them"
-                ));
-            }
-            say(format!(
-                "student {:.1} M params; {train_sequences} training and {val_sequences} validation sequences of {} tokens",
-                *student_params as f64 / 1e6,
-                cfg.seq_len
-            ));
-        }
-        Event::Step {
-            step,
-            loss,
-            kd,
-            ce,
-            tokens_per_second,
-            ..
-        } => {
-            let msg = if block_ap {
-                format!("block MSE {loss:.4e}  {tokens_per_second:.1} tok/s")
-            } else {
-                format!("loss {loss:.4} (kd {kd:.4} ce {ce:.4})  {tokens_per_second:.0} tok/s")
-            };
-            bar.set_position(*step as u64);
-            if !tty && (step % every() == 0 || *step == total.get()) {
-                eprintln!("step {step}/{}: {msg}", total.get());
-            }
-            bar.set_message(msg);
-        }
-        Event::Eval { step, val } => say(format!(
-            "step {step}: held-out ppl {:.3}, KL to teacher {:.4}{}",
-            val.ppl,
-            val.kd,
-            if cfg.student_file.is_some() {
-                format!(
-                    ", teacher mass outside the student's vocabulary {:.5} per token",
-                    val.teacher_mass_dropped
-                )
-            } else {
-                String::new()
-            }
-        )),
-        Event::Block {
-            block,
-            blocks,
-            report,
-        } => say(format!(
-            "block {}/{blocks}: held-out MSE to the teacher block {:.4e} on the grid -> {:.4e} trained ({:.0} s)",
-            block + 1,
-            report.val_mse_before,
-            report.val_mse_after,
-            report.seconds
-        )),
-        Event::Checkpoint { path, .. } => {
-            say(format!("checkpoint {}", path.display()));
-            // The curve is a convenience: failing to draw it never stops training.
-            if let Err(e) =
-                crate::plot::plot_log(&cfg.out.join("log.jsonl"), &cfg.out.join("loss.png"))
-            {
-                say(format!("note: could not draw loss.png: {e:#}"));
-            }
-        }
-    }
-    });
-    bar.finish_and_clear();
+    let progress = Progress::new(&cfg)?;
+    let summary = run(&cfg, a.resume, &stop, |ev| progress.on(ev));
+    progress.finish();
     match summary {
         Ok(s) => {
             println!("{}", serde_json::to_string_pretty(&s)?);

@@ -16,6 +16,7 @@ mod cmd_train;
 mod device;
 mod loaded;
 mod plot;
+mod train_progress;
 
 use clap::{Parser, Subcommand};
 

@@ -510,3 +510,56 @@ fn teacher_cache_train_and_eval() {
     ]);
     assert!(e.contains("cannot be used with"), "{e}");
 }
+
+/// `train --schedule block-ap`: a line per finished block, the file written and loaded, a
+/// stopped-then-resumed run's blocks reused; an unknown schedule in one line.
+#[test]
+fn block_ap_trains_blocks_and_writes_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let (teacher, data) = setup(d.path());
+    let out = d.path().join("bap");
+    let o = out.to_str().unwrap();
+    let args = [
+        "train",
+        "--teacher",
+        &teacher,
+        "--data",
+        &data,
+        "--out",
+        o,
+        "--schedule",
+        "block-ap",
+        "--qat",
+        "q4_0",
+        "--steps",
+        "2",
+        "--block-sequences",
+        "2",
+        "--seq-len",
+        "16",
+        "--lr",
+        "1e-4",
+        "-t",
+        "1",
+    ];
+    let r = run(&args);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("block 1/7: held-out MSE"), "{err}");
+    assert!(err.contains("block 7/7"), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(summary["steps"], 14);
+    assert!(summary["final_val"]["kd"].as_f64().unwrap().is_finite());
+    assert_eq!(log_steps(&out), (1..=14).collect::<Vec<_>>());
+    let model = out.join("model.gguf");
+    let i = run(&["inspect", model.to_str().unwrap()]);
+    assert!(i.status.success());
+    // Resumed with every block finished: nothing is trained again, the same file is written.
+    let before = std::fs::read(&model).unwrap();
+    let again = run(&[&args[..], &["--resume"]].concat());
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("block MSE"));
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+    let e = one_line_error(&[&args[..7], &["--schedule", "layerwise", "--qat", "q4_0"]].concat());
+    assert!(e.contains("unknown schedule"), "{e}");
+}

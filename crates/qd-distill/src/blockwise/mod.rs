@@ -62,6 +62,74 @@ fn identity(cfg: &RunConfig, teacher_sha256: &str, data_hash: &str) -> Identity 
     }
 }
 
+/// What a block-wise run opens before its first block: the teacher (kept quantized), its
+/// shape, the run's sequences and where its blocks go.
+struct Opened {
+    recipe: qd_export::Recipe,
+    dev: candle_core::Device,
+    portable: bool,
+    teacher: qd_model::QModel,
+    hp: qd_model::HParams,
+    block_params: usize,
+    train: Vec<Vec<u32>>,
+    val: Vec<Vec<u32>>,
+    data_hash: String,
+    id: Identity,
+}
+
+impl Opened {
+    fn open(cfg: &RunConfig) -> Result<Self, TrainError> {
+        cfg.validate()?;
+        let recipe = cfg
+            .recipe()?
+            .ok_or_else(|| TrainError::Config("schedule block-ap needs a recipe (--qat)".into()))?;
+        memory::keep_freed_pages(false);
+        let spec = cfg.device_spec()?;
+        let dev = spec.open().map_err(|e| TrainError::Config(e.to_string()))?;
+        let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
+        let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
+        let mut teacher = qd_model::load_quantized(&tf, &dev)?;
+        if cfg.teacher_stored_blocks {
+            teacher.read_stored_blocks();
+        }
+        memory::mark("teacher");
+        let block_params: usize = tf
+            .tensors()
+            .iter()
+            .filter(|t| t.name.starts_with("blk."))
+            .map(|t| t.shape().iter().product::<usize>())
+            .sum();
+        // Each block's tensors are read from the file when it is trained, the rest when the
+        // result is written: unmapped until then, its pages are not in the resident set.
+        drop(tf);
+        let files = RunFiles::of(cfg)?;
+        let data = Data::load(cfg, &tok, &files.teacher_sha256)?;
+        let n_train = cfg.block_sequences.min(data.packed.train.len());
+        let train = (0..n_train)
+            .map(|k| data.packed.train[data.batch_refs(cfg, k)[0]].clone())
+            .collect();
+        let val = data
+            .packed
+            .val
+            .iter()
+            .take(cfg.eval_sequences)
+            .cloned()
+            .collect();
+        Ok(Self {
+            recipe,
+            portable: spec.generic(),
+            hp: teacher.hp.clone(),
+            teacher,
+            block_params,
+            train,
+            val,
+            id: identity(cfg, &files.teacher_sha256, &data.packed.hash),
+            data_hash: data.packed.hash,
+            dev,
+        })
+    }
+}
+
 /// Runs (or, with `resume`, goes on with) the block-wise QAT `cfg` describes.
 pub fn run(
     cfg: &RunConfig,
@@ -69,90 +137,66 @@ pub fn run(
     stop: &AtomicBool,
     mut on_event: impl FnMut(&Event),
 ) -> Result<RunSummary, TrainError> {
-    cfg.validate()?;
-    let recipe = cfg
-        .recipe()?
-        .ok_or_else(|| TrainError::Config("schedule block-ap needs a recipe (--qat)".into()))?;
-    memory::keep_freed_pages(false);
-    let spec = cfg.device_spec()?;
-    let dev = spec.open().map_err(|e| TrainError::Config(e.to_string()))?;
-    let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
-    let tok = qd_tokenizer::GgufTokenizer::from_gguf(&tf)?;
-    let mut teacher = qd_model::load_quantized(&tf, &dev)?;
-    if cfg.teacher_stored_blocks {
-        teacher.read_stored_blocks();
-    }
-    memory::mark("teacher");
-    let hp = teacher.hp.clone();
-    let block_params: usize = tf
-        .tensors()
-        .iter()
-        .filter(|t| t.name.starts_with("blk."))
-        .map(|t| t.shape().iter().product::<usize>())
-        .sum();
-    // Each block's tensors are read from the file when it is trained, the rest when the
-    // result is written: unmapped until then, its pages are not in the resident set.
-    drop(tf);
-    let files = RunFiles::of(cfg)?;
-    let data = Data::load(cfg, &tok, &files.teacher_sha256)?;
-    let n_train = cfg.block_sequences.min(data.packed.train.len());
-    let train: Vec<Vec<u32>> = (0..n_train)
-        .map(|k| data.packed.train[data.batch_refs(cfg, k)[0]].clone())
-        .collect();
-    let val: Vec<Vec<u32>> = data
-        .packed
-        .val
-        .iter()
-        .take(cfg.eval_sequences)
-        .cloned()
-        .collect();
-    let mut streams = Streams::embed(&teacher, &train, &val, &dev)?;
-    let bc = teacher.block_context(cfg.seq_len, 0, false)?;
-    memory::mark("cached hidden states");
-    let dir = cfg.out.join("blocks");
-    let id = identity(cfg, &files.teacher_sha256, &data.packed.hash);
+    let o = Opened::open(cfg)?;
     if !resume {
-        block_files::clear(&dir)?;
+        block_files::clear(&cfg.out.join("blocks"))?;
     }
     std::fs::create_dir_all(&cfg.out).map_err(|err| TrainError::Io {
         path: cfg.out.clone(),
         err,
     })?;
-    let log = cfg.out.join("log.jsonl");
-    let trainer = BlockTrainer {
-        cfg,
-        teacher: &teacher,
-        file: &cfg.teacher,
-        recipe,
-        model: ModelInfo {
-            n_layer: hp.n_layer,
-            n_gqa: hp.n_head / hp.n_head_kv.max(1),
-            imatrix: false,
-        },
-        bc: &bc,
-        dev: &dev,
-        portable: spec.generic(),
-    };
     on_event(&Event::Start {
         step: 0,
-        steps: cfg.steps * hp.n_layer,
-        train_sequences: n_train,
-        val_sequences: val.len(),
-        student_params: block_params,
+        steps: cfg.steps * o.hp.n_layer,
+        train_sequences: o.train.len(),
+        val_sequences: o.val.len(),
+        student_params: o.block_params,
         qat_fallbacks: Vec::new(),
         trimmed_vocab: None,
         skipped_checkpoints: Vec::new(),
         resumed_from: None,
     });
     let t0 = Instant::now();
-    let mut shipped: Vec<ShippedBlock> = Vec::with_capacity(hp.n_layer);
+    let (shipped, trained_steps) = train_blocks(cfg, &o, resume, stop, &mut on_event)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    finish(cfg, &o, shipped, (trained_steps, seconds), &mut on_event)
+}
+
+/// Every block in turn: trained (or, resuming, read back), saved, and the student's stream
+/// moved on through it. Returns the blocks and how many optimizer steps this process ran.
+fn train_blocks(
+    cfg: &RunConfig,
+    o: &Opened,
+    resume: bool,
+    stop: &AtomicBool,
+    on_event: &mut impl FnMut(&Event),
+) -> Result<(Vec<ShippedBlock>, usize), TrainError> {
+    let mut streams = Streams::embed(&o.teacher, &o.train, &o.val, &o.dev)?;
+    let bc = o.teacher.block_context(cfg.seq_len, 0, false)?;
+    memory::mark("cached hidden states");
+    let (dir, log) = (cfg.out.join("blocks"), cfg.out.join("log.jsonl"));
+    let trainer = BlockTrainer {
+        cfg,
+        teacher: &o.teacher,
+        file: &cfg.teacher,
+        recipe: o.recipe,
+        model: ModelInfo {
+            n_layer: o.hp.n_layer,
+            n_gqa: o.hp.n_head / o.hp.n_head_kv.max(1),
+            imatrix: false,
+        },
+        bc: &bc,
+        dev: &o.dev,
+        portable: o.portable,
+    };
+    let t0 = Instant::now();
+    let mut shipped: Vec<ShippedBlock> = Vec::with_capacity(o.hp.n_layer);
     let mut trained_steps = 0usize;
-    for il in 0..hp.n_layer {
-        streams.advance_teacher(&teacher, il, &bc)?;
-        let saved = if resume {
-            block_files::load(&dir, il, &id)?
-        } else {
-            None
+    for il in 0..o.hp.n_layer {
+        streams.advance_teacher(&o.teacher, il, &bc)?;
+        let saved = match resume {
+            true => block_files::load(&dir, il, &o.id)?,
+            false => None,
         };
         let b = match saved {
             Some(b) => b,
@@ -160,27 +204,23 @@ pub fn run(
                 let base = il * cfg.steps;
                 let b = trainer.train(il, &streams, |s| {
                     trained_steps += 1;
-                    let secs = t0.elapsed().as_secs_f64();
-                    emit(
-                        &log,
-                        &mut on_event,
-                        &Event::Step {
-                            step: base + s.step,
-                            loss: s.mse,
-                            kd: 0.0,
-                            ce: 0.0,
-                            lr: s.lr,
-                            alpha: 0.0,
-                            temperature: 0.0,
-                            grad_norm: s.grad_norm,
-                            tokens_per_second: (trained_steps * cfg.seq_len) as f64
-                                / hp.n_layer as f64
-                                / secs,
-                        },
-                    )
+                    // Tokens as an end-to-end run counts them: each through every block once.
+                    let tokens = (trained_steps * cfg.seq_len) as f64 / o.hp.n_layer as f64;
+                    let ev = Event::Step {
+                        step: base + s.step,
+                        loss: s.mse,
+                        kd: 0.0,
+                        ce: 0.0,
+                        lr: s.lr,
+                        alpha: 0.0,
+                        temperature: 0.0,
+                        grad_norm: s.grad_norm,
+                        tokens_per_second: tokens / t0.elapsed().as_secs_f64(),
+                    };
+                    emit(&log, on_event, &ev)
                 })?;
                 memory::mark(&format!("block {il} trained"));
-                let path = block_files::save(&dir, &b, &id)?;
+                let path = block_files::save(&dir, &b, &o.id)?;
                 on_event(&Event::Checkpoint {
                     step: (il + 1) * cfg.steps,
                     path,
@@ -188,76 +228,74 @@ pub fn run(
                 b
             }
         };
-        emit(
-            &log,
-            &mut on_event,
-            &Event::Block {
-                block: il,
-                blocks: hp.n_layer,
-                report: b.report,
-            },
-        )?;
-        let block = b.block(&hp, &dev)?;
-        streams.advance_student(&teacher, il, &block, &bc)?;
+        let ev = Event::Block {
+            block: il,
+            blocks: o.hp.n_layer,
+            report: b.report,
+        };
+        emit(&log, on_event, &ev)?;
+        streams.advance_student(&o.teacher, il, &b.block(&o.hp, &o.dev)?, &bc)?;
         shipped.push(b);
-        if stop.load(Ordering::SeqCst) && il + 1 < hp.n_layer {
+        if stop.load(Ordering::SeqCst) && il + 1 < o.hp.n_layer {
             return Err(TrainError::Interrupted {
                 step: (il + 1) * cfg.steps,
                 path: dir,
             });
         }
     }
-    let seconds = t0.elapsed().as_secs_f64();
-    drop(streams);
+    Ok((shipped, trained_steps))
+}
+
+/// The GGUF of `shipped`, its held-out figures against the teacher, and the run's summary.
+fn finish(
+    cfg: &RunConfig,
+    o: &Opened,
+    shipped: Vec<ShippedBlock>,
+    (trained_steps, seconds): (usize, f64),
+    on_event: &mut impl FnMut(&Event),
+) -> Result<RunSummary, TrainError> {
     let path = cfg.out.join(MODEL_FILE);
     let extra = vec![(
         "qat_distill.schedule".to_string(),
         Value::String("block-ap".into()),
     )];
     let tf = qd_gguf::GgufFile::open(&cfg.teacher)?;
-    output::write_model(&tf, &shipped, recipe, &path, extra)?;
-    drop(tf);
-    drop(shipped);
+    output::write_model(&tf, &shipped, o.recipe, &path, extra)?;
+    drop((tf, shipped));
+    memory::mark("model written");
+    let steps = cfg.steps * o.hp.n_layer;
     on_event(&Event::Checkpoint {
-        step: cfg.steps * hp.n_layer,
+        step: steps,
         path: path.clone(),
     });
     let sf = qd_gguf::GgufFile::open(&path)?;
-    let mut student = qd_model::load_quantized(&sf, &dev)?;
+    let mut student = qd_model::load_quantized(&sf, &o.dev)?;
+    drop(sf);
     if cfg.teacher_stored_blocks {
         student.read_stored_blocks();
     }
-    let final_val = evaluate(
-        &student,
-        &TeacherSource::Model {
-            model: &teacher,
-            top_k: None,
-        },
-        &val,
-        // The KL to the teacher's own distribution (Block-AP has no temperature).
-        1.0,
-        cfg.chunk,
-        None,
-    )?;
-    // Tokens as an end-to-end run counts them: each through every block once.
-    let tokens = (trained_steps * cfg.seq_len) as f64 / hp.n_layer as f64;
+    let source = TeacherSource::Model {
+        model: &o.teacher,
+        top_k: None,
+    };
+    // The KL to the teacher's own distribution (Block-AP has no temperature).
+    let final_val = evaluate(&student, &source, &o.val, 1.0, cfg.chunk, None)?;
+    memory::mark("evaluated");
+    let tokens = (trained_steps * cfg.seq_len) as f64 / o.hp.n_layer as f64;
     let summary = RunSummary {
-        steps: cfg.steps * hp.n_layer,
+        steps,
         tokens,
         seconds,
         tokens_per_second: if seconds > 0.0 { tokens / seconds } else { 0.0 },
         final_val,
-        data_hash: data.packed.hash.clone(),
+        data_hash: o.data_hash.clone(),
         peak_rss_bytes: peak_rss_bytes(),
     };
-    emit(
-        &log,
-        &mut on_event,
-        &Event::Eval {
-            step: summary.steps,
-            val: final_val,
-        },
-    )?;
+    let ev = Event::Eval {
+        step: steps,
+        val: final_val,
+    };
+    emit(&cfg.out.join("log.jsonl"), on_event, &ev)?;
     write_summary(cfg, &summary)?;
     Ok(summary)
 }
