@@ -9,17 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use qd_distill::blockwise::MODEL_FILE;
 use qd_distill::train::run::{run, Event, RunConfig, TrainError};
 use qd_export::Recipe;
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+use qd_fixtures::tiny::{write_run_inputs, Family};
 use qd_gguf::{GgmlType, GgufFile};
 
 fn config(dir: &Path, family: Family) -> RunConfig {
-    let teacher = write_tiny(dir, "teacher.gguf", &TinySpec::new(family, GgmlType::Q8_0));
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the thin heath in the inn at the heath; a tree, then three. ".repeat(60),
-    )
-    .unwrap();
+    let text = "the thin heath in the inn at the heath; a tree, then three. ";
+    let (teacher, corpus) = write_run_inputs(dir, family, text, 60);
     RunConfig {
         teacher,
         data: vec![corpus],

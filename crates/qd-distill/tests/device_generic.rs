@@ -10,17 +10,12 @@ use std::sync::atomic::AtomicBool;
 
 use qd_distill::export::{export_checkpoint, ExportOptions};
 use qd_distill::train::run::{run, Event, RunConfig};
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+use qd_fixtures::tiny::{write_run_inputs, Family};
 use qd_gguf::{GgmlType, GgufFile};
 
 fn config(dir: &Path, family: Family, device: &str, learned_steps: bool) -> RunConfig {
-    let teacher = write_tiny(dir, "teacher.gguf", &TinySpec::new(family, GgmlType::Q8_0));
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the thin heath in the inn at the heath, then a tent in the hen's nest ".repeat(40),
-    )
-    .unwrap();
+    let text = "the thin heath in the inn at the heath, then a tent in the hen's nest ";
+    let (teacher, corpus) = write_run_inputs(dir, family, text, 40);
     RunConfig {
         teacher,
         data: vec![corpus],

@@ -11,10 +11,19 @@ use qd_distill::checkpoint::{list, Checkpoint};
 use qd_distill::export::{export_checkpoint, ExportOptions};
 use qd_distill::train::adamw::{AdamW, AdamWConfig, MomentFormat};
 use qd_distill::train::run::{run, RunConfig};
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
-use qd_gguf::GgmlType;
+use qd_fixtures::tiny::{write_run_inputs, Family};
 
 const DEV: Device = Device::Cpu;
+
+/// A tensor's values in f32, flattened.
+fn values(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
 
 /// 400 steps of 1e-3 from 1.0 towards 0.5: each update is an eighth of a bf16 step at 1.0
 /// (2⁻⁷), which round-to-nearest would drop every time; stochastically rounded, the weights
@@ -36,14 +45,7 @@ fn updates_below_one_bf16_step_still_move_the_weights() {
             opt.step(&loss.backward().unwrap(), 1e-3).unwrap();
         }
         assert_eq!(w.dtype(), dtype);
-        let v: Vec<f32> = w
-            .as_tensor()
-            .to_dtype(DType::F32)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let v = values(w.as_tensor());
         v.iter().map(|&x| 1.0 - x as f64).sum::<f64>() / v.len() as f64
     };
     let (f32_moved, bf16_moved) = (run(DType::F32), run(DType::BF16));
@@ -55,17 +57,8 @@ fn updates_below_one_bf16_step_still_move_the_weights() {
 }
 
 fn config(dir: &Path) -> RunConfig {
-    let teacher = write_tiny(
-        dir,
-        "teacher.gguf",
-        &TinySpec::new(Family::Llama, GgmlType::Q8_0),
-    );
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the thin heath in the inn at the heath ".repeat(40),
-    )
-    .unwrap();
+    let text = "the thin heath in the inn at the heath ";
+    let (teacher, corpus) = write_run_inputs(dir, Family::Llama, text, 40);
     RunConfig {
         teacher,
         data: vec![corpus],
@@ -110,16 +103,7 @@ fn a_bf16_master_run_trains_resumes_bit_identically_and_exports() {
     let resumed = Checkpoint::load_weights(&list(&halves.out).pop().unwrap(), &DEV).unwrap();
     assert_eq!(whole.len(), resumed.len());
     for (k, a) in &whole {
-        let bits = |t: &Tensor| -> Vec<u32> {
-            let v: Vec<f32> = t
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            v.iter().map(|x| x.to_bits()).collect()
-        };
+        let bits = |t: &Tensor| -> Vec<u32> { values(t).iter().map(|x| x.to_bits()).collect() };
         assert_eq!(bits(a), bits(&resumed[k]), "{k}");
     }
 
@@ -128,13 +112,7 @@ fn a_bf16_master_run_trains_resumes_bit_identically_and_exports() {
     let path = d.path().join("s.gguf");
     qd_export::write_new(&e.exported, &path, false).unwrap();
     let f = qd_gguf::GgufFile::open(&path).unwrap();
-    let w: Vec<f32> = matrix
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let w = values(matrix);
     let want = qd_quant::quantize(qd_quant::QuantType::Q4_0, &w, matrix.dims()[1]).unwrap();
     assert_eq!(
         f.tensor_bytes("blk.0.ffn_up.weight").unwrap(),

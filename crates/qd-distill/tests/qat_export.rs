@@ -11,7 +11,7 @@ use qd_distill::student::{student_from_teacher_with, QatPlan};
 use qd_distill::train::run::{run, RunConfig};
 use qd_export::imatrix::{Entry, Imatrix};
 use qd_export::Recipe;
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
+use qd_fixtures::tiny::{write_run_inputs, write_tiny, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
 use qd_model::{ForwardOpts, Transformer};
 use rand::rngs::StdRng;
@@ -20,17 +20,8 @@ use rand::{Rng, SeedableRng};
 const DEV: Device = Device::Cpu;
 
 fn config(dir: &Path, qat: Option<&str>, embeddings: bool) -> RunConfig {
-    let teacher = write_tiny(
-        dir,
-        "teacher.gguf",
-        &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
-    );
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the thin heath in the inn at the heath ".repeat(40),
-    )
-    .unwrap();
+    let text = "the thin heath in the inn at the heath ";
+    let (teacher, corpus) = write_run_inputs(dir, Family::Gemma3, text, 40);
     RunConfig {
         teacher,
         data: vec![corpus],

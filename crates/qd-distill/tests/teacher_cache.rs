@@ -8,21 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use qd_distill::teacher_cache::{build, BuildOptions, TeacherCache};
 use qd_distill::train::run::{run, Event, RunConfig, TrainError};
-use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
-use qd_gguf::GgmlType;
+use qd_fixtures::tiny::{write_run_inputs, Family};
 
 fn config(dir: &Path) -> RunConfig {
-    let teacher = write_tiny(
-        dir,
-        "teacher.gguf",
-        &TinySpec::new(Family::Gemma3, GgmlType::Q8_0),
-    );
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(
-        &corpus,
-        "the thin heath in the inn at the heath, then a tent in the hen's nest; ".repeat(60),
-    )
-    .unwrap();
+    let text = "the thin heath in the inn at the heath, then a tent in the hen's nest; ";
+    let (teacher, corpus) = write_run_inputs(dir, Family::Gemma3, text, 60);
     RunConfig {
         teacher,
         data: vec![corpus],

@@ -310,3 +310,17 @@ pub fn write_tiny(dir: &std::path::Path, name: &str, spec: &TinySpec) -> std::pa
     std::fs::write(&p, tiny_gguf(spec)).unwrap();
     p
 }
+
+/// A training run's inputs under `dir`: a tiny Q8_0 teacher of `family` (`teacher.gguf`) and a
+/// corpus of `text` repeated `times` (`corpus.txt`). Returns (teacher, corpus).
+pub fn write_run_inputs(
+    dir: &std::path::Path,
+    family: Family,
+    text: &str,
+    times: usize,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let teacher = write_tiny(dir, "teacher.gguf", &TinySpec::new(family, GgmlType::Q8_0));
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, text.repeat(times)).expect("corpus written");
+    (teacher, corpus)
+}

@@ -18,11 +18,10 @@ use qd_model::{BlockContext, Linear, QModel};
 use super::shipped::{BlockReport, ShippedBlock, ShippedMatrix};
 use super::streams::Streams;
 use crate::student::{QatPlan, VarStore};
-use crate::train::adamw::{clip_owned_grads, AdamW, AdamWConfig};
+use crate::train::adamw::clip_owned_grads;
 use crate::train::chunked::only_params;
 use crate::train::config::RunConfig;
 use crate::train::error::TrainError;
-use crate::train::schedule::learning_rate;
 
 /// What every block's training shares.
 pub struct BlockTrainer<'a> {
@@ -92,14 +91,7 @@ impl BlockTrainer<'_> {
         }
         let block = Block::load(&self.teacher.hp, il, &plan.apply(&store)?)?;
         let params = store.all_vars();
-        let mut opt = AdamW::with_format(
-            store.vars.clone(),
-            AdamWConfig {
-                weight_decay: cfg.weight_decay,
-                ..Default::default()
-            },
-            cfg.moment_format()?,
-        )?;
+        let mut opt = cfg.optimizer_for(store.vars.clone())?;
         let held_out = |block: &Block<_>| -> Result<f64, TrainError> {
             let mut sum = 0.0;
             for n in streams.held_out() {
@@ -123,14 +115,7 @@ impl BlockTrainer<'_> {
             let mut grads = only_params(&loss.backward()?, &params);
             drop(loss);
             let grad_norm = clip_owned_grads(&mut grads, &store.vars, cfg.clip)?;
-            let lr = learning_rate(
-                step,
-                cfg.steps,
-                cfg.lr,
-                cfg.warmup,
-                cfg.lr_decay,
-                cfg.min_lr_ratio,
-            );
+            let lr = cfg.learning_rate(step);
             opt.step(&grads, lr)?;
             on_step(&BlockStep {
                 step: step + 1,

@@ -5,6 +5,7 @@
 //! the two give the same bits — the tensor path stays for devices without these CPU loops.
 
 use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result};
+use half::bf16;
 
 /// The contiguous `f32` slice a storage and layout describe.
 pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
@@ -18,13 +19,25 @@ pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
 }
 
 pub(crate) fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+    match s {
+        CpuStorage::F32(v) => contiguous_mut(v, l),
+        _ => candle_core::bail!("optimizer buffers must be f32"),
+    }
+}
+
+/// A bf16 master weight's values (`master_weights = "bf16"`).
+pub(crate) fn slice_mut_bf16<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [bf16]> {
+    match s {
+        CpuStorage::BF16(v) => contiguous_mut(v, l),
+        _ => candle_core::bail!("a bf16 parameter was expected"),
+    }
+}
+
+fn contiguous_mut<'a, T>(v: &'a mut [T], l: &Layout) -> Result<&'a mut [T]> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("optimizer buffers must be contiguous".into()))?;
-    match s {
-        CpuStorage::F32(v) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("optimizer buffers must be f32"),
-    }
+    Ok(&mut v[a..b])
 }
 
 /// `m ← m·a + g·b` (or `g²·b`): a moment's running average.

@@ -76,6 +76,16 @@ impl Data {
         Ok(Self { packed, mixture })
     }
 
+    /// The held-out sequences evaluations read: the first `eval_sequences`, in order.
+    pub fn held_out(&self, cfg: &RunConfig) -> Vec<Vec<u32>> {
+        self.packed
+            .val
+            .iter()
+            .take(cfg.eval_sequences)
+            .cloned()
+            .collect()
+    }
+
     /// Step `step`'s training sequences, as indices into `packed.train` (the union of the parts
     /// when mixed): what a teacher cache is keyed by.
     pub fn batch_refs(&self, cfg: &RunConfig, step: usize) -> Vec<usize> {

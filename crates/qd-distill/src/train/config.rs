@@ -184,6 +184,34 @@ impl RunConfig {
         })
     }
 
+    /// The learning rate of step `step` (0-based) of `steps`: warm-up, then the decay shape.
+    pub fn learning_rate(&self, step: usize) -> f64 {
+        super::schedule::learning_rate(
+            step,
+            self.steps,
+            self.lr,
+            self.warmup,
+            self.lr_decay,
+            self.min_lr_ratio,
+        )
+    }
+
+    /// AdamW over `vars` with the run's weight decay and moment format.
+    pub fn optimizer_for(
+        &self,
+        vars: std::collections::BTreeMap<String, candle_core::Var>,
+    ) -> Result<super::adamw::AdamW, TrainError> {
+        let cfg = super::adamw::AdamWConfig {
+            weight_decay: self.weight_decay,
+            ..Default::default()
+        };
+        Ok(super::adamw::AdamW::with_format(
+            vars,
+            cfg,
+            self.moment_format()?,
+        )?)
+    }
+
     /// The tensors the student keeps but does not train (the rebuild at export must agree).
     pub fn frozen_tensors(&self) -> &'static [&'static str] {
         if self.freeze_embeddings {

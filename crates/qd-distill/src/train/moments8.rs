@@ -9,7 +9,7 @@
 use candle_core::{CpuStorage, Device, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
 use rayon::prelude::*;
 
-use super::adamw_inplace::{slice, slice_mut, Update};
+use super::adamw_inplace::{slice, slice_mut, slice_mut_bf16, Update};
 
 /// Values per scale.
 pub const BLOCK: usize = 256;
@@ -208,17 +208,6 @@ impl InplaceOp3 for Step8 {
                 }
             });
         Ok(())
-    }
-}
-
-/// A contiguous bf16 parameter's values.
-fn slice_mut_bf16<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [half::bf16]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("optimizer buffers must be contiguous".into()))?;
-    match s {
-        CpuStorage::BF16(v) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("a bf16 parameter was expected"),
     }
 }
 

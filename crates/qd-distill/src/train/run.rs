@@ -9,12 +9,11 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use super::adamw::{clip_owned_grads, AdamW, AdamWConfig, MomentFormat};
+use super::adamw::{clip_owned_grads, AdamW, MomentFormat};
 use super::batches::Data;
 use super::checkpointing::{resume_from_latest, save_checkpoint, Provenance, Start};
 use super::eval::{evaluate, EvalReport};
 use super::memory;
-use super::schedule::learning_rate;
 use super::step::batch_loss_and_grads;
 use super::students::Students;
 use super::teacher::Teacher;
@@ -233,14 +232,7 @@ impl<'a> Session<'a> {
             // would carry it into every weight.
             return Err(non_finite("gradient norm", grad_norm));
         }
-        let lr = learning_rate(
-            step,
-            cfg.steps,
-            cfg.lr,
-            cfg.warmup,
-            cfg.lr_decay,
-            cfg.min_lr_ratio,
-        );
+        let lr = cfg.learning_rate(step);
         self.opt.step(&grads, lr)?;
         drop(grads);
         memory::mark("optimizer step");
@@ -314,14 +306,7 @@ impl<'a> Session<'a> {
 /// peak.
 fn optimizer(cfg: &RunConfig, students: &Students) -> Result<AdamW, TrainError> {
     let store = &students.store;
-    let mut opt = AdamW::with_format(
-        store.vars.clone(),
-        AdamWConfig {
-            weight_decay: cfg.weight_decay,
-            ..Default::default()
-        },
-        cfg.moment_format()?,
-    )?;
+    let mut opt = cfg.optimizer_for(store.vars.clone())?;
     opt.relative = store
         .vars
         .keys()
@@ -348,14 +333,7 @@ pub fn run(
         .clone()
         .unwrap_or_else(|| "none".to_string());
     let log = cfg.out.join("log.jsonl");
-    let val: Vec<Vec<u32>> = s
-        .data
-        .packed
-        .val
-        .iter()
-        .take(cfg.eval_sequences)
-        .cloned()
-        .collect();
+    let val = s.data.held_out(cfg);
     on_event(&s.start_event(&start));
     let params = s.students.store.all_vars();
     let t0 = Instant::now();
