@@ -18,6 +18,6 @@ pub use error::CheckpointError;
 pub use files::{checkpoint_dir, list, prune, sha256_of, Checkpoint, OpenCheckpoint};
 pub use history::{latest_intact, resolve, write, Latest};
 pub use matches::{check_imatrix, check_resumable, check_student_file, check_teacher, RunFiles};
-pub use rebuild::{build_run_student, rebuild_student};
+pub use rebuild::{build_run_student, load_store, rebuild_student};
 pub use state::RunState;
 pub use tensor_reader::TensorReader;

@@ -2,6 +2,7 @@
 //! same build with the trained weights over it). Training builds its student here before it
 //! resumes, export rebuilds a checkpoint's here, so the two cannot drift apart.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::Device;
@@ -9,7 +10,8 @@ use qd_gguf::GgufFile;
 
 use super::error::CheckpointError;
 use super::files::Checkpoint;
-use crate::student::{build_student, student_from_file, Student, VarStore};
+use super::tensor_reader::TensorReader;
+use crate::student::{build_student, student_from_file, Student, VarStore, STEP_SUFFIX};
 use crate::train::config::RunConfig;
 
 /// The untrained student of `cfg`: from its own file `sf` when it started as one (pruned,
@@ -44,10 +46,33 @@ pub fn rebuild_student(
     dev: &Device,
 ) -> Result<(Student, VarStore), CheckpointError> {
     let (student, mut store) = build_run_student(cfg, Some(tf), sf, dev)?;
-    let weights = Checkpoint::load_weights(dir, dev)?;
+    let ck = Checkpoint::open(dir)?;
     if cfg.learned_steps {
-        store.adopt_learned_steps(&weights)?;
+        let mut steps = BTreeMap::new();
+        for name in ck.weights.names().filter(|n| n.ends_with(STEP_SUFFIX)) {
+            if let Some(t) = ck.weights.read(name, dev)? {
+                steps.insert(name.to_string(), t);
+            }
+        }
+        store.adopt_learned_steps(&steps)?;
     }
-    store.load_weights(&weights)?;
+    load_store(&store, &ck.weights, dev)?;
     Ok((student, store))
+}
+
+/// Every variable of `store` overwritten from `weights`, one tensor at a time (read, copied into
+/// place, dropped), after checking that the names and shapes match exactly: a 1.1B student's
+/// weights are never held twice.
+pub fn load_store(
+    store: &VarStore,
+    weights: &TensorReader,
+    dev: &Device,
+) -> Result<(), CheckpointError> {
+    store.check_weights(|k| weights.dims(k), weights.names())?;
+    for k in store.vars.keys() {
+        if let Some(w) = weights.read(k, dev)? {
+            store.set_weight(k, &w)?;
+        }
+    }
+    Ok(())
 }

@@ -9,7 +9,7 @@ use candle_core::Device;
 use super::adamw::AdamW;
 use super::config::RunConfig;
 use super::error::TrainError;
-use crate::checkpoint::{check_resumable, latest_intact, RunFiles, RunState};
+use crate::checkpoint::{check_resumable, latest_intact, load_store, RunFiles, RunState};
 use crate::student::VarStore;
 
 /// Where a run starts: step 0, or the latest checkpoint's step with the training tokens and
@@ -51,12 +51,7 @@ pub(crate) fn resume_from_latest(
     check_resumable(dir, state, cfg, files, data_hash)?;
     // One tensor at a time, copied into place and dropped: the student's weights and moments
     // are never held twice (the 1.1B pairing's resume peaked 3 GB above its steps that way).
-    store.check_weights(|k| ck.weights.dims(k), ck.weights.names())?;
-    for k in store.vars.keys() {
-        if let Some(w) = ck.weights.read(k, dev)? {
-            store.set_weight(k, &w)?;
-        }
-    }
+    load_store(store, &ck.weights, dev)?;
     for k in store.vars.keys() {
         let mut read_error = None;
         let restored = opt.restore(k, |name| match ck.optimizer.read(name, dev) {
