@@ -128,3 +128,38 @@ fn a_bf16_master_run_trains_resumes_bit_identically_and_exports() {
     let e = run(&bad, false, &AtomicBool::new(false), |_| {}).unwrap_err();
     assert!(e.to_string().contains("fp8"), "{e}");
 }
+
+/// A Q5_0 teacher's weights requantized to Q4_0 sit on the grid's rounding boundaries (every odd
+/// Q5_0 code halfway between two Q4_0 codes): bf16 master weights are snapped in f32 before they
+/// are rounded, so their QAT starts where the f32 weights' does — the same first-step loss to
+/// within the bf16 rounding of the grid values (rounded first, the ties break elsewhere).
+#[test]
+fn bf16_master_weights_start_where_f32_ones_do() {
+    use qd_fixtures::tiny::{write_tiny, TinySpec};
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = config(d.path());
+    cfg.teacher = write_tiny(
+        d.path(),
+        "q5.gguf",
+        &TinySpec::new(Family::Llama, qd_gguf::GgmlType::Q5_0),
+    );
+    cfg.steps = 1;
+    let first = |master: &str| {
+        let mut c = cfg.clone();
+        c.master_weights = master.into();
+        c.out = d.path().join(master);
+        let mut loss = f64::NAN;
+        run(&c, false, &AtomicBool::new(false), |ev| {
+            if let qd_distill::train::run::Event::Step { loss: l, .. } = ev {
+                loss = *l;
+            }
+        })
+        .unwrap();
+        loss
+    };
+    let (f32_loss, bf16_loss) = (first("f32"), first("bf16"));
+    assert!(
+        ((bf16_loss - f32_loss) / f32_loss).abs() < 1e-3,
+        "f32 {f32_loss}, bf16 {bf16_loss}"
+    );
+}

@@ -82,12 +82,14 @@ impl BlockTrainer<'_> {
             }
         }
         drop(file);
-        if cfg.bf16_master()? {
-            store.bf16_matrices()?;
-        }
         let plan = QatPlan::new(self.recipe, &store, &self.model, false);
         if cfg.snap_to_grid {
             plan.snap(&store)?;
+        }
+        // bf16 master weights after the snap, which breaks the teacher's ties on the grid in
+        // f32 (see `Students::build`).
+        if cfg.bf16_master()? {
+            store.bf16_matrices()?;
         }
         let block = Block::load(&self.teacher.hp, il, &plan.apply(&store)?)?;
         let params = store.all_vars();

@@ -188,7 +188,7 @@ impl<'a> Session<'a> {
             bf16_grads: cfg.moment_format()? == MomentFormat::Adamw8,
         };
         let store = &self.students.store;
-        if step == cfg.qat_start && cfg.snap_to_grid {
+        if step == cfg.qat_start && cfg.snap_to_grid && !self.students.snapped {
             // QAT switches on now: the trained weights start at their grid values (see
             // `QatPlan::snap`). Deterministic, so a run resumed at this step snaps the same.
             if let Some(plan) = self.students.plan() {
