@@ -6,7 +6,6 @@ use crate::cache::KvCache;
 use crate::hparams::HParams;
 use crate::linear::Linear;
 use crate::rope::Rope;
-use crate::weights::{expect_shape, opt_vector, WeightSource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -80,41 +79,6 @@ impl<L> Block<L> {
 }
 
 impl<L: Linear> Block<L> {
-    /// Block `il` of a model of `hp` from `w` (its tensors named `blk.{il}.*`), every matrix's
-    /// shape checked: what [`crate::Transformer::load`] does for each block, and block-wise
-    /// QAT for the one block it trains.
-    pub fn load<W: WeightSource<Linear = L>>(
-        hp: &HParams,
-        il: usize,
-        w: &W,
-    ) -> crate::Result<Self> {
-        let (d, hd, vd) = (hp.n_embd, hp.head_dim, hp.value_dim);
-        let n = |s: &str| format!("blk.{il}.{s}");
-        expect_shape(w, &n("attn_q.weight"), &[hp.n_head * hd, d])?;
-        expect_shape(w, &n("attn_k.weight"), &[hp.n_head_kv * hd, d])?;
-        expect_shape(w, &n("attn_v.weight"), &[hp.n_head_kv * vd, d])?;
-        expect_shape(w, &n("attn_output.weight"), &[d, hp.n_head * vd])?;
-        expect_shape(w, &n("ffn_gate.weight"), &[hp.n_ff, d])?;
-        expect_shape(w, &n("ffn_up.weight"), &[hp.n_ff, d])?;
-        expect_shape(w, &n("ffn_down.weight"), &[d, hp.n_ff])?;
-        Ok(Block {
-            attn_norm: w.vector(&n("attn_norm.weight"))?,
-            q: w.linear(&n("attn_q.weight"), Some(&n("attn_q.bias")))?,
-            k: w.linear(&n("attn_k.weight"), Some(&n("attn_k.bias")))?,
-            v: w.linear(&n("attn_v.weight"), Some(&n("attn_v.bias")))?,
-            o: w.linear(&n("attn_output.weight"), Some(&n("attn_output.bias")))?,
-            q_norm: opt_vector(w, &n("attn_q_norm.weight"))?,
-            k_norm: opt_vector(w, &n("attn_k_norm.weight"))?,
-            post_attn_norm: opt_vector(w, &n("post_attention_norm.weight"))?,
-            ffn_norm: w.vector(&n("ffn_norm.weight"))?,
-            gate: w.linear(&n("ffn_gate.weight"), None)?,
-            up: w.linear(&n("ffn_up.weight"), None)?,
-            down: w.linear(&n("ffn_down.weight"), None)?,
-            post_ffn_norm: opt_vector(w, &n("post_ffw_norm.weight"))?,
-            swa: hp.is_swa(il),
-        })
-    }
-
     pub fn forward(
         &self,
         x: &Tensor,

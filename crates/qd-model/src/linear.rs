@@ -224,7 +224,7 @@ impl Linear for QLinear {
             Some(y) => y,
             None => {
                 if x.device().is_cpu() && matches!(self.weight, QMatMul::QTensor(_)) {
-                    candle_kernels_run_here()?;
+                    crate::stored_blocks::candle_kernels_run_here()?;
                 }
                 let x = self.quantized_input(x)?;
                 let x = if x.is_contiguous() {
@@ -262,23 +262,6 @@ impl QLinear {
         }
         self.forward_q8_0_packed(x)
     }
-}
-
-/// candle 0.11's quantized CPU kernels for aarch64 use `sdot` unconditionally, so on Arm cores
-/// without the dot-product extension (Cortex-A72/A53: Raspberry Pi 4 and 3) they die with
-/// SIGILL. Refuse them there with a one-line error instead; the fused path (`bench`,
-/// `generate`, `eval` without `--graph`) runs on such CPUs at the `neon` level. Every use of
-/// candle's quantized kernels asks here (the graph path's matmul, `stored_blocks`).
-pub(crate) fn candle_kernels_run_here() -> Result<()> {
-    #[cfg(target_arch = "aarch64")]
-    if !crate::kernels::isa::Isa::NeonDot.runs_here() {
-        return Err(candle_core::Error::Msg(
-            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU \
-             lacks; bench, generate and eval run here without --graph (the fused path)"
-                .into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Rows dequantized on demand: the 262k-row table is never expanded to f32.

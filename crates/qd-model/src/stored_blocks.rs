@@ -60,7 +60,7 @@ fn run<T: Block>(
     xs: &[f32],
     y: &mut [f32],
 ) -> Result<()> {
-    crate::linear::candle_kernels_run_here()?;
+    candle_kernels_run_here()?;
     let size = std::mem::size_of::<T>();
     let (_, k, n) = mkn;
     if bytes.len() != n * (k / T::BLCK_SIZE) * size || !k.is_multiple_of(T::BLCK_SIZE) {
@@ -84,19 +84,21 @@ fn run<T: Block>(
     k_quants::matmul(mkn, xs, blocks, y)
 }
 
-impl<E: crate::Embedding> crate::Transformer<crate::QLinear, E> {
-    /// Every quantized matrix of the model (blocks and LM head) multiplies by its stored
-    /// blocks from now on (`QLinear::read_stored_blocks`): a teacher in its file's memory.
-    pub fn read_stored_blocks(&mut self) {
-        for l in self
-            .blocks
-            .iter_mut()
-            .flat_map(crate::block::Block::linears_mut)
-        {
-            l.read_stored_blocks();
-        }
-        self.lm_head.read_stored_blocks();
+/// candle 0.11's quantized CPU kernels for aarch64 use `sdot` unconditionally, so on Arm cores
+/// without the dot-product extension (Cortex-A72/A53: Raspberry Pi 4 and 3) they die with
+/// SIGILL. Refuse them there with a one-line error instead; the fused path (`bench`,
+/// `generate`, `eval` without `--graph`) runs on such CPUs at the `neon` level. Every use of
+/// candle's quantized kernels asks here (the graph path's matmul in linear.rs, the stored blocks' here).
+pub(crate) fn candle_kernels_run_here() -> Result<()> {
+    #[cfg(target_arch = "aarch64")]
+    if !crate::kernels::isa::Isa::NeonDot.runs_here() {
+        return Err(candle_core::Error::Msg(
+            "candle's quantized CPU kernels need the Arm dot-product extension, which this CPU \
+             lacks; bench, generate and eval run here without --graph (the fused path)"
+                .into(),
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -134,7 +136,7 @@ mod tests {
         ] {
             let w = weights(17, 512, ty);
             let x = input(5, 512);
-            if crate::linear::candle_kernels_run_here().is_err() {
+            if super::candle_kernels_run_here().is_err() {
                 assert!(super::matmul(&w, &x).is_err(), "refused without dotprod");
                 continue;
             }
@@ -158,7 +160,7 @@ mod tests {
         for ty in [GgmlType::Q4K, GgmlType::Q6K] {
             let w = weights(64, 512, ty);
             let x = input(40, 512);
-            if crate::linear::candle_kernels_run_here().is_err() {
+            if super::candle_kernels_run_here().is_err() {
                 assert!(super::matmul(&w, &x).is_err(), "refused without dotprod");
                 continue;
             }

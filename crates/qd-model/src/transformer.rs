@@ -278,3 +278,14 @@ impl<L: Linear, E: Embedding> Transformer<L, E> {
         KvCache::new(self.hp.n_layer)
     }
 }
+
+impl<E: Embedding> Transformer<crate::QLinear, E> {
+    /// Every quantized matrix of the model (blocks and LM head) multiplies by its stored
+    /// blocks from now on (`QLinear::read_stored_blocks`, `stored_blocks.rs`): a teacher in its file's memory.
+    pub fn read_stored_blocks(&mut self) {
+        for l in self.blocks.iter_mut().flat_map(Block::linears_mut) {
+            l.read_stored_blocks();
+        }
+        self.lm_head.read_stored_blocks();
+    }
+}
