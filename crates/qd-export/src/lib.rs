@@ -18,6 +18,6 @@ pub use assemble::{assemble, write_new, Exported, TensorReport, TensorSource, Wi
 pub use error::{ExportError, Result};
 pub use imatrix::Imatrix;
 pub use recipe::{Choice, Ftype, ModelInfo, Recipe, TensorKind};
-pub use requantize::requantize;
+pub use requantize::{requantize, FileSource};
 pub use shape::ModelShape;
 pub use synthetic_shape::{write_shape_model, ShapeModelReport};

@@ -8,7 +8,9 @@ use crate::assemble::{assemble, Exported, TensorSource, WithImatrix};
 use crate::error::Result;
 use crate::recipe::Recipe;
 
-struct FileSource<'a>(&'a GgufFile);
+/// A GGUF file's tensors as an export's source: each dequantized, or its bytes where it already
+/// has the chosen type.
+pub struct FileSource<'a>(pub &'a GgufFile);
 
 impl TensorSource for FileSource<'_> {
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {

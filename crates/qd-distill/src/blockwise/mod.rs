@@ -130,6 +130,12 @@ impl Opened {
     }
 }
 
+/// The tokens `trained_steps` block steps trained, as an end-to-end run counts them: each
+/// token once through every block.
+fn tokens(cfg: &RunConfig, o: &Opened, trained_steps: usize) -> f64 {
+    (trained_steps * cfg.seq_len) as f64 / o.hp.n_layer as f64
+}
+
 /// Runs (or, with `resume`, goes on with) the block-wise QAT `cfg` describes.
 pub fn run(
     cfg: &RunConfig,
@@ -204,8 +210,7 @@ fn train_blocks(
                 let base = il * cfg.steps;
                 let b = trainer.train(il, &streams, |s| {
                     trained_steps += 1;
-                    // Tokens as an end-to-end run counts them: each through every block once.
-                    let tokens = (trained_steps * cfg.seq_len) as f64 / o.hp.n_layer as f64;
+                    let tokens = tokens(cfg, o, trained_steps);
                     let ev = Event::Step {
                         step: base + s.step,
                         loss: s.mse,
@@ -281,7 +286,7 @@ fn finish(
     // The KL to the teacher's own distribution (Block-AP has no temperature).
     let final_val = evaluate(&student, &source, &o.val, 1.0, cfg.chunk, None)?;
     memory::mark("evaluated");
-    let tokens = (trained_steps * cfg.seq_len) as f64 / o.hp.n_layer as f64;
+    let tokens = tokens(cfg, o, trained_steps);
     let summary = RunSummary {
         steps,
         tokens,

@@ -109,10 +109,12 @@ impl BlockTrainer<'_> {
             let loss = mse(self, il, &block, &streams.student[n], &streams.teacher[n])?;
             train_mse_last = loss.to_scalar::<f32>()? as f64;
             if !train_mse_last.is_finite() {
-                return Err(TrainError::Config(format!(
-                    "block {il}: the loss became {train_mse_last} at step {}",
-                    step + 1
-                )));
+                return Err(TrainError::NonFinite {
+                    what: "loss",
+                    step: il * cfg.steps + step + 1,
+                    value: train_mse_last,
+                    last: format!("the blocks before block {il}"),
+                });
             }
             let mut grads = only_params(&loss.backward()?, &params);
             drop(loss);
@@ -137,7 +139,7 @@ impl BlockTrainer<'_> {
                     let dims = t.dims().to_vec();
                     let values = t.flatten_all()?.to_vec1::<f32>()?;
                     let row = dims.last().copied().unwrap_or(0);
-                    let bytes = qd_quant::quantize(ty, &values, row)?;
+                    let bytes = plan.grid_bytes(name, ty, &values, row)?;
                     matrices.insert(name.clone(), ShippedMatrix { ty, dims, bytes });
                 }
                 None => {

@@ -8,25 +8,28 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use qd_export::{assemble, write_new, ExportError, Recipe, TensorSource};
+use qd_export::{assemble, write_new, ExportError, FileSource, Recipe, TensorSource};
 use qd_gguf::{GgmlType, GgufFile, Value};
 use qd_quant::QuantType;
 
 use super::shipped::{ShippedBlock, ShippedMatrix};
 
 struct Source<'a> {
-    file: &'a GgufFile,
+    /// The teacher's file: every tensor not trained here.
+    file: FileSource<'a>,
     matrices: HashMap<&'a str, &'a ShippedMatrix>,
     vectors: HashMap<&'a str, &'a Tensor>,
 }
 
+impl Source<'_> {
+    fn trained(&self, name: &str) -> bool {
+        self.matrices.contains_key(name) || self.vectors.contains_key(name)
+    }
+}
+
 impl TensorSource for Source<'_> {
     fn tensors(&self) -> Vec<(String, Vec<usize>)> {
-        self.file
-            .tensors()
-            .iter()
-            .map(|t| (t.name.clone(), t.shape()))
-            .collect()
+        self.file.tensors()
     }
 
     fn f32(&self, name: &str) -> qd_export::Result<Tensor> {
@@ -44,18 +47,15 @@ impl TensorSource for Source<'_> {
                 name: name.to_string(),
                 err,
             })?),
-            (None, None) => Ok(self.file.dequantize(name, &Device::Cpu)?),
+            (None, None) => self.file.f32(name),
         }
     }
 
     fn raw(&self, name: &str, ty: GgmlType) -> Option<Vec<u8>> {
-        if self.matrices.contains_key(name) || self.vectors.contains_key(name) {
+        if self.trained(name) {
             return None;
         }
-        let info = self.file.tensor_info(name).ok()?;
-        (info.dtype == ty)
-            .then(|| self.file.tensor_bytes(name).ok().map(<[u8]>::to_vec))
-            .flatten()
+        self.file.raw(name, ty)
     }
 
     fn own_blocks(&self, name: &str, ty: QuantType) -> Option<qd_export::Result<Vec<u8>>> {
@@ -82,7 +82,7 @@ pub fn write_model(
     extra: Vec<(String, Value)>,
 ) -> qd_export::Result<u64> {
     let source = Source {
-        file,
+        file: FileSource(file),
         matrices: blocks
             .iter()
             .flat_map(|b| b.matrices.iter().map(|(n, m)| (n.as_str(), m)))

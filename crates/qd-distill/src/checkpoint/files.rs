@@ -180,10 +180,6 @@ fn save_hashed(map: &BTreeMap<String, Tensor>, path: &Path) -> Result<String, Ch
     sha256_of(path)
 }
 
-fn load_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
-    TensorReader::open(path)?.read_all(device)
-}
-
 /// A checkpoint verified against its sums, its tensor files opened but not read: a resumed
 /// run copies one tensor at a time into its student and optimizer.
 pub struct OpenCheckpoint {
@@ -249,14 +245,11 @@ impl Checkpoint {
 
     /// Reads `dir` after checking every file against its `SHA256SUMS`.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, CheckpointError> {
-        let (state, sums) = state_and_sums(dir)?;
-        if let Some(sums) = &sums {
-            verify(dir, sums, &[WEIGHTS, OPTIMIZER])?;
-        }
+        let ck = Self::open(dir)?;
         Ok(Self {
-            weights: load_tensors(&dir.join(WEIGHTS), device)?,
-            optimizer: load_tensors(&dir.join(OPTIMIZER), device)?,
-            state,
+            weights: ck.weights.read_all(device)?,
+            optimizer: ck.optimizer.read_all(device)?,
+            state: ck.state,
         })
     }
 
@@ -285,10 +278,7 @@ impl Checkpoint {
         device: &Device,
     ) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
         // Every file, the optimizer's too: a damaged checkpoint is refused whole, not used in part.
-        if let (_, Some(sums)) = state_and_sums(dir)? {
-            verify(dir, &sums, &[WEIGHTS, OPTIMIZER])?;
-        }
-        load_tensors(&dir.join(WEIGHTS), device)
+        Self::open(dir)?.weights.read_all(device)
     }
 }
 

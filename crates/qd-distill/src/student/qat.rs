@@ -73,7 +73,7 @@ impl QatPlan {
 
     /// The blocks of `w` (rows of `n`) on the grid of `name`'s op: the weighted quantizer's
     /// with an imatrix entry, the reference one otherwise.
-    fn grid_bytes(
+    pub(crate) fn grid_bytes(
         &self,
         name: &str,
         ty: QuantType,

@@ -1,7 +1,7 @@
 //! Trainable layers. A linear layer optionally sees its weight through the fake-quant op of the
 //! GGUF type it will be exported as, so QAT needs no other model code.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use qd_model::q8_0_f32::Q8_0Matrix;
 use qd_model::{Embedding, Linear};
 use qd_quant::FakeQuant;
@@ -59,16 +59,9 @@ impl TrainableLinear {
         Self::FrozenQ8(m)
     }
 
-    /// The weight the forward pass multiplies by (in f32, also from bf16 master weights).
+    /// The weight the forward pass multiplies by, in f32 (bf16 master weights converted, their
+    /// gradient flowing back in bf16; an f32 weight's `to_dtype` is the tensor itself).
     pub fn effective_weight(&self) -> Result<Tensor> {
-        let w = self.effective_weight_as_stored()?;
-        match w.dtype() {
-            candle_core::DType::F32 => Ok(w),
-            _ => w.to_dtype(candle_core::DType::F32),
-        }
-    }
-
-    fn effective_weight_as_stored(&self) -> Result<Tensor> {
         match self {
             Self::FrozenQ8(m) => m.qtensor().dequantize(&m.qtensor().device()),
             Self::Dense {
@@ -79,7 +72,7 @@ impl TrainableLinear {
                 ..
             } => {
                 let op = qd_quant::LearnedStep { ty: op.ty };
-                let weight = &f32_of(weight)?;
+                let weight = &weight.to_dtype(DType::F32)?;
                 if *portable {
                     op.apply_portable(weight, step)
                 } else {
@@ -90,17 +83,9 @@ impl TrainableLinear {
                 weight,
                 fake_quant: Some(op),
                 ..
-            } => op.apply(&f32_of(weight)?),
-            Self::Dense { weight, .. } => Ok(weight.clone()),
+            } => op.apply(&weight.to_dtype(DType::F32)?),
+            Self::Dense { weight, .. } => weight.to_dtype(DType::F32),
         }
-    }
-}
-
-/// `w` in f32 (a bf16 master weight converted, its gradient flowing back in bf16).
-fn f32_of(w: &Tensor) -> Result<Tensor> {
-    match w.dtype() {
-        candle_core::DType::F32 => Ok(w.clone()),
-        _ => w.to_dtype(candle_core::DType::F32),
     }
 }
 
