@@ -91,6 +91,11 @@ pub struct Args {
     /// kept beside them: its file's memory (about 4–5 GB less for a 7B Q4_K_M teacher), slower.
     #[arg(long)]
     teacher_stored_blocks: bool,
+    /// Update each block as soon as backward has made its gradients (a first backward measures
+    /// the norm clipping needs): no gradient of the whole student held, the same bits, one more
+    /// backward's time. With --checkpoint-blocks, one sequence a step.
+    #[arg(long)]
+    update_in_backward: bool,
     /// end-to-end (the whole student each step) or block-ap (each block of a whole-model QAT
     /// student trained in turn against the teacher block's output, --steps steps each; memory of
     /// one block; writes OUT/model.gguf).
@@ -270,6 +275,9 @@ fn config(a: &Args) -> anyhow::Result<RunConfig> {
     }
     if a.teacher_stored_blocks {
         c.teacher_stored_blocks = true;
+    }
+    if a.update_in_backward {
+        c.update_in_backward = true;
     }
     if let Some(o) = &a.optimizer {
         c.optimizer = o.clone();

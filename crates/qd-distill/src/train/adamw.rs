@@ -171,7 +171,21 @@ impl AdamW {
     }
 
     fn step_impl(&mut self, grads: &GradStore, lr: f64, in_place: bool) -> Result<()> {
+        self.begin_step();
+        self.apply(grads, lr, in_place)
+    }
+
+    /// Opens an update: the step count its bias corrections (and stochastic rounding) use. A
+    /// step given in parts — each block's gradients applied as backward makes them
+    /// (`update_in_backward`) — opens once, then [`Self::apply`]s each part.
+    pub fn begin_step(&mut self) {
         self.step += 1;
+    }
+
+    /// The update of the open step for the parameters `grads` holds (the others untouched):
+    /// each parameter's arithmetic depends only on its own gradient and state, so a step
+    /// applied in parts is the whole step's bits.
+    pub fn apply(&mut self, grads: &GradStore, lr: f64, in_place: bool) -> Result<()> {
         let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         let bc1 = 1.0 - b1.powi(self.step as i32);
         let bc2 = 1.0 - b2.powi(self.step as i32);
@@ -276,35 +290,54 @@ fn clip(
 ) -> Result<f64> {
     let mut sq = 0f64;
     for p in params.values() {
+        if let Some(g) = grads.get(p.as_tensor()) {
+            sq += squared_norm(g)?;
+        }
+    }
+    let norm = sq.sqrt();
+    if let Some(s) = clip_scale(norm, max_norm) {
+        scale_grads(grads, params, s, in_place)?;
+    }
+    Ok(norm)
+}
+
+/// One gradient's squared norm as clipping sums it: a bf16 gradient (the compact state's) is
+/// squared and summed in f32, the sum widened to f64.
+pub fn squared_norm(g: &Tensor) -> Result<f64> {
+    g.to_dtype(candle_core::DType::F32)?
+        .sqr()?
+        .sum_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()
+}
+
+/// The factor clipping multiplies every gradient by, when the global `norm` exceeds `max_norm`
+/// (`max_norm` 0: no clipping).
+pub fn clip_scale(norm: f64, max_norm: f64) -> Option<f64> {
+    (max_norm > 0.0 && norm > max_norm).then(|| max_norm / norm)
+}
+
+/// Every gradient of `params` in `grads` multiplied by `s`: in place for CPU f32 gradients
+/// that own their buffers (`in_place`), else by a scaled copy — the same arithmetic either way.
+pub fn scale_grads(
+    grads: &mut GradStore,
+    params: &BTreeMap<String, Var>,
+    s: f64,
+    in_place: bool,
+) -> Result<()> {
+    for p in params.values() {
         let Some(g) = grads.get(p.as_tensor()) else {
             continue;
         };
-        // A bf16 gradient (the compact state's) is squared and summed in f32.
-        sq += g
-            .to_dtype(candle_core::DType::F32)?
-            .sqr()?
-            .sum_all()?
-            .to_dtype(candle_core::DType::F64)?
-            .to_scalar::<f64>()?;
-    }
-    let norm = sq.sqrt();
-    if max_norm > 0.0 && norm > max_norm {
-        let s = max_norm / norm;
-        for p in params.values() {
-            let Some(g) = grads.get(p.as_tensor()) else {
-                continue;
-            };
-            // The same arithmetic either way.
-            if in_place
-                && g.device().is_cpu()
-                && g.dtype() == candle_core::DType::F32
-                && g.is_contiguous()
-            {
-                g.inplace_op1(&super::adamw_inplace::Scale(s))?;
-            } else if let Some(g) = grads.remove(p.as_tensor()) {
-                grads.insert(p.as_tensor(), g.affine(s, 0.0)?);
-            }
+        if in_place
+            && g.device().is_cpu()
+            && g.dtype() == candle_core::DType::F32
+            && g.is_contiguous()
+        {
+            g.inplace_op1(&super::adamw_inplace::Scale(s))?;
+        } else if let Some(g) = grads.remove(p.as_tensor()) {
+            grads.insert(p.as_tensor(), g.affine(s, 0.0)?);
         }
     }
-    Ok(norm)
+    Ok(())
 }

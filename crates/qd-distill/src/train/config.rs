@@ -115,6 +115,12 @@ pub struct RunConfig {
     /// The trained block matrices' master copy: `f32` (4 bytes each) or `bf16` (2 bytes,
     /// updated with stochastic rounding; with `optimizer = "adamw8"`, CPU only).
     pub master_weights: String,
+    /// Apply each block's update as soon as backward has made its gradients, so that no
+    /// gradient of the whole student is held (2 bytes a trained parameter with adamw8's bf16
+    /// gradients, 4 with f32 AdamW's): a first recomputing backward measures the global
+    /// norm that clipping needs, a second one updates. The same bits as the stored-gradient
+    /// step, for one more backward's time; needs `checkpoint_blocks` and one sequence a step.
+    pub update_in_backward: bool,
 }
 
 impl Default for RunConfig {
@@ -169,6 +175,7 @@ impl Default for RunConfig {
             schedule: "end-to-end".into(),
             block_sequences: 16,
             master_weights: "f32".into(),
+            update_in_backward: false,
         }
     }
 }
@@ -312,6 +319,26 @@ impl RunConfig {
             ));
         }
         let bad = |m: &str| Err(TrainError::Config(m.into()));
+        if self.update_in_backward {
+            if !self.checkpoint_blocks {
+                return bad(
+                    "update_in_backward differentiates the recomputed blocks twice: add \
+                     --checkpoint-blocks",
+                );
+            }
+            if self.batch_size * self.grad_accum != 1 {
+                return bad(
+                    "update_in_backward updates from one sequence's gradients: clipping a sum \
+                     of sequences needs them all at once (batch_size and grad_accum 1)",
+                );
+            }
+            if self.block_ap()? {
+                return bad(
+                    "update_in_backward is a schedule end-to-end option: block-ap already holds \
+                     one block's gradients",
+                );
+            }
+        }
         if self.seq_len < 2 {
             return bad("seq_len must be at least 2");
         }

@@ -92,6 +92,9 @@ pub fn available_bytes() -> Option<u64> {
 pub struct StepEstimate {
     pub trained_params: usize,
     pub moment_bytes: f64,
+    /// Bytes per trained parameter of the gradients held at once: 4 (f32), 2 (bf16), 0 when
+    /// each block is updated in backward (`update_in_backward`: one block's, in `block`).
+    pub gradient_bytes: f64,
     pub n_layer: usize,
     pub n_embd: usize,
     pub n_ff: usize,
@@ -123,6 +126,6 @@ impl StepEstimate {
             )
         };
         let logits = 4.0 * 4.0 * self.chunk.min(self.seq_len) as f64 * self.vocab as f64;
-        (p * (4.0 + self.moment_bytes) + weights_q + acts + logits) as u64
+        (p * (self.gradient_bytes + self.moment_bytes) + weights_q + acts + logits) as u64
     }
 }

@@ -19,3 +19,4 @@ pub mod step;
 pub mod stochastic_round;
 pub mod students;
 pub mod teacher;
+pub mod update_in_backward;

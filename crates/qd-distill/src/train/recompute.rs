@@ -42,6 +42,15 @@ pub fn forward_detached<L: Linear, E: Embedding>(
     Ok(student.final_norm(&x)?.squeeze(0)?.detach())
 }
 
+/// Which part of the student a batch of gradients from [`StudentPass::backward_blocks`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Block `il`'s parameters (no other part has them).
+    Block(usize),
+    /// The trained embeddings' (a tied embedding also has a part from the loss's head).
+    Embeddings,
+}
+
 /// One sequence's forward through the student's body.
 pub struct StudentPass {
     /// The final norm's output `[s, d]`, with its graph (through every block, or only through
@@ -124,37 +133,92 @@ impl StudentPass {
         leaf_grad: Option<Tensor>,
         bf16: bool,
     ) -> Result<GradStore> {
-        let Some(r) = self.recompute else {
+        let Self { normed, recompute } = self;
+        let Some(mut r) = recompute else {
             return Ok(grads);
         };
-        drop(self.normed);
-        let Recompute {
-            bc,
-            embedded,
-            mut inputs,
-            leaf: _,
-        } = r;
+        drop(normed);
         // The head's gradients too, so that a tied embedding's two parts add in one dtype.
         let mut grads = narrow_grads(grads, params, bf16)?;
-        let mut grad_y = leaf_grad.ok_or_else(|| {
+        r.backward(
+            student,
+            params,
+            leaf_grad.as_ref(),
+            bf16,
+            false,
+            &mut |_, g| grads.extend(g),
+        )?;
+        Ok(grads)
+    }
+
+    /// The recomputing backward from `leaf_grad` (the gradient of [`Self::leaf`]): each block,
+    /// last to first, recomputed from its input and differentiated; its parameters' gradients
+    /// (bf16 with `bf16`) handed to `sink` as soon as they are made, then the embeddings'
+    /// (where they are trained). With `again`, the blocks' inputs are kept so that it can run
+    /// a second time with the same bits; without, each is freed once its block is done.
+    pub fn backward_blocks<L: Linear, E: Embedding>(
+        &mut self,
+        student: &Transformer<L, E>,
+        params: &[Var],
+        leaf_grad: Option<&Tensor>,
+        bf16: bool,
+        again: bool,
+        sink: &mut dyn FnMut(Part, GradStore) -> Result<()>,
+    ) -> Result<()> {
+        match self.recompute.as_mut() {
+            Some(r) => r.backward(student, params, leaf_grad, bf16, again, sink),
+            None => candle_core::bail!(
+                "the blocks' backward needs a recomputing pass (checkpoint_blocks)"
+            ),
+        }
+    }
+}
+
+impl Recompute {
+    /// [`StudentPass::backward_blocks`].
+    fn backward<L: Linear, E: Embedding>(
+        &mut self,
+        student: &Transformer<L, E>,
+        params: &[Var],
+        leaf_grad: Option<&Tensor>,
+        bf16: bool,
+        again: bool,
+        sink: &mut dyn FnMut(Part, GradStore) -> Result<()>,
+    ) -> Result<()> {
+        let mut grad_y = leaf_grad.cloned().ok_or_else(|| {
             candle_core::Error::Msg("the loss does not depend on the student's blocks".into())
         })?;
         for il in (0..student.blocks.len()).rev() {
-            let x = Var::from_tensor(&inputs.pop().expect("one input per block"))?;
-            let y = student.block_forward(il, x.as_tensor(), &bc, None)?;
+            let input = if again {
+                self.inputs[il].clone()
+            } else {
+                self.inputs.pop().ok_or_else(|| {
+                    candle_core::Error::Msg("a recomputing pass runs once without `again`".into())
+                })?
+            };
+            let x = Var::from_tensor(&input)?;
+            drop(input);
+            let y = student.block_forward(il, x.as_tensor(), &self.bc, None)?;
             let g = (y * &grad_y)?.sum_all()?.backward()?;
             super::memory::mark(&format!("block {il} backward"));
-            grads.extend(narrow_grads(only_params(&g, params), params, bf16)?)?;
-            grad_y = g
+            let next = g
                 .get(x.as_tensor())
                 .cloned()
                 .ok_or_else(|| candle_core::Error::Msg(format!("block {il} ignores its input")))?;
+            sink(
+                Part::Block(il),
+                narrow_grads(only_params(&g, params), params, bf16)?,
+            )?;
+            grad_y = next;
         }
-        if embedded.track_op() {
-            let g = (embedded * grad_y)?.sum_all()?.backward()?;
-            grads.extend(narrow_grads(only_params(&g, params), params, bf16)?)?;
+        if self.embedded.track_op() {
+            let g = (&self.embedded * grad_y)?.sum_all()?.backward()?;
+            sink(
+                Part::Embeddings,
+                narrow_grads(only_params(&g, params), params, bf16)?,
+            )?;
         }
-        Ok(grads)
+        Ok(())
     }
 }
 

@@ -206,35 +206,48 @@ impl<'a> Session<'a> {
                 index,
             })
             .collect();
-        let (parts, mut grads) = batch_loss_and_grads(
-            self.students.at(cfg, step),
-            params,
-            &self.teacher.source(cfg.kd_top_k),
-            &examples,
-            &refs,
-            None,
-            &lcfg,
-            self.vmap.as_ref(),
-        )?;
         let non_finite = |what, value| TrainError::NonFinite {
             what,
             step: step + 1,
             value,
             last: last_ckpt.to_string(),
         };
-        if !parts.total.is_finite() {
-            return Err(non_finite("loss", parts.total));
-        }
-        let grad_norm = clip_owned_grads(&mut grads, &store.vars, cfg.clip)?;
-        memory::mark("clipped");
-        if !grad_norm.is_finite() {
-            // A finite loss with a non-finite gradient (an overflow in backward): the update
-            // would carry it into every weight.
-            return Err(non_finite("gradient norm", grad_norm));
-        }
+        let student = self.students.at(cfg, step);
+        let teacher = self.teacher.source(cfg.kd_top_k);
         let lr = cfg.learning_rate(step);
-        self.opt.step(&grads, lr)?;
-        drop(grads);
+        let (parts, grad_norm) = if cfg.update_in_backward {
+            let measured = super::update_in_backward::measure(
+                student,
+                params,
+                &store.vars,
+                &teacher,
+                &examples[0],
+                refs.first().copied(),
+                &lcfg,
+                self.vmap.as_ref(),
+            )?;
+            check_finite(&measured.parts, measured.grad_norm, non_finite)?;
+            let (parts, grad_norm) = (measured.parts, measured.grad_norm);
+            measured.update(student, params, &store.vars, &mut self.opt, lr, cfg.clip)?;
+            (parts, grad_norm)
+        } else {
+            let (parts, mut grads) = batch_loss_and_grads(
+                student,
+                params,
+                &teacher,
+                &examples,
+                &refs,
+                None,
+                &lcfg,
+                self.vmap.as_ref(),
+            )?;
+            let grad_norm = clip_owned_grads(&mut grads, &store.vars, cfg.clip)?;
+            memory::mark("clipped");
+            check_finite(&parts, grad_norm, non_finite)?;
+            self.opt.step(&grads, lr)?;
+            drop(grads);
+            (parts, grad_norm)
+        };
         memory::mark("optimizer step");
         Ok(Stepped {
             parts,
@@ -299,6 +312,22 @@ impl<'a> Session<'a> {
             resumed_from: start.checkpoint.clone(),
         }
     }
+}
+
+/// A non-finite loss, or a finite loss with a non-finite gradient norm (an overflow in
+/// backward), stops the run before the update would carry it into every weight.
+fn check_finite(
+    parts: &LossParts,
+    grad_norm: f64,
+    non_finite: impl Fn(&'static str, f64) -> TrainError,
+) -> Result<(), TrainError> {
+    if !parts.total.is_finite() {
+        return Err(non_finite("loss", parts.total));
+    }
+    if !grad_norm.is_finite() {
+        return Err(non_finite("gradient norm", grad_norm));
+    }
+    Ok(())
 }
 
 /// AdamW over the student's variables in the run's moment format; learned steps move relative

@@ -23,6 +23,97 @@ pub enum TeacherSource<'a, TL, TE> {
     Cache(&'a TeacherCache),
 }
 
+/// One sequence's loss, taken as far as the student's blocks: the loss's parts, the
+/// gradients the loss itself gives (the head's, the final norm's; every parameter's when
+/// blocks are not recomputed), and the pass that carries them through the blocks.
+pub struct SequenceLoss {
+    pub parts: LossParts,
+    pub pass: StudentPass,
+    pub grads: GradStore,
+    /// The gradient of the pass's leaf (recomputing passes only).
+    pub leaf_grad: Option<Tensor>,
+}
+
+/// [`SequenceLoss`] of `ex` (sequence `seq`, where a teacher cache needs it) under `cfg`.
+#[allow(clippy::too_many_arguments)]
+pub fn sequence_loss<L, E, TL, TE>(
+    student: &Transformer<L, E>,
+    params: &[candle_core::Var],
+    teacher: &TeacherSource<'_, TL, TE>,
+    ex: &crate::data::Example,
+    seq: Option<SeqRef>,
+    pad: Option<u32>,
+    cfg: &LossConfig,
+    vocab: Option<&VocabMap>,
+) -> Result<SequenceLoss>
+where
+    L: Linear,
+    E: Embedding,
+    TL: Linear,
+    TE: Embedding,
+{
+    let dev = student.device.clone();
+    let opts = ForwardOpts {
+        logits: Logits::None,
+        hidden_states: false,
+    };
+    let (targets, mask) = crate::loss::shift::next_token_targets(&ex.tokens, pad, &dev)?;
+    if ex.inputs.len() + 1 != ex.tokens.len() {
+        candle_core::bail!("an example's inputs must be its tokens but the last");
+    }
+    let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
+    let pass = StudentPass::run(student, &x, cfg.checkpoint_blocks)?;
+    memory::mark("student forward");
+    // The teacher's side of this sequence, then one loss over it.
+    let (t_normed, cached);
+    let rows = match teacher {
+        TeacherSource::Model { model, top_k } => {
+            let tx = match vocab {
+                Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
+                None => x.clone(),
+            };
+            t_normed = model
+                .forward(&tx, None, &opts)
+                .map_err(candle_core::Error::wrap)?
+                .normed
+                .squeeze(0)?;
+            memory::mark("teacher forward");
+            TeacherRows::Model {
+                model: *model,
+                normed: &t_normed,
+                top_k: *top_k,
+            }
+        }
+        TeacherSource::Cache(cache) => {
+            let r = seq.ok_or_else(|| {
+                candle_core::Error::Msg("a cached teacher needs each example's sequence".into())
+            })?;
+            let stored = cache
+                .get(r)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+            cached =
+                CachedRows::of(&stored, &ex.inputs, cache.k()).map_err(candle_core::Error::Msg)?;
+            TeacherRows::Cached(&cached)
+        }
+    };
+    let (parts, grads, leaf_grad) = chunked_loss_and_grads_to(
+        student,
+        params,
+        &pass.normed,
+        pass.leaf(),
+        &rows,
+        &targets,
+        &mask,
+        cfg,
+    )?;
+    Ok(SequenceLoss {
+        parts,
+        pass,
+        grads,
+        leaf_grad,
+    })
+}
+
 /// Loss and gradients averaged over `examples` (each at least 2 tokens; targets shifted by one,
 /// `pad` targets masked; both models read each example's `inputs`; `refs[i]` is example `i`'s
 /// sequence, where a cache needs it). With a trimmed student, `vocab` maps its ids to the
@@ -47,63 +138,24 @@ where
     if examples.is_empty() {
         candle_core::bail!("empty batch");
     }
-    let dev = student.device.clone();
-    let opts = ForwardOpts {
-        logits: Logits::None,
-        hidden_states: false,
-    };
     let scale = 1.0 / examples.len() as f64;
     let mut total = LossParts::default();
     let mut acc: Option<GradStore> = None;
     for (i, ex) in examples.iter().enumerate() {
-        let (targets, mask) = crate::loss::shift::next_token_targets(&ex.tokens, pad, &dev)?;
-        if ex.inputs.len() + 1 != ex.tokens.len() {
-            candle_core::bail!("an example's inputs must be its tokens but the last");
-        }
-        let x = Tensor::new(ex.inputs.as_slice(), &dev)?.unsqueeze(0)?;
-        let pass = StudentPass::run(student, &x, cfg.checkpoint_blocks)?;
-        memory::mark("student forward");
-        // The teacher's side of this sequence, then one loss over it.
-        let (t_normed, cached);
-        let rows = match teacher {
-            TeacherSource::Model { model, top_k } => {
-                let tx = match vocab {
-                    Some(m) => Tensor::new(m.to_teacher(&ex.inputs), &dev)?.unsqueeze(0)?,
-                    None => x.clone(),
-                };
-                t_normed = model
-                    .forward(&tx, None, &opts)
-                    .map_err(candle_core::Error::wrap)?
-                    .normed
-                    .squeeze(0)?;
-                memory::mark("teacher forward");
-                TeacherRows::Model {
-                    model: *model,
-                    normed: &t_normed,
-                    top_k: *top_k,
-                }
-            }
-            TeacherSource::Cache(cache) => {
-                let r = refs.get(i).copied().ok_or_else(|| {
-                    candle_core::Error::Msg("a cached teacher needs each example's sequence".into())
-                })?;
-                let seq = cache
-                    .get(r)
-                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-                cached =
-                    CachedRows::of(&seq, &ex.inputs, cache.k()).map_err(candle_core::Error::Msg)?;
-                TeacherRows::Cached(&cached)
-            }
-        };
-        let (p, grads, leaf_grad) = chunked_loss_and_grads_to(
+        let SequenceLoss {
+            parts: p,
+            pass,
+            grads,
+            leaf_grad,
+        } = sequence_loss(
             student,
             params,
-            &pass.normed,
-            pass.leaf(),
-            &rows,
-            &targets,
-            &mask,
+            teacher,
+            ex,
+            refs.get(i).copied(),
+            pad,
             cfg,
+            vocab,
         )?;
         let grads = pass.finish(student, params, grads, leaf_grad, cfg.bf16_grads)?;
         memory::mark("gradients");

@@ -121,6 +121,7 @@ impl Students {
         let est = memory::StepEstimate {
             trained_params: self.store.n_params(),
             moment_bytes: cfg.moment_format()?.bytes_per_param(),
+            gradient_bytes: if cfg.update_in_backward { 0.0 } else { 4.0 },
             n_layer: hp.n_layer,
             n_embd: hp.n_embd,
             n_ff: hp.n_ff,
@@ -154,6 +155,8 @@ impl Students {
                     (!cfg.checkpoint_blocks).then_some(" --checkpoint-blocks,"),
                     (cfg.optimizer != "adamw8").then_some(" --optimizer adamw8,"),
                     (cfg.master_weights != "bf16").then_some(" --master-weights bf16,"),
+                    (!cfg.update_in_backward && cfg.batch_size * cfg.grad_accum == 1)
+                        .then_some(" --update-in-backward,"),
                     (teacher_tiles > 0).then_some(" --teacher-stored-blocks,"),
                 ]
                 .into_iter()
