@@ -10,7 +10,7 @@
 #   CONFIGS  f32      --checkpoint-blocks --optimizer adamw  --teacher-stored-blocks
 #            compact  --checkpoint-blocks --optimizer adamw8 --master-weights bf16 --teacher-stored-blocks
 #            adamw8   --checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks (f32 master weights)
-#            adamw8-ub, f32-ub   adamw8 or f32 with --update-in-backward (each block updated as
+#            adamw8-ub, f32-ub, compact-ub   adamw8, f32 or compact with --update-in-backward (each block updated as
 #                     backward makes its gradients: no whole-model gradients held)
 #            graph    the whole graph kept, f32 AdamW, the teacher's tiles (the main job's way)
 #            block-f32, block-compact   block-wise QAT (--schedule block-ap: STEPS steps per block
@@ -43,11 +43,12 @@ flags_of() {
         compact) echo "--checkpoint-blocks --optimizer adamw8 --master-weights bf16 --teacher-stored-blocks" ;;
         adamw8) echo "--checkpoint-blocks --optimizer adamw8 --teacher-stored-blocks" ;;
         adamw8-ub) echo "--checkpoint-blocks --optimizer adamw8 --update-in-backward --teacher-stored-blocks" ;;
+        compact-ub) echo "--checkpoint-blocks --optimizer adamw8 --master-weights bf16 --update-in-backward --teacher-stored-blocks" ;;
         f32-ub) echo "--checkpoint-blocks --optimizer adamw --update-in-backward --teacher-stored-blocks" ;;
         graph) echo "--optimizer adamw" ;;
         block-f32) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw --teacher-stored-blocks" ;;
         block-compact) echo "--schedule block-ap --block-sequences 4 --eval-sequences 1 --optimizer adamw8 --master-weights bf16 --teacher-stored-blocks" ;;
-        *) echo "memory-table: unknown configuration $1 (f32, compact, adamw8, adamw8-ub, f32-ub, graph, block-f32, block-compact)" >&2; exit 2 ;;
+        *) echo "memory-table: unknown configuration $1 (f32, compact, adamw8, adamw8-ub, f32-ub, compact-ub, graph, block-f32, block-compact)" >&2; exit 2 ;;
     esac
 }
 

@@ -25,7 +25,7 @@ use qd_distill::train::run::{run, Event, RunConfig};
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
 use qd_model::DeviceSpec;
-use qd_quant::{FakeQuant, LearnedStep, QuantType};
+use qd_quant::{FakeQuant, LearnedStep};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -192,21 +192,21 @@ fn ops(dev: &Device, n: usize) -> anyhow::Result<Value> {
     let mut fq = serde_json::Map::new();
     let weights: std::sync::Arc<[f32]> = (0..cols).map(|j| 1.0 + (j % 13) as f32).collect();
     let mut cases: Vec<(String, FakeQuant)> = [
-        QuantType::Q4_0,
-        QuantType::Q5_0,
-        QuantType::Q8_0,
-        QuantType::Q2K,
-        QuantType::Q3K,
-        QuantType::Q4K,
-        QuantType::Q5K,
-        QuantType::Q6K,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
     ]
     .into_iter()
     .map(|t| (t.name().to_string(), FakeQuant::new(t)))
     .collect();
     cases.push((
         "Q4_0 (imatrix)".into(),
-        FakeQuant::weighted(QuantType::Q4_0, weights),
+        FakeQuant::weighted(GgmlType::Q4_0, weights),
     ));
     for (name, op) in cases {
         let want = host(&op.apply(&cpu)?)?;
@@ -218,9 +218,7 @@ fn ops(dev: &Device, n: usize) -> anyhow::Result<Value> {
         .map(|i| 0.01 * (1.0 + (i % 7) as f32 * 0.3))
         .collect();
     let d_cpu = Tensor::from_vec(steps, (rows, cols / 32), &Device::Cpu)?;
-    let op = LearnedStep {
-        ty: QuantType::Q4_0,
-    };
+    let op = LearnedStep { ty: GgmlType::Q4_0 };
     let want = host(&op.apply(&cpu, &d_cpu)?)?;
     let got = host(&op.apply_portable(&on, &d_cpu.to_device(dev)?)?)?;
     let ls = want.iter().zip(&got).filter(|(a, b)| a != b).count();
@@ -327,7 +325,7 @@ fn export(out: &Path, path: &Path) -> anyhow::Result<GgufFile> {
 fn differing_codes(a: &GgufFile, b: &GgufFile) -> anyhow::Result<(usize, usize)> {
     let (mut differ, mut values) = (0, 0);
     for t in a.tensors().iter().filter(|t| t.name.starts_with("blk.")) {
-        let Ok(ty) = QuantType::from_ggml(t.dtype) else {
+        let Ok(ty) = qd_quant::quantizable(t.dtype) else {
             continue;
         };
         let va = qd_quant::dequantize(ty, a.tensor_bytes(&t.name)?)?;

@@ -65,11 +65,7 @@ impl TensorSource for StoreSource<'_> {
             .map_err(|e| qd_export::ExportError::Invalid(e.to_string()))
     }
 
-    fn own_blocks(
-        &self,
-        name: &str,
-        ty: qd_quant::QuantType,
-    ) -> Option<qd_export::Result<Vec<u8>>> {
+    fn own_blocks(&self, name: &str, ty: qd_gguf::GgmlType) -> Option<qd_export::Result<Vec<u8>>> {
         let steps = self
             .store
             .vars

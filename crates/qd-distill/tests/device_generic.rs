@@ -114,7 +114,7 @@ fn generic_path_trains_like_the_fused_one_on_every_family() {
         for ((nf, tf, bf), (ng, tg, bg)) in ef.iter().zip(&eg) {
             assert_eq!((nf, tf), (ng, tg));
             // The QAT-trained weights (the f32 norms are not quantized).
-            let Ok(ty) = qd_quant::QuantType::from_ggml(*tf) else {
+            let Ok(ty) = qd_quant::quantizable(*tf) else {
                 continue;
             };
             let (vf, vg) = (

@@ -113,7 +113,7 @@ fn a_bf16_master_run_trains_resumes_bit_identically_and_exports() {
     qd_export::write_new(&e.exported, &path, false).unwrap();
     let f = qd_gguf::GgufFile::open(&path).unwrap();
     let w = values(matrix);
-    let want = qd_quant::quantize(qd_quant::QuantType::Q4_0, &w, matrix.dims()[1]).unwrap();
+    let want = qd_quant::quantize(qd_gguf::GgmlType::Q4_0, &w, matrix.dims()[1]).unwrap();
     assert_eq!(
         f.tensor_bytes("blk.0.ffn_up.weight").unwrap(),
         want.as_slice()

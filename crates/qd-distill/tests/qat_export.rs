@@ -172,7 +172,7 @@ fn check(recipe: &str, embeddings: bool, with_imatrix: bool) {
             );
         }
         if planned {
-            assert_eq!(info.dtype, plan.types[n].ggml(), "{recipe}: {n}");
+            assert_eq!(info.dtype, plan.types[n], "{recipe}: {n}");
         }
         // The test must be able to tell the weighted grid from the reference one.
         if let Some(op) = qstore.fake_quant.get(n).filter(|op| op.weights.is_some()) {

@@ -8,7 +8,7 @@ use qd_distill::student::{student_from_teacher, TrainableLinear};
 use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
 use qd_model::{ForwardOpts, Linear, Logits};
-use qd_quant::{FakeQuant, QuantType};
+use qd_quant::FakeQuant;
 
 const DEV: Device = Device::Cpu;
 
@@ -85,13 +85,13 @@ fn fake_quantized_linear_uses_the_grid_and_passes_gradients_straight_through() {
     let lin = TrainableLinear::new(
         var.as_tensor().clone(),
         None,
-        Some(FakeQuant::new(QuantType::Q4_0)),
+        Some(FakeQuant::new(GgmlType::Q4_0)),
     );
     let x = Tensor::randn(0f32, 1.0, (3, 64), &DEV).unwrap();
     let y = lin.forward(&x).unwrap();
     let fq = Tensor::from_vec(
         qd_quant::fake_quantize(
-            QuantType::Q4_0,
+            GgmlType::Q4_0,
             &w.flatten_all().unwrap().to_vec1().unwrap(),
             64,
         )

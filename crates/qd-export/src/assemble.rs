@@ -38,7 +38,7 @@ impl Exported {
             .iter()
             .filter(|t| t.choice.fell_back())
             .map(|t| {
-                let name = |c: Option<qd_quant::QuantType>| c.map(|q| q.name()).unwrap_or("F32");
+                let name = |c: Option<qd_gguf::GgmlType>| c.map(|q| q.name()).unwrap_or("F32");
                 format!(
                     "{}: rows of {} do not fit {}; using {} as llama.cpp does",
                     t.name,
@@ -66,7 +66,7 @@ pub trait TensorSource {
     }
     /// `name`'s blocks of `ty` when the source decides them itself rather than the recipe's
     /// quantizer (QAT with learned step sizes: the steps are trained, the codes follow).
-    fn own_blocks(&self, _name: &str, _ty: qd_quant::QuantType) -> Option<Result<Vec<u8>>> {
+    fn own_blocks(&self, _name: &str, _ty: qd_gguf::GgmlType) -> Option<Result<Vec<u8>>> {
         None
     }
 }
@@ -124,7 +124,7 @@ pub fn assemble(
         let kind = TensorKind::of(&name, &dims, has_output);
         let row = dims.last().copied().unwrap_or(0);
         let choice = recipe.choose(kind, row, &model);
-        let ggml = choice.used.map(|t| t.ggml()).unwrap_or(GgmlType::F32);
+        let ggml = choice.used.unwrap_or(GgmlType::F32);
         // llama-quantize keeps a tensor's bytes when it already has the type, imatrix or not.
         let own = choice.used.and_then(|ty| source.own_blocks(&name, ty));
         let (data, copied) = match (source.raw(&name, ggml), own) {

@@ -1,7 +1,7 @@
 //! Quantization recipes: the GGUF block type of every tensor, chosen as `llama-quantize` chooses
 //! it, so a recipe's name means the same file layout here and in llama.cpp.
 
-use qd_quant::QuantType;
+use qd_gguf::GgmlType;
 
 use crate::error::{ExportError, Result};
 
@@ -88,26 +88,26 @@ impl Ftype {
     }
 
     /// `llama_ftype_get_default_type`.
-    pub fn base(self) -> QuantType {
+    pub fn base(self) -> GgmlType {
         match self {
-            Self::Q4_0 => QuantType::Q4_0,
-            Self::Q4_1 => QuantType::Q4_1,
-            Self::Q5_0 => QuantType::Q5_0,
-            Self::Q5_1 => QuantType::Q5_1,
-            Self::Q8_0 => QuantType::Q8_0,
-            Self::Q2K | Self::Q2KS => QuantType::Q2K,
-            Self::Q3KS | Self::Q3KM | Self::Q3KL => QuantType::Q3K,
-            Self::Q4KS | Self::Q4KM => QuantType::Q4K,
-            Self::Q5KS | Self::Q5KM => QuantType::Q5K,
-            Self::Q6K => QuantType::Q6K,
+            Self::Q4_0 => GgmlType::Q4_0,
+            Self::Q4_1 => GgmlType::Q4_1,
+            Self::Q5_0 => GgmlType::Q5_0,
+            Self::Q5_1 => GgmlType::Q5_1,
+            Self::Q8_0 => GgmlType::Q8_0,
+            Self::Q2K | Self::Q2KS => GgmlType::Q2K,
+            Self::Q3KS | Self::Q3KM | Self::Q3KL => GgmlType::Q3K,
+            Self::Q4KS | Self::Q4KM => GgmlType::Q4K,
+            Self::Q5KS | Self::Q5KM => GgmlType::Q5K,
+            Self::Q6K => GgmlType::Q6K,
         }
     }
 
     /// The file type's rule for one block weight, before the row-length fallback: llama.cpp's
     /// `llama_tensor_get_type_impl` for dense (non-MoE, non-Falcon) models, which are all the
     /// families this toolkit loads.
-    fn block_type(self, kind: TensorKind, m: &ModelInfo) -> QuantType {
-        use QuantType as Q;
+    fn block_type(self, kind: TensorKind, m: &ModelInfo) -> GgmlType {
+        use GgmlType as Q;
         let n = m.n_layer;
         match (self, kind) {
             (Self::Q2K, TensorKind::AttnV { .. }) => {
@@ -176,7 +176,7 @@ pub enum Recipe {
     /// One type for every 2-D tensor, the embedding and LM head included, as `llama-quantize
     /// --pure` writes (named `<type>-pure`, e.g. `q4_0-pure`: the smallest Q4_0 file). Rows a
     /// K-quant cannot tile take llama.cpp's fallback, as everywhere.
-    Pure(QuantType),
+    Pure(GgmlType),
 }
 
 /// What a tensor is, for the rules that depend on it.
@@ -260,8 +260,8 @@ impl ModelInfo {
 /// wanted type out and llama.cpp's fallback was taken (`None` = f32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
-    pub wanted: Option<QuantType>,
-    pub used: Option<QuantType>,
+    pub wanted: Option<GgmlType>,
+    pub used: Option<GgmlType>,
 }
 
 impl Choice {
@@ -278,12 +278,12 @@ fn use_more_bits(i: usize, n: usize) -> bool {
 
 /// llama.cpp's replacement when a K-quant's 256-value super-block does not fit a row (its
 /// older table, for the types we implement: IQ4_NL is not one of them, so Q2_K/Q3_K go to Q4_0).
-fn fallback(ty: QuantType) -> QuantType {
+fn fallback(ty: GgmlType) -> GgmlType {
     match ty {
-        QuantType::Q2K | QuantType::Q3K => QuantType::Q4_0,
-        QuantType::Q4K => QuantType::Q5_0,
-        QuantType::Q5K => QuantType::Q5_1,
-        QuantType::Q6K => QuantType::Q8_0,
+        GgmlType::Q2K | GgmlType::Q3K => GgmlType::Q4_0,
+        GgmlType::Q4K => GgmlType::Q5_0,
+        GgmlType::Q5K => GgmlType::Q5_1,
+        GgmlType::Q6K => GgmlType::Q8_0,
         other => other,
     }
 }
@@ -306,7 +306,7 @@ impl Recipe {
             // Today's names, kept where they are exactly a llama-quantize type.
             "q3_k" => Ok(Self::Llama(Ftype::Q3KS)),
             "q5_k" => Ok(Self::Llama(Ftype::Q5KS)),
-            other if other.ends_with("-pure") => QuantType::parse(&other[..other.len() - 5])
+            other if other.ends_with("-pure") => qd_quant::parse_type(&other[..other.len() - 5])
                 .map(Self::Pure)
                 .ok_or_else(unknown),
             other => Ftype::ALL
@@ -333,16 +333,21 @@ impl Recipe {
             Self::QatQ4 => 2,
             Self::Llama(f) => f.id(),
             Self::Pure(t) => match t {
-                QuantType::Q4_0 => 2,
-                QuantType::Q4_1 => 3,
-                QuantType::Q8_0 => 7,
-                QuantType::Q5_0 => 8,
-                QuantType::Q5_1 => 9,
-                QuantType::Q2K => 10,
-                QuantType::Q3K => 11,
-                QuantType::Q4K => 14,
-                QuantType::Q5K => 16,
-                QuantType::Q6K => 18,
+                GgmlType::Q4_0 => 2,
+                GgmlType::Q4_1 => 3,
+                GgmlType::Q8_0 => 7,
+                GgmlType::Q5_0 => 8,
+                GgmlType::Q5_1 => 9,
+                GgmlType::Q2K => 10,
+                GgmlType::Q3K => 11,
+                GgmlType::Q4K => 14,
+                GgmlType::Q5K => 16,
+                GgmlType::Q6K => 18,
+                // Not made by `parse` (quantizable types only), named as llama.cpp would.
+                GgmlType::F32 => 0,
+                GgmlType::F16 => 1,
+                GgmlType::BF16 => 32,
+                GgmlType::Q8_1 | GgmlType::Q8K => 1024, // LLAMA_FTYPE_GUESSED
             },
         }
     }
@@ -352,7 +357,7 @@ impl Recipe {
     pub fn uses_imatrix(&self) -> bool {
         !matches!(
             self,
-            Self::F32 | Self::Llama(Ftype::Q8_0) | Self::Pure(QuantType::Q8_0)
+            Self::F32 | Self::Llama(Ftype::Q8_0) | Self::Pure(GgmlType::Q8_0)
         )
     }
 
@@ -360,15 +365,15 @@ impl Recipe {
     pub fn choose(&self, kind: TensorKind, row_len: usize, model: &ModelInfo) -> Choice {
         let wanted = match (self, kind) {
             (Self::F32, _) | (_, TensorKind::Vector) => None,
-            (Self::QatQ4, TensorKind::Output | TensorKind::Embedding) => Some(QuantType::Q8_0),
-            (Self::QatQ4, _) => Some(QuantType::Q4_0),
+            (Self::QatQ4, TensorKind::Output | TensorKind::Embedding) => Some(GgmlType::Q8_0),
+            (Self::QatQ4, _) => Some(GgmlType::Q4_0),
             (Self::Pure(t), _) => Some(*t),
             // Not a fallback: llama.cpp picks Q8_0 outright for such rows.
             (Self::Llama(f), TensorKind::Output) => Some(
-                if f.base() == QuantType::Q8_0 || !row_len.is_multiple_of(256) {
-                    QuantType::Q8_0
+                if f.base() == GgmlType::Q8_0 || !row_len.is_multiple_of(256) {
+                    GgmlType::Q8_0
                 } else {
-                    QuantType::Q6K
+                    GgmlType::Q6K
                 },
             ),
             (Self::Llama(f), TensorKind::Embedding) => Some(f.base()),
@@ -381,8 +386,8 @@ impl Recipe {
 
 /// `ty` if its blocks tile a row, else llama.cpp's fallback, else f32 when not even 32-value
 /// blocks fit.
-fn fits(ty: QuantType, row_len: usize) -> Option<QuantType> {
-    let ok = |t: QuantType| row_len.is_multiple_of(t.block_size());
+fn fits(ty: GgmlType, row_len: usize) -> Option<GgmlType> {
+    let ok = |t: GgmlType| row_len.is_multiple_of(t.block_size());
     if ok(ty) {
         return Some(ty);
     }
@@ -436,23 +441,23 @@ mod tests {
         let c = r.choose(TensorKind::Block, 640, &m);
         assert_eq!(
             (c.wanted, c.used),
-            (Some(QuantType::Q4K), Some(QuantType::Q5_0))
+            (Some(GgmlType::Q4K), Some(GgmlType::Q5_0))
         );
         let c = r.choose(TensorKind::AttnV { layer: 0 }, 640, &m);
-        assert_eq!(c.used, Some(QuantType::Q8_0));
+        assert_eq!(c.used, Some(GgmlType::Q8_0));
         let c = r.choose(TensorKind::Output, 640, &m);
-        assert_eq!(c.used, Some(QuantType::Q8_0));
+        assert_eq!(c.used, Some(GgmlType::Q8_0));
         let c = r.choose(TensorKind::Output, 2048, &m);
-        assert_eq!(c.used, Some(QuantType::Q6K));
+        assert_eq!(c.used, Some(GgmlType::Q6K));
         let pure = Recipe::parse("q4_0-pure").unwrap();
         assert_eq!(
             pure.choose(TensorKind::Output, 640, &m).used,
-            Some(QuantType::Q4_0)
+            Some(GgmlType::Q4_0)
         );
         let c = Recipe::Llama(Ftype::Q2K).choose(TensorKind::Block, 640, &m);
         assert_eq!(
             (c.wanted, c.used),
-            (Some(QuantType::Q2K), Some(QuantType::Q4_0))
+            (Some(GgmlType::Q2K), Some(GgmlType::Q4_0))
         );
         assert!(matches!(
             Recipe::parse("q9_9-pure"),
@@ -480,7 +485,7 @@ mod ftype_tests {
         };
         let ty =
             |f: Ftype, k: TensorKind, m: &ModelInfo| Recipe::Llama(f).choose(k, 2048, m).wanted;
-        use QuantType as Q;
+        use GgmlType as Q;
         use TensorKind as K;
         assert_eq!(ty(Ftype::Q2K, K::AttnV { layer: 5 }, &m), Some(Q::Q4K));
         let mha = ModelInfo { n_gqa: 1, ..m };

@@ -91,7 +91,7 @@ pub(crate) fn encode(ty: GgmlType, name: &str, values: &[f32], row: usize) -> Re
                 name: name.to_string(),
                 err,
             };
-            let q = qd_quant::QuantType::from_ggml(other).map_err(quant)?;
+            let q = qd_quant::quantizable(other).map_err(quant)?;
             qd_quant::quantize(q, values, row).map_err(quant)?
         }
     })

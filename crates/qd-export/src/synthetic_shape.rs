@@ -98,7 +98,7 @@ pub fn shape_tensor_types(
             let ty = recipe
                 .choose(kind, row, &info)
                 .used
-                .map_or(GgmlType::F32, |q| q.ggml());
+                .unwrap_or(GgmlType::F32);
             (name, dims, ty)
         })
         .collect()

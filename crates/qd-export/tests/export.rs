@@ -5,7 +5,6 @@ use candle_core::{Device, Tensor};
 use qd_export::{requantize, write_new, ExportError, Recipe};
 use qd_fixtures::tiny::{write_tiny, Family, TinySpec};
 use qd_gguf::{GgmlType, GgufFile};
-use qd_quant::QuantType;
 
 /// Our `q4_k_m` recipe picks, for every one of the teacher's 236 tensors, the type that
 /// llama-quantize picked when it made the teacher.
@@ -81,7 +80,7 @@ fn every_recipe_writes_the_fake_quant_of_its_source() {
                 .unwrap()
                 .to_vec1()
                 .unwrap();
-            let want: Vec<f32> = match QuantType::from_ggml(info.dtype) {
+            let want: Vec<f32> = match qd_quant::quantizable(info.dtype) {
                 Ok(ty) => {
                     quantized += 1;
                     qd_quant::fake_quantize(ty, &x.flatten_all().unwrap().to_vec1().unwrap(), row)

@@ -5,7 +5,8 @@
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
-use qd_quant::{FakeQuant, QuantType};
+use qd_gguf::GgmlType;
+use qd_quant::FakeQuant;
 
 fn cases(n: usize) -> Vec<(&'static str, Vec<f32>)> {
     let mut s = 0x2545F4914F6CDD1Du64;
@@ -73,7 +74,7 @@ fn run_op(x: &Tensor, op: &FakeQuant) -> std::result::Result<Vec<u32>, String> {
 
 /// Non-finite input (same error as the CPU op, naming the same row), short and offset views,
 /// and the backward pass (identity, and the clipping mask) against the CPU.
-fn edge_checks(dev: &Device, types: &[QuantType]) -> Result<bool> {
+fn edge_checks(dev: &Device, types: &[GgmlType]) -> Result<bool> {
     let mut ok = true;
     let mut report = |what: String, pass: bool| {
         ok &= pass;
@@ -167,10 +168,10 @@ fn main() -> Result<()> {
     let dev = Device::new_cuda(0)?;
     let mut ok = true;
     let types = [
-        QuantType::Q4_0,
-        QuantType::Q5_0,
-        QuantType::Q8_0,
-        QuantType::Q4K,
+        GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
     ];
     let n = 1 << 20;
     for ty in types {
@@ -232,7 +233,7 @@ fn main() -> Result<()> {
     let mut bad = cd.alloc_zeros::<u64>(1)?;
     // The op under the memory pool's default (freed memory returned at every synchronisation),
     // then as qat-distill runs it, with keep_freed_memory.
-    let q4 = FakeQuant::new(QuantType::Q4_0);
+    let q4 = FakeQuant::new(GgmlType::Q4_0);
     let default_ms = time_ms(&dev, 20, || big.apply_op1_no_bwd(&q4))?;
     let default_copy_ms = time_ms(&dev, 20, || big.copy())?;
     qd_quant::cuda::keep_freed_memory(cd)?;
@@ -254,7 +255,7 @@ fn main() -> Result<()> {
         let kernel_gbs = bytes / kernel_ms / 1e6;
         let pct = 100.0 * gbs / copy_gbs;
         let kernel_pct = 100.0 * kernel_gbs / copy_gbs;
-        let pass = ty != QuantType::Q4_0 || pct >= 90.0;
+        let pass = ty != GgmlType::Q4_0 || pct >= 90.0;
         ok &= pass;
         println!(
             "[{}] {ty} fake-quant 2^27: op {ms:.3} ms, {gbs:.0} GB/s = {pct:.1}% of copy; \

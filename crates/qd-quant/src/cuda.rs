@@ -5,22 +5,22 @@ use candle_core::cuda_backend::cudarc::driver::{CudaSlice, CudaView, LaunchConfi
 use candle_core::cuda_backend::{CudaDevice, WrapErr};
 use candle_core::{CudaStorage, Result};
 
-use crate::format::QuantType;
+use qd_gguf::GgmlType;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fake_quant.ptx"));
 
 /// The types with a CUDA kernel.
-pub fn has_kernel(ty: QuantType) -> bool {
+pub fn has_kernel(ty: GgmlType) -> bool {
     kernel(ty).is_some()
 }
 
-fn kernel(ty: QuantType) -> Option<(&'static str, bool)> {
+fn kernel(ty: GgmlType) -> Option<(&'static str, bool)> {
     // (name, eight lanes of four values per 32-value block?; else one thread per 256-value block)
     match ty {
-        QuantType::Q4_0 => Some(("fq_q4_0", true)),
-        QuantType::Q5_0 => Some(("fq_q5_0", true)),
-        QuantType::Q8_0 => Some(("fq_q8_0", true)),
-        QuantType::Q4K => Some(("fq_q4_k", false)),
+        GgmlType::Q4_0 => Some(("fq_q4_0", true)),
+        GgmlType::Q5_0 => Some(("fq_q5_0", true)),
+        GgmlType::Q8_0 => Some(("fq_q8_0", true)),
+        GgmlType::Q4K => Some(("fq_q4_k", false)),
         _ => None,
     }
 }
@@ -29,7 +29,7 @@ fn kernel(ty: QuantType) -> Option<(&'static str, bool)> {
 /// (same row, column and value): the kernel flags the first bad block, the host reads that block.
 /// Reading the flag waits for the kernel, one synchronisation per call.
 pub fn fake_quant_fwd(
-    ty: QuantType,
+    ty: GgmlType,
     s: &CudaStorage,
     o1: usize,
     o2: usize,
@@ -74,7 +74,7 @@ pub fn fake_quant_fwd(
     Ok(CudaStorage::wrap_cuda_slice(y, dev))
 }
 
-fn kernel_name(ty: QuantType) -> Result<(&'static str, bool)> {
+fn kernel_name(ty: GgmlType) -> Result<(&'static str, bool)> {
     match kernel(ty) {
         Some(k) => Ok(k),
         None => candle_core::bail!(
@@ -87,7 +87,7 @@ fn kernel_name(ty: QuantType) -> Result<(&'static str, bool)> {
 /// it: `bad` (zeroed by the caller) receives n_blocks − first non-finite block, or stays 0.
 /// Public so that the GPU check can time the kernel apart from the op's synchronisation.
 pub fn launch(
-    ty: QuantType,
+    ty: GgmlType,
     dev: &CudaDevice,
     x: &CudaView<'_, f32>,
     y: &mut CudaSlice<f32>,

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use crate::format::QuantType;
 use crate::fp16::read_f16;
+use qd_gguf::GgmlType;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FakeQuant {
-    pub ty: QuantType,
+    pub ty: GgmlType,
     /// Zero the gradient of values outside their block's representable range (the types whose
     /// grid is one range per 32 values: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0). Identity otherwise.
     pub clip_mask: bool,
@@ -22,7 +22,7 @@ pub struct FakeQuant {
 }
 
 impl FakeQuant {
-    pub fn new(ty: QuantType) -> Self {
+    pub fn new(ty: GgmlType) -> Self {
         Self {
             ty,
             clip_mask: false,
@@ -31,7 +31,7 @@ impl FakeQuant {
     }
 
     /// The op on the importance-weighted grid of `weights` (one per column).
-    pub fn weighted(ty: QuantType, weights: Arc<[f32]>) -> Self {
+    pub fn weighted(ty: GgmlType, weights: Arc<[f32]>) -> Self {
         Self {
             ty,
             clip_mask: false,
@@ -83,11 +83,11 @@ impl FakeQuant {
 type RangeFn = fn(&[u8]) -> (f32, f32);
 
 /// 1 where `x` lies inside the grid range of its 32-value block after quantization, else 0.
-pub fn clip_mask(ty: QuantType, x: &[f32]) -> Vec<f32> {
-    let (q, _) = ty.kernels();
-    let bb = ty.block_bytes();
+pub fn clip_mask(ty: GgmlType, x: &[f32]) -> Vec<f32> {
+    let bb = ty.type_size();
     let mut bytes = Vec::new();
-    if ty.block_size() == 32 {
+    // A type outside the quantizable ones has no grid: no mask (all ones), as for K-quants.
+    if let (32, Ok((q, _))) = (ty.block_size(), crate::format::kernels(ty)) {
         bytes = vec![0u8; x.len() / 32 * bb];
         for (xb, b) in x.chunks_exact(32).zip(bytes.chunks_exact_mut(bb)) {
             q(xb, b);
@@ -97,20 +97,20 @@ pub fn clip_mask(ty: QuantType, x: &[f32]) -> Vec<f32> {
 }
 
 /// [`clip_mask`] from the blocks' bytes of `x` (whichever quantizer made them).
-pub fn clip_mask_of(ty: QuantType, x: &[f32], bytes: &[u8]) -> Vec<f32> {
+pub fn clip_mask_of(ty: GgmlType, x: &[f32], bytes: &[u8]) -> Vec<f32> {
     let range: Option<RangeFn> = match ty {
-        QuantType::Q4_0 => Some(|b| span(read_f16(b, 0), -8.0, 7.0, 0.0)),
-        QuantType::Q5_0 => Some(|b| span(read_f16(b, 0), -16.0, 15.0, 0.0)),
-        QuantType::Q8_0 => Some(|b| span(read_f16(b, 0), -128.0, 127.0, 0.0)),
-        QuantType::Q4_1 => Some(|b| span(read_f16(b, 0), 0.0, 15.0, read_f16(b, 2))),
-        QuantType::Q5_1 => Some(|b| span(read_f16(b, 0), 0.0, 31.0, read_f16(b, 2))),
+        GgmlType::Q4_0 => Some(|b| span(read_f16(b, 0), -8.0, 7.0, 0.0)),
+        GgmlType::Q5_0 => Some(|b| span(read_f16(b, 0), -16.0, 15.0, 0.0)),
+        GgmlType::Q8_0 => Some(|b| span(read_f16(b, 0), -128.0, 127.0, 0.0)),
+        GgmlType::Q4_1 => Some(|b| span(read_f16(b, 0), 0.0, 15.0, read_f16(b, 2))),
+        GgmlType::Q5_1 => Some(|b| span(read_f16(b, 0), 0.0, 31.0, read_f16(b, 2))),
         _ => None,
     };
     let Some(range) = range else {
         return vec![1.0; x.len()];
     };
     let mut out = Vec::with_capacity(x.len());
-    for (xb, block) in x.chunks_exact(32).zip(bytes.chunks_exact(ty.block_bytes())) {
+    for (xb, block) in x.chunks_exact(32).zip(bytes.chunks_exact(ty.type_size())) {
         let (lo, hi) = range(block);
         out.extend(
             xb.iter()

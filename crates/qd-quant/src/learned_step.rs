@@ -18,24 +18,24 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::QuantError;
-use crate::format::QuantType;
 use crate::fp16::{fp16_to_fp32, fp32_to_fp16, write_f16};
+use qd_gguf::GgmlType;
 
 /// Values per block (every type with a learned step).
 pub const BLOCK: usize = 32;
 
 /// The code range of a type whose blocks are one scale and symmetric integer codes; `None` for
 /// the others (offset types and K-quants have no single step to learn).
-pub fn code_range(ty: QuantType) -> Option<(f32, f32)> {
+pub fn code_range(ty: GgmlType) -> Option<(f32, f32)> {
     match ty {
-        QuantType::Q4_0 => Some((-8.0, 7.0)),
-        QuantType::Q5_0 => Some((-16.0, 15.0)),
-        QuantType::Q8_0 => Some((-128.0, 127.0)),
+        GgmlType::Q4_0 => Some((-8.0, 7.0)),
+        GgmlType::Q5_0 => Some((-16.0, 15.0)),
+        GgmlType::Q8_0 => Some((-128.0, 127.0)),
         _ => None,
     }
 }
 
-fn range_of(ty: QuantType) -> std::result::Result<(f32, f32), QuantError> {
+fn range_of(ty: GgmlType) -> std::result::Result<(f32, f32), QuantError> {
     code_range(ty).ok_or(QuantError::Unsupported(ty.name()))
 }
 
@@ -54,7 +54,7 @@ fn code(w: f32, d: f32, (lo, hi): (f32, f32)) -> f32 {
 }
 
 fn check(
-    ty: QuantType,
+    ty: GgmlType,
     w: &[f32],
     n: usize,
     d: &[f32],
@@ -83,7 +83,7 @@ fn check(
 /// The grid values the forward pass uses: `d·code` per value, `d` the fp16-rounded step of
 /// its block.
 pub fn fake_quantize_with_steps(
-    ty: QuantType,
+    ty: GgmlType,
     w: &[f32],
     n: usize,
     d: &[f32],
@@ -106,15 +106,10 @@ pub fn fake_quantize_with_steps(
 
 /// The blocks of `w` (rows of `n`) with the given steps: what export writes, decoding to
 /// exactly [`fake_quantize_with_steps`]'s values.
-pub fn quantize_with_steps(
-    ty: QuantType,
-    w: &[f32],
-    n: usize,
-    d: &[f32],
-) -> crate::Result<Vec<u8>> {
+pub fn quantize_with_steps(ty: GgmlType, w: &[f32], n: usize, d: &[f32]) -> crate::Result<Vec<u8>> {
     let range = check(ty, w, n, d)?;
     crate::rows::check_finite(w, n)?;
-    let bb = ty.block_bytes();
+    let bb = ty.type_size();
     let mut out = vec![0u8; w.len() / BLOCK * bb];
     out.par_chunks_mut(bb * 256)
         .zip(w.par_chunks(BLOCK * 256))
@@ -133,15 +128,15 @@ pub fn quantize_with_steps(
 }
 
 /// One block of `ty` from its step and codes (in `code_range`).
-fn pack(ty: QuantType, d: f32, c: &[i32; BLOCK], out: &mut [u8]) {
+fn pack(ty: GgmlType, d: f32, c: &[i32; BLOCK], out: &mut [u8]) {
     write_f16(out, 0, d);
     match ty {
-        QuantType::Q4_0 => {
+        GgmlType::Q4_0 => {
             for j in 0..16 {
                 out[2 + j] = ((c[j] + 8) as u8) | (((c[j + 16] + 8) as u8) << 4);
             }
         }
-        QuantType::Q5_0 => {
+        GgmlType::Q5_0 => {
             let mut qh = 0u32;
             for j in 0..16 {
                 let (a, b) = ((c[j] + 16) as u32, (c[j + 16] + 16) as u32);
@@ -151,7 +146,7 @@ fn pack(ty: QuantType, d: f32, c: &[i32; BLOCK], out: &mut [u8]) {
             }
             out[2..6].copy_from_slice(&qh.to_le_bytes());
         }
-        QuantType::Q8_0 => {
+        GgmlType::Q8_0 => {
             for j in 0..BLOCK {
                 out[2 + j] = c[j] as i8 as u8;
             }
@@ -162,9 +157,9 @@ fn pack(ty: QuantType, d: f32, c: &[i32; BLOCK], out: &mut [u8]) {
 
 /// The step of every block of `bytes` (a tensor of `ty`), as f32: the initial value of a
 /// learned step, taken from the grid the weights were snapped onto.
-pub fn steps_of(ty: QuantType, bytes: &[u8]) -> crate::Result<Vec<f32>> {
+pub fn steps_of(ty: GgmlType, bytes: &[u8]) -> crate::Result<Vec<f32>> {
     range_of(ty)?;
-    let bb = ty.block_bytes();
+    let bb = ty.type_size();
     if !bytes.len().is_multiple_of(bb) {
         return Err(QuantError::Bytes {
             ty: ty.name(),
@@ -181,12 +176,12 @@ pub fn steps_of(ty: QuantType, bytes: &[u8]) -> crate::Result<Vec<f32>> {
 /// The differentiable op: `apply(w [.., n], d [.., n/32])`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LearnedStep {
-    pub ty: QuantType,
+    pub ty: GgmlType,
 }
 
 impl LearnedStep {
     /// Whether `ty` can learn its step.
-    pub fn supports(ty: QuantType) -> bool {
+    pub fn supports(ty: GgmlType) -> bool {
         code_range(ty).is_some()
     }
 
@@ -355,7 +350,7 @@ mod tests {
     /// pass's values, out-of-range weights and negative steps included.
     #[test]
     fn export_decodes_to_the_forward_values() {
-        for ty in [QuantType::Q4_0, QuantType::Q5_0, QuantType::Q8_0] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
             let (rows, n) = (3, 64);
             let w = weights(rows * n, 7);
             let mut d: Vec<f32> = steps_of(ty, &crate::quantize(ty, &w, n).unwrap()).unwrap();
@@ -379,7 +374,7 @@ mod tests {
                 v < lo - 0.5 || v > hi + 0.5
             });
             assert!(
-                clipped || ty == QuantType::Q8_0,
+                clipped || ty == GgmlType::Q8_0,
                 "{ty}: no clipped value tested"
             );
         }
@@ -389,7 +384,7 @@ mod tests {
     /// exactly when the weights sit on the grid (QAT's snapped start).
     #[test]
     fn snapped_weights_reproduce_their_grid() {
-        let ty = QuantType::Q4_0;
+        let ty = GgmlType::Q4_0;
         let w = weights(4 * 96, 3);
         let bytes = crate::quantize(ty, &w, 96).unwrap();
         let snapped = crate::dequantize(ty, &bytes).unwrap();
@@ -403,7 +398,7 @@ mod tests {
     /// the step gradient against a central difference of a smooth loss where no code changes.
     #[test]
     fn gradients_are_lsq() {
-        let ty = QuantType::Q4_0;
+        let ty = GgmlType::Q4_0;
         let n = 64;
         let w = weights(2 * n, 11);
         let mut d = steps_of(ty, &crate::quantize(ty, &w, n).unwrap()).unwrap();
@@ -463,7 +458,7 @@ mod tests {
     #[test]
     fn portable_form_equals_the_op() {
         let dev = Device::Cpu;
-        for ty in [QuantType::Q4_0, QuantType::Q5_0, QuantType::Q8_0] {
+        for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
             let (rows, n) = (3, 96);
             let w = weights(rows * n, 13);
             let mut d = steps_of(ty, &crate::quantize(ty, &w, n).unwrap()).unwrap();
@@ -508,11 +503,11 @@ mod tests {
     #[test]
     fn bad_input_is_refused() {
         let w = weights(64, 1);
-        assert!(quantize_with_steps(QuantType::Q4K, &w, 64, &[1.0, 1.0]).is_err());
-        assert!(quantize_with_steps(QuantType::Q4_0, &w, 64, &[1.0]).is_err());
-        assert!(quantize_with_steps(QuantType::Q4_0, &w, 48, &[1.0, 1.0]).is_err());
+        assert!(quantize_with_steps(GgmlType::Q4K, &w, 64, &[1.0, 1.0]).is_err());
+        assert!(quantize_with_steps(GgmlType::Q4_0, &w, 64, &[1.0]).is_err());
+        assert!(quantize_with_steps(GgmlType::Q4_0, &w, 48, &[1.0, 1.0]).is_err());
         let mut bad = w.clone();
         bad[3] = f32::NAN;
-        assert!(quantize_with_steps(QuantType::Q4_0, &bad, 64, &[1.0, 1.0]).is_err());
+        assert!(quantize_with_steps(GgmlType::Q4_0, &bad, 64, &[1.0, 1.0]).is_err());
     }
 }

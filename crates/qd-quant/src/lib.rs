@@ -30,7 +30,7 @@ mod weighted_search;
 
 pub use error::{QuantError, Result};
 pub use fake_quant::FakeQuant;
-pub use format::QuantType;
+pub use format::{parse_type, quantizable, QUANTIZABLE};
 /// The grid Q4_K/Q5_K store for a super-block's 8 fits (what the kernels' K-quant fake-quant
 /// recomputes codes against).
 pub use kscales::stored_grid;

@@ -5,12 +5,15 @@ use qd_kernels::Isa;
 use rayon::prelude::*;
 
 use crate::error::{QuantError, Result};
-use crate::format::QuantType;
+use crate::format::kernels;
+use qd_gguf::GgmlType;
 
 /// Rows per parallel task: enough work to amortise scheduling, small enough to balance.
 const ROWS_PER_TASK: usize = 4;
 
-pub(crate) fn check_rows(ty: QuantType, len: usize, n: usize) -> Result<usize> {
+/// Rows of `n` in `len` values of a type this crate quantizes (else `Unsupported`).
+pub(crate) fn check_rows(ty: GgmlType, len: usize, n: usize) -> Result<usize> {
+    crate::format::quantizable(ty)?;
     if n == 0 {
         return if len == 0 {
             Ok(0)
@@ -48,16 +51,16 @@ pub fn check_finite(data: &[f32], n: usize) -> Result<()> {
 
 /// Quantizes `data` (rows of `n_per_row`) to `ty`, exactly as `ggml_quantize_chunk` without an
 /// importance matrix.
-pub fn quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
+pub fn quantize(ty: GgmlType, data: &[f32], n_per_row: usize) -> Result<Vec<u8>> {
     let rows = check_rows(ty, data.len(), n_per_row)?;
     check_finite(data, n_per_row)?;
     if rows == 0 {
         return Ok(Vec::new());
     }
-    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+    let (bs, bb) = (ty.block_size(), ty.type_size());
     let row_bytes = n_per_row / bs * bb;
     let mut out = vec![0u8; rows * row_bytes];
-    let (q, _) = ty.kernels();
+    let (q, _) = kernels(ty)?;
     out.par_chunks_mut(row_bytes * ROWS_PER_TASK)
         .zip(data.par_chunks(n_per_row * ROWS_PER_TASK))
         .for_each(|(o, x)| {
@@ -69,8 +72,9 @@ pub fn quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Vec<u8>
 }
 
 /// Dequantizes whole blocks to f32, as ggml's `dequantize_row_*`.
-pub fn dequantize(ty: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
-    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Result<Vec<f32>> {
+    let (_, dq) = kernels(ty)?;
+    let (bs, bb) = (ty.block_size(), ty.type_size());
     if !bytes.len().is_multiple_of(bb) {
         return Err(QuantError::Bytes {
             ty: ty.name(),
@@ -79,7 +83,6 @@ pub fn dequantize(ty: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
         });
     }
     let mut out = vec![0f32; bytes.len() / bb * bs];
-    let (_, dq) = ty.kernels();
     out.par_chunks_mut(bs * 64)
         .zip(bytes.par_chunks(bb * 64))
         .for_each(|(y, b)| {
@@ -92,7 +95,7 @@ pub fn dequantize(ty: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
 
 /// `dequantize(quantize(x))` fused per block, without materialising the bytes: the forward of
 /// the fake-quant op.
-pub fn fake_quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Vec<f32>> {
+pub fn fake_quantize(ty: GgmlType, data: &[f32], n_per_row: usize) -> Result<Vec<f32>> {
     let rows = check_rows(ty, data.len(), n_per_row)?;
     check_finite(data, n_per_row)?;
     let mut out = vec![0f32; rows * n_per_row];
@@ -101,16 +104,19 @@ pub fn fake_quantize(ty: QuantType, data: &[f32], n_per_row: usize) -> Result<Ve
 }
 
 /// The unchecked core of [`fake_quantize`]; `data.len()` must be whole blocks.
-pub fn fake_quantize_into(ty: QuantType, data: &[f32], out: &mut [f32]) {
+///
+/// # Panics
+/// When `ty` is not one this crate quantizes ([`crate::quantizable`]): callers check first.
+pub fn fake_quantize_into(ty: GgmlType, data: &[f32], out: &mut [f32]) {
     fake_quantize_into_at(Isa::active(), ty, data, out)
 }
 
 /// `ty`'s numbers for the kernels' symmetric fake-quant, where it is one of those formats.
-fn symmetric_grid(ty: QuantType) -> Option<SymmetricGrid> {
+fn symmetric_grid(ty: GgmlType) -> Option<SymmetricGrid> {
     match ty {
-        QuantType::Q4_0 => Some(crate::q4_0::FAKE),
-        QuantType::Q5_0 => Some(crate::q5_0::FAKE),
-        QuantType::Q8_0 => Some(crate::q8_0::FAKE),
+        GgmlType::Q4_0 => Some(crate::q4_0::FAKE),
+        GgmlType::Q5_0 => Some(crate::q5_0::FAKE),
+        GgmlType::Q8_0 => Some(crate::q8_0::FAKE),
         _ => None,
     }
 }
@@ -118,14 +124,19 @@ fn symmetric_grid(ty: QuantType) -> Option<SymmetricGrid> {
 /// As [`fake_quantize_into`] with the kernels at level `isa` (or the best below it this CPU
 /// runs): Q4_0/Q5_0/Q8_0 and Q4_K/Q5_K on [`qd_kernels::fake`], every other type as
 /// quantize-then-dequantize block by block. Tests and benchmarks compare the levels with it.
-pub fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f32]) {
+///
+/// # Panics
+/// As [`fake_quantize_into`].
+pub fn fake_quantize_into_at(isa: Isa, ty: GgmlType, data: &[f32], out: &mut [f32]) {
     let bs = ty.block_size();
-    let (q, dq) = ty.kernels();
+    let Ok((q, dq)) = kernels(ty) else {
+        panic!("fake-quant to {ty}: not a type this crate quantizes (callers check first)")
+    };
     let symmetric = symmetric_grid(ty);
     // Q4_K/Q5_K: 16 sub-block fits at once, one per SIMD lane.
     let affine = match ty {
-        QuantType::Q4K => Some(crate::kscales::Q4_K_SEARCH),
-        QuantType::Q5K => Some(crate::kscales::Q5_K_SEARCH),
+        GgmlType::Q4K => Some(crate::kscales::Q4_K_SEARCH),
+        GgmlType::Q5K => Some(crate::kscales::Q5_K_SEARCH),
         _ => None,
     };
     let grid = crate::kscales::stored_grid;
@@ -154,7 +165,7 @@ pub fn fake_quantize_into_at(isa: Isa, ty: QuantType, data: &[f32], out: &mut [f
             }
             // Everything else, and an odd last Q4_K/Q5_K super-block, block by block.
             let mut buf = [0u8; 256];
-            let block = &mut buf[..ty.block_bytes()];
+            let block = &mut buf[..ty.type_size()];
             for (yb, xb) in y[done..]
                 .chunks_exact_mut(bs)
                 .zip(x[done..].chunks_exact(bs))

@@ -10,16 +10,16 @@
 use rayon::prelude::*;
 
 use crate::error::{QuantError, Result};
-use crate::format::QuantType;
 use crate::fp16::write_f16;
 use crate::helpers::make_qx_quants;
 use crate::kscales::{codes_on_grid, pack_scale_codes};
 use crate::weighted_search::{make_qkx3_quants, make_qp_quants, QKX3_SEARCH};
+use qd_gguf::GgmlType;
 
 /// Quantizes `data` (rows of `n_per_row`) to `ty` with importance `weights` (one per column), as
 /// `ggml_quantize_chunk(ty, …, imatrix)`.
 pub fn quantize_weighted(
-    ty: QuantType,
+    ty: GgmlType,
     data: &[f32],
     n_per_row: usize,
     weights: &[f32],
@@ -27,7 +27,7 @@ pub fn quantize_weighted(
     let rows = crate::rows::check_rows(ty, data.len(), n_per_row)?;
     crate::rows::check_finite(data, n_per_row)?;
     check_weights(weights, n_per_row)?;
-    let row_bytes = n_per_row / ty.block_size() * ty.block_bytes();
+    let row_bytes = n_per_row / ty.block_size() * ty.type_size();
     let mut out = vec![0u8; rows * row_bytes];
     if rows == 0 {
         return Ok(out);
@@ -40,7 +40,7 @@ pub fn quantize_weighted(
 
 /// `dequantize(quantize_weighted(x))`: the weighted grid's values, for QAT's forward pass.
 pub fn fake_quantize_weighted(
-    ty: QuantType,
+    ty: GgmlType,
     data: &[f32],
     n_per_row: usize,
     weights: &[f32],
@@ -67,8 +67,8 @@ fn check_weights(weights: &[f32], n_per_row: usize) -> Result<()> {
 }
 
 /// One row; `out` holds exactly the row's blocks.
-pub(crate) fn quantize_row(ty: QuantType, x: &[f32], qw: &[f32], out: &mut [u8]) {
-    let (bs, bb) = (ty.block_size(), ty.block_bytes());
+pub(crate) fn quantize_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
+    let (bs, bb) = (ty.block_size(), ty.type_size());
     // Q4_0 … Q5_1: sigma2 over the whole row, then block by block.
     let mut sum_x2 = 0f32;
     if bs == 32 {
@@ -83,16 +83,17 @@ pub(crate) fn quantize_row(ty: QuantType, x: &[f32], qw: &[f32], out: &mut [u8])
         .zip(out.chunks_exact_mut(bb))
     {
         match ty {
-            QuantType::Q4_0 => symmetric(xb, wb, sigma2, 8, ob),
-            QuantType::Q5_0 => symmetric(xb, wb, sigma2, 16, ob),
-            QuantType::Q4_1 => affine(xb, wb, sigma2, 15, ob),
-            QuantType::Q5_1 => affine(xb, wb, sigma2, 31, ob),
-            QuantType::Q8_0 => crate::q8_0::quantize_block(xb, ob),
-            QuantType::Q2K => q2_k(xb, wb, ob),
-            QuantType::Q3K => q3_k(xb, wb, ob),
-            QuantType::Q4K => q45_k(xb, wb, 15, ob),
-            QuantType::Q5K => q45_k(xb, wb, 31, ob),
-            QuantType::Q6K => crate::q6_k::quantize_block_weighted(xb, Some(wb), ob),
+            GgmlType::Q4_0 => symmetric(xb, wb, sigma2, 8, ob),
+            GgmlType::Q5_0 => symmetric(xb, wb, sigma2, 16, ob),
+            GgmlType::Q4_1 => affine(xb, wb, sigma2, 15, ob),
+            GgmlType::Q5_1 => affine(xb, wb, sigma2, 31, ob),
+            GgmlType::Q8_0 => crate::q8_0::quantize_block(xb, ob),
+            GgmlType::Q2K => q2_k(xb, wb, ob),
+            GgmlType::Q3K => q3_k(xb, wb, ob),
+            GgmlType::Q4K => q45_k(xb, wb, 15, ob),
+            GgmlType::Q5K => q45_k(xb, wb, 31, ob),
+            GgmlType::Q6K => crate::q6_k::quantize_block_weighted(xb, Some(wb), ob),
+            other => unreachable!("{other}: check_rows admits only quantizable types"),
         }
     }
 }

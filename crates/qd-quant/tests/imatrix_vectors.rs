@@ -3,7 +3,8 @@
 //! seeded importance vector each (tests/data/quant/imatrix, made by tools/imatrix-vectors.sh).
 
 use qd_fixtures::read_f32;
-use qd_quant::{dequantize, fake_quantize_weighted, quantize_weighted, QuantError, QuantType};
+use qd_gguf::GgmlType;
+use qd_quant::{dequantize, fake_quantize_weighted, parse_type, quantize_weighted, QuantError};
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -18,7 +19,7 @@ fn every_weighted_reference_output_is_reproduced_byte_for_byte() {
         let w = read_f32(&dir.join("imatrix").join(case["weights"].as_str().unwrap()));
         assert_eq!(w.len(), n);
         for (ty_name, out) in case["outputs"].as_object().unwrap() {
-            let ty = QuantType::parse(ty_name).unwrap();
+            let ty = parse_type(ty_name).unwrap();
             let want =
                 std::fs::read(dir.join("imatrix").join(out["file"].as_str().unwrap())).unwrap();
             let hex: String = Sha256::digest(&want)
@@ -52,19 +53,19 @@ fn weights_matter_and_bad_weights_are_refused() {
     let dir = qd_fixtures::data_dir().join("quant");
     let x = read_f32(&dir.join("teacher_blk_0_ffn_down_8x2048.f32"));
     let w = read_f32(&dir.join("imatrix/teacher_blk_0_ffn_down_8x2048.imatrix.f32"));
-    for ty in [QuantType::Q4_0, QuantType::Q4K, QuantType::Q6K] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q4K, GgmlType::Q6K] {
         let plain = qd_quant::quantize(ty, &x, 2048).unwrap();
         assert_ne!(quantize_weighted(ty, &x, 2048, &w).unwrap(), plain, "{ty}");
     }
     let short = &w[..100];
     assert!(matches!(
-        quantize_weighted(QuantType::Q4_0, &x, 2048, short),
+        quantize_weighted(GgmlType::Q4_0, &x, 2048, short),
         Err(QuantError::Weights(_))
     ));
     let mut nan = w.clone();
     nan[7] = f32::NAN;
     assert!(matches!(
-        quantize_weighted(QuantType::Q4_0, &x, 2048, &nan),
+        quantize_weighted(GgmlType::Q4_0, &x, 2048, &nan),
         Err(QuantError::Weights(_))
     ));
 }

@@ -2,7 +2,7 @@
 //! cases (115 outputs), and our dequantize of those bytes against a direct port of ggml's
 //! `dequantize_row_*` (the crate's own, checked here for every output through requantization).
 
-use qd_quant::{dequantize, fake_quantize, quantize, QuantType};
+use qd_quant::{dequantize, fake_quantize, parse_type, quantize};
 use std::borrow::Cow;
 
 use candle_core::quantized::{QStorage, QTensor};
@@ -22,7 +22,7 @@ fn every_reference_output_is_reproduced_byte_for_byte() {
         let x = read_f32(&dir.join(format!("{name}.f32")));
         assert_eq!(x.len(), n * case["rows"].as_u64().unwrap() as usize);
         for (ty_name, out) in case["outputs"].as_object().unwrap() {
-            let ty = QuantType::parse(ty_name).unwrap();
+            let ty = parse_type(ty_name).unwrap();
             let want = std::fs::read(dir.join(out["file"].as_str().unwrap())).unwrap();
             let hex: String = Sha256::digest(&want)
                 .iter()
@@ -49,12 +49,8 @@ fn every_reference_output_is_reproduced_byte_for_byte() {
                 "{name}.{ty_name}: fake-quant != dequantize(reference)"
             );
             // An independent implementation (candle's) reads the same values from the bytes.
-            let st = QStorage::from_data(
-                Cow::Borrowed(&want[..]),
-                &Device::Cpu,
-                ty.ggml().to_candle(),
-            )
-            .unwrap();
+            let st = QStorage::from_data(Cow::Borrowed(&want[..]), &Device::Cpu, ty.to_candle())
+                .unwrap();
             let cq = QTensor::new(st, (x.len() / n, n)).unwrap();
             let cdq = cq
                 .dequantize(&Device::Cpu)

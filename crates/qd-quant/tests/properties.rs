@@ -1,9 +1,10 @@
 //! Properties of the block formats and the fake-quant op on random tensors.
 
 use candle_core::{Device, Tensor, Var};
+use qd_gguf::GgmlType;
 use qd_kernels::Isa;
 use qd_quant::rows::fake_quantize_into_at;
-use qd_quant::{dequantize, fake_quantize, quantize, FakeQuant, QuantError, QuantType};
+use qd_quant::{dequantize, fake_quantize, quantize, FakeQuant, QuantError, QUANTIZABLE};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -23,7 +24,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 /// The fake-quant of `x` at every kernel level this CPU runs (qd-kernels' `fake`: scalar,
 /// AVX2, AVX-512, NEON) equals `want`, ggml's reference port, bit for bit.
-fn at_every_level(ty: QuantType, x: &[f32], want: &[f32], what: &str) {
+fn at_every_level(ty: GgmlType, x: &[f32], want: &[f32], what: &str) {
     for isa in Isa::supported() {
         let mut got = vec![f32::NAN; x.len()];
         fake_quantize_into_at(isa, ty, x, &mut got);
@@ -62,7 +63,7 @@ fn symmetric_fake_quant_at_every_level_on_adversarial_blocks() {
             _ => v,
         })
         .collect();
-    for ty in [QuantType::Q4_0, QuantType::Q5_0, QuantType::Q8_0] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
         let want = dequantize(ty, &quantize(ty, &x, 256).unwrap()).unwrap();
         at_every_level(ty, &x, &want, "adversarial");
     }
@@ -70,7 +71,7 @@ fn symmetric_fake_quant_at_every_level_on_adversarial_blocks() {
 
 #[test]
 fn fake_quant_forward_is_dequantize_of_quantize() {
-    for ty in QuantType::ALL {
+    for ty in QUANTIZABLE {
         for (seed, scale) in [(1, 1.0), (2, 0.02), (3, 300.0)] {
             let (rows, n) = (8, 512);
             let x = random(rows, n, seed, scale);
@@ -104,21 +105,21 @@ fn fake_quant_forward_is_dequantize_of_quantize() {
 #[test]
 fn requantization_is_idempotent_where_ggml_rounding_allows() {
     let holds = [
-        QuantType::Q4_0,
-        QuantType::Q4_1,
-        QuantType::Q5_0,
-        QuantType::Q5_1,
-        QuantType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q8_0,
     ];
     let mut report = Vec::new();
-    for ty in QuantType::ALL {
+    for ty in QUANTIZABLE {
         let n = 512;
         let (mut differ, mut total) = (0, 0);
         for (seed, scale) in [(11, 1.0), (12, 0.01), (13, 100.0), (14, 3.0)] {
             let x = random(64, n, seed, scale);
             let q = quantize(ty, &x, n).unwrap();
             let q2 = quantize(ty, &dequantize(ty, &q).unwrap(), n).unwrap();
-            let bb = ty.block_bytes();
+            let bb = ty.type_size();
             differ += q
                 .chunks(bb)
                 .zip(q2.chunks(bb))
@@ -136,7 +137,7 @@ fn requantization_is_idempotent_where_ggml_rounding_allows() {
 
 #[test]
 fn backward_is_straight_through() {
-    for ty in QuantType::ALL {
+    for ty in QUANTIZABLE {
         let x = random(4, 256, 5, 1.0);
         let v = Var::from_vec(x, (4, 256), &Device::Cpu).unwrap();
         let w = Tensor::from_vec(random(4, 256, 6, 1.0), (4, 256), &Device::Cpu).unwrap();
@@ -161,7 +162,7 @@ fn clip_mask_zeroes_gradient_outside_the_block_range() {
     x[2] = 6.9;
     let v = Var::from_vec(x, (1, 32), &Device::Cpu).unwrap();
     let op = FakeQuant {
-        ty: QuantType::Q4_0,
+        ty: GgmlType::Q4_0,
         clip_mask: true,
         weights: None,
     };
@@ -186,14 +187,14 @@ fn non_finite_values_name_their_row() {
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x = random(3, 64, 1, 1.0);
         x[2 * 64 + 5] = bad;
-        for ty in QuantType::ALL.into_iter().filter(|t| t.block_size() == 32) {
+        for ty in QUANTIZABLE.into_iter().filter(|t| t.block_size() == 32) {
             match quantize(ty, &x, 64) {
                 Err(QuantError::NonFinite { row: 2, col: 5, .. }) => {}
                 other => panic!("{ty}: {other:?}"),
             }
         }
         let t = Tensor::from_vec(x, (3, 64), &Device::Cpu).unwrap();
-        let e = FakeQuant::new(QuantType::Q4_0)
+        let e = FakeQuant::new(GgmlType::Q4_0)
             .apply(&t)
             .unwrap_err()
             .to_string();
@@ -204,7 +205,7 @@ fn non_finite_values_name_their_row() {
 #[test]
 fn bad_shapes_and_empty_tensors() {
     assert!(matches!(
-        quantize(QuantType::Q4K, &[0.0; 128], 128),
+        quantize(GgmlType::Q4K, &[0.0; 128], 128),
         Err(QuantError::RowLength {
             n: 128,
             block: 256,
@@ -212,31 +213,31 @@ fn bad_shapes_and_empty_tensors() {
         })
     ));
     assert!(matches!(
-        quantize(QuantType::Q4_0, &[0.0; 96], 64),
+        quantize(GgmlType::Q4_0, &[0.0; 96], 64),
         Err(QuantError::Shape { .. })
     ));
     assert!(matches!(
-        dequantize(QuantType::Q4_0, &[0u8; 19]),
+        dequantize(GgmlType::Q4_0, &[0u8; 19]),
         Err(QuantError::Bytes { .. })
     ));
-    assert!(quantize(QuantType::Q8_0, &[], 32).unwrap().is_empty());
-    assert!(dequantize(QuantType::Q6K, &[]).unwrap().is_empty());
+    assert!(quantize(GgmlType::Q8_0, &[], 32).unwrap().is_empty());
+    assert!(dequantize(GgmlType::Q6K, &[]).unwrap().is_empty());
     let t = Tensor::zeros((0, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert_eq!(
-        FakeQuant::new(QuantType::Q4_0).apply(&t).unwrap().dims(),
+        FakeQuant::new(GgmlType::Q4_0).apply(&t).unwrap().dims(),
         &[0, 64]
     );
     let t = Tensor::zeros((2, 48), candle_core::DType::F32, &Device::Cpu).unwrap();
-    assert!(FakeQuant::new(QuantType::Q4_0).apply(&t).is_err());
+    assert!(FakeQuant::new(GgmlType::Q4_0).apply(&t).is_err());
 }
 
 #[test]
 fn scales_beyond_f16_saturate_to_infinity_as_ggml() {
     let mut x = vec![0.0f32; 32];
     x[0] = 1e6; // Q4_0: d = 1e6 / −8 = −125000 → fp16 −inf
-    let q = quantize(QuantType::Q4_0, &x, 32).unwrap();
+    let q = quantize(GgmlType::Q4_0, &x, 32).unwrap();
     assert_eq!(u16::from_le_bytes([q[0], q[1]]), 0xFC00);
-    let q = quantize(QuantType::Q8_0, &x, 32).unwrap(); // d = 1e6 / 127 fits in f16
+    let q = quantize(GgmlType::Q8_0, &x, 32).unwrap(); // d = 1e6 / 127 fits in f16
     assert_eq!(
         u16::from_le_bytes([q[0], q[1]]),
         half::f16::from_f32(1e6 / 127.0).to_bits()
@@ -275,7 +276,7 @@ fn adversarial(rows: usize, n: usize) {
             _ => v,
         })
         .collect();
-    for ty in [QuantType::Q4K, QuantType::Q5K] {
+    for ty in [GgmlType::Q4K, GgmlType::Q5K] {
         let gridded = dequantize(ty, &quantize(ty, &x, n).unwrap()).unwrap();
         let cases: [(&str, Vec<f32>); 6] = [
             ("mixed groups", mixed.clone()),
@@ -317,11 +318,38 @@ fn k_quant_fake_quant_equals_the_scalar_reference_on_many_random_groups() {
                 _ => {}
             }
         }
-        for ty in [QuantType::Q4K, QuantType::Q5K] {
+        for ty in [GgmlType::Q4K, GgmlType::Q5K] {
             let want = dequantize(ty, &quantize(ty, &x, n).unwrap()).unwrap();
             let got = fake_quantize(ty, &x, n).unwrap();
             assert_eq!(bits(&got), bits(&want), "{ty} seed {seed}");
             at_every_level(ty, &x, &want, "random groups");
         }
+    }
+}
+
+/// The block types outside the quantizable subset of `GgmlType` are refused with a typed error
+/// by every entry point that takes a type — never a panic.
+#[test]
+fn types_outside_the_quantizable_ones_are_refused_typed() {
+    let x = vec![0.5f32; 256];
+    for ty in GgmlType::ALL
+        .into_iter()
+        .filter(|t| !QUANTIZABLE.contains(t))
+    {
+        let unsupported = |r: Result<(), QuantError>| {
+            assert!(matches!(r, Err(QuantError::Unsupported(_))), "{ty}: {r:?}");
+        };
+        unsupported(quantize(ty, &x, 256).map(drop));
+        unsupported(dequantize(ty, &[0u8; 64]).map(drop));
+        unsupported(fake_quantize(ty, &x, 256).map(drop));
+        unsupported(qd_quant::quantize_weighted(ty, &x, 256, &[1.0; 256]).map(drop));
+        unsupported(qd_quant::quantizable(ty).map(drop));
+        let t = candle_core::Tensor::new(x.as_slice(), &candle_core::Device::Cpu).unwrap();
+        assert!(FakeQuant::new(ty).apply(&t).is_err(), "{ty}");
+        assert_eq!(qd_quant::parse_type(ty.name()), None, "{ty}");
+    }
+    for ty in QUANTIZABLE {
+        assert_eq!(qd_quant::quantizable(ty).unwrap(), ty);
+        assert_eq!(qd_quant::parse_type(&ty.name().to_lowercase()), Some(ty));
     }
 }

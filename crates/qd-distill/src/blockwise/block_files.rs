@@ -145,10 +145,10 @@ pub fn load(
         let t = reader.read(name, &dev)?.expect("a name the reader listed");
         match record.matrices.get(name) {
             Some((ty, dims)) => {
-                let ty = qd_quant::QuantType::parse(ty)
+                let ty = qd_quant::parse_type(ty)
                     .ok_or_else(|| bad(format!("unknown block type {ty}")))?;
                 let bytes = t.to_vec1::<u8>()?;
-                let want = dims.iter().product::<usize>() / ty.block_size() * ty.block_bytes();
+                let want = dims.iter().product::<usize>() / ty.block_size() * ty.type_size();
                 if bytes.len() != want {
                     return Err(bad(format!(
                         "{name}: {} bytes for {dims:?} {}",

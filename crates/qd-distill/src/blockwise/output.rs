@@ -10,7 +10,6 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use qd_export::{assemble, write_new, ExportError, FileSource, Recipe, TensorSource};
 use qd_gguf::{GgmlType, GgufFile, Value};
-use qd_quant::QuantType;
 
 use super::shipped::{ShippedBlock, ShippedMatrix};
 
@@ -58,7 +57,7 @@ impl TensorSource for Source<'_> {
         self.file.raw(name, ty)
     }
 
-    fn own_blocks(&self, name: &str, ty: QuantType) -> Option<qd_export::Result<Vec<u8>>> {
+    fn own_blocks(&self, name: &str, ty: GgmlType) -> Option<qd_export::Result<Vec<u8>>> {
         let m = self.matrices.get(name)?;
         Some(if m.ty == ty {
             Ok(m.bytes.clone())

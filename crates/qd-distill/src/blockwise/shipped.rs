@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
+use qd_gguf::GgmlType;
 use qd_model::block::Block;
 use qd_model::HParams;
-use qd_quant::QuantType;
 
 use crate::student::{TrainableLinear, VarStore};
 use crate::train::error::TrainError;
@@ -16,7 +16,7 @@ use crate::train::error::TrainError;
 /// One weight matrix in its shipped blocks.
 #[derive(Clone)]
 pub struct ShippedMatrix {
-    pub ty: QuantType,
+    pub ty: GgmlType,
     /// Row-major `[rows, cols]`.
     pub dims: Vec<usize>,
     pub bytes: Vec<u8>,

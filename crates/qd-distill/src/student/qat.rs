@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use qd_export::{Imatrix, ModelInfo, Recipe, TensorKind};
-use qd_quant::{FakeQuant, QuantType};
+use qd_gguf::GgmlType;
+use qd_quant::FakeQuant;
 
 use super::var_store::{step_name, VarStore};
 
@@ -14,7 +15,7 @@ use super::var_store::{step_name, VarStore};
 pub struct QatPlan {
     pub recipe: Recipe,
     /// Tensor name → the block type its forward pass sees.
-    pub types: BTreeMap<String, QuantType>,
+    pub types: BTreeMap<String, GgmlType>,
     /// One line per tensor whose rows the recipe's type cannot tile, naming llama.cpp's
     /// fallback it trains (and will be exported) with instead.
     pub fallbacks: Vec<String>,
@@ -39,7 +40,7 @@ impl QatPlan {
             let row = dims.last().copied().unwrap_or(0);
             let choice = recipe.choose(kind, row, model);
             if choice.fell_back() {
-                let name_of = |t: Option<QuantType>| t.map_or("F32", |t| t.name());
+                let name_of = |t: Option<GgmlType>| t.map_or("F32", |t| t.name());
                 fallbacks.push(format!(
                     "{name}: rows of {row} do not fit {}; training and exporting {} as llama.cpp does",
                     name_of(choice.wanted),
@@ -76,7 +77,7 @@ impl QatPlan {
     pub(crate) fn grid_bytes(
         &self,
         name: &str,
-        ty: QuantType,
+        ty: GgmlType,
         w: &[f32],
         n: usize,
     ) -> qd_quant::Result<Vec<u8>> {
@@ -92,7 +93,7 @@ impl QatPlan {
     pub fn learnable_steps<'a>(
         &'a self,
         store: &'a VarStore,
-    ) -> impl Iterator<Item = (&'a str, QuantType)> + 'a {
+    ) -> impl Iterator<Item = (&'a str, GgmlType)> + 'a {
         self.types.iter().filter_map(move |(name, &ty)| {
             let v = store.vars.get(name)?;
             let embedding = matches!(name.as_str(), "token_embd.weight" | "output.weight");
@@ -105,7 +106,7 @@ impl QatPlan {
     /// [`Self::learnable_steps`], holding the steps of the grid [`Self::snap`] puts the weight
     /// on. Returns how many; 0 means the recipe has no type with a single step to learn.
     pub fn add_learned_steps(&self, store: &mut VarStore) -> candle_core::Result<usize> {
-        let names: Vec<(String, QuantType)> = self
+        let names: Vec<(String, GgmlType)> = self
             .learnable_steps(store)
             .map(|(n, t)| (n.to_string(), t))
             .collect();
@@ -123,7 +124,7 @@ impl QatPlan {
         &self,
         store: &VarStore,
         name: &str,
-        ty: QuantType,
+        ty: GgmlType,
     ) -> candle_core::Result<candle_core::Tensor> {
         let msg = |e: qd_quant::QuantError| candle_core::Error::Msg(format!("{name}: {e}"));
         let w = &store.vars[name]
@@ -137,7 +138,7 @@ impl QatPlan {
     }
 
     /// The op `name` (of block type `ty`) is seen through.
-    pub fn op(&self, name: &str, ty: QuantType) -> FakeQuant {
+    pub fn op(&self, name: &str, ty: GgmlType) -> FakeQuant {
         match self.weights.get(name) {
             Some(w) => FakeQuant::weighted(ty, w.clone()),
             None => FakeQuant::new(ty),

@@ -446,9 +446,10 @@ mod tests {
             }
         }
         let ty = match kind {
-            KQuant::Q4K => qd_quant::QuantType::Q4K,
-            KQuant::Q6K => qd_quant::QuantType::Q6K,
-        };
+            KQuant::Q4K => qd_quant::parse_type("q4_k"),
+            KQuant::Q6K => qd_quant::parse_type("q6_k"),
+        }
+        .expect("a quantizable type");
         let dense = qd_quant::dequantize(ty, &bytes).expect("whole blocks");
         (bytes, dense)
     }
