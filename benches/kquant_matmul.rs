@@ -3,40 +3,36 @@
 //! and that shape repeated to 16 384 rows (so the weights leave the 2 MiB L2): 1 token (reported
 //! in GB/s of the file's weight bytes) and 64 tokens (multiply-adds per second). `RUSTFLAGS="-C target-cpu=native" cargo bench -p qd-model --bench kquant_matmul`.
 
-use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType, QMatMul};
+use candle_core::quantized::{ggml_file::qtensor_from_ggml, QMatMul};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use qd_model::kernels::kquant::{KQuant, PackedKQuant};
+use qd_gguf::GgmlType;
+use qd_model::kernels::kquant::PackedKQuant;
 
 const K: usize = 2048;
 
 /// Arbitrary codes with small normal fp16 scales.
-fn weights(kind: KQuant, n: usize) -> Vec<u8> {
-    let bb = match kind {
-        KQuant::Q4K => 144,
-        KQuant::Q6K => 210,
-    };
+fn weights(kind: GgmlType, n: usize) -> Vec<u8> {
+    let bb = kind.type_size();
     let mut w: Vec<u8> = (0..n * K / 256 * bb)
         .map(|i| (i * 31 % 251) as u8)
         .collect();
     let d = half::f16::from_f32(0.001).to_bits().to_le_bytes();
     for blk in w.chunks_exact_mut(bb) {
         match kind {
-            KQuant::Q4K => {
+            GgmlType::Q4K => {
                 blk[0..2].copy_from_slice(&d);
                 blk[2..4].copy_from_slice(&d);
             }
-            KQuant::Q6K => blk[208..210].copy_from_slice(&d),
+            _ => blk[208..210].copy_from_slice(&d),
         }
     }
     w
 }
 
 fn bench(c: &mut Criterion) {
-    for (kind, dtype, name) in [
-        (KQuant::Q4K, GgmlDType::Q4K, "q4_k"),
-        (KQuant::Q6K, GgmlDType::Q6K, "q6_k"),
-    ] {
+    for kind in [GgmlType::Q4K, GgmlType::Q6K] {
+        let (dtype, name) = (kind.to_candle(), kind.name().to_lowercase());
         for n in [640, 16_384] {
             let w = weights(kind, n);
             let packed = PackedKQuant::new(kind, &w, n, K);

@@ -171,16 +171,12 @@ impl QLinear {
     /// The fused prefill and decoder use it; the graph path keeps candle's kernels (see
     /// `kernels::kquant`).
     pub(crate) fn packed_kquant(&self) -> Option<&crate::kernels::kquant::PackedKQuant> {
-        use crate::kernels::kquant::{KQuant, PackedKQuant};
+        use crate::kernels::kquant::PackedKQuant;
         let QMatMul::QTensor(w) = &self.weight else {
             return None;
         };
-        let kind = match GgmlType::from_candle(w.dtype()) {
-            GgmlType::Q4K => KQuant::Q4K,
-            GgmlType::Q6K => KQuant::Q6K,
-            _ => return None,
-        };
-        if !w.device().is_cpu() {
+        let kind = GgmlType::from_candle(w.dtype());
+        if !matches!(kind, GgmlType::Q4K | GgmlType::Q6K) || !w.device().is_cpu() {
             return None;
         }
         self.kpacked

@@ -19,6 +19,7 @@
 //! 384 bytes per tile either way.
 
 use half::f16;
+use qd_gguf::GgmlType;
 
 use super::isa::Isa;
 use super::lanes::{row_sums, split_nibbles, widen, LANES};
@@ -27,66 +28,56 @@ use super::{AtLevel, Level, Packed};
 
 const QK_K: usize = 256;
 
-/// The K-quant types this kernel runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KQuant {
-    Q4K,
-    Q6K,
+/// The K-quant block types this kernel runs: Q4_K and Q6_K (`PackedKQuant::new` admits no
+/// other, so the helpers below read "not Q4_K" as Q6_K).
+fn runs(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4K | GgmlType::Q6K)
 }
 
-impl KQuant {
-    fn block_bytes(self) -> usize {
-        match self {
-            KQuant::Q4K => 144,
-            KQuant::Q6K => 210,
-        }
+/// Values per sub-block (one `a`, `b`): 32 for Q4_K, 16 for Q6_K.
+fn group(ty: GgmlType) -> usize {
+    match ty {
+        GgmlType::Q4K => 32,
+        _ => 16,
     }
+}
 
-    /// Values per sub-block (one `a`, `b`).
-    fn group(self) -> usize {
-        match self {
-            KQuant::Q4K => 32,
-            KQuant::Q6K => 16,
-        }
-    }
-
-    /// Sub-block `j` of a block: `(a, b)` and its codes, as ggml's `dequantize_row_*` reads them.
-    fn decode(self, blk: &[u8], j: usize, codes: &mut [u8]) -> (f32, f32) {
-        let f16_at = |o: usize| f16::from_bits(u16::from_le_bytes([blk[o], blk[o + 1]])).to_f32();
-        match self {
-            KQuant::Q4K => {
-                let (d, dmin, sc, qs) = (f16_at(0), f16_at(2), &blk[4..16], &blk[16..144]);
-                let (s, m) = if j < 4 {
-                    (sc[j] & 63, sc[j + 4] & 63)
+/// Sub-block `j` of a block: `(a, b)` and its codes, as ggml's `dequantize_row_*` reads them.
+fn decode(ty: GgmlType, blk: &[u8], j: usize, codes: &mut [u8]) -> (f32, f32) {
+    let f16_at = |o: usize| f16::from_bits(u16::from_le_bytes([blk[o], blk[o + 1]])).to_f32();
+    match ty {
+        GgmlType::Q4K => {
+            let (d, dmin, sc, qs) = (f16_at(0), f16_at(2), &blk[4..16], &blk[16..144]);
+            let (s, m) = if j < 4 {
+                (sc[j] & 63, sc[j + 4] & 63)
+            } else {
+                (
+                    (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
+                    (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
+                )
+            };
+            for (i, c) in codes.iter_mut().enumerate() {
+                let byte = qs[32 * (j / 2) + i];
+                *c = if j.is_multiple_of(2) {
+                    byte & 0xF
                 } else {
-                    (
-                        (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4),
-                        (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4),
-                    )
+                    byte >> 4
                 };
-                for (i, c) in codes.iter_mut().enumerate() {
-                    let byte = qs[32 * (j / 2) + i];
-                    *c = if j.is_multiple_of(2) {
-                        byte & 0xF
-                    } else {
-                        byte >> 4
-                    };
-                }
-                (d * s as f32, dmin * m as f32)
             }
-            KQuant::Q6K => {
-                let (ql, qh, sc, d) = (&blk[..128], &blk[128..192], &blk[192..208], f16_at(208));
-                for (i, c) in codes.iter_mut().enumerate() {
-                    let v = 16 * j + i;
-                    let (h, w) = (v / 128, v % 128);
-                    let (quarter, l) = (w / 32, w % 32);
-                    let lo = ql[64 * h + l + 32 * (quarter & 1)];
-                    let nibble = if quarter >= 2 { lo >> 4 } else { lo & 0xF };
-                    *c = nibble | (((qh[32 * h + l] >> (2 * quarter)) & 3) << 4);
-                }
-                let a = d * sc[j] as i8 as f32;
-                (a, 32.0 * a)
+            (d * s as f32, dmin * m as f32)
+        }
+        _ => {
+            let (ql, qh, sc, d) = (&blk[..128], &blk[128..192], &blk[192..208], f16_at(208));
+            for (i, c) in codes.iter_mut().enumerate() {
+                let v = 16 * j + i;
+                let (h, w) = (v / 128, v % 128);
+                let (quarter, l) = (w / 32, w % 32);
+                let lo = ql[64 * h + l + 32 * (quarter & 1)];
+                let nibble = if quarter >= 2 { lo >> 4 } else { lo & 0xF };
+                *c = nibble | (((qh[32 * h + l] >> (2 * quarter)) & 3) << 4);
             }
+            let a = d * sc[j] as i8 as f32;
+            (a, 32.0 * a)
         }
     }
 }
@@ -102,7 +93,7 @@ pub(super) struct Tile {
 
 /// A Q4_K or Q6_K matrix `[n, k]` repacked for the kernel.
 pub struct PackedKQuant {
-    kind: KQuant,
+    kind: GgmlType,
     n: usize,
     k: usize,
     /// `[n.div_ceil(16)][k / group]`; rows past `n` are zero.
@@ -111,13 +102,18 @@ pub struct PackedKQuant {
 
 impl PackedKQuant {
     /// Repacks the bytes of `W [n, k]` (the same tiles for every level); `None` where the
-    /// kernel cannot run (`k` not a multiple of 256, or a byte count that does not match).
-    pub fn new(kind: KQuant, w: &[u8], n: usize, k: usize) -> Option<Self> {
+    /// kernel cannot run (a type other than Q4_K and Q6_K, `k` not a multiple of 256, or a
+    /// byte count that does not match).
+    pub fn new(kind: GgmlType, w: &[u8], n: usize, k: usize) -> Option<Self> {
         use rayon::prelude::*;
-        if k == 0 || !k.is_multiple_of(QK_K) || w.len() != n * (k / QK_K) * kind.block_bytes() {
+        if !runs(kind)
+            || k == 0
+            || !k.is_multiple_of(QK_K)
+            || w.len() != n * (k / QK_K) * kind.type_size()
+        {
             return None;
         }
-        let g = kind.group();
+        let g = group(kind);
         let (nsb, per_block) = (k / g, QK_K / g);
         let empty = Tile {
             a: [0.0; ROWS],
@@ -125,7 +121,7 @@ impl PackedKQuant {
             q: [0; 256],
         };
         let mut tiles = vec![empty; n.div_ceil(ROWS) * nsb];
-        let bb = kind.block_bytes();
+        let bb = kind.type_size();
         tiles
             .par_chunks_mut(nsb)
             .enumerate()
@@ -134,17 +130,18 @@ impl PackedKQuant {
                 for (j, tile) in row_tiles.iter_mut().enumerate() {
                     for r in 0..ROWS.min(n - rt * ROWS) {
                         let off = ((rt * ROWS + r) * (k / QK_K) + j / per_block) * bb;
-                        let (a, b) = kind.decode(&w[off..off + bb], j % per_block, &mut codes[..g]);
+                        let (a, b) =
+                            decode(kind, &w[off..off + bb], j % per_block, &mut codes[..g]);
                         tile.a[r] = a;
                         tile.b[r] = b;
                         for (i, &c) in codes[..g].iter().enumerate() {
                             match kind {
                                 // Groups 2p and 2p+1 share register p: low and high nibbles.
-                                KQuant::Q4K => {
+                                GgmlType::Q4K => {
                                     let (grp, e) = (i / 4, i % 4);
                                     tile.q[(grp / 2) * 64 + r * 4 + e] |= c << (4 * (grp % 2));
                                 }
-                                KQuant::Q6K => tile.q[(i / 4) * 64 + r * 4 + i % 4] = c,
+                                _ => tile.q[(i / 4) * 64 + r * 4 + i % 4] = c,
                             }
                         }
                     }
@@ -162,7 +159,8 @@ impl PackedKQuant {
         self.k
     }
 
-    pub fn kind(&self) -> KQuant {
+    /// The block type: Q4_K or Q6_K.
+    pub fn kind(&self) -> GgmlType {
         self.kind
     }
 
@@ -175,7 +173,7 @@ impl PackedKQuant {
     /// meanwhile.
     pub unsafe fn matvec_tiles(&self, isa: Isa, acts: &Acts, r0: usize, r1: usize, y: *mut f32) {
         debug_assert_eq!(acts.q.len(), self.k);
-        debug_assert_eq!(acts.f.len(), self.k / self.kind.group());
+        debug_assert_eq!(acts.f.len(), self.k / group(self.kind));
         // SAFETY: the caller's contract.
         unsafe { self.dispatch(isa, acts, 1, r0, r1, &SharedOut(y)) }
     }
@@ -204,7 +202,7 @@ impl Packed for PackedKQuant {
     }
 
     fn quantize(&self, isa: Isa, x: &[f32]) -> Acts {
-        Acts::quantize(isa, x, self.kind.group())
+        Acts::quantize(isa, x, group(self.kind))
     }
 
     /// Row tiles `r0..r1` of `y [t, n]` for `t` tokens of `acts`, through level `L`'s tile.
@@ -219,7 +217,7 @@ impl Packed for PackedKQuant {
         r1: usize,
         out: &SharedOut,
     ) {
-        let nsb = self.k / self.kind.group();
+        let nsb = self.k / group(self.kind);
         let tile = |rt: usize, s: usize, tt: usize, res: &mut [[f32; ROWS]; 4]| {
             let tiles = self.tiles[rt * nsb..(rt + 1) * nsb].as_ptr();
             let (q, f) = (&acts.q[s * self.k..], &acts.f[s * nsb..]);
@@ -227,10 +225,10 @@ impl Packed for PackedKQuant {
             // and factors remain from `s`; that this CPU runs `L` is the caller's contract.
             unsafe {
                 match (self.kind, tt) {
-                    (KQuant::Q4K, 4) => L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, res),
-                    (KQuant::Q4K, _) => L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, res),
-                    (KQuant::Q6K, 4) => L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, res),
-                    (KQuant::Q6K, _) => L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, res),
+                    (GgmlType::Q4K, 4) => L::kquant_tile::<4, 8>(tiles, nsb, q, self.k, f, res),
+                    (GgmlType::Q4K, _) => L::kquant_tile::<1, 8>(tiles, nsb, q, self.k, f, res),
+                    (_, 4) => L::kquant_tile::<4, 4>(tiles, nsb, q, self.k, f, res),
+                    (_, _) => L::kquant_tile::<1, 4>(tiles, nsb, q, self.k, f, res),
                 }
             }
         };
@@ -243,8 +241,8 @@ impl Packed for PackedKQuant {
     /// the AVX-512 kernel's lanes, one at a time ([`PackedKQuant::sub_blocks`]).
     fn tile_generic<const T: usize>(&self, acts: &Acts, rt: usize, s: usize) -> [[f32; ROWS]; T] {
         match self.kind {
-            KQuant::Q4K => self.sub_blocks::<T, 8>(acts, rt, s),
-            KQuant::Q6K => self.sub_blocks::<T, 4>(acts, rt, s),
+            GgmlType::Q4K => self.sub_blocks::<T, 8>(acts, rt, s),
+            _ => self.sub_blocks::<T, 4>(acts, rt, s),
         }
     }
 }
@@ -395,10 +393,11 @@ impl Acts {
         Self { q, f, wide }
     }
 
-    /// One token for weights of `kind`, into buffers kept between calls (no allocation once
-    /// they have grown).
-    pub fn quantize_one(&mut self, isa: Isa, x: &[f32], kind: KQuant) {
-        let group = kind.group();
+    /// One token for weights of `kind` (Q4_K or Q6_K), into buffers kept between calls (no
+    /// allocation once they have grown).
+    pub fn quantize_one(&mut self, isa: Isa, x: &[f32], kind: GgmlType) {
+        debug_assert!(runs(kind), "{kind} is not a type of this kernel");
+        let group = group(kind);
         debug_assert!(x.len().is_multiple_of(QK_K));
         self.q.resize(x.len(), 0);
         self.f.resize(x.len() / group, [0.0; 2]);
@@ -427,9 +426,9 @@ mod tests {
 
     /// Random Q4_K/Q6_K bytes of `[n, k]` (any bit pattern is a valid block, save fp16 scales,
     /// which are set to small normal values) and their dequantized values as qd-quant reads them.
-    fn weights(kind: KQuant, n: usize, k: usize, seed: u32) -> (Vec<u8>, Vec<f32>) {
+    fn weights(kind: GgmlType, n: usize, k: usize, seed: u32) -> (Vec<u8>, Vec<f32>) {
         let mut next = gen(seed);
-        let bb = kind.block_bytes();
+        let bb = kind.type_size();
         let mut bytes: Vec<u8> = (0..n * k / QK_K * bb).map(|_| next() as u8).collect();
         for blk in bytes.chunks_exact_mut(bb) {
             let mut scale = || {
@@ -438,19 +437,14 @@ mod tests {
                     .to_le_bytes()
             };
             match kind {
-                KQuant::Q4K => {
+                GgmlType::Q4K => {
                     blk[0..2].copy_from_slice(&scale());
                     blk[2..4].copy_from_slice(&scale());
                 }
-                KQuant::Q6K => blk[208..210].copy_from_slice(&scale()),
+                _ => blk[208..210].copy_from_slice(&scale()),
             }
         }
-        let ty = match kind {
-            KQuant::Q4K => qd_quant::parse_type("q4_k"),
-            KQuant::Q6K => qd_quant::parse_type("q6_k"),
-        }
-        .expect("a quantizable type");
-        let dense = qd_quant::dequantize(ty, &bytes).expect("whole blocks");
+        let dense = qd_quant::dequantize(kind, &bytes).expect("whole blocks");
         (bytes, dense)
     }
 
@@ -459,7 +453,7 @@ mod tests {
     /// Every level this CPU runs gives the scalar level's bits.
     #[test]
     fn equals_the_f64_product_of_the_quantized_operands() {
-        for kind in [KQuant::Q4K, KQuant::Q6K] {
+        for kind in [GgmlType::Q4K, GgmlType::Q6K] {
             for (n, k, t) in [
                 (37, 256, 1),
                 (16, 1024, 5),
@@ -475,8 +469,8 @@ mod tests {
                 let at = |isa: Isa| packed.matmul_at(isa, &x).expect("whole rows");
                 let y = at(Isa::Scalar);
                 for isa in Isa::supported() {
-                    let acts = Acts::quantize(isa, &x, kind.group());
-                    let scalar = Acts::quantize(Isa::Scalar, &x, kind.group());
+                    let acts = Acts::quantize(isa, &x, group(kind));
+                    let scalar = Acts::quantize(Isa::Scalar, &x, group(kind));
                     assert_eq!(acts.q, scalar.q, "{isa:?} activation codes");
                     let bits =
                         |f: &[[f32; 2]]| f.iter().map(|p| p.map(f32::to_bits)).collect::<Vec<_>>();
@@ -490,8 +484,8 @@ mod tests {
                         );
                     }
                 }
-                let acts = Acts::quantize(Isa::Scalar, &x, kind.group());
-                let g = kind.group();
+                let acts = Acts::quantize(Isa::Scalar, &x, group(kind));
+                let g = group(kind);
                 for j in 0..t {
                     for r in 0..n {
                         let (mut want, mut mag) = (0f64, 0f64);
@@ -514,11 +508,11 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_run() {
-        let (w, _) = weights(KQuant::Q4K, 4, 256, 1);
-        assert!(PackedKQuant::new(KQuant::Q4K, &w, 4, 128).is_none());
-        assert!(PackedKQuant::new(KQuant::Q4K, &w, 5, 256).is_none());
-        assert!(PackedKQuant::new(KQuant::Q6K, &w, 4, 256).is_none());
-        let p = PackedKQuant::new(KQuant::Q4K, &w, 4, 256).expect("whole blocks");
+        let (w, _) = weights(GgmlType::Q4K, 4, 256, 1);
+        assert!(PackedKQuant::new(GgmlType::Q4K, &w, 4, 128).is_none());
+        assert!(PackedKQuant::new(GgmlType::Q4K, &w, 5, 256).is_none());
+        assert!(PackedKQuant::new(GgmlType::Q6K, &w, 4, 256).is_none());
+        let p = PackedKQuant::new(GgmlType::Q4K, &w, 4, 256).expect("whole blocks");
         assert!(p.matmul(&[0.0; 257]).is_none());
         for isa in Isa::ALL {
             let ran = p.matmul_at(isa, &[0.0; 256]);

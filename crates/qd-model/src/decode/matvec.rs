@@ -3,10 +3,11 @@
 //! set of chunks (Q, K and V; gate and up).
 
 use crate::kernels::isa::Isa;
-use crate::kernels::kquant::{self, KQuant, PackedKQuant};
+use crate::kernels::kquant::{self, PackedKQuant};
 use crate::kernels::q8_0::{self, PackedQ8_0};
 use crate::kernels::tasks::{tiles_per_task, ROWS};
 use crate::linear::QLinear;
+use qd_gguf::GgmlType;
 
 /// A weight the decoder can multiply by without candle.
 #[derive(Clone, Copy)]
@@ -53,7 +54,7 @@ impl<'m> Mat<'m> {
     fn format(self) -> usize {
         match self {
             Mat::Q8(_) => 0,
-            Mat::K(m) if m.kind() == KQuant::Q4K => 1,
+            Mat::K(m) if m.kind() == GgmlType::Q4K => 1,
             Mat::K(_) => 2,
         }
     }
@@ -80,10 +81,10 @@ impl Input {
             self.q8.quantize_one(isa, x);
         }
         if self.needs[1] {
-            self.k4.quantize_one(isa, x, KQuant::Q4K);
+            self.k4.quantize_one(isa, x, GgmlType::Q4K);
         }
         if self.needs[2] {
-            self.k6.quantize_one(isa, x, KQuant::Q6K);
+            self.k6.quantize_one(isa, x, GgmlType::Q6K);
         }
     }
 }
@@ -146,7 +147,7 @@ impl<'j, 'a, 'm> Split<'j, 'a, 'm> {
         unsafe {
             match job.mat {
                 Mat::Q8(m) => m.matvec_tiles(isa, &job.input.q8, r0, r1, job.out),
-                Mat::K(m) if m.kind() == KQuant::Q4K => {
+                Mat::K(m) if m.kind() == GgmlType::Q4K => {
                     m.matvec_tiles(isa, &job.input.k4, r0, r1, job.out)
                 }
                 Mat::K(m) => m.matvec_tiles(isa, &job.input.k6, r0, r1, job.out),
