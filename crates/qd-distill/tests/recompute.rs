@@ -4,36 +4,16 @@
 
 use candle_core::Device;
 use qd_distill::loss::Divergence;
-use qd_distill::student::{student_from_teacher, QatPlan};
 use qd_distill::train::chunked::LossConfig;
 use qd_distill::train::step::{batch_loss_and_grads, TeacherSource};
-use qd_fixtures::tiny::{tiny_gguf, Family, TinySpec};
-use qd_gguf::{GgmlType, GgufFile};
+use qd_fixtures::tiny::Family;
+
+mod common;
 
 const DEV: Device = Device::Cpu;
 
 fn check(fam: Family, learned: bool, div: Divergence, fused: bool) {
-    let f =
-        GgufFile::from_bytes("tiny.gguf", tiny_gguf(&TinySpec::new(fam, GgmlType::Q8_0))).unwrap();
-    let teacher = qd_model::load_quantized(&f, &DEV).unwrap();
-    let n = teacher.hp.n_layer;
-    let (student, mut store) = student_from_teacher(&f, &(0..n).collect::<Vec<_>>(), &DEV).unwrap();
-    let info = qd_export::ModelInfo {
-        n_layer: n,
-        n_gqa: 2,
-        imatrix: false,
-    };
-    let plan = QatPlan::new(
-        qd_export::Recipe::parse("q4_0").unwrap(),
-        &store,
-        &info,
-        false,
-    );
-    if learned {
-        assert!(plan.add_learned_steps(&mut store).unwrap() > 0);
-    }
-    let qat = qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store).unwrap(), &DEV)
-        .unwrap();
+    let (teacher, qat, store) = common::tiny_qat(fam, learned);
     let params = store.all_vars();
     assert!(
         store.vars.contains_key("token_embd.weight"),

@@ -10,14 +10,14 @@ use std::sync::atomic::AtomicBool;
 use candle_core::{DType, Device, Tensor, Var};
 use qd_distill::checkpoint::{list, Checkpoint};
 use qd_distill::loss::Divergence;
-use qd_distill::student::{student_from_teacher, QatPlan};
 use qd_distill::train::adamw::{clip_owned_grads, AdamW, AdamWConfig, MomentFormat};
 use qd_distill::train::chunked::LossConfig;
 use qd_distill::train::run::{run, Event, RunConfig};
 use qd_distill::train::step::{batch_loss_and_grads, TeacherSource};
 use qd_distill::train::update_in_backward::measure;
-use qd_fixtures::tiny::{tiny_gguf, write_run_inputs, Family, TinySpec};
-use qd_gguf::{GgmlType, GgufFile};
+use qd_fixtures::tiny::{write_run_inputs, Family};
+
+mod common;
 
 const DEV: Device = Device::Cpu;
 
@@ -42,31 +42,9 @@ fn snapshot(vars: &BTreeMap<String, Var>) -> BTreeMap<String, Vec<u32>> {
 /// Three steps of the same student, once with stored gradients (clipped, then one update) and
 /// once measured and updated in backward, compared bit for bit after each.
 fn check(fam: Family, format: MomentFormat, max_norm: f64, learned: bool) {
-    let f =
-        GgufFile::from_bytes("tiny.gguf", tiny_gguf(&TinySpec::new(fam, GgmlType::Q8_0))).unwrap();
-    let teacher = qd_model::load_quantized(&f, &DEV).unwrap();
-    let n = teacher.hp.n_layer;
     // Two students from the same file: one per way of stepping.
     let build = || {
-        let (student, mut store) =
-            student_from_teacher(&f, &(0..n).collect::<Vec<_>>(), &DEV).unwrap();
-        let info = qd_export::ModelInfo {
-            n_layer: n,
-            n_gqa: 2,
-            imatrix: false,
-        };
-        let plan = QatPlan::new(
-            qd_export::Recipe::parse("q4_0").unwrap(),
-            &store,
-            &info,
-            false,
-        );
-        if learned {
-            assert!(plan.add_learned_steps(&mut store).unwrap() > 0);
-        }
-        let qat =
-            qd_model::Transformer::load(student.hp.clone(), &plan.apply(&store).unwrap(), &DEV)
-                .unwrap();
+        let (_, qat, store) = common::tiny_qat(fam, learned);
         let mut opt = AdamW::with_format(
             store.vars.clone(),
             AdamWConfig {
@@ -84,6 +62,7 @@ fn check(fam: Family, format: MomentFormat, max_norm: f64, learned: bool) {
             .collect();
         (qat, store, opt)
     };
+    let (teacher, _, _) = common::tiny_qat(fam, learned);
     let (qa, sa, mut oa) = build();
     let (qb, sb, mut ob) = build();
     assert!(

@@ -133,14 +133,13 @@ impl StudentPass {
         leaf_grad: Option<Tensor>,
         bf16: bool,
     ) -> Result<GradStore> {
-        let Self { normed, recompute } = self;
-        let Some(mut r) = recompute else {
+        if self.recompute.is_none() {
             return Ok(grads);
-        };
-        drop(normed);
+        }
+        let mut pass = self;
         // The head's gradients too, so that a tied embedding's two parts add in one dtype.
         let mut grads = narrow_grads(grads, params, bf16)?;
-        r.backward(
+        pass.backward_blocks(
             student,
             params,
             leaf_grad.as_ref(),
@@ -165,40 +164,23 @@ impl StudentPass {
         again: bool,
         sink: &mut dyn FnMut(Part, GradStore) -> Result<()>,
     ) -> Result<()> {
-        match self.recompute.as_mut() {
-            Some(r) => r.backward(student, params, leaf_grad, bf16, again, sink),
-            None => candle_core::bail!(
-                "the blocks' backward needs a recomputing pass (checkpoint_blocks)"
-            ),
-        }
-    }
-}
-
-impl Recompute {
-    /// [`StudentPass::backward_blocks`].
-    fn backward<L: Linear, E: Embedding>(
-        &mut self,
-        student: &Transformer<L, E>,
-        params: &[Var],
-        leaf_grad: Option<&Tensor>,
-        bf16: bool,
-        again: bool,
-        sink: &mut dyn FnMut(Part, GradStore) -> Result<()>,
-    ) -> Result<()> {
+        let Some(r) = self.recompute.as_mut() else {
+            candle_core::bail!("the blocks' backward needs a recomputing pass (checkpoint_blocks)");
+        };
         let mut grad_y = leaf_grad.cloned().ok_or_else(|| {
             candle_core::Error::Msg("the loss does not depend on the student's blocks".into())
         })?;
         for il in (0..student.blocks.len()).rev() {
             let input = if again {
-                self.inputs[il].clone()
+                r.inputs[il].clone()
             } else {
-                self.inputs.pop().ok_or_else(|| {
+                r.inputs.pop().ok_or_else(|| {
                     candle_core::Error::Msg("a recomputing pass runs once without `again`".into())
                 })?
             };
             let x = Var::from_tensor(&input)?;
             drop(input);
-            let y = student.block_forward(il, x.as_tensor(), &self.bc, None)?;
+            let y = student.block_forward(il, x.as_tensor(), &r.bc, None)?;
             let g = (y * &grad_y)?.sum_all()?.backward()?;
             super::memory::mark(&format!("block {il} backward"));
             let next = g
@@ -211,8 +193,8 @@ impl Recompute {
             )?;
             grad_y = next;
         }
-        if self.embedded.track_op() {
-            let g = (&self.embedded * grad_y)?.sum_all()?.backward()?;
+        if r.embedded.track_op() {
+            let g = (&r.embedded * grad_y)?.sum_all()?.backward()?;
             sink(
                 Part::Embeddings,
                 narrow_grads(only_params(&g, params), params, bf16)?,
