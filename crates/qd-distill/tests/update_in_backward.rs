@@ -2,7 +2,8 @@
 //! the same gradient norm, the same weights after every step (f32 AdamW and 8-bit moments with
 //! bf16 gradients, clipping on and off, learned steps, a trained embedding), the weights
 //! untouched by the measuring backward; a run with it logs the same losses and ends with the
-//! same weights; the combinations it cannot do are refused in one line.
+//! same weights as one that keeps the whole graph (8-bit moments and bf16 master weights, f32
+//! gradients both); the combinations it cannot do are refused in one line.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -192,9 +193,15 @@ fn trained(cfg: &RunConfig) -> (Steps, BTreeMap<String, Vec<u32>>) {
 #[test]
 fn a_run_updating_in_backward_trains_to_the_same_bits() {
     let d = tempfile::tempdir().unwrap();
-    let stored = config(d.path());
+    // The whole graph kept (f32 gradients, also with 8-bit moments), against blocks
+    // recomputed and updated in backward (one block's f32 gradients at a time).
+    let stored = RunConfig {
+        checkpoint_blocks: false,
+        ..config(d.path())
+    };
     let mut fused = stored.clone();
     fused.out = d.path().join("fused");
+    fused.checkpoint_blocks = true;
     fused.update_in_backward = true;
     let (a, b) = (trained(&stored), trained(&fused));
     assert_eq!(a.0.len(), 4);

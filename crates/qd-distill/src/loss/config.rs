@@ -16,8 +16,9 @@ pub struct LossConfig {
     /// Recompute each block in backward instead of keeping its activations
     /// (`train::recompute`).
     pub checkpoint_blocks: bool,
-    /// Keep the blocks' gradients in bf16 as they are made (the compact optimizer state:
-    /// 2 bytes per parameter instead of 4; clipping and the update read them in f32).
+    /// Keep the blocks' gradients in bf16 as they are made (the compact optimizer state with
+    /// stored gradients and recomputed blocks: 2 bytes per parameter instead of 4; clipping
+    /// and the update read them in f32). Only a recomputing backward narrows them.
     pub bf16_grads: bool,
 }
 

@@ -116,10 +116,11 @@ pub struct RunConfig {
     /// updated with stochastic rounding; with `optimizer = "adamw8"`, CPU only).
     pub master_weights: String,
     /// Apply each block's update as soon as backward has made its gradients, so that no
-    /// gradient of the whole student is held (2 bytes a trained parameter with adamw8's bf16
-    /// gradients, 4 with f32 AdamW's): a first recomputing backward measures the global
-    /// norm that clipping needs, a second one updates. The same bits as the stored-gradient
-    /// step, for one more backward's time; needs `checkpoint_blocks` and one sequence a step.
+    /// gradient of the whole student is held (4 bytes a trained parameter with f32 gradients,
+    /// 2 with the bf16 ones adamw8 otherwise stores): a first recomputing backward measures
+    /// the global norm that clipping needs, a second one updates. One block's gradients at a
+    /// time stay f32, so the bits are those of the step that keeps the whole graph; one more
+    /// backward's time; needs `checkpoint_blocks` and one sequence a step.
     pub update_in_backward: bool,
 }
 

@@ -185,7 +185,10 @@ impl<'a> Session<'a> {
             chunk: cfg.chunk,
             fused: !self.spec.generic(),
             checkpoint_blocks: cfg.checkpoint_blocks,
-            bf16_grads: cfg.moment_format()? == MomentFormat::Adamw8,
+            // Stored whole, 8-bit moments' gradients are kept in bf16; updated block by block
+            // in backward only one block's are held, so they stay f32 (the bits of the
+            // whole-graph step, whose 200-step curve docs/scale.md shows).
+            bf16_grads: cfg.moment_format()? == MomentFormat::Adamw8 && !cfg.update_in_backward,
         };
         let store = &self.students.store;
         if step == cfg.qat_start && cfg.snap_to_grid && !self.students.snapped {
