@@ -3,7 +3,8 @@
 # a Q4_K_M teacher trained, its embedding frozen), seq 512, batch 1, STEPS steps (default 2), for
 # each model in $MODELS and each configuration in $CONFIGS; one markdown row per run with the
 # process's peak resident set (VmHWM, from the run's summary.json), bytes per trained parameter
-# and the last step's tokens/s. Synthetic teachers of the named shapes are made on first use.
+# and tokens/s (the log's last figure: all tokens over all steps, the first included).
+# Synthetic teachers of the named shapes are made on first use.
 #
 #   MODELS   270m (the real Gemma 3 270M teacher), 0.5b (Qwen2.5-0.5B shape), 1.1b
 #            (TinyLlama-1.1B shape), 3b (Llama-3.2-3B shape); default "270m 0.5b 1.1b"
