@@ -2,7 +2,8 @@
 # Prepares the English training corpus: the .txt sources of Debian's python3.11-doc, minus the
 # files that make up the held-out evaluation text tests/data/corpora/pydoc.txt (the first files
 # in LC_ALL=C order, concatenated up to 1,000,000 bytes). Writes one .txt per source file under
-# ${1:-data/pydoc-train} (ignored by git); idempotent; prints the directory.
+# ${1:-data/pydoc-train} (ignored by git) and the package's revision into its .complete marker;
+# idempotent; prints the directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-data/pydoc-train}"
@@ -17,10 +18,13 @@ trap 'rm -rf "$WORK"' EXIT
 ( cd "$WORK" && (apt-get download python3.11-doc >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get download python3.11-doc >/dev/null; }) ) \
   || die "apt-get download python3.11-doc failed (is the Debian mirror reachable?)"
 dpkg-deb -x "$WORK"/python3.11-doc_*.deb "$WORK/x"
+# Debian's mirror serves only the newest revision, and revisions change the training text (the
+# held-out pydoc.txt is checked below): the revision is kept in $OUT/.complete and printed.
+VERSION="$(dpkg-deb -f "$WORK"/python3.11-doc_*.deb Version)"
 SRC="$(find "$WORK/x" -type d -path '*html/_sources' | head -n 1)"
 [[ -n "$SRC" ]] || die "no html/_sources in the package"
 
-python3 - "$SRC" "$HELD_OUT" "$OUT.tmp" <<'PY'
+VERSION="$VERSION" python3 - "$SRC" "$HELD_OUT" "$OUT.tmp" <<'PY'
 import os, sys
 src, held, out = sys.argv[1], sys.argv[2], sys.argv[3]
 files = []
@@ -43,10 +47,10 @@ kept = files[excluded:]
 for i, f in enumerate(kept):
     with open(f, "rb") as fi, open(os.path.join(out, f"{i:05d}.txt"), "wb") as fo:
         fo.write(fi.read())
-print(f"prepare-corpus: {len(files)} source files, {excluded} held out (pydoc.txt), {len(kept)} kept, "
+print(f"prepare-corpus: python3.11-doc {os.environ['VERSION']}: {len(files)} source files, {excluded} held out (pydoc.txt), {len(kept)} kept, "
       f"{sum(os.path.getsize(f) for f in kept)} bytes", file=sys.stderr)
 PY
 rm -rf "$OUT"
 mv "$OUT.tmp" "$OUT"
-touch "$OUT/.complete"
+echo "python3.11-doc $VERSION" > "$OUT/.complete"
 echo "$OUT"
