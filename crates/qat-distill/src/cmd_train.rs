@@ -102,7 +102,7 @@ pub struct Args {
     #[arg(long)]
     schedule: Option<String>,
     /// The trained block matrices' master copy: f32, or bf16 (2 bytes each, stochastic rounding;
-    /// with --optimizer adamw8).
+    /// with --optimizer adamw8; its 200-step curve trains worse than f32's: docs/scale.md).
     #[arg(long)]
     master_weights: Option<String>,
     /// Block-AP: training sequences whose hidden states are cached for every block (default 16).
