@@ -24,9 +24,9 @@ VERSION="$(dpkg-deb -f "$WORK"/python3.11-doc_*.deb Version)"
 SRC="$(find "$WORK/x" -type d -path '*html/_sources' | head -n 1)"
 [[ -n "$SRC" ]] || die "no html/_sources in the package"
 
-VERSION="$VERSION" python3 - "$SRC" "$HELD_OUT" "$OUT.tmp" <<'PY'
+python3 - "$SRC" "$HELD_OUT" "$OUT.tmp" "$VERSION" <<'PY'
 import os, sys
-src, held, out = sys.argv[1], sys.argv[2], sys.argv[3]
+src, held, out, version = sys.argv[1:5]
 files = []
 for root, _, names in os.walk(src):
     files += [os.path.join(root, n) for n in names if n.endswith(".txt")]
@@ -47,7 +47,7 @@ kept = files[excluded:]
 for i, f in enumerate(kept):
     with open(f, "rb") as fi, open(os.path.join(out, f"{i:05d}.txt"), "wb") as fo:
         fo.write(fi.read())
-print(f"prepare-corpus: python3.11-doc {os.environ['VERSION']}: {len(files)} source files, {excluded} held out (pydoc.txt), {len(kept)} kept, "
+print(f"prepare-corpus: python3.11-doc {version}: {len(files)} source files, {excluded} held out (pydoc.txt), {len(kept)} kept, "
       f"{sum(os.path.getsize(f) for f in kept)} bytes", file=sys.stderr)
 PY
 rm -rf "$OUT"

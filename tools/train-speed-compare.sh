@@ -52,11 +52,11 @@ runs = []
 for i, w in enumerate(order, 1):
     d = f"{out}/{i}-{w}"
     log = [json.loads(l) for l in open(d + "/log.jsonl") if '"event":"step"' in l]
-    # The log's tokens/s is cumulative from the first step's start: step k ended at
-    # k * tokens_per_step / tokens_per_second_k.
-    per = 512
-    t = [(k + 1) * per / s["tokens_per_second"] for k, s in enumerate(log)]
-    rate = (steps - 1) * per / (t[-1] - t[0])
+    # The log's tokens/s is cumulative from the first step's start and every step has the same
+    # tokens, so step k ended at k / tokens_per_second_k in units of one step's tokens: steps
+    # 2..N made N - 1 such units in the time between the first step's end and the last's.
+    t = [(k + 1) / s["tokens_per_second"] for k, s in enumerate(log)]
+    rate = (steps - 1) / (t[-1] - t[0])
     peak = json.load(open(d + "/summary.json"))["peak_rss_bytes"] / 1e9
     runs.append((w, rate, peak, [s["loss"] for s in log], [s["grad_norm"] for s in log]))
     print(f"run {i} {w}: {rate:.2f} tokens/s (steps 2-{steps}), peak {peak:.2f} GB, "
